@@ -1,0 +1,35 @@
+//! The pure model of tern: servers as Oracle VM Server for SPARC shows them, and the
+//! live-migration rules of SPEC.md (LM-*).
+//!
+//! No I/O, no async, no clock, no randomness: every function here is a function of
+//! its arguments, so every Raft member, planner and test computes the same answer.
+//!
+//! - [`server`]: cores and strands, memory blocks, services, domains.
+//! - [`preflight`]: every LM rule as its own check, all violations reported.
+//! - [`fit`]: exact memory-block fitting (LM-09).
+//! - [`placement`]: concrete CIDs and console ports on a target (LM-06, LM-12, LM-13).
+//! - [`cpu`]: CPU types and the cpu-arch table (LM-07).
+//! - [`version`]: firmware (LM-10) and OS (LM-11) versions.
+//! - [`precopy`]: the pre-copy migration timing model (LM-17).
+//! - [`units`]: sizes and ranges in ldm's vocabulary.
+
+pub mod cpu;
+pub mod fit;
+pub mod placement;
+pub mod precopy;
+pub mod preflight;
+pub mod server;
+pub mod units;
+pub mod version;
+
+pub use cpu::{CpuArch, CpuFamily, CpuType};
+pub use fit::{FitError, MemoryFit, fit_memory};
+pub use placement::Binding;
+pub use precopy::{PrecopyParams, PrecopyPlan, precopy_plan};
+pub use preflight::{Code, MigrationQuery, Report, Rule, Violation, preflight};
+pub use server::{
+    Console, Core, CpuHolding, Domain, DomainKind, DomainState, MemoryBlock, Owner, Reserved, Server, Services, Strand,
+    VDisk, VNet, Vcc, Vds, Volume, Vsw, Workload,
+};
+pub use units::{Range, Size};
+pub use version::{Firmware, OsVersion};

@@ -1,0 +1,553 @@
+//! A server as `ldm` sees it: cores and their strands, memory blocks, virtual
+//! services and domains.
+//!
+//! Bindings live on the devices, as in `ldm list-devices`: a strand or a memory block
+//! names the domain it is bound to. A domain's CPUs and memory are therefore derived
+//! (`strands_of`, `memory_of`), never stored twice, so they cannot disagree.
+
+use crate::cpu::{CpuArch, CpuType};
+use crate::units::{Range, Size};
+use crate::version::{Firmware, OsVersion};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// The name `ldm` gives the control domain.
+pub const CONTROL_DOMAIN: &str = "primary";
+/// The owner `ldm` prints for memory held by the firmware.
+pub const SYS_OWNER: &str = "_sys_";
+
+/// Who holds a memory block.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Owner {
+    /// `_sys_`: the hypervisor and firmware.
+    System,
+    Domain(String),
+}
+
+impl Owner {
+    pub fn domain(&self) -> Option<&str> {
+        match self {
+            Self::System => None,
+            Self::Domain(d) => Some(d),
+        }
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::System => f.write_str(SYS_OWNER),
+            Self::Domain(d) => f.write_str(d),
+        }
+    }
+}
+
+/// One row of `ldm list-devices -a memory`: PA, SIZE, BOUND (blank = free).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryBlock {
+    pub pa: u64,
+    pub size: u64,
+    pub bound: Option<Owner>,
+}
+
+impl MemoryBlock {
+    pub fn range(&self) -> Range {
+        Range::new(self.pa, self.size)
+    }
+}
+
+/// A hardware thread (a virtual CPU in ldm's words) and the domain it is bound to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Strand {
+    pub id: u32,
+    pub bound: Option<String>,
+}
+
+/// A physical core: its CID, its CPUSET and whether its activation licence is present.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Core {
+    pub cid: u32,
+    pub activated: bool,
+    pub strands: Vec<Strand>,
+}
+
+impl Core {
+    pub fn cpuset(&self) -> Vec<u32> {
+        self.strands.iter().map(|s| s.id).collect()
+    }
+
+    /// Usable for a new binding: activated and no strand bound.
+    pub fn is_free(&self) -> bool {
+        self.activated && self.strands.iter().all(|s| s.bound.is_none())
+    }
+}
+
+/// A VDS volume: the name guests refer to and the backend device behind it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub name: String,
+    pub device: String,
+    /// The backend is on storage every server of the cluster sees (SAN LUN, NFS).
+    pub shared: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vds {
+    pub name: String,
+    pub domain: String,
+    pub volumes: Vec<Volume>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vsw {
+    pub name: String,
+    pub domain: String,
+    pub nic: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vcc {
+    pub name: String,
+    pub domain: String,
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Services {
+    pub vds: Vec<Vds>,
+    pub vsw: Vec<Vsw>,
+    pub vcc: Vec<Vcc>,
+}
+
+impl Services {
+    pub fn vds(&self, name: &str) -> Option<&Vds> {
+        self.vds.iter().find(|v| v.name == name)
+    }
+    pub fn vsw(&self, name: &str) -> Option<&Vsw> {
+        self.vsw.iter().find(|v| v.name == name)
+    }
+    pub fn vcc(&self, name: &str) -> Option<&Vcc> {
+        self.vcc.iter().find(|v| v.name == name)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DomainKind {
+    Control,
+    IoRoot,
+    Service,
+    Guest,
+}
+
+impl fmt::Display for DomainKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Control => "control domain",
+            Self::IoRoot => "I/O root domain",
+            Self::Service => "service domain",
+            Self::Guest => "guest domain",
+        })
+    }
+}
+
+/// `ldm list-domain` STATE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DomainState {
+    Active,
+    Bound,
+    Inactive,
+}
+
+impl fmt::Display for DomainState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Active => "active",
+            Self::Bound => "bound",
+            Self::Inactive => "inactive",
+        })
+    }
+}
+
+/// A virtual disk: `vdisk0` backed by `vol0@primary-vds0`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VDisk {
+    pub name: String,
+    pub volume: String,
+    pub service: String,
+}
+
+/// A virtual network device on a virtual switch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VNet {
+    pub name: String,
+    pub service: String,
+}
+
+/// The domain's console on a VCC (`ldm list-domain -o console`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Console {
+    pub service: String,
+    pub port: u16,
+    pub logging: bool,
+}
+
+/// How busy a domain is: what the rebalancer weighs and the pre-copy model needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workload {
+    /// Average CPU utilisation of the domain's own CPUs, 0..=100.
+    pub cpu_pct: u32,
+    /// Rate at which the guest dirties memory, in MiB per second (LM-17).
+    pub dirty_mib_per_s: u64,
+}
+
+/// A logical domain. Its CPUs and memory are bound on the server's devices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Domain {
+    pub name: String,
+    pub kind: DomainKind,
+    pub state: DomainState,
+    pub cpu_arch: CpuArch,
+    /// The domain's own OS (LM-11); the control domain's is the server's `os`.
+    pub os: Option<OsVersion>,
+    pub vdisks: Vec<VDisk>,
+    pub vnets: Vec<VNet>,
+    pub console: Option<Console>,
+    pub workload: Workload,
+}
+
+/// The CPU a domain holds, as the rules count it (LM-05, LM-06).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuHolding {
+    /// CIDs of the cores the domain touches.
+    pub cids: Vec<u32>,
+    /// Strand ids bound to the domain.
+    pub strands: Vec<u32>,
+    /// True when every core the domain touches is wholly bound to it.
+    pub whole_cores: bool,
+}
+
+/// Resources on one server that are promised but not yet bound (reservations).
+/// Every free-resource query subtracts them, so a reservation is never handed out twice.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reserved {
+    pub strands: BTreeSet<u32>,
+    pub memory: Vec<Range>,
+    pub console_ports: BTreeSet<u16>,
+    pub domain_names: BTreeSet<String>,
+}
+
+impl Reserved {
+    /// Adds another reservation's resources.
+    pub fn add(&mut self, b: &crate::Binding) {
+        self.strands.extend(b.strands.iter().copied());
+        self.memory.extend(b.memory.iter().copied());
+        self.console_ports.extend(b.console_port);
+        self.domain_names.insert(b.domain.clone());
+    }
+}
+
+/// A physical server and everything bound on it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Server {
+    /// Host name of the control domain (the cluster's name for the server).
+    pub name: String,
+    /// Hardware model, e.g. `SPARC M10-1`.
+    pub model: String,
+    pub cpu: CpuType,
+    pub firmware: Firmware,
+    /// The control domain's OS (LM-11).
+    pub os: OsVersion,
+    pub threads_per_core: u32,
+    pub cores: Vec<Core>,
+    pub memory: Vec<MemoryBlock>,
+    pub services: Services,
+    pub domains: Vec<Domain>,
+}
+
+impl Server {
+    pub fn domain(&self, name: &str) -> Option<&Domain> {
+        self.domains.iter().find(|d| d.name == name)
+    }
+
+    pub fn domain_mut(&mut self, name: &str) -> Option<&mut Domain> {
+        self.domains.iter_mut().find(|d| d.name == name)
+    }
+
+    /// The CPU bound to `domain`.
+    pub fn cpu_of(&self, domain: &str) -> CpuHolding {
+        let mut h = CpuHolding { whole_cores: true, ..Default::default() };
+        for core in &self.cores {
+            let mine: Vec<u32> = core
+                .strands
+                .iter()
+                .filter(|s| s.bound.as_deref() == Some(domain))
+                .map(|s| s.id)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            if mine.len() != core.strands.len() {
+                h.whole_cores = false;
+            }
+            h.cids.push(core.cid);
+            h.strands.extend(mine);
+        }
+        if h.strands.is_empty() {
+            h.whole_cores = false;
+        }
+        h
+    }
+
+    /// The memory blocks bound to `domain`, in PA order.
+    pub fn memory_of(&self, domain: &str) -> Vec<Range> {
+        let mut v: Vec<Range> = self
+            .memory
+            .iter()
+            .filter(|b| b.bound.as_ref().and_then(Owner::domain) == Some(domain))
+            .map(MemoryBlock::range)
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn total_memory(&self) -> u64 {
+        self.memory.iter().map(|b| b.size).sum()
+    }
+
+    /// Activated strands bound to no domain and not reserved.
+    pub fn free_strands(&self, reserved: &Reserved) -> Vec<u32> {
+        self.cores
+            .iter()
+            .filter(|c| c.activated)
+            .flat_map(|c| &c.strands)
+            .filter(|s| s.bound.is_none() && !reserved.strands.contains(&s.id))
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// Cores whose strands are all activated, unbound and unreserved, in CID order.
+    pub fn free_cores(&self, reserved: &Reserved) -> Vec<&Core> {
+        self.cores
+            .iter()
+            .filter(|c| c.is_free() && c.strands.iter().all(|s| !reserved.strands.contains(&s.id)))
+            .collect()
+    }
+
+    /// Free memory as maximal contiguous ranges (adjacent free blocks merged), minus
+    /// anything reserved, in PA order.
+    pub fn free_ranges(&self, reserved: &Reserved) -> Vec<Range> {
+        let mut blocks: Vec<Range> = self
+            .memory
+            .iter()
+            .filter(|b| b.bound.is_none() && b.size > 0)
+            .map(MemoryBlock::range)
+            .collect();
+        blocks.sort();
+        let mut merged: Vec<Range> = Vec::with_capacity(blocks.len());
+        for r in blocks {
+            match merged.last_mut() {
+                Some(last) if last.end() == r.pa => last.size += r.size,
+                _ => merged.push(r),
+            }
+        }
+        subtract_ranges(&merged, &reserved.memory)
+    }
+
+    /// Console ports already taken on a VCC: by a domain's console or a reservation.
+    pub fn used_console_ports(&self, reserved: &Reserved) -> BTreeSet<u16> {
+        let mut used: BTreeSet<u16> = self
+            .domains
+            .iter()
+            .filter_map(|d| d.console.as_ref().map(|c| c.port))
+            .collect();
+        used.extend(reserved.console_ports.iter().copied());
+        used
+    }
+
+    /// Checks that the server is self-consistent; every problem is listed.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errs = Vec::new();
+        let names: BTreeSet<&str> = self.domains.iter().map(|d| d.name.as_str()).collect();
+        if names.len() != self.domains.len() {
+            errs.push("two domains share a name".to_string());
+        }
+        if self.threads_per_core == 0 {
+            errs.push("threads_per_core must be at least 1".into());
+        }
+        let mut cids = BTreeSet::new();
+        let mut strand_ids = BTreeSet::new();
+        for c in &self.cores {
+            if !cids.insert(c.cid) {
+                errs.push(format!("CID {} appears twice", c.cid));
+            }
+            if c.strands.is_empty() || c.strands.len() > self.threads_per_core as usize {
+                errs.push(format!(
+                    "core {} has {} threads; this server has {} per core",
+                    c.cid,
+                    c.strands.len(),
+                    self.threads_per_core
+                ));
+            }
+            for s in &c.strands {
+                if !strand_ids.insert(s.id) {
+                    errs.push(format!("CPU {} appears twice", s.id));
+                }
+                if let Some(d) = &s.bound {
+                    if !names.contains(d.as_str()) {
+                        errs.push(format!("CPU {} is bound to unknown domain {d:?}", s.id));
+                    }
+                    if !c.activated {
+                        errs.push(format!("CPU {} is bound to {d} but core {} is not activated", s.id, c.cid));
+                    }
+                }
+            }
+        }
+        let mut sorted: Vec<&MemoryBlock> = self.memory.iter().collect();
+        sorted.sort_by_key(|b| b.pa);
+        for w in sorted.windows(2) {
+            if w[0].range().overlaps(&w[1].range()) {
+                errs.push(format!(
+                    "memory blocks at {:#x} ({}) and {:#x} overlap",
+                    w[0].pa,
+                    Size(w[0].size),
+                    w[1].pa
+                ));
+            }
+        }
+        for b in &self.memory {
+            if b.size == 0 {
+                errs.push(format!("memory block at {:#x} has size 0", b.pa));
+            }
+            if b.pa.checked_add(b.size).is_none() {
+                errs.push(format!("memory block at {:#x} runs past the end of the address space", b.pa));
+            }
+            if let Some(Owner::Domain(d)) = &b.bound
+                && !names.contains(d.as_str())
+            {
+                errs.push(format!("memory block at {:#x} is bound to unknown domain {d:?}", b.pa));
+            }
+        }
+        self.validate_services(&names, &mut errs);
+        self.validate_domains(&mut errs);
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+
+    fn validate_services(&self, names: &BTreeSet<&str>, errs: &mut Vec<String>) {
+        let s = &self.services;
+        let mut svc_names = BTreeSet::new();
+        let all = s
+            .vds
+            .iter()
+            .map(|v| (&v.name, &v.domain))
+            .chain(s.vsw.iter().map(|v| (&v.name, &v.domain)))
+            .chain(s.vcc.iter().map(|v| (&v.name, &v.domain)));
+        for (name, dom) in all {
+            if !svc_names.insert(name.as_str()) {
+                errs.push(format!("service {name:?} is defined twice"));
+            }
+            if !names.contains(dom.as_str()) {
+                errs.push(format!("service {name:?} is provided by unknown domain {dom:?}"));
+            }
+        }
+        for v in &s.vcc {
+            if v.port_min > v.port_max {
+                errs.push(format!("VCC {} port range {}-{} runs backwards", v.name, v.port_min, v.port_max));
+            }
+        }
+        for v in &s.vds {
+            let mut vols = BTreeSet::new();
+            for vol in &v.volumes {
+                if !vols.insert(&vol.name) {
+                    errs.push(format!("volume {}@{} is defined twice", vol.name, v.name));
+                }
+            }
+        }
+    }
+
+    fn validate_domains(&self, errs: &mut Vec<String>) {
+        let mut ports = BTreeMap::new();
+        for d in &self.domains {
+            for disk in &d.vdisks {
+                match self.services.vds(&disk.service) {
+                    None => errs.push(format!(
+                        "domain {} vdisk {} uses unknown VDS {:?}",
+                        d.name, disk.name, disk.service
+                    )),
+                    Some(vds) if !vds.volumes.iter().any(|v| v.name == disk.volume) => {
+                        errs.push(format!(
+                            "domain {} vdisk {} uses unknown volume {}@{}",
+                            d.name, disk.name, disk.volume, disk.service
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+            for net in &d.vnets {
+                if self.services.vsw(&net.service).is_none() {
+                    errs.push(format!("domain {} vnet {} uses unknown VSW {:?}", d.name, net.name, net.service));
+                }
+            }
+            if let Some(c) = &d.console {
+                match self.services.vcc(&c.service) {
+                    None => errs.push(format!("domain {} console uses unknown VCC {:?}", d.name, c.service)),
+                    Some(v) if c.port < v.port_min || c.port > v.port_max => errs.push(format!(
+                        "domain {} console port {} is outside {}'s range {}-{}",
+                        d.name, c.port, v.name, v.port_min, v.port_max
+                    )),
+                    Some(_) => {}
+                }
+                if let Some(other) = ports.insert(c.port, &d.name) {
+                    errs.push(format!("console port {} is used by both {other} and {}", c.port, d.name));
+                }
+            }
+            if d.workload.cpu_pct > 100 {
+                errs.push(format!("domain {} cpu_pct {} is above 100", d.name, d.workload.cpu_pct));
+            }
+        }
+    }
+}
+
+/// `ranges` minus every byte of `holes`; both in any order, result in PA order.
+pub fn subtract_ranges(ranges: &[Range], holes: &[Range]) -> Vec<Range> {
+    let mut holes: Vec<Range> = holes.iter().copied().filter(|h| h.size > 0).collect();
+    holes.sort();
+    let mut out = Vec::with_capacity(ranges.len());
+    let mut sorted = ranges.to_vec();
+    sorted.sort();
+    for r in sorted {
+        let mut start = r.pa;
+        let end = r.end();
+        for h in holes.iter().filter(|h| h.overlaps(&r)) {
+            if h.pa > start {
+                out.push(Range::new(start, h.pa - start));
+            }
+            start = start.max(h.end());
+        }
+        if start < end {
+            out.push(Range::new(start, end - start));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::units::MIB;
+
+    #[test]
+    fn subtracting_a_reservation_splits_a_free_range() {
+        // Goal: a reserved range in the middle of a free range leaves the two sides free.
+        let free = [Range::new(0, 100 * MIB)];
+        let holes = [Range::new(10 * MIB, 20 * MIB), Range::new(90 * MIB, 20 * MIB)];
+        assert_eq!(
+            subtract_ranges(&free, &holes),
+            vec![Range::new(0, 10 * MIB), Range::new(30 * MIB, 60 * MIB)]
+        );
+    }
+}
