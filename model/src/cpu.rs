@@ -135,9 +135,7 @@ impl CpuArch {
         match self {
             Self::Native => source == target,
             Self::Sparc64Class1 => source.family.is_sparc64() && target.family.is_sparc64(),
-            Self::MigrationClass1 => {
-                source.family.is_migration_class1() && target.family.is_migration_class1()
-            }
+            Self::MigrationClass1 => source.family.is_migration_class1() && target.family.is_migration_class1(),
             Self::Generic => true,
         }
     }
@@ -180,7 +178,10 @@ mod tests {
     use CpuFamily::*;
 
     fn t(family: CpuFamily, mhz: u32) -> CpuType {
-        CpuType { family, frequency_mhz: mhz }
+        CpuType {
+            family,
+            frequency_mhz: mhz,
+        }
     }
 
     #[test]

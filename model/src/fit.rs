@@ -85,15 +85,18 @@ pub fn fit_memory(blocks: &[u64], free: &[Range]) -> Result<MemoryFit, FitError>
     let bins: Vec<Range> = free.iter().filter_map(usable).collect();
     let largest_free_before = free.iter().map(|r| r.size).max().unwrap_or(0);
     if blocks.is_empty() {
-        return Ok(MemoryFit { ranges: vec![], largest_free_before, largest_free_after: largest_free_before });
+        return Ok(MemoryFit {
+            ranges: vec![],
+            largest_free_before,
+            largest_free_after: largest_free_before,
+        });
     }
     let mut nodes = 0u64;
     // First choice: a fit that leaves the largest range whole.
     let largest = (0..bins.len()).max_by_key(|&i| (bins[i].size, std::cmp::Reverse(bins[i].pa)));
     let mut result = Err(FitError::NoFit);
     if let Some(li) = largest {
-        let without: Vec<Option<Range>> =
-            bins.iter().enumerate().map(|(i, b)| (i != li).then_some(*b)).collect();
+        let without: Vec<Option<Range>> = bins.iter().enumerate().map(|(i, b)| (i != li).then_some(*b)).collect();
         result = search(blocks, &without, &mut nodes);
     }
     if result.is_err() {
@@ -104,7 +107,11 @@ pub fn fit_memory(blocks: &[u64], free: &[Range]) -> Result<MemoryFit, FitError>
     let ranges = result?;
     let after = crate::server::subtract_ranges(free, &ranges);
     let largest_free_after = after.iter().map(|r| r.size).max().unwrap_or(0);
-    Ok(MemoryFit { ranges, largest_free_before, largest_free_after })
+    Ok(MemoryFit {
+        ranges,
+        largest_free_before,
+        largest_free_after,
+    })
 }
 
 /// The exact search over `bins` (a `None` bin is excluded).
@@ -125,13 +132,18 @@ fn search(blocks: &[u64], bins: &[Option<Range>], nodes: &mut u64) -> Result<Vec
     if !s.place(0)? {
         return Err(FitError::NoFit);
     }
-    // Lay the blocks out from each range's start, in the order they were assigned.
-    let mut cursor: Vec<u64> = bins.iter().map(|b| b.map_or(0, |r| r.pa)).collect();
-    let mut out = vec![Range::new(0, 0); blocks.len()];
+    // Lay the blocks out from each range's start in the guest's own block order, so
+    // blocks that share a range keep their relative PA order.
+    let mut bin_of = vec![0usize; blocks.len()];
     for (k, &bin) in s.assign.iter().enumerate() {
-        let guest_index = order[k];
-        out[guest_index] = Range::new(cursor[bin], blocks[guest_index]);
-        cursor[bin] += items[k];
+        bin_of[order[k]] = bin;
+    }
+    let mut cursor: Vec<u64> = bins.iter().map(|b| b.map_or(0, |r| r.pa)).collect();
+    let mut out = Vec::with_capacity(blocks.len());
+    for (i, &size) in blocks.iter().enumerate() {
+        let bin = bin_of[i];
+        out.push(Range::new(cursor[bin], size));
+        cursor[bin] += granules(size);
     }
     Ok(out)
 }
@@ -178,7 +190,11 @@ impl Search<'_> {
         // Space that can still take a block: ranges at least as big as the smallest
         // block left (items are sorted, so the last one is the smallest).
         let smallest = *self.items.last().unwrap_or(&0);
-        let usable: u64 = self.caps.iter().filter(|&&c| c >= smallest).fold(0u64, |a, &c| a.saturating_add(c));
+        let usable: u64 = self
+            .caps
+            .iter()
+            .filter(|&&c| c >= smallest)
+            .fold(0u64, |a, &c| a.saturating_add(c));
         if usable < self.suffix[k] {
             self.failed.insert((k, self.hash));
             return Ok(false);
@@ -215,7 +231,10 @@ mod tests {
     #[test]
     fn refuses_guest_whose_block_needs_contiguous_16g() {
         // Goal: the seed's LM-09 example: 16G does not go into 10G + 10G.
-        let free = [Range::new(0x7e00_8000_0000, 10 * GIB), Range::new(0x7e08_2000_0000 + 25088 * MIB, 10 * GIB)];
+        let free = [
+            Range::new(0x7e00_8000_0000, 10 * GIB),
+            Range::new(0x7e08_2000_0000 + 25088 * MIB, 10 * GIB),
+        ];
         assert_eq!(fit_memory(&[16 * GIB], &free), Err(FitError::NoFit));
     }
 

@@ -28,8 +28,8 @@ pub use placement::Binding;
 pub use precopy::{PrecopyParams, PrecopyPlan, precopy_plan};
 pub use preflight::{Code, MigrationQuery, Report, Rule, Violation, preflight};
 pub use server::{
-    Console, Core, CpuHolding, Domain, DomainKind, DomainState, MemoryBlock, Owner, Reserved, Server, Services, Strand,
-    VDisk, VNet, Vcc, Vds, Volume, Vsw, Workload,
+    BindError, Console, Core, CpuHolding, Domain, DomainKind, DomainState, MemoryBlock, Owner, Reserved, Server,
+    Services, Strand, VDisk, VNet, Vcc, Vds, Volume, Vsw, Workload,
 };
 pub use units::{Range, Size};
 pub use version::{Firmware, OsVersion};

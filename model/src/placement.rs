@@ -27,7 +27,13 @@ impl fmt::Display for Binding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cids: Vec<String> = self.cids.iter().map(u32::to_string).collect();
         let mem: Vec<String> = self.memory.iter().map(Range::to_string).collect();
-        write!(f, "{}: cids [{}] memory [{}]", self.domain, cids.join(","), mem.join(", "))?;
+        write!(
+            f,
+            "{}: cids [{}] memory [{}]",
+            self.domain,
+            cids.join(","),
+            mem.join(", ")
+        )?;
         if let Some(p) = self.console_port {
             write!(f, " console {p}")?;
         }
@@ -38,21 +44,49 @@ impl fmt::Display for Binding {
 /// What the target lacks for the guest's CPUs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CpuShortfall {
-    Strands { need: usize, free: usize },
-    WholeCores { need: usize, free: usize },
+    Strands {
+        need: usize,
+        free: usize,
+    },
+    WholeCores {
+        need: usize,
+        free: usize,
+    },
+    /// The guest's thread count is not a whole number of the target's cores.
+    NotWholeCores {
+        threads: usize,
+        per_core: usize,
+    },
 }
 
 /// Picks concrete CPUs on `target` for a guest holding `need`.
 ///
-/// Whole-core guests get the same number of whole free cores, lowest CIDs first.
+/// Whole-core guests get whole free cores holding the same number of threads,
+/// lowest CIDs first.
 /// Thread guests get the same number of strands, taken first from cores that are
 /// already partly bound so that whole cores stay free for whole-core guests.
-pub fn choose_cpus(target: &Server, need: &CpuHolding, reserved: &Reserved) -> Result<(Vec<u32>, Vec<u32>), CpuShortfall> {
+pub fn choose_cpus(
+    target: &Server,
+    need: &CpuHolding,
+    reserved: &Reserved,
+) -> Result<(Vec<u32>, Vec<u32>), CpuShortfall> {
     if need.whole_cores {
+        // A live guest keeps its number of virtual CPUs, so across CPU types with a
+        // different number of threads per core the core count changes, not the threads.
+        let per_core = target.threads_per_core.max(1) as usize;
+        if need.strands.len() % per_core != 0 {
+            return Err(CpuShortfall::NotWholeCores {
+                threads: need.strands.len(),
+                per_core,
+            });
+        }
         let free = target.free_cores(reserved);
-        let want = need.cids.len();
+        let want = need.strands.len() / per_core;
         if free.len() < want {
-            return Err(CpuShortfall::WholeCores { need: want, free: free.len() });
+            return Err(CpuShortfall::WholeCores {
+                need: want,
+                free: free.len(),
+            });
         }
         let chosen = &free[..want];
         let cids = chosen.iter().map(|c| c.cid).collect();
@@ -71,7 +105,10 @@ pub fn choose_cpus(target: &Server, need: &CpuHolding, reserved: &Reserved) -> R
         }
     }
     if candidates.len() < want {
-        return Err(CpuShortfall::Strands { need: want, free: candidates.len() });
+        return Err(CpuShortfall::Strands {
+            need: want,
+            free: candidates.len(),
+        });
     }
     candidates.sort_unstable();
     let chosen = &candidates[..want];

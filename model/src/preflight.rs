@@ -49,6 +49,7 @@ pub enum Code {
     NeedsWholeCore,
     TooFewFreeCpus,
     TooFewFreeCores,
+    NotWholeCores,
     CpuArchMismatch,
     TooLittleFreeMemory,
     MemoryBlockFit,
@@ -76,6 +77,7 @@ impl Code {
             Self::NeedsWholeCore => "needs-whole-core",
             Self::TooFewFreeCpus => "too-few-free-cpus",
             Self::TooFewFreeCores => "too-few-free-cores",
+            Self::NotWholeCores => "not-whole-cores",
             Self::CpuArchMismatch => "cpu-arch-mismatch",
             Self::TooLittleFreeMemory => "too-little-free-memory",
             Self::MemoryBlockFit => "memory-block-fit",
@@ -162,8 +164,8 @@ pub fn preflight(q: &MigrationQuery<'_>) -> Report {
     };
     let cpu = q.source.cpu_of(&guest.name);
     let blocks: Vec<u64> = q.source.memory_of(&guest.name).iter().map(|b| b.size).collect();
-    check_names(q, guest, &mut r);
     check_kind(guest, &mut r); // LM-01
+    check_names(q, guest, &mut r); // OP-01, OP-05
     check_storage(q, guest, &mut r); // LM-03, LM-04
     check_network_and_console(q, guest, &mut r); // LM-04
     check_threads(q, guest, &cpu, &mut r); // LM-05
@@ -173,11 +175,16 @@ pub fn preflight(q: &MigrationQuery<'_>) -> Report {
     check_firmware(q, &mut r); // LM-10
     check_os(q, guest, &mut r); // LM-11
     let port = check_console_port(q, guest, &mut r); // LM-13
-    r.warn(
-        Rule::Lm(16),
-        Code::LicenceNote,
-        format!("middleware licences of {} may need extending to {}", guest.name, q.target.name),
-    );
+    if r.ok() {
+        r.warn(
+            Rule::Lm(16),
+            Code::LicenceNote,
+            format!(
+                "middleware licences of {} may need extending to {}",
+                guest.name, q.target.name
+            ),
+        );
+    }
     if r.ok()
         && let (Some((cids, strands)), Some(memory)) = (cpus, memory)
     {
@@ -198,7 +205,10 @@ fn check_names(q: &MigrationQuery<'_>, guest: &Domain, r: &mut Report) {
         r.error(
             Rule::Op(1),
             Code::SameServer,
-            format!("{} is already on {}; the target must be another server", guest.name, q.target.name),
+            format!(
+                "{} is already on {}; the target must be another server",
+                guest.name, q.target.name
+            ),
         );
     }
     let name = q.new_name.unwrap_or(&guest.name);
@@ -206,7 +216,10 @@ fn check_names(q: &MigrationQuery<'_>, guest: &Domain, r: &mut Report) {
         r.error(
             Rule::Op(5),
             Code::NameTaken,
-            format!("{} already has a domain named {name}; give a new name with {}:<newname>", q.target.name, q.target.name),
+            format!(
+                "{} already has a domain named {name}; give a new name with {}:<newname>",
+                q.target.name, q.target.name
+            ),
         );
     }
 }
@@ -245,7 +258,10 @@ fn check_storage(q: &MigrationQuery<'_>, guest: &Domain, r: &mut Report) {
             r.error(
                 Rule::Lm(4),
                 Code::ServiceMissing,
-                format!("{} has no VDS {} (needed by {}'s {})", q.target.name, disk.service, guest.name, disk.name),
+                format!(
+                    "{} has no VDS {} (needed by {}'s {})",
+                    q.target.name, disk.service, guest.name, disk.name
+                ),
             );
             continue;
         };
@@ -286,7 +302,10 @@ fn check_network_and_console(q: &MigrationQuery<'_>, guest: &Domain, r: &mut Rep
             r.error(
                 Rule::Lm(4),
                 Code::ServiceMissing,
-                format!("{} has no VSW {} (needed by {}'s {})", q.target.name, net.service, guest.name, net.name),
+                format!(
+                    "{} has no VSW {} (needed by {}'s {})",
+                    q.target.name, net.service, guest.name, net.name
+                ),
             );
         }
     }
@@ -296,7 +315,10 @@ fn check_network_and_console(q: &MigrationQuery<'_>, guest: &Domain, r: &mut Rep
         r.error(
             Rule::Lm(4),
             Code::ServiceMissing,
-            format!("{} has no VCC {} (needed by {}'s console)", q.target.name, c.service, guest.name),
+            format!(
+                "{} has no VCC {} (needed by {}'s console)",
+                q.target.name, c.service, guest.name
+            ),
         );
     }
 }
@@ -307,7 +329,11 @@ fn check_threads(q: &MigrationQuery<'_>, guest: &Domain, cpu: &CpuHolding, r: &m
         r.error(
             Rule::Lm(5),
             Code::TooFewThreads,
-            format!("{} has {} CPU thread(s); a migrating guest needs at least 2", guest.name, cpu.strands.len()),
+            format!(
+                "{} has {} CPU thread(s); a migrating guest needs at least 2",
+                guest.name,
+                cpu.strands.len()
+            ),
         );
     } else if q.source.cpu.family.is_sparc64() && !cpu.whole_cores {
         r.error(
@@ -324,7 +350,12 @@ fn check_threads(q: &MigrationQuery<'_>, guest: &Domain, cpu: &CpuHolding, r: &m
 }
 
 /// LM-06: enough free (activated, unbound, unreserved) CPUs on the target.
-fn check_free_cpus(q: &MigrationQuery<'_>, guest: &Domain, cpu: &CpuHolding, r: &mut Report) -> Option<(Vec<u32>, Vec<u32>)> {
+fn check_free_cpus(
+    q: &MigrationQuery<'_>,
+    guest: &Domain,
+    cpu: &CpuHolding,
+    r: &mut Report,
+) -> Option<(Vec<u32>, Vec<u32>)> {
     if cpu.strands.is_empty() {
         return None;
     }
@@ -334,7 +365,21 @@ fn check_free_cpus(q: &MigrationQuery<'_>, guest: &Domain, cpu: &CpuHolding, r: 
             r.error(
                 Rule::Lm(6),
                 Code::TooFewFreeCpus,
-                format!("{} has {free} free CPU thread(s); {} needs {need}", q.target.name, guest.name),
+                format!(
+                    "{} has {free} free CPU thread(s); {} needs {need}",
+                    q.target.name, guest.name
+                ),
+            );
+            None
+        }
+        Err(CpuShortfall::NotWholeCores { threads, per_core }) => {
+            r.error(
+                Rule::Lm(12),
+                Code::NotWholeCores,
+                format!(
+                    "{} has {threads} threads in whole cores; {}'s cores have {per_core} threads, so the same amount of CPU cannot be whole cores there",
+                    guest.name, q.target.name
+                ),
             );
             None
         }
@@ -347,7 +392,10 @@ fn check_free_cpus(q: &MigrationQuery<'_>, guest: &Domain, cpu: &CpuHolding, r: 
             r.error(
                 Rule::Lm(6),
                 code,
-                format!("{} has {free} free whole core(s); {} needs {need}", q.target.name, guest.name),
+                format!(
+                    "{} has {free} free whole core(s); {} needs {need}",
+                    q.target.name, guest.name
+                ),
             );
             None
         }
@@ -371,7 +419,12 @@ fn check_cpu_arch(q: &MigrationQuery<'_>, guest: &Domain, r: &mut Report) {
 }
 
 /// LM-08 (enough free memory) and LM-09 (the blocks fit).
-fn check_memory(q: &MigrationQuery<'_>, guest: &Domain, blocks: &[u64], r: &mut Report) -> Option<Vec<crate::units::Range>> {
+fn check_memory(
+    q: &MigrationQuery<'_>,
+    guest: &Domain,
+    blocks: &[u64],
+    r: &mut Report,
+) -> Option<Vec<crate::units::Range>> {
     let free = q.target.free_ranges(q.target_reserved);
     let total_free: u64 = free.iter().map(|f| f.size).sum();
     let largest_free = free.iter().map(|f| f.size).max().unwrap_or(0);
@@ -380,7 +433,13 @@ fn check_memory(q: &MigrationQuery<'_>, guest: &Domain, blocks: &[u64], r: &mut 
         r.error(
             Rule::Lm(8),
             Code::TooLittleFreeMemory,
-            format!("{} has {} free memory; {} needs {}", q.target.name, Size(total_free), guest.name, Size(need)),
+            format!(
+                "{} has {} free memory; {} needs {}",
+                q.target.name,
+                Size(total_free),
+                guest.name,
+                Size(need)
+            ),
         );
     }
     match fit_memory(blocks, &free) {
@@ -439,7 +498,10 @@ fn check_firmware(q: &MigrationQuery<'_>, r: &mut Report) {
             r.error(
                 Rule::Lm(10),
                 Code::FirmwareUnsupported,
-                format!("{} runs {}: {p}; live migration needs XCP2210 or later, except XCP2230", server.name, server.firmware),
+                format!(
+                    "{} runs {}: {p}; live migration needs XCP2210 or later, except XCP2230",
+                    server.name, server.firmware
+                ),
             );
         }
     }
@@ -469,7 +531,11 @@ fn check_os(q: &MigrationQuery<'_>, guest: &Domain, r: &mut Report) {
                     r.error(Rule::Lm(11), Code::OsUnsupported, format!("{who} runs {p}"));
                 }
             }
-            None => r.warn(Rule::Lm(11), Code::OsUnknown, format!("{who}'s OS version is unknown; not checked")),
+            None => r.warn(
+                Rule::Lm(11),
+                Code::OsUnknown,
+                format!("{who}'s OS version is unknown; not checked"),
+            ),
         }
     }
 }
@@ -483,7 +549,10 @@ fn check_console_port(q: &MigrationQuery<'_>, guest: &Domain, r: &mut Report) ->
         r.error(
             Rule::Lm(13),
             Code::NoConsolePort,
-            format!("{} has no free console port in {} {}-{}", q.target.name, vcc.name, vcc.port_min, vcc.port_max),
+            format!(
+                "{} has no free console port in {} {}-{}",
+                q.target.name, vcc.name, vcc.port_min, vcc.port_max
+            ),
         );
     }
     port

@@ -5,6 +5,7 @@
 //! names the domain it is bound to. A domain's CPUs and memory are therefore derived
 //! (`strands_of`, `memory_of`), never stored twice, so they cannot disagree.
 
+use crate::Binding;
 use crate::cpu::{CpuArch, CpuType};
 use crate::units::{Range, Size};
 use crate::version::{Firmware, OsVersion};
@@ -55,6 +56,10 @@ pub struct MemoryBlock {
 impl MemoryBlock {
     pub fn range(&self) -> Range {
         Range::new(self.pa, self.size)
+    }
+
+    pub fn end_pa(&self) -> u64 {
+        self.pa.saturating_add(self.size)
     }
 }
 
@@ -243,7 +248,7 @@ pub struct Reserved {
 
 impl Reserved {
     /// Adds another reservation's resources.
-    pub fn add(&mut self, b: &crate::Binding) {
+    pub fn add(&mut self, b: &Binding) {
         self.strands.extend(b.strands.iter().copied());
         self.memory.extend(b.memory.iter().copied());
         self.console_ports.extend(b.console_port);
@@ -280,7 +285,10 @@ impl Server {
 
     /// The CPU bound to `domain`.
     pub fn cpu_of(&self, domain: &str) -> CpuHolding {
-        let mut h = CpuHolding { whole_cores: true, ..Default::default() };
+        let mut h = CpuHolding {
+            whole_cores: true,
+            ..Default::default()
+        };
         for core in &self.cores {
             let mine: Vec<u32> = core
                 .strands
@@ -402,7 +410,10 @@ impl Server {
                         errs.push(format!("CPU {} is bound to unknown domain {d:?}", s.id));
                     }
                     if !c.activated {
-                        errs.push(format!("CPU {} is bound to {d} but core {} is not activated", s.id, c.cid));
+                        errs.push(format!(
+                            "CPU {} is bound to {d} but core {} is not activated",
+                            s.id, c.cid
+                        ));
                     }
                 }
             }
@@ -424,7 +435,10 @@ impl Server {
                 errs.push(format!("memory block at {:#x} has size 0", b.pa));
             }
             if b.pa.checked_add(b.size).is_none() {
-                errs.push(format!("memory block at {:#x} runs past the end of the address space", b.pa));
+                errs.push(format!(
+                    "memory block at {:#x} runs past the end of the address space",
+                    b.pa
+                ));
             }
             if let Some(Owner::Domain(d)) = &b.bound
                 && !names.contains(d.as_str())
@@ -456,7 +470,10 @@ impl Server {
         }
         for v in &s.vcc {
             if v.port_min > v.port_max {
-                errs.push(format!("VCC {} port range {}-{} runs backwards", v.name, v.port_min, v.port_max));
+                errs.push(format!(
+                    "VCC {} port range {}-{} runs backwards",
+                    v.name, v.port_min, v.port_max
+                ));
             }
         }
         for v in &s.vds {
@@ -478,18 +495,19 @@ impl Server {
                         "domain {} vdisk {} uses unknown VDS {:?}",
                         d.name, disk.name, disk.service
                     )),
-                    Some(vds) if !vds.volumes.iter().any(|v| v.name == disk.volume) => {
-                        errs.push(format!(
-                            "domain {} vdisk {} uses unknown volume {}@{}",
-                            d.name, disk.name, disk.volume, disk.service
-                        ))
-                    }
+                    Some(vds) if !vds.volumes.iter().any(|v| v.name == disk.volume) => errs.push(format!(
+                        "domain {} vdisk {} uses unknown volume {}@{}",
+                        d.name, disk.name, disk.volume, disk.service
+                    )),
                     Some(_) => {}
                 }
             }
             for net in &d.vnets {
                 if self.services.vsw(&net.service).is_none() {
-                    errs.push(format!("domain {} vnet {} uses unknown VSW {:?}", d.name, net.name, net.service));
+                    errs.push(format!(
+                        "domain {} vnet {} uses unknown VSW {:?}",
+                        d.name, net.name, net.service
+                    ));
                 }
             }
             if let Some(c) = &d.console {
@@ -502,13 +520,147 @@ impl Server {
                     Some(_) => {}
                 }
                 if let Some(other) = ports.insert(c.port, &d.name) {
-                    errs.push(format!("console port {} is used by both {other} and {}", c.port, d.name));
+                    errs.push(format!(
+                        "console port {} is used by both {other} and {}",
+                        c.port, d.name
+                    ));
                 }
             }
             if d.workload.cpu_pct > 100 {
                 errs.push(format!("domain {} cpu_pct {} is above 100", d.name, d.workload.cpu_pct));
             }
         }
+    }
+}
+
+/// Why a binding cannot be applied to a server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BindError {
+    NameTaken(String),
+    UnknownStrand(u32),
+    StrandNotActivated(u32),
+    StrandBound { strand: u32, domain: String },
+    MemoryNotFree(Range),
+    ConsoleMissing,
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NameTaken(n) => write!(f, "a domain named {n} already exists"),
+            Self::UnknownStrand(s) => write!(f, "CPU {s} does not exist"),
+            Self::StrandNotActivated(s) => write!(f, "CPU {s} is on a core without an activation licence"),
+            Self::StrandBound { strand, domain } => write!(f, "CPU {strand} is already bound to {domain}"),
+            Self::MemoryNotFree(r) => write!(f, "memory {r} is not inside one free block"),
+            Self::ConsoleMissing => write!(f, "a console port was given for a domain without a console"),
+        }
+    }
+}
+
+impl std::error::Error for BindError {}
+
+impl Server {
+    /// Binds `domain` to the concrete strands, memory ranges and console port of
+    /// `binding` (a committed reservation, a received migration, a failover restart).
+    /// All or nothing: on error the server is unchanged.
+    pub fn bind_domain(&mut self, mut domain: Domain, binding: &Binding) -> Result<(), BindError> {
+        domain.name.clone_from(&binding.domain);
+        if self.domain(&domain.name).is_some() {
+            return Err(BindError::NameTaken(domain.name));
+        }
+        for &id in &binding.strands {
+            let core = self
+                .cores
+                .iter()
+                .find(|c| c.strands.iter().any(|s| s.id == id))
+                .ok_or(BindError::UnknownStrand(id))?;
+            if !core.activated {
+                return Err(BindError::StrandNotActivated(id));
+            }
+            if let Some(s) = core.strands.iter().find(|s| s.id == id)
+                && let Some(d) = &s.bound
+            {
+                return Err(BindError::StrandBound {
+                    strand: id,
+                    domain: d.clone(),
+                });
+            }
+        }
+        let mut memory = self.memory.clone();
+        for r in &binding.memory {
+            let i = memory
+                .iter()
+                .position(|b| b.bound.is_none() && b.range().contains(r) && r.size > 0)
+                .ok_or(BindError::MemoryNotFree(*r))?;
+            let block = memory.remove(i);
+            let mut pieces = Vec::with_capacity(3);
+            if r.pa > block.pa {
+                pieces.push(MemoryBlock {
+                    pa: block.pa,
+                    size: r.pa - block.pa,
+                    bound: None,
+                });
+            }
+            pieces.push(MemoryBlock {
+                pa: r.pa,
+                size: r.size,
+                bound: Some(Owner::Domain(domain.name.clone())),
+            });
+            if block.end_pa() > r.end() {
+                pieces.push(MemoryBlock {
+                    pa: r.end(),
+                    size: block.end_pa() - r.end(),
+                    bound: None,
+                });
+            }
+            memory.splice(i..i, pieces);
+        }
+        match (&mut domain.console, binding.console_port) {
+            (Some(c), Some(p)) => c.port = p,
+            (None, Some(_)) => return Err(BindError::ConsoleMissing),
+            _ => {}
+        }
+        self.memory = memory;
+        for core in &mut self.cores {
+            for s in &mut core.strands {
+                if binding.strands.contains(&s.id) {
+                    s.bound = Some(domain.name.clone());
+                }
+            }
+        }
+        self.domains.push(domain);
+        Ok(())
+    }
+
+    /// Removes domain `name` and frees what it held (adjacent free blocks merge, as
+    /// `ldm list-devices` shows them). Returns the domain and what it held.
+    pub fn unbind_domain(&mut self, name: &str) -> Option<(Domain, CpuHolding, Vec<Range>)> {
+        let i = self.domains.iter().position(|d| d.name == name)?;
+        let cpu = self.cpu_of(name);
+        let memory = self.memory_of(name);
+        let domain = self.domains.remove(i);
+        for core in &mut self.cores {
+            for s in &mut core.strands {
+                if s.bound.as_deref() == Some(name) {
+                    s.bound = None;
+                }
+            }
+        }
+        for b in &mut self.memory {
+            if b.bound.as_ref().and_then(Owner::domain) == Some(name) {
+                b.bound = None;
+            }
+        }
+        self.memory.sort_by_key(|b| b.pa);
+        let mut merged: Vec<MemoryBlock> = Vec::with_capacity(self.memory.len());
+        for b in self.memory.drain(..) {
+            match merged.last_mut() {
+                Some(last) if last.bound.is_none() && b.bound.is_none() && last.end_pa() == b.pa => last.size += b.size,
+                _ => merged.push(b),
+            }
+        }
+        self.memory = merged;
+        Some((domain, cpu, memory))
     }
 }
 

@@ -26,10 +26,7 @@ impl Firmware {
     /// The XCP number of a SPARC M10/M12 firmware (`XCP2210` -> 2210), if it is one.
     pub fn xcp(&self) -> Option<u32> {
         let t = self.0.trim();
-        let rest = t
-            .strip_prefix("XCP")
-            .or_else(|| t.strip_prefix("xcp"))?
-            .trim();
+        let rest = t.strip_prefix("XCP").or_else(|| t.strip_prefix("xcp"))?.trim();
         rest.parse().ok()
     }
 }
@@ -71,9 +68,7 @@ impl OsVersion {
             .unwrap_or(t)
             .trim();
         let mut words = body.split_whitespace();
-        let first = words
-            .next()
-            .ok_or_else(|| format!("OS version {text:?} is empty"))?;
+        let first = words.next().ok_or_else(|| format!("OS version {text:?} is empty"))?;
         if first == "10" {
             let update = words
                 .next()
@@ -82,7 +77,10 @@ impl OsVersion {
                 .filter(|w| *w != "patch" && *w != "patches")
                 .map(str::to_string)
                 .collect();
-            return Ok(Self::Solaris10 { update: update.to_string(), patches });
+            return Ok(Self::Solaris10 {
+                update: update.to_string(),
+                patches,
+            });
         }
         let version: Result<Vec<u32>, _> = first.split('.').map(str::parse).collect();
         match version {
@@ -109,9 +107,8 @@ impl OsVersion {
                 }
                 let (id, rev) = SOLARIS10_PATCH;
                 let has_patch = patches.iter().any(|p| {
-                    p.split_once('-').is_some_and(|(a, b)| {
-                        a.parse() == Ok(id) && b.parse::<u32>().is_ok_and(|r| r >= rev)
-                    })
+                    p.split_once('-')
+                        .is_some_and(|(a, b)| a.parse() == Ok(id) && b.parse::<u32>().is_ok_and(|r| r >= rev))
                 });
                 if has_patch {
                     None
@@ -180,11 +177,22 @@ mod tests {
     #[test]
     fn os_rule_follows_lm_11() {
         // Goal: Solaris 11.1 SRU 17.5 or later, or Solaris 10 1/13 with 150817-02.
-        let ok = ["Solaris 11.1.17.5.0", "11.2", "Solaris 11.4.42.111.0", "Solaris 10 1/13 150817-02", "10 1/13 150817-03"];
+        let ok = [
+            "Solaris 11.1.17.5.0",
+            "11.2",
+            "Solaris 11.4.42.111.0",
+            "Solaris 10 1/13 150817-02",
+            "10 1/13 150817-03",
+        ];
         for v in ok {
             assert_eq!(OsVersion::parse(v).unwrap().migration_problem(), None, "{v}");
         }
-        let bad = ["Solaris 11.1", "11.1.16.0.0", "Solaris 10 8/11 150817-02", "Solaris 10 1/13 150817-01"];
+        let bad = [
+            "Solaris 11.1",
+            "11.1.16.0.0",
+            "Solaris 10 8/11 150817-02",
+            "Solaris 10 1/13 150817-01",
+        ];
         for v in bad {
             assert!(OsVersion::parse(v).unwrap().migration_problem().is_some(), "{v}");
         }

@@ -1,0 +1,115 @@
+//! `ternctl check` and `list-devices` as a user runs them: the real binary on the
+//! shipped layouts, its output and its exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn layouts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/layouts")
+}
+
+fn ternctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ternctl"))
+        .args(args)
+        .output()
+        .expect("ternctl runs")
+}
+
+fn check(domain: &str, target: &str) -> (i32, String) {
+    let dir = layouts();
+    let out = ternctl(&["check", "--layouts", dir.to_str().unwrap(), domain, target]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap(), text)
+}
+
+#[test]
+fn seed_migration_passes_and_prints_the_binding() {
+    // Goal: ldom1 -> m10-1-2 passes; the output names new CIDs, PA ranges and port 5001 -> 5000.
+    let (code, out) = check("ldom1", "m10-1-2");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ldom1 can migrate from m10-1-1 to m10-1-2"), "{out}");
+    assert!(out.contains("CONSOLE  primary-vcc0 port 5001 -> 5000"), "{out}");
+    assert!(
+        out.contains("MEMORY   0x7e0270000000 16136M -> 0x7e0270000000 16136M"),
+        "{out}"
+    );
+}
+
+#[test]
+fn fragmented_target_is_refused_with_lm_09() {
+    // Goal: the seed's 10G + 10G target: exit 1 and the LM-09 line with the numbers.
+    let (code, out) = check("ldom1", "m10-1-fragmented");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "LM-09 m10-1-fragmented cannot hold ldom1's 16136M block: largest free range 10G (20G free in 2 ranges)"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn every_violated_rule_gets_its_own_line() {
+    // Goal: m10-1-3 lacks vol1 and free cores: both LM-04 and LM-06 are reported.
+    let (code, out) = check("ldom1", "m10-1-3");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.lines().any(|l| l.starts_with("LM-04 ")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("LM-06 ")), "{out}");
+}
+
+#[test]
+fn cross_cpu_native_guest_is_refused_with_lm_07() {
+    // Goal: SPARC64 X+ -> SPARC T4 needs cpu-arch=generic.
+    let (code, out) = check("ldom1", "t4-1");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("LM-07") && out.contains("cpu-arch=generic"), "{out}");
+}
+
+#[test]
+fn unknown_domain_and_target_are_usage_errors() {
+    // Goal: exit 2 with a message naming what was not found.
+    let (code, out) = check("nosuch", "m10-1-2");
+    assert_eq!(code, 2);
+    assert!(out.contains("LDom \"nosuch\" was not found"), "{out}");
+    let (code, out) = check("ldom1", "nohost");
+    assert_eq!(code, 2);
+    assert!(out.contains("no layout for target host \"nohost\""), "{out}");
+}
+
+#[test]
+fn invalid_layout_file_is_named_with_its_line() {
+    // Goal: exit 2 and the file and line of the bad entry.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(layouts().join("m10-1-2.toml"))
+        .unwrap()
+        .replace("cores = \"0-3\"", "cores = \"0-99\"");
+    std::fs::write(&bad, text).unwrap();
+    let out = ternctl(&["check", "--layout", bad.to_str().unwrap(), "primary", "x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("bad.toml") && err.contains("line ") && err.contains("CID 16"),
+        "{err}"
+    );
+}
+
+#[test]
+fn list_devices_prints_the_seeds_memory_table() {
+    // Goal: OP-07: the PA / SIZE / BOUND table of the seed, row for row.
+    let file = layouts().join("m10-1-1.toml");
+    let out = ternctl(&["list-devices", "-a", "memory", "--layout", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = text.lines().skip(2).map(|l| l.split_whitespace().collect()).collect();
+    let want = [
+        vec!["0x7e0000800000", "1G", "_sys_"],
+        vec!["0x7e0040800000", "384M", "_sys_"],
+        vec!["0x7e0058800000", "128M", "_sys_"],
+        vec!["0x7e0060800000", "8G", "primary"],
+        vec!["0x7e0260800000", "248M", "ldom1"],
+        vec!["0x7e0270000000", "16136M", "ldom1"],
+        vec!["0x7e0660800000", "39416M"],
+    ];
+    assert_eq!(rows, want, "{text}");
+}

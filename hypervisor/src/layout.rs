@@ -1,0 +1,453 @@
+//! Layout files: a server described in TOML, in the vocabulary of `ldm`.
+//!
+//! A layout is what `ldm list-devices`, `list-services` and `list-bindings` would show
+//! of one server: its CPU (CIDs, CPUSETs, activation), its memory blocks as a
+//! PA / SIZE / BOUND table, its virtual services and its domains. The server's host
+//! name is the file's stem (`m10-1-2.toml` -> `m10-1-2`). See `deploy/layouts/`.
+//!
+//! ```toml
+//! [server]
+//! model = "SPARC M10-1"
+//! cpu = "SPARC64 X+"
+//! frequency_mhz = 3200
+//! firmware = "XCP2210"
+//! os = "Solaris 11.1.17.5.0"     # the control domain's
+//! threads_per_core = 2
+//!
+//! [cpu]
+//! cids = "0-15"                   # CPUSET of CID c: c*threads_per_core ..
+//! activated = "0-15"              # cores with an activation licence (default: all)
+//!
+//! [memory]                       # ldm list-devices -a memory: PA / SIZE / BOUND
+//! blocks = [ { pa = 0x7e0060800000, size = "8G", bound = "primary" }, { pa = ..., size = "39416M" } ]
+//!
+//! [[vds]]
+//! name = "primary-vds0"
+//! volumes = [ { name = "vol0", device = "/dev/dsk/c2t0d0s2", shared = true } ]
+//!
+//! [[domain]]
+//! name = "ldom1"
+//! kind = "guest"
+//! cores = "4-7"                   # whole cores by CID, or threads = "8,9"
+//! vdisks = [ { name = "vdisk0", volume = "vol0@primary-vds0" } ]
+//! console = { service = "primary-vcc0", port = 5001 }
+//! ```
+//!
+//! Errors name the file and the line of the offending entry.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use tern_model::units::{parse_id_list, parse_size};
+use tern_model::{
+    Console, Core, CpuArch, CpuFamily, CpuType, Domain, DomainKind, DomainState, Firmware, MemoryBlock, OsVersion,
+    Owner, Server, Services, Strand, VDisk, VNet, Vcc, Vds, Volume, Vsw, Workload,
+};
+use toml::Spanned;
+
+/// The largest layout file read, to refuse garbage before parsing it.
+pub const LAYOUT_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+/// A layout that could not be read, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("{file}: {source}")]
+    Io { file: String, source: std::io::Error },
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LayoutFile {
+    server: ServerSpec,
+    cpu: CpuSpec,
+    memory: MemoryTable,
+    #[serde(default)]
+    vds: Vec<Spanned<VdsSpec>>,
+    #[serde(default)]
+    vsw: Vec<Spanned<VswSpec>>,
+    #[serde(default)]
+    vcc: Vec<Spanned<VccSpec>>,
+    #[serde(default)]
+    domain: Vec<Spanned<DomainSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSpec {
+    model: String,
+    cpu: String,
+    frequency_mhz: u32,
+    firmware: String,
+    os: String,
+    threads_per_core: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CpuSpec {
+    cids: String,
+    activated: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemoryTable {
+    blocks: Vec<Spanned<MemorySpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemorySpec {
+    pa: u64,
+    size: String,
+    bound: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolumeSpec {
+    name: String,
+    device: String,
+    shared: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VdsSpec {
+    name: String,
+    #[serde(default = "primary")]
+    domain: String,
+    #[serde(default)]
+    volumes: Vec<VolumeSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VswSpec {
+    name: String,
+    #[serde(default = "primary")]
+    domain: String,
+    nic: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VccSpec {
+    name: String,
+    #[serde(default = "primary")]
+    domain: String,
+    ports: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DomainSpec {
+    name: String,
+    kind: DomainKind,
+    #[serde(default = "active")]
+    state: DomainState,
+    cores: Option<String>,
+    threads: Option<String>,
+    cpu_arch: Option<String>,
+    os: Option<String>,
+    #[serde(default)]
+    vdisks: Vec<VDiskSpec>,
+    #[serde(default)]
+    vnets: Vec<VNetSpec>,
+    console: Option<ConsoleSpec>,
+    #[serde(default)]
+    workload: WorkloadSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VDiskSpec {
+    name: String,
+    volume: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VNetSpec {
+    name: String,
+    service: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsoleSpec {
+    service: String,
+    port: u16,
+    #[serde(default = "yes")]
+    logging: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WorkloadSpec {
+    #[serde(default)]
+    cpu_pct: u32,
+    #[serde(default)]
+    dirty_mib_per_s: u64,
+}
+
+fn primary() -> String {
+    tern_model::server::CONTROL_DOMAIN.to_string()
+}
+fn active() -> DomainState {
+    DomainState::Active
+}
+fn yes() -> bool {
+    true
+}
+
+/// Reads and validates the layout at `path`; the host name is the file's stem.
+pub fn load_layout(path: &Path) -> Result<Server, LayoutError> {
+    let file = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|source| LayoutError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    if meta.len() > LAYOUT_BYTES_MAX {
+        return Err(LayoutError::Invalid {
+            file,
+            message: format!(
+                "{} bytes is larger than the {LAYOUT_BYTES_MAX}-byte limit for a layout",
+                meta.len()
+            ),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| LayoutError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    parse_layout(&name, &text).map_err(|message| LayoutError::Invalid { file, message })
+}
+
+/// Parses layout text for host `name`. Errors carry the line of the entry at fault.
+pub fn parse_layout(name: &str, text: &str) -> Result<Server, String> {
+    if name.is_empty() {
+        return Err("a layout's file name (its stem) is the host name and must not be empty".into());
+    }
+    let spec: LayoutFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+    let line = |span: std::ops::Range<usize>| text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let at = |span, what: &str, msg: String| format!("line {}: {what}: {msg}", line(span));
+
+    let s = &spec.server;
+    let family: CpuFamily = s.cpu.parse().map_err(|e| format!("[server] cpu: {e}"))?;
+    let os = OsVersion::parse(&s.os).map_err(|e| format!("[server] os: {e}"))?;
+    if s.threads_per_core == 0 || s.threads_per_core > 64 {
+        return Err(format!(
+            "[server] threads_per_core: {} is not between 1 and 64",
+            s.threads_per_core
+        ));
+    }
+    let cores = build_cores(&spec, s.threads_per_core)?;
+    let mut server = Server {
+        name: name.to_string(),
+        model: s.model.clone(),
+        cpu: CpuType {
+            family,
+            frequency_mhz: s.frequency_mhz,
+        },
+        firmware: Firmware(s.firmware.clone()),
+        os,
+        threads_per_core: s.threads_per_core,
+        cores,
+        memory: Vec::new(),
+        services: Services::default(),
+        domains: Vec::new(),
+    };
+    for m in &spec.memory.blocks {
+        let span = m.span();
+        let m = m.get_ref();
+        let size = parse_size(&m.size).map_err(|e| at(span.clone(), "memory size", e.to_string()))?;
+        let bound = match m.bound.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(tern_model::server::SYS_OWNER) => Some(Owner::System),
+            Some(d) => Some(Owner::Domain(d.to_string())),
+        };
+        server.memory.push(MemoryBlock { pa: m.pa, size, bound });
+    }
+    server.memory.sort_by_key(|b| b.pa);
+    build_services(&spec, &mut server, &at)?;
+    let mut strand_owner: BTreeMap<u32, String> = BTreeMap::new();
+    for d in &spec.domain {
+        let span = d.span();
+        let d = d.get_ref();
+        let what = format!("domain {:?}", d.name);
+        let strands = domain_strands(d, &server).map_err(|e| at(span.clone(), &what, e))?;
+        for st in strands {
+            if let Some(prev) = strand_owner.insert(st, d.name.clone()) {
+                return Err(at(span, &what, format!("CPU {st} is already bound to {prev}")));
+            }
+        }
+        server.domains.push(build_domain(d).map_err(|e| at(span, &what, e))?);
+    }
+    for core in &mut server.cores {
+        for st in &mut core.strands {
+            st.bound = strand_owner.get(&st.id).cloned();
+        }
+    }
+    server.validate().map_err(|errs| errs.join("; "))?;
+    Ok(server)
+}
+
+fn build_cores(spec: &LayoutFile, tpc: u32) -> Result<Vec<Core>, String> {
+    let cids = parse_id_list(&spec.cpu.cids).map_err(|e| format!("[cpu] cids: {e}"))?;
+    if cids.is_empty() {
+        return Err("[cpu] cids: a server needs at least one core".into());
+    }
+    let activated = match &spec.cpu.activated {
+        Some(a) => parse_id_list(a).map_err(|e| format!("[cpu] activated: {e}"))?,
+        None => cids.clone(),
+    };
+    if let Some(c) = activated.iter().find(|c| !cids.contains(c)) {
+        return Err(format!("[cpu] activated: CID {c} is not in cids"));
+    }
+    cids.iter()
+        .map(|&cid| {
+            let first = cid
+                .checked_mul(tpc)
+                .ok_or_else(|| format!("[cpu] cids: CID {cid} is too large"))?;
+            Ok(Core {
+                cid,
+                activated: activated.contains(&cid),
+                strands: (first..first + tpc).map(|id| Strand { id, bound: None }).collect(),
+            })
+        })
+        .collect()
+}
+
+type At<'a> = dyn Fn(std::ops::Range<usize>, &str, String) -> String + 'a;
+
+fn build_services(spec: &LayoutFile, server: &mut Server, at: &At<'_>) -> Result<(), String> {
+    for v in &spec.vds {
+        let v = v.get_ref();
+        server.services.vds.push(Vds {
+            name: v.name.clone(),
+            domain: v.domain.clone(),
+            volumes: v
+                .volumes
+                .iter()
+                .map(|x| Volume {
+                    name: x.name.clone(),
+                    device: x.device.clone(),
+                    shared: x.shared,
+                })
+                .collect(),
+        });
+    }
+    for v in &spec.vsw {
+        let v = v.get_ref();
+        server.services.vsw.push(Vsw {
+            name: v.name.clone(),
+            domain: v.domain.clone(),
+            nic: v.nic.clone(),
+        });
+    }
+    for v in &spec.vcc {
+        let span = v.span();
+        let v = v.get_ref();
+        let (lo, hi) = v
+            .ports
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
+            .ok_or_else(|| {
+                at(
+                    span,
+                    &format!("vcc {:?}", v.name),
+                    format!("ports {:?} is not LOW-HIGH", v.ports),
+                )
+            })?;
+        server.services.vcc.push(Vcc {
+            name: v.name.clone(),
+            domain: v.domain.clone(),
+            port_min: lo,
+            port_max: hi,
+        });
+    }
+    Ok(())
+}
+
+fn domain_strands(d: &DomainSpec, server: &Server) -> Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    if let Some(c) = &d.cores {
+        for cid in parse_id_list(c).map_err(|e| format!("cores: {e}"))? {
+            let core = server
+                .cores
+                .iter()
+                .find(|k| k.cid == cid)
+                .ok_or_else(|| format!("cores: CID {cid} is not in [cpu] cids"))?;
+            out.extend(core.cpuset());
+        }
+    }
+    if let Some(t) = &d.threads {
+        for id in parse_id_list(t).map_err(|e| format!("threads: {e}"))? {
+            if !server.cores.iter().any(|k| k.strands.iter().any(|s| s.id == id)) {
+                return Err(format!("threads: CPU {id} is on no core in [cpu] cids"));
+            }
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+fn build_domain(d: &DomainSpec) -> Result<Domain, String> {
+    let cpu_arch = match &d.cpu_arch {
+        Some(a) => a.parse::<CpuArch>().map_err(|e| format!("cpu_arch: {e}"))?,
+        None => CpuArch::Native,
+    };
+    let os =
+        d.os.as_deref()
+            .map(OsVersion::parse)
+            .transpose()
+            .map_err(|e| format!("os: {e}"))?;
+    let vdisks = d
+        .vdisks
+        .iter()
+        .map(|v| {
+            let (volume, service) = v
+                .volume
+                .split_once('@')
+                .ok_or_else(|| format!("vdisk {}: volume {:?} is not VOLUME@VDS", v.name, v.volume))?;
+            Ok(VDisk {
+                name: v.name.clone(),
+                volume: volume.to_string(),
+                service: service.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Domain {
+        name: d.name.clone(),
+        kind: d.kind,
+        state: d.state,
+        cpu_arch,
+        os,
+        vdisks,
+        vnets: d
+            .vnets
+            .iter()
+            .map(|n| VNet {
+                name: n.name.clone(),
+                service: n.service.clone(),
+            })
+            .collect(),
+        console: d.console.as_ref().map(|c| Console {
+            service: c.service.clone(),
+            port: c.port,
+            logging: c.logging,
+        }),
+        workload: Workload {
+            cpu_pct: d.workload.cpu_pct,
+            dirty_mib_per_s: d.workload.dirty_mib_per_s,
+        },
+    })
+}

@@ -1,0 +1,408 @@
+//! The simulated server: a layout file brought to life.
+//!
+//! State (the `Server` and any incoming domains) is kept in memory and written to a
+//! state file after every change (write, fsync, rename), so a restarted agent finds
+//! the server as it left it; the layout is read only when no state file exists yet.
+//!
+//! Migration follows the pre-copy model of [`tern_model::precopy`]: its duration
+//! grows with the guest's memory and dirty rate and shrinks with the source control
+//! domain's cores (LM-17). `time_scale` runs the model faster than real time so tests
+//! stay quick. All waiting uses tokio's clock, so the simulator also runs inside
+//! turmoil's simulated time.
+
+use crate::layout::load_layout;
+use crate::{HvError, Hypervisor, Incoming, MigrateOut, MigrationOutcome, Progress};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+use tern_model::precopy::{PrecopyParams, precopy_plan};
+use tern_model::server::CONTROL_DOMAIN;
+use tern_model::{Binding, Domain, DomainKind, DomainState, Server};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// How often a running migration reports progress and looks for a cancel, in real time.
+pub const PROGRESS_TICK: Duration = Duration::from_millis(50);
+/// The largest state file read back.
+pub const STATE_BYTES_MAX: u64 = 16 * 1024 * 1024;
+const STATE_VERSION: u32 = 1;
+
+/// How to build a simulated server.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// The layout to start from when there is no state file yet.
+    pub layout: PathBuf,
+    /// Where the server's state persists; `None` keeps it in memory only (tests).
+    pub state_file: Option<PathBuf>,
+    /// Simulated milliseconds per real millisecond (1 = real time).
+    pub time_scale: u32,
+    pub precopy: PrecopyParams,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PersistedState {
+    version: u32,
+    server: Server,
+    incoming: BTreeSet<String>,
+}
+
+#[derive(Default)]
+struct Flight {
+    cancel: bool,
+    suspended: bool,
+}
+
+struct Inner {
+    server: Server,
+    incoming: BTreeSet<String>,
+    outgoing: BTreeMap<String, Flight>,
+}
+
+/// A simulated SPARC server.
+pub struct SimHypervisor {
+    inner: Mutex<Inner>,
+    state_file: Option<PathBuf>,
+    time_scale: u32,
+    precopy: PrecopyParams,
+    epoch: Instant,
+}
+
+impl SimHypervisor {
+    /// Opens the server: from its state file if one exists, else from the layout.
+    pub fn open(opts: SimOptions) -> Result<Self, HvError> {
+        if opts.time_scale == 0 {
+            return Err(HvError::Invalid("time_scale must be at least 1".into()));
+        }
+        let (server, incoming) = match &opts.state_file {
+            Some(p) if p.exists() => read_state(p)?,
+            _ => (
+                load_layout(&opts.layout).map_err(|e| HvError::Invalid(e.to_string()))?,
+                BTreeSet::new(),
+            ),
+        };
+        let sim = Self {
+            inner: Mutex::new(Inner {
+                server,
+                incoming,
+                outgoing: BTreeMap::new(),
+            }),
+            state_file: opts.state_file,
+            time_scale: opts.time_scale,
+            precopy: opts.precopy,
+            epoch: Instant::now(),
+        };
+        sim.persist(&sim.lock())?;
+        Ok(sim)
+    }
+
+    /// A simulated server held in memory only (tests, turmoil).
+    pub fn from_server(server: Server, time_scale: u32) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                server,
+                incoming: BTreeSet::new(),
+                outgoing: BTreeMap::new(),
+            }),
+            state_file: None,
+            time_scale: time_scale.max(1),
+            precopy: PrecopyParams::default(),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every change is
+        // applied whole), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn persist(&self, inner: &Inner) -> Result<(), HvError> {
+        let Some(path) = &self.state_file else { return Ok(()) };
+        let state = PersistedState {
+            version: STATE_VERSION,
+            server: inner.server.clone(),
+            incoming: inner.incoming.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&state).map_err(|e| HvError::Io(format!("encoding sim state: {e}")))?;
+        write_durably(path, &bytes).map_err(|e| HvError::Io(format!("{}: {e}", path.display())))
+    }
+
+    /// Applies `change` to the server and persists it; on error nothing changes.
+    fn mutate<T>(&self, change: impl FnOnce(&mut Inner) -> Result<T, HvError>) -> Result<T, HvError> {
+        let mut guard = self.lock();
+        let before = (guard.server.clone(), guard.incoming.clone());
+        let out = change(&mut guard)?;
+        if let Err(e) = self.persist(&guard) {
+            (guard.server, guard.incoming) = before;
+            return Err(e);
+        }
+        Ok(out)
+    }
+}
+
+fn read_state(path: &Path) -> Result<(Server, BTreeSet<String>), HvError> {
+    let io = |e: std::io::Error| HvError::Io(format!("{}: {e}", path.display()));
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > STATE_BYTES_MAX {
+        return Err(HvError::Io(format!(
+            "{}: {len} bytes exceeds the {STATE_BYTES_MAX}-byte limit",
+            path.display()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    let state: PersistedState = serde_json::from_slice(&bytes)
+        .map_err(|e| HvError::Io(format!("{}: not a sim state file: {e}", path.display())))?;
+    if state.version != STATE_VERSION {
+        return Err(HvError::Io(format!(
+            "{}: sim state version {} is not supported (expected {STATE_VERSION})",
+            path.display(),
+            state.version
+        )));
+    }
+    state
+        .server
+        .validate()
+        .map_err(|e| HvError::Io(format!("{}: {}", path.display(), e.join("; "))))?;
+    Ok((state.server, state.incoming))
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new file.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn not_found(name: &str) -> HvError {
+    HvError::NotFound(name.to_string())
+}
+
+/// A stable per-name phase so that domains do not all peak at once.
+fn phase_of(name: &str) -> f64 {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (h % 1000) as f64 / 1000.0
+}
+
+#[async_trait]
+impl Hypervisor for SimHypervisor {
+    fn kind(&self) -> &'static str {
+        "sim"
+    }
+
+    async fn inventory(&self) -> Result<Server, HvError> {
+        Ok(self.lock().server.clone())
+    }
+
+    async fn bind(&self, domain: Domain, binding: &Binding) -> Result<(), HvError> {
+        self.mutate(|i| {
+            i.server
+                .bind_domain(domain, binding)
+                .map_err(|e| HvError::Invalid(e.to_string()))
+        })
+    }
+
+    async fn unbind(&self, name: &str) -> Result<(), HvError> {
+        self.mutate(|i| {
+            let d = i.server.domain(name).ok_or_else(|| not_found(name))?;
+            if d.state == DomainState::Active {
+                return Err(HvError::Busy(format!(
+                    "LDom {name} must be stopped before it can be unbound"
+                )));
+            }
+            if i.outgoing.contains_key(name) {
+                return Err(HvError::Busy(format!("LDom {name} is being migrated")));
+            }
+            i.server.unbind_domain(name);
+            i.incoming.remove(name);
+            Ok(())
+        })
+    }
+
+    async fn start(&self, name: &str) -> Result<(), HvError> {
+        self.mutate(|i| {
+            let d = i.server.domain_mut(name).ok_or_else(|| not_found(name))?;
+            d.state = DomainState::Active;
+            Ok(())
+        })
+    }
+
+    async fn stop(&self, name: &str) -> Result<(), HvError> {
+        self.mutate(|i| {
+            if i.outgoing.contains_key(name) {
+                return Err(HvError::Busy(format!("LDom {name} is being migrated")));
+            }
+            let d = i.server.domain_mut(name).ok_or_else(|| not_found(name))?;
+            if d.kind == DomainKind::Control {
+                return Err(HvError::Invalid("the control domain cannot be stopped by tern".into()));
+            }
+            d.state = DomainState::Bound;
+            Ok(())
+        })
+    }
+
+    async fn receive(&self, incoming: Incoming) -> Result<(), HvError> {
+        self.mutate(|i| {
+            let mut domain = incoming.domain;
+            domain.state = DomainState::Bound;
+            i.server
+                .bind_domain(domain, &incoming.binding)
+                .map_err(|e| HvError::Invalid(e.to_string()))?;
+            i.incoming.insert(incoming.binding.domain.clone());
+            Ok(())
+        })
+    }
+
+    async fn finish_receive(&self, name: &str, ok: bool) -> Result<(), HvError> {
+        self.mutate(|i| {
+            if !i.incoming.remove(name) {
+                return Err(HvError::Invalid(format!("no incoming migration of {name}")));
+            }
+            if ok {
+                i.server.domain_mut(name).ok_or_else(|| not_found(name))?.state = DomainState::Active;
+            } else {
+                i.server.unbind_domain(name);
+            }
+            Ok(())
+        })
+    }
+
+    async fn migrate_out(
+        &self,
+        req: MigrateOut,
+        progress: mpsc::Sender<Progress>,
+    ) -> Result<MigrationOutcome, HvError> {
+        let plan = {
+            let mut i = self.lock();
+            let d = i.server.domain(&req.domain).ok_or_else(|| not_found(&req.domain))?;
+            if d.kind != DomainKind::Guest {
+                return Err(HvError::Invalid(format!(
+                    "LM-01 {} is a {}; only guest domains migrate",
+                    d.name, d.kind
+                )));
+            }
+            if i.incoming.contains(&req.domain) {
+                return Err(HvError::Busy(format!("{} is still migrating in", req.domain)));
+            }
+            let dirty = d.workload.dirty_mib_per_s;
+            if i.outgoing.contains_key(&req.domain) {
+                return Err(HvError::Busy(format!(
+                    "a migration of {} is already running",
+                    req.domain
+                )));
+            }
+            let memory: u64 = i.server.memory_of(&req.domain).iter().map(|r| r.size).sum();
+            let cores = i.server.cpu_of(CONTROL_DOMAIN).cids.len() as u32;
+            i.outgoing.insert(req.domain.clone(), Flight::default());
+            precopy_plan(memory, dirty, cores, &self.precopy)
+        };
+        let start = Instant::now();
+        let scale = u64::from(self.time_scale);
+        let mut last_pct = None;
+        loop {
+            let sim_ms = u64::try_from(start.elapsed().as_millis())
+                .unwrap_or(u64::MAX)
+                .saturating_mul(scale);
+            let suspended = sim_ms >= plan.suspend_at_ms();
+            {
+                let mut i = self.lock();
+                let flight = i.outgoing.get_mut(&req.domain).expect("flight registered above");
+                if flight.cancel && !flight.suspended {
+                    i.outgoing.remove(&req.domain);
+                    return Err(HvError::Cancelled(req.domain));
+                }
+                flight.suspended = suspended;
+            }
+            if sim_ms >= plan.total_ms {
+                break;
+            }
+            let pct = plan.progress_pct(sim_ms);
+            if last_pct != Some(pct) {
+                let round = round_at(&plan, sim_ms);
+                // A slow reader only misses intermediate updates; the migration goes on.
+                let _ = progress.try_send(Progress { pct, round, suspended });
+                last_pct = Some(pct);
+            }
+            tokio::time::sleep(PROGRESS_TICK).await;
+        }
+        let result = self.mutate(|i| {
+            i.outgoing.remove(&req.domain);
+            i.server
+                .unbind_domain(&req.domain)
+                .ok_or_else(|| not_found(&req.domain))?;
+            Ok(())
+        });
+        if result.is_err() {
+            self.lock().outgoing.remove(&req.domain);
+        }
+        result?;
+        let _ = progress.try_send(Progress {
+            pct: 100,
+            round: plan.rounds.len() as u32,
+            suspended: true,
+        });
+        Ok(MigrationOutcome {
+            total_ms: plan.total_ms,
+            downtime_ms: plan.downtime_ms,
+            rounds: plan.rounds.len() as u32,
+            converged: plan.converged,
+        })
+    }
+
+    async fn cancel_migration(&self, name: &str) -> Result<(), HvError> {
+        let mut i = self.lock();
+        let flight = i
+            .outgoing
+            .get_mut(name)
+            .ok_or_else(|| HvError::Invalid(format!("no migration of {name} is running")))?;
+        if flight.suspended {
+            return Err(HvError::Busy(format!(
+                "{name} is suspended for the final copy; too late to cancel"
+            )));
+        }
+        flight.cancel = true;
+        Ok(())
+    }
+
+    async fn utilisation(&self) -> Result<BTreeMap<String, u32>, HvError> {
+        let t = self.epoch.elapsed().as_secs_f64() * f64::from(self.time_scale);
+        let i = self.lock();
+        Ok(i.server
+            .domains
+            .iter()
+            .filter(|d| d.state == DomainState::Active)
+            .map(|d| {
+                let wave = (std::f64::consts::TAU * (t / 600.0 + phase_of(&d.name))).sin();
+                let pct = (f64::from(d.workload.cpu_pct) + 10.0 * wave).clamp(0.0, 100.0);
+                (d.name.clone(), pct.round() as u32)
+            })
+            .collect())
+    }
+}
+
+fn round_at(plan: &tern_model::PrecopyPlan, sim_ms: u64) -> u32 {
+    let mut t = plan.setup_ms;
+    if sim_ms < t {
+        return 0;
+    }
+    for (n, r) in plan.rounds.iter().enumerate() {
+        t += r.ms;
+        if sim_ms < t {
+            return n as u32 + 1;
+        }
+    }
+    plan.rounds.len() as u32
+}
