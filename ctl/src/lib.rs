@@ -4,9 +4,14 @@
 //! Exit codes: 0 success; 1 the answer is "no" (a check found violations);
 //! 2 the question could not be asked (unreadable files, unknown names, bad flags).
 
+pub mod certs;
 pub mod check;
+pub mod client;
+pub mod cluster;
+pub mod import;
 pub mod layouts;
 pub mod list;
+pub mod local;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -30,6 +35,8 @@ pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    #[command(flatten)]
+    pub agent: client::AgentArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -66,7 +73,8 @@ Exit codes: 0 the migration would pass; 1 violations (one line per rule); 2 bad 
         /// A `user@` prefix is accepted and ignored offline.
         target: String,
     },
-    /// List a server's resources as `ldm list-devices` does (OP-07).
+    /// List servers' resources as `ldm list-devices` does (OP-07): from layout files
+    /// with --layout/--layouts, else from the cluster.
     ListDevices {
         /// All resources, bound ones too (as ldm's -a); without it only free ones.
         #[arg(short = 'a')]
@@ -74,21 +82,121 @@ Exit codes: 0 the migration would pass; 1 violations (one line per rule); 2 bad 
         /// Resource kinds: memory, core (default: both).
         #[arg(value_parser = ["memory", "core"])]
         kinds: Vec<String>,
+        /// Only this host (cluster mode).
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
         #[command(flatten)]
         layouts: LayoutArgs,
+    },
+    /// List domains across the cluster, as `ldm list-domain` does.
+    ListDomain {
+        /// Only this host.
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+        /// Only this domain.
+        domain: Option<String>,
+    },
+    /// List virtual services (VDS volumes, VSW, VCC) per host, as `ldm list-services`.
+    ListServices {
+        /// Only this host.
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+    },
+    /// Turn captured `ldm ... -p` outputs of a real server into a layout file, so
+    /// `ternctl check` works on it. What ldm does not print is passed as flags.
+    #[command(
+        after_help = "Example:\n  ternctl import-ldm --list-domain ld.txt --list-bindings lb.txt \\\n    \
+--list-devices dev.txt --list-services svc.txt --model \"SPARC M10-1\" --cpu \"SPARC64 X+\" \\\n    \
+--frequency-mhz 3200 --firmware XCP2210 --os \"Solaris 11.1.17.5.0\" --shared /dev/dsk/c0t6000 -o m10-1-1.toml"
+    )]
+    ImportLdm(import::ImportArgs),
+    /// The Raft cluster: members, voter or learner, leader, term, commit index, host status.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// The cluster's certificate authority and certificates (mutual TLS).
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Run a cluster of real ternd processes on this machine (simulated servers).
+    #[command(subcommand)]
+    LocalCluster(LocalCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Members, roles, leader, term, commit and applied index, host status.
+    Status,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Create the cluster CA (ca.pem, ca-key.pem) and the `ternctl` client certificate.
+    Init {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// A name for the cluster, written into the CA's subject.
+        #[arg(long, default_value = "tern")]
+        cluster: String,
+    },
+    /// Issue a node or user certificate NAME signed by the CA in DIR.
+    Issue {
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Extra host names or IP addresses the certificate is valid for. Repeatable.
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LocalCommand {
+    /// Start N agents on loopback, wait for a leader, print how to reach them.
+    Up(local::UpArgs),
+    /// Stop the agents started under DIR.
+    Down {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 
 /// Runs one command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
+    let json = cli.json;
+    let agent = cli.agent;
     let result = match cli.command {
         Command::Check {
             layouts,
             source,
             domain,
             target,
-        } => check::run(&layouts, source.as_deref(), &domain, &target, cli.json),
-        Command::ListDevices { all, kinds, layouts } => list::devices(&layouts, all, &kinds, cli.json),
+        } => check::run(&layouts, source.as_deref(), &domain, &target, json),
+        Command::ListDevices {
+            all,
+            kinds,
+            host,
+            layouts,
+        } if layouts.is_offline() => {
+            if host.is_some() {
+                Err(anyhow::anyhow!(
+                    "--host is for the cluster; with layouts, name the files instead"
+                ))
+            } else {
+                list::devices(&layouts, all, &kinds, json)
+            }
+        }
+        Command::ListDevices { all, kinds, host, .. } => {
+            block_on(cluster::list_devices(&agent, host.as_deref(), all, &kinds, json))
+        }
+        Command::ListDomain { host, domain } => {
+            block_on(cluster::list_domain(&agent, host.as_deref(), domain.as_deref(), json))
+        }
+        Command::ListServices { host } => block_on(cluster::list_services(&agent, host.as_deref(), json)),
+        Command::ImportLdm(args) => import::run(&args, json),
+        Command::Cluster(ClusterCommand::Status) => block_on(cluster::status(&agent, json)),
+        Command::Certs(CertsCommand::Init { dir, cluster }) => certs::init(&dir, &cluster),
+        Command::Certs(CertsCommand::Issue { name, dir, sans }) => certs::issue(&dir, &name, &sans),
+        Command::LocalCluster(LocalCommand::Up(args)) => block_on(local::up(&args)),
+        Command::LocalCluster(LocalCommand::Down { dir }) => block_on(local::down(&dir)),
     };
     match result {
         Ok(code) => code,
@@ -96,5 +204,19 @@ pub fn run(cli: Cli) -> i32 {
             eprintln!("ternctl: {e:#}");
             EXIT_USAGE
         }
+    }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(f: F) -> anyhow::Result<i32> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+impl LayoutArgs {
+    /// Layout files were named: answer offline.
+    pub fn is_offline(&self) -> bool {
+        !self.files.is_empty() || !self.dirs.is_empty()
     }
 }

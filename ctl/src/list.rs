@@ -7,54 +7,60 @@ use tern_model::units::{Size, format_cpuset};
 use tern_model::{Reserved, Server};
 
 #[derive(Serialize)]
-struct MemoryRow {
-    pa: u64,
-    size: u64,
-    bound: Option<String>,
+pub struct MemoryRow {
+    pub pa: u64,
+    pub size: u64,
+    pub bound: Option<String>,
 }
 
 #[derive(Serialize)]
-struct CoreRow {
-    cid: u32,
-    cpuset: Vec<u32>,
-    free_pct: u32,
-    activated: bool,
+pub struct CoreRow {
+    pub cid: u32,
+    pub cpuset: Vec<u32>,
+    pub free_pct: u32,
+    pub activated: bool,
 }
 
+/// One server's devices, from a layout or from the cluster; printed the same way.
 #[derive(Serialize)]
-struct Devices {
-    host: String,
+pub struct Devices {
+    pub host: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    memory: Option<Vec<MemoryRow>>,
+    pub memory: Option<Vec<MemoryRow>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    core: Option<Vec<CoreRow>>,
+    pub core: Option<Vec<CoreRow>>,
 }
 
 pub fn devices(args: &LayoutArgs, all: bool, kinds: &[String], json: bool) -> anyhow::Result<i32> {
     let servers = layouts::load(args)?;
     let want = |k: &str| kinds.is_empty() || kinds.iter().any(|x| x == k);
-    let mut out = String::new();
-    let mut docs = Vec::new();
-    for s in servers.values() {
-        let doc = Devices {
+    let docs: Vec<Devices> = servers
+        .values()
+        .map(|s| Devices {
             host: s.name.clone(),
             memory: want("memory").then(|| memory_rows(s, all)),
             core: want("core").then(|| core_rows(s, all)),
-        };
-        if !json {
-            if servers.len() > 1 {
-                let _ = writeln!(out, "{}:", s.name);
-            }
-            render(&doc, &mut out);
-        }
-        docs.push(doc);
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&docs)?);
-    } else {
-        print!("{out}");
-    }
+        })
+        .collect();
+    print_devices(&docs, json)?;
     Ok(0)
+}
+
+/// Prints devices as ldm's tables (a `HOST:` line before each when there are several).
+pub fn print_devices(docs: &[Devices], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(docs)?);
+        return Ok(());
+    }
+    let mut out = String::new();
+    for d in docs {
+        if docs.len() > 1 {
+            let _ = writeln!(out, "{}:", d.host);
+        }
+        render(d, &mut out);
+    }
+    print!("{out}");
+    Ok(())
 }
 
 fn memory_rows(s: &Server, all: bool) -> Vec<MemoryRow> {

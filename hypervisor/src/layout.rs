@@ -451,3 +451,214 @@ fn build_domain(d: &DomainSpec) -> Result<Domain, String> {
         },
     })
 }
+
+/// Writes `server` as layout text that [`parse_layout`] reads back to an equal server
+/// (the host name is not written: it is the file's stem). Used by `ternctl import-ldm`.
+///
+/// Refuses what the format cannot say: a core whose CPUSET is not the `threads_per_core`
+/// strands from `cid * threads_per_core` on (the layout derives CPUSETs that way), and a
+/// physical address above `i64::MAX` (TOML integers are signed 64-bit).
+pub fn write_layout(server: &Server) -> Result<String, String> {
+    use std::fmt::Write as _;
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let tpc = server.threads_per_core;
+    let mut out = String::new();
+    let s = &server;
+    let _ = writeln!(out, "[server]");
+    let _ = writeln!(out, "model = {}", q(&s.model));
+    let _ = writeln!(out, "cpu = {}", q(s.cpu.family.name()));
+    let _ = writeln!(out, "frequency_mhz = {}", s.cpu.frequency_mhz);
+    let _ = writeln!(out, "firmware = {}", q(&s.firmware.0));
+    let _ = writeln!(out, "os = {}", q(&s.os.to_string()));
+    let _ = writeln!(out, "threads_per_core = {tpc}");
+
+    for c in &s.cores {
+        let first = c
+            .cid
+            .checked_mul(tpc)
+            .ok_or_else(|| format!("core {} is too large a CID for a layout", c.cid))?;
+        let expected: Vec<u32> = (first..first.saturating_add(tpc)).collect();
+        if c.cpuset() != expected {
+            return Err(format!(
+                "core {}'s CPUSET {:?} is not CPUs {first}..{} ({tpc} per core from CID x {tpc}); a layout cannot describe it",
+                c.cid,
+                c.cpuset(),
+                first.saturating_add(tpc).saturating_sub(1)
+            ));
+        }
+    }
+    let cids: Vec<u32> = s.cores.iter().map(|c| c.cid).collect();
+    let active: Vec<u32> = s.cores.iter().filter(|c| c.activated).map(|c| c.cid).collect();
+    let _ = writeln!(out, "\n[cpu]");
+    let _ = writeln!(out, "cids = {}", q(&id_ranges(&cids)));
+    let _ = writeln!(out, "activated = {}", q(&id_ranges(&active)));
+
+    let _ = writeln!(
+        out,
+        "\n# ldm list-devices -a memory: PA / SIZE / BOUND (no bound = free)"
+    );
+    let _ = writeln!(out, "[memory]\nblocks = [");
+    for b in &s.memory {
+        if i64::try_from(b.pa).is_err() {
+            return Err(format!(
+                "memory block at {:#x} is above what a TOML integer holds",
+                b.pa
+            ));
+        }
+        let bound = match &b.bound {
+            Some(o) => format!(", bound = {}", q(&o.to_string())),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {{ pa = {:#x}, size = {}{bound} }},",
+            b.pa,
+            q(&tern_model::Size(b.size).to_string())
+        );
+    }
+    let _ = writeln!(out, "]");
+
+    for v in &s.services.vds {
+        let _ = writeln!(
+            out,
+            "\n[[vds]]\nname = {}\ndomain = {}\nvolumes = [",
+            q(&v.name),
+            q(&v.domain)
+        );
+        for vol in &v.volumes {
+            let _ = writeln!(
+                out,
+                "  {{ name = {}, device = {}, shared = {} }},",
+                q(&vol.name),
+                q(&vol.device),
+                vol.shared
+            );
+        }
+        let _ = writeln!(out, "]");
+    }
+    for v in &s.services.vsw {
+        let _ = writeln!(
+            out,
+            "\n[[vsw]]\nname = {}\ndomain = {}\nnic = {}",
+            q(&v.name),
+            q(&v.domain),
+            q(&v.nic)
+        );
+    }
+    for v in &s.services.vcc {
+        let _ = writeln!(
+            out,
+            "\n[[vcc]]\nname = {}\ndomain = {}\nports = \"{}-{}\"",
+            q(&v.name),
+            q(&v.domain),
+            v.port_min,
+            v.port_max
+        );
+    }
+
+    for d in &s.domains {
+        let _ = writeln!(out, "\n[[domain]]\nname = {}", q(&d.name));
+        let kind = match d.kind {
+            DomainKind::Control => "control",
+            DomainKind::IoRoot => "io-root",
+            DomainKind::Service => "service",
+            DomainKind::Guest => "guest",
+        };
+        let _ = writeln!(out, "kind = \"{kind}\"\nstate = \"{}\"", d.state);
+        let (whole, threads) = cpus_of(server, &d.name);
+        if !whole.is_empty() {
+            let _ = writeln!(out, "cores = {}", q(&id_ranges(&whole)));
+        }
+        if !threads.is_empty() {
+            let _ = writeln!(out, "threads = {}", q(&id_ranges(&threads)));
+        }
+        let _ = writeln!(out, "cpu_arch = \"{}\"", d.cpu_arch);
+        if let Some(os) = &d.os {
+            let _ = writeln!(out, "os = {}", q(&os.to_string()));
+        }
+        if !d.vdisks.is_empty() {
+            let items: Vec<String> = d
+                .vdisks
+                .iter()
+                .map(|v| {
+                    format!(
+                        "{{ name = {}, volume = {} }}",
+                        q(&v.name),
+                        q(&format!("{}@{}", v.volume, v.service))
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "vdisks = [{}]", items.join(", "));
+        }
+        if !d.vnets.is_empty() {
+            let items: Vec<String> = d
+                .vnets
+                .iter()
+                .map(|v| format!("{{ name = {}, service = {} }}", q(&v.name), q(&v.service)))
+                .collect();
+            let _ = writeln!(out, "vnets = [{}]", items.join(", "));
+        }
+        if let Some(c) = &d.console {
+            let _ = writeln!(
+                out,
+                "console = {{ service = {}, port = {}, logging = {} }}",
+                q(&c.service),
+                c.port,
+                c.logging
+            );
+        }
+        let _ = writeln!(
+            out,
+            "workload = {{ cpu_pct = {}, dirty_mib_per_s = {} }}",
+            d.workload.cpu_pct, d.workload.dirty_mib_per_s
+        );
+    }
+    Ok(out)
+}
+
+/// The CIDs of the cores wholly bound to `domain`, and its strands on other cores.
+fn cpus_of(server: &Server, domain: &str) -> (Vec<u32>, Vec<u32>) {
+    let mut whole = Vec::new();
+    let mut threads = Vec::new();
+    for c in &server.cores {
+        let mine: Vec<u32> = c
+            .strands
+            .iter()
+            .filter(|s| s.bound.as_deref() == Some(domain))
+            .map(|s| s.id)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        if mine.len() == c.strands.len() {
+            whole.push(c.cid);
+        } else {
+            threads.extend(mine);
+        }
+    }
+    (whole, threads)
+}
+
+/// `0,1,2,3,8,10,11` -> `0-3,8,10-11`.
+fn id_ranges(ids: &[u32]) -> String {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
+}

@@ -3,8 +3,7 @@
 //!
 //! - [`sim`]: a simulated server loaded from a layout file, persisted across restarts,
 //!   migrating with the pre-copy timing model of `tern_model::precopy`.
-//! - the `ldm` backend (Oracle VM Server for SPARC) comes later and implements the
-//!   same trait by running `ldm`.
+//! - [`ldm`]: Oracle VM Server for SPARC, the same trait carried out by running `ldm`.
 //!
 //! The migration steps mirror what `ldm migrate-domain` does across two control
 //! domains: the target is told to [`Hypervisor::receive`] a domain into reserved
@@ -13,6 +12,7 @@
 //! With `ldm` the receive steps are done by ldmd itself and are no-ops for tern.
 
 pub mod layout;
+pub mod ldm;
 pub mod sim;
 
 use async_trait::async_trait;

@@ -74,7 +74,7 @@ pub fn choose_cpus(
         // A live guest keeps its number of virtual CPUs, so across CPU types with a
         // different number of threads per core the core count changes, not the threads.
         let per_core = target.threads_per_core.max(1) as usize;
-        if need.strands.len() % per_core != 0 {
+        if !need.strands.len().is_multiple_of(per_core) {
             return Err(CpuShortfall::NotWholeCores {
                 threads: need.strands.len(),
                 per_core,

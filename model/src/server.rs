@@ -340,10 +340,13 @@ impl Server {
 
     /// Cores whose strands are all activated, unbound and unreserved, in CID order.
     pub fn free_cores(&self, reserved: &Reserved) -> Vec<&Core> {
-        self.cores
+        let mut free: Vec<&Core> = self
+            .cores
             .iter()
             .filter(|c| c.is_free() && c.strands.iter().all(|s| !reserved.strands.contains(&s.id)))
-            .collect()
+            .collect();
+        free.sort_by_key(|c| c.cid);
+        free
     }
 
     /// Free memory as maximal contiguous ranges (adjacent free blocks merged), minus
@@ -586,7 +589,9 @@ impl Server {
                 });
             }
         }
-        let mut memory = self.memory.clone();
+        // Free memory is offered as maximal ranges (`free_ranges` merges adjacent free
+        // rows), so a range may span two free rows: merge them before carving.
+        let mut memory = merge_free_blocks(self.memory.clone());
         for r in &binding.memory {
             let i = memory
                 .iter()
@@ -651,17 +656,22 @@ impl Server {
                 b.bound = None;
             }
         }
-        self.memory.sort_by_key(|b| b.pa);
-        let mut merged: Vec<MemoryBlock> = Vec::with_capacity(self.memory.len());
-        for b in self.memory.drain(..) {
-            match merged.last_mut() {
-                Some(last) if last.bound.is_none() && b.bound.is_none() && last.end_pa() == b.pa => last.size += b.size,
-                _ => merged.push(b),
-            }
-        }
-        self.memory = merged;
+        self.memory = merge_free_blocks(std::mem::take(&mut self.memory));
         Some((domain, cpu, memory))
     }
+}
+
+/// `blocks` in PA order with adjacent free blocks merged, as `ldm list-devices` shows them.
+fn merge_free_blocks(mut blocks: Vec<MemoryBlock>) -> Vec<MemoryBlock> {
+    blocks.sort_by_key(|b| b.pa);
+    let mut merged: Vec<MemoryBlock> = Vec::with_capacity(blocks.len());
+    for b in blocks {
+        match merged.last_mut() {
+            Some(last) if last.bound.is_none() && b.bound.is_none() && last.end_pa() == b.pa => last.size += b.size,
+            _ => merged.push(b),
+        }
+    }
+    merged
 }
 
 /// `ranges` minus every byte of `holes`; both in any order, result in PA order.

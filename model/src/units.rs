@@ -54,13 +54,13 @@ impl fmt::Display for Size {
         let b = self.0;
         if b == 0 {
             write!(f, "0M")
-        } else if b % TIB == 0 && b >= 16 * TIB {
+        } else if b.is_multiple_of(TIB) && b >= 16 * TIB {
             write!(f, "{}T", b / TIB)
-        } else if b % GIB == 0 {
+        } else if b.is_multiple_of(GIB) {
             write!(f, "{}G", b / GIB)
-        } else if b % MIB == 0 {
+        } else if b.is_multiple_of(MIB) {
             write!(f, "{}M", b / MIB)
-        } else if b % KIB == 0 {
+        } else if b.is_multiple_of(KIB) {
             write!(f, "{}K", b / KIB)
         } else {
             write!(f, "{b}")

@@ -1,1 +1,102 @@
-//! placeholder
+//! tern's replicated cluster state: the openraft 0.9 type configuration, its storage
+//! (RocksDB for agents, in memory for simulations), and the state machine that
+//! arbitrates every claim on cores, memory and console ports.
+//!
+//! - [`TypeConfig`]: `NodeId = u64`, `Node = BasicNode`, `D = `[`Request`],
+//!   `R = `[`Response`].
+//! - [`State`] with [`State::apply`]: the pure, deterministic state machine; its
+//!   records (hosts, the guest index, reservations, operations, users, audit log)
+//!   and [`Command`]s, each answered by an [`Outcome`] or a [`Rejection`].
+//! - [`rocks`]: the durable log store and state machine ([`rocks::open`]).
+//! - [`mem`]: the same in memory, shared through an `Arc` so that a simulated crash
+//!   can drop the Raft instance and reopen the store.
+//! - [`codec`]: versioned encodings of entries, snapshots and rows.
+//! - [`network`]: an in-process `RaftNetworkFactory` for tests and benchmarks.
+//! - [`hash_password`] / [`verify_password`]: argon2id, run by the proposer.
+//! - [`propose`]: validate a request, write it through Raft, unwrap its response.
+
+// Lets the shared test builders (tests/common) name this crate from inside it.
+#[cfg(test)]
+extern crate self as tern_raft_store;
+
+mod auth;
+pub mod codec;
+mod error;
+pub mod limits;
+pub mod mem;
+pub mod network;
+pub mod rocks;
+mod sm;
+mod state;
+
+use std::io::Cursor;
+
+pub use auth::{hash_password, verify_password};
+pub use error::Error;
+pub use sm::StateHandle;
+pub use state::command::{
+    AbortOutcome, Command, HostSpec, Outcome, Progress, RejectCode, Rejection, Request, Response,
+};
+pub use state::records::{
+    AuditRecord, DomainRecord, HaPriority, Host, HostStatus, Operation, OperationKind, OperationResult, Phase, Profile,
+    Reservation, Subject, User,
+};
+pub use state::{Meta, State};
+
+/// A member's id in the Raft group.
+pub type NodeId = u64;
+/// A member's address as openraft carries it.
+pub type Node = openraft::BasicNode;
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for tern.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = Node,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A running Raft member.
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// An accepted command: where it sits in the log and what it did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// Its log id: a member whose state has applied this index has seen the change.
+    pub log_id: LogId,
+    pub outcome: Outcome,
+}
+
+/// Validates `request` ([`Request::validate`]), writes it through `raft` (which must be
+/// the leader) and waits for it to be applied; returns the state machine's outcome, or
+/// its rejection as [`Error::Rejected`].
+pub async fn propose(raft: &Raft, request: Request) -> Result<Applied, Error> {
+    use openraft::error::{ClientWriteError, RaftError};
+    request.validate()?;
+    match raft.client_write(request).await {
+        Ok(written) => written
+            .data
+            .map(|outcome| Applied {
+                log_id: written.log_id,
+                outcome,
+            })
+            .map_err(Error::Rejected),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Error::NotLeader {
+            leader: f.leader_id,
+            address: f.leader_node.map(|n| n.addr),
+        }),
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Err(Error::Unavailable(e.to_string())),
+        Err(RaftError::Fatal(f)) => Err(Error::Unavailable(f.to_string())),
+    }
+}

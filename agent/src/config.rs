@@ -1,0 +1,330 @@
+//! `ternd`'s configuration file (TOML). Unknown fields are refused; `validate()` names
+//! the field at fault; durations carry their unit in the name.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The largest configuration file read.
+pub const CONFIG_BYTES_MAX: u64 = 1024 * 1024;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The node's name: the host name of the server whose control domain runs it.
+    pub name: String,
+    /// Where the agent serves gRPC (peers and ternctl). Port 0 picks a free port.
+    pub listen_addr: SocketAddr,
+    /// The address peers use to reach this agent; default: the bound listen address.
+    #[serde(default)]
+    pub advertise_addr: Option<String>,
+    /// Raft log, state machine and hypervisor state live here.
+    pub data_dir: PathBuf,
+    /// Members to join through (host:port). Empty: this agent starts a new cluster.
+    #[serde(default)]
+    pub join: Vec<String>,
+    /// How many voters the cluster keeps; other members are learners.
+    #[serde(default = "default_voters")]
+    pub voters: u32,
+    /// Where /metrics is served (Prometheus text). Absent: no metrics endpoint.
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
+    pub tls: TlsConfig,
+    pub hypervisor: HypervisorConfig,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA's certificate (PEM).
+    pub ca: PathBuf,
+    /// This node's certificate (PEM), signed by the CA.
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum HypervisorConfig {
+    /// A simulated server loaded from a layout file.
+    Sim {
+        layout: PathBuf,
+        /// Simulated milliseconds per real millisecond.
+        #[serde(default = "default_time_scale")]
+        time_scale: u32,
+    },
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Deadline of one RPC to a peer.
+    pub rpc_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// A voter unreachable this long is replaced by a caught-up learner.
+    pub voter_replace_after_ms: u64,
+    /// How often the hypervisor's inventory is read.
+    pub inventory_poll_ms: u64,
+    /// A changed inventory must hold still this long before it is reported.
+    pub inventory_debounce_ms: u64,
+    /// SIGTERM: everything stops within this.
+    pub shutdown_deadline_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 250,
+            election_timeout_min_ms: 1500,
+            election_timeout_max_ms: 3000,
+            rpc_timeout_ms: 3000,
+            connect_timeout_ms: 2000,
+            voter_replace_after_ms: 10_000,
+            inventory_poll_ms: 1000,
+            inventory_debounce_ms: 300,
+            shutdown_deadline_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// One JSON object per log line instead of text.
+    #[serde(default)]
+    pub json: bool,
+}
+
+fn default_voters() -> u32 {
+    3
+}
+fn default_time_scale() -> u32 {
+    1
+}
+
+/// A configuration that cannot be used, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        path: String,
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates `path`. Relative paths inside are taken relative to
+    /// the file's folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let len = std::fs::metadata(path)
+            .map_err(|source| ConfigError::Io {
+                path: p.clone(),
+                source,
+            })?
+            .len();
+        if len > CONFIG_BYTES_MAX {
+            return Err(ConfigError::Parse {
+                path: p,
+                message: format!("{len} bytes is too large for a config"),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+        if let Some(base) = path.parent() {
+            config.resolve_relative(base);
+        }
+        config.validate().map_err(|(field, message)| ConfigError::Invalid {
+            path: p,
+            field,
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn resolve_relative(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        fix(&mut self.tls.ca);
+        fix(&mut self.tls.cert);
+        fix(&mut self.tls.key);
+        match &mut self.hypervisor {
+            HypervisorConfig::Sim { layout, .. } => fix(layout),
+        }
+    }
+
+    /// Checks every field; the error names the first field at fault.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let valid_name = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        };
+        if !valid_name(&self.name) {
+            return Err((
+                "name",
+                format!("{:?} must be 1-63 letters, digits, '-', '_' or '.'", self.name),
+            ));
+        }
+        if !(1..=7).contains(&self.voters) {
+            return Err((
+                "voters",
+                format!("{} must be between 1 and 7 (3 or 5 is usual)", self.voters),
+            ));
+        }
+        for j in &self.join {
+            if j.rsplit_once(':')
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(("join", format!("{j:?} is not host:port")));
+            }
+        }
+        if let Some(a) = &self.advertise_addr
+            && a.rsplit_once(':')
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+                .filter(|p| *p != 0)
+                .is_none()
+        {
+            return Err(("advertise_addr", format!("{a:?} is not host:port with a non-zero port")));
+        }
+        match &self.hypervisor {
+            HypervisorConfig::Sim { time_scale, .. } if *time_scale == 0 || *time_scale > 100_000 => {
+                return Err((
+                    "hypervisor.time_scale",
+                    format!("{time_scale} must be between 1 and 100000"),
+                ));
+            }
+            HypervisorConfig::Sim { .. } => {}
+        }
+        let t = &self.timeouts;
+        let positive = [
+            ("timeouts.heartbeat_interval_ms", t.heartbeat_interval_ms),
+            ("timeouts.rpc_timeout_ms", t.rpc_timeout_ms),
+            ("timeouts.connect_timeout_ms", t.connect_timeout_ms),
+            ("timeouts.inventory_poll_ms", t.inventory_poll_ms),
+            ("timeouts.shutdown_deadline_ms", t.shutdown_deadline_ms),
+            ("timeouts.voter_replace_after_ms", t.voter_replace_after_ms),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return Err((field, "must be greater than 0".into()));
+            }
+        }
+        if t.election_timeout_min_ms <= t.heartbeat_interval_ms * 2 {
+            return Err((
+                "timeouts.election_timeout_min_ms",
+                format!(
+                    "{} must exceed twice heartbeat_interval_ms ({})",
+                    t.election_timeout_min_ms, t.heartbeat_interval_ms
+                ),
+            ));
+        }
+        if t.election_timeout_max_ms <= t.election_timeout_min_ms {
+            return Err((
+                "timeouts.election_timeout_max_ms",
+                format!(
+                    "{} must exceed election_timeout_min_ms ({})",
+                    t.election_timeout_max_ms, t.election_timeout_min_ms
+                ),
+            ));
+        }
+        if t.voter_replace_after_ms <= t.election_timeout_max_ms {
+            return Err((
+                "timeouts.voter_replace_after_ms",
+                format!(
+                    "{} must exceed election_timeout_max_ms ({})",
+                    t.voter_replace_after_ms, t.election_timeout_max_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "m10-1-1"
+listen_addr = "127.0.0.1:0"
+data_dir = "data"
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/m10-1-1.pem"
+key = "certs/m10-1-1-key.pem"
+[hypervisor]
+kind = "sim"
+layout = "m10-1-1.toml"
+"#;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ternd.toml");
+        std::fs::write(&p, text).unwrap();
+        Config::load(&p)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolves_paths() {
+        // Goal: the smallest config works: 3 voters, default timeouts, paths beside the file.
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.voters, 3);
+        assert!(c.data_dir.is_absolute());
+        assert_eq!(c.timeouts, Timeouts::default());
+    }
+
+    #[test]
+    fn unknown_field_is_refused_by_name() {
+        // Goal: a typo is an error naming the field, not silently ignored.
+        let err = load(&GOOD.replace("data_dir", "datadir")).unwrap_err().to_string();
+        assert!(err.contains("datadir"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_field() {
+        // Goal: validate() says which field is wrong and why.
+        let cases = [
+            (GOOD.replace("\"m10-1-1\"\nlisten", "\"bad name\"\nlisten"), "name"),
+            (format!("voters = 0\n{GOOD}"), "voters"),
+            (format!("join = [\"nohostport\"]\n{GOOD}"), "join"),
+            (format!("{GOOD}time_scale = 0\n"), "hypervisor.time_scale"),
+            (
+                format!("{GOOD}[timeouts]\nelection_timeout_min_ms = 100\n"),
+                "timeouts.election_timeout_min_ms",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = load(&text).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { field: f, .. } if *f == field),
+                "{field}: {err}"
+            );
+        }
+    }
+}

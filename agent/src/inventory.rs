@@ -1,0 +1,105 @@
+//! Inventory reporting: the agent registers its host, then keeps the replicated
+//! inventory equal to what its hypervisor shows. A change is reported once it has held
+//! still for `inventory_debounce_ms`, so a burst of changes is one report.
+
+use crate::node::{Node, backoff};
+use std::time::Duration;
+use tern_model::Server;
+use tern_raft_store::{Command, HostSpec};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+fn actor(node: &Node) -> String {
+    format!("agent:{}", node.name)
+}
+
+/// Registers the host (or updates its address), retrying until it succeeds.
+async fn register(node: &Node, server: &Server, shutdown: &CancellationToken) {
+    let mut attempt = 0;
+    loop {
+        let known = node.read(|s| s.host(&node.name).map(|h| h.address.clone()));
+        let command = match known {
+            Some(addr) if addr == node.address => return,
+            Some(_) => Command::UpdateHost {
+                name: node.name.clone(),
+                address: Some(node.address.clone()),
+                cpu: Some(server.cpu),
+                firmware: Some(server.firmware.clone()),
+                os: Some(server.os.clone()),
+            },
+            None => Command::RegisterHost {
+                host: HostSpec {
+                    name: node.name.clone(),
+                    address: node.address.clone(),
+                    cpu: server.cpu,
+                    firmware: server.firmware.clone(),
+                    os: server.os.clone(),
+                },
+            },
+        };
+        match node.propose(&actor(node), command).await {
+            Ok(_) => {
+                info!(node = %node.name, "host registered");
+                return;
+            }
+            Err(e) => debug!(node = %node.name, error = %e, "registering host; will retry"),
+        }
+        attempt += 1;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff(attempt, node.id)) => {}
+        }
+    }
+}
+
+/// Polls the hypervisor and reports changes until shutdown.
+pub async fn run(node: Node, shutdown: CancellationToken) {
+    let poll = Duration::from_millis(node.config.timeouts.inventory_poll_ms);
+    let debounce = Duration::from_millis(node.config.timeouts.inventory_debounce_ms);
+    let mut registered = false;
+    let mut last_error: Option<String> = None;
+    let mut ticker = tokio::time::interval(poll);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let server = match node.hypervisor.inventory().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(node = %node.name, error = %e, "reading the hypervisor's inventory failed");
+                continue;
+            }
+        };
+        if !registered {
+            register(&node, &server, &shutdown).await;
+            registered = true;
+        }
+        let recorded = node.read(|s| s.host(&node.name).and_then(|h| h.inventory.clone()));
+        if recorded.as_ref() == Some(&server) {
+            continue;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(debounce) => {}
+        }
+        match node.hypervisor.inventory().await {
+            Ok(again) if again == server => {}
+            _ => continue, // still changing: report once it settles
+        }
+        match node.propose(&actor(&node), Command::ReportInventory { server }).await {
+            Ok(_) => {
+                debug!(node = %node.name, "inventory reported");
+                last_error = None;
+            }
+            Err(e) => {
+                let msg = e.message().to_string();
+                if last_error.as_deref() != Some(&msg) {
+                    warn!(node = %node.name, error = %msg, "inventory report refused");
+                    last_error = Some(msg);
+                }
+            }
+        }
+    }
+}

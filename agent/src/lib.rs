@@ -1,0 +1,355 @@
+//! `ternd`, the tern agent: one per control domain. It reads its server through a
+//! hypervisor backend, joins the Raft group of agents, serves gRPC (mutual TLS) to its
+//! peers and to `ternctl`, reports its inventory, and exposes Prometheus metrics.
+//!
+//! Seams: [`serve`] takes its connection stream, dialer, hypervisor and storage from
+//! the caller, so the same code runs on real TCP ([`run`]) and inside turmoil.
+//!
+//! Shutdown (one cancellation token): stop accepting and end the background tasks,
+//! then stop Raft, then release storage, all within `shutdown_deadline_ms`.
+
+pub mod config;
+pub mod convert;
+pub mod inventory;
+pub mod membership;
+pub mod metrics;
+pub mod node;
+pub mod raft_net;
+pub mod services;
+pub mod transport;
+
+use crate::config::{Config, HypervisorConfig};
+use crate::node::{Node, backoff};
+use crate::transport::{Channels, ClientSettings, Dialer, GRPC_MESSAGE_BYTES_MAX, TcpDialer};
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tern_hypervisor::Hypervisor;
+use tern_hypervisor::sim::{SimHypervisor, SimOptions};
+use tern_proto::v1 as pb;
+use tern_raft_store::{NodeId, Raft, StateHandle, TypeConfig};
+use tern_tls::TlsFiles;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Connected;
+use tracing::{error, info, warn};
+
+/// Why the agent could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tern_tls::TlsError),
+    #[error("raft storage: {0}")]
+    Store(#[from] tern_raft_store::Error),
+    #[error("hypervisor: {0}")]
+    Hypervisor(#[from] tern_hypervisor::HvError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
+    let context = context.into();
+    move |source| AgentError::Io { context, source }
+}
+
+/// The stable id of this member, kept in the data directory. A new data directory
+/// (a replaced disk) is a new member.
+pub fn node_id(data_dir: &Path, name: &str) -> Result<NodeId, AgentError> {
+    let path = data_dir.join("node-id");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return text.trim().parse().map_err(|_| AgentError::Io {
+            context: path.display().to_string(),
+            source: std::io::Error::other("not a node id"),
+        });
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name
+        .bytes()
+        .chain(nanos.to_le_bytes())
+        .chain(std::process::id().to_le_bytes())
+    {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let id = (h >> 1).max(1); // positive and non-zero
+    std::fs::write(&path, format!("{id}\n")).map_err(io_err(path.display().to_string()))?;
+    Ok(id)
+}
+
+/// openraft's configuration from ours.
+pub fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, AgentError> {
+    let t = &config.timeouts;
+    let rc = openraft::Config {
+        cluster_name: "tern".into(),
+        heartbeat_interval: t.heartbeat_interval_ms,
+        election_timeout_min: t.election_timeout_min_ms,
+        election_timeout_max: t.election_timeout_max_ms,
+        install_snapshot_timeout: t.rpc_timeout_ms.max(10_000),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+        max_in_snapshot_log_to_keep: 200,
+        ..Default::default()
+    };
+    Ok(Arc::new(rc.validate().map_err(|e| AgentError::Raft(e.to_string()))?))
+}
+
+/// What the agent takes from outside.
+pub struct Seams<I> {
+    /// Accepted connections (real TCP, or turmoil).
+    pub incoming: I,
+    /// The address peers reach this agent at.
+    pub advertise: String,
+    pub dialer: Arc<dyn Dialer>,
+    pub hypervisor: Arc<dyn Hypervisor>,
+}
+
+/// A started agent.
+pub struct Running {
+    pub node: Node,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+/// Starts an agent on the given seams and storage; returns once it serves.
+pub async fn serve<I, IO, IE, LS, SM>(
+    config: Config,
+    seams: Seams<I>,
+    log: LS,
+    sm: SM,
+    state: StateHandle,
+    shutdown: CancellationToken,
+) -> Result<Running, AgentError>
+where
+    I: Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    LS: RaftLogStorage<TypeConfig>,
+    SM: RaftStateMachine<TypeConfig>,
+{
+    let id = node_id(&config.data_dir, &config.name)?;
+    let tls = TlsFiles {
+        ca: config.tls.ca.clone(),
+        cert: config.tls.cert.clone(),
+        key: config.tls.key.clone(),
+    };
+    let t = &config.timeouts;
+    let channels = Channels::new(ClientSettings {
+        tls: Some(tls.client_config()?),
+        connect_timeout: Duration::from_millis(t.connect_timeout_ms),
+        request_timeout: Duration::from_millis(t.rpc_timeout_ms),
+        dialer: seams.dialer,
+    });
+    let network = raft_net::GrpcNetworkFactory {
+        channels: channels.clone(),
+    };
+    let raft = Raft::new(id, raft_config(&config)?, network, log, sm)
+        .await
+        .map_err(|e| AgentError::Raft(e.to_string()))?;
+    let node = Node {
+        id,
+        name: config.name.clone(),
+        address: seams.advertise,
+        raft,
+        state,
+        hypervisor: seams.hypervisor,
+        channels,
+        config: Arc::new(config),
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    let router = tonic::transport::Server::builder()
+        .tls_config(tls.server_config()?)?
+        .timeout(Duration::from_millis(node.config.timeouts.rpc_timeout_ms.max(30_000)))
+        .concurrency_limit_per_connection(256)
+        .add_service(
+            pb::raft_server::RaftServer::new(services::RaftService(node.clone()))
+                .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
+        )
+        .add_service(pb::cluster_server::ClusterServer::new(services::ClusterService(
+            node.clone(),
+        )))
+        .add_service(pb::inventory_server::InventoryServer::new(services::InventoryService(
+            node.clone(),
+        )));
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(seams.incoming, stop.cancelled())
+            .await
+        {
+            error!(error = %e, "gRPC server stopped");
+        }
+    });
+    let initialized = node
+        .raft
+        .is_initialized()
+        .await
+        .map_err(|e| AgentError::Raft(e.to_string()))?;
+    if node.config.join.is_empty() && !initialized {
+        let members = BTreeMap::from([(
+            id,
+            tern_raft_store::Node {
+                addr: node.address.clone(),
+            },
+        )]);
+        node.raft
+            .initialize(members)
+            .await
+            .map_err(|e| AgentError::Raft(e.to_string()))?;
+        info!(node = %node.name, id, "initialised a new cluster");
+    } else {
+        tasks.spawn(join(node.clone(), shutdown.clone()));
+    }
+    tasks.spawn(inventory::run(node.clone(), shutdown.clone()));
+    tasks.spawn(membership::run(node.clone(), shutdown.clone()));
+    info!(node = %node.name, id, address = %node.address, "agent serving");
+    Ok(Running { node, tasks })
+}
+
+/// Asks the configured members to admit us (idempotent: also run after a restart so
+/// that a member removed meanwhile comes back as a learner).
+async fn join(node: Node, shutdown: CancellationToken) {
+    let request = pb::JoinRequest {
+        node_id: node.id,
+        name: node.name.clone(),
+        address: node.address.clone(),
+    };
+    let mut attempt = 0u32;
+    loop {
+        // The configured members, then every member this agent's log knows of: an
+        // agent restarted on a new address reaches the cluster either way.
+        let known = node.raft.metrics().borrow().membership_config.clone();
+        let listed = known
+            .membership()
+            .get_node(&node.id)
+            .is_some_and(|n| n.addr == node.address);
+        if listed && node.config.join.is_empty() {
+            return;
+        }
+        let mut targets: Vec<String> = node.config.join.clone();
+        for (id, n) in known.membership().nodes() {
+            if *id != node.id && !targets.contains(&n.addr) {
+                targets.push(n.addr.clone());
+            }
+        }
+        for addr in &targets {
+            let result = match node.channels.get(addr) {
+                Ok(ch) => pb::cluster_client::ClusterClient::new(ch)
+                    .join(request.clone())
+                    .await
+                    .map_err(|s| s.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(_) => {
+                    info!(node = %node.name, via = %addr, "joined the cluster");
+                    return;
+                }
+                Err(e) => warn!(node = %node.name, via = %addr, error = %e, "join failed; will retry"),
+            }
+        }
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff(attempt, node.id)) => {}
+        }
+    }
+}
+
+impl Running {
+    /// Waits for `shutdown`, then stops in order within the configured deadline.
+    pub async fn wait(mut self, shutdown: CancellationToken) {
+        shutdown.cancelled().await;
+        let deadline = Duration::from_millis(self.node.config.timeouts.shutdown_deadline_ms);
+        let name = self.node.name.clone();
+        let ordered = async {
+            while self.tasks.join_next().await.is_some() {}
+            if let Err(e) = self.node.raft.shutdown().await {
+                warn!(node = %name, error = %e, "raft shutdown");
+            }
+        };
+        if tokio::time::timeout(deadline, ordered).await.is_err() {
+            warn!(node = %name, ?deadline, "shutdown deadline passed; stopping anyway");
+        }
+        info!(node = %name, "agent stopped");
+    }
+}
+
+/// Runs the agent described by `config` on real TCP until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(io_err(config.data_dir.display().to_string()))?;
+    let hypervisor: Arc<dyn Hypervisor> = match &config.hypervisor {
+        HypervisorConfig::Sim { layout, time_scale } => Arc::new(SimHypervisor::open(SimOptions {
+            layout: layout.clone(),
+            state_file: Some(config.data_dir.join("sim-state.json")),
+            time_scale: *time_scale,
+            precopy: Default::default(),
+        })?),
+    };
+    let (log, sm) = tern_raft_store::rocks::open(config.data_dir.join("raft"))?;
+    let state = sm.state();
+    let data_dir = config.data_dir.clone();
+    let listener = bind_reusing(config.listen_addr, &data_dir.join("ternd.addr")).await?;
+    let local = listener.local_addr().map_err(io_err("listener address"))?;
+    let advertise = config.advertise_addr.clone().unwrap_or_else(|| local.to_string());
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(bind_reusing(addr, &data_dir.join("metrics.addr")).await?),
+        None => None,
+    };
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let seams = Seams {
+        incoming,
+        advertise: advertise.clone(),
+        dialer: Arc::new(TcpDialer),
+        hypervisor,
+    };
+    let mut running = serve(config, seams, log, sm, state, shutdown.clone()).await?;
+    if let Some(l) = metrics_listener {
+        let addr = l.local_addr().map_err(io_err("metrics address"))?;
+        write_file(&data_dir.join("metrics.addr"), &addr.to_string())?;
+        let (node, stop) = (running.node.clone(), shutdown.clone());
+        running.tasks.spawn(async move {
+            if let Err(e) = metrics::serve(l, node, stop).await {
+                error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
+    write_file(&data_dir.join("ternd.addr"), &advertise)?;
+    running.wait(shutdown).await;
+    Ok(())
+}
+
+/// Binds `addr`. When it asks for any port (0) and `previous` records the port of an
+/// earlier run, that port is tried first: a restarted agent keeps the address its
+/// peers know it by.
+async fn bind_reusing(addr: SocketAddr, previous: &Path) -> Result<tokio::net::TcpListener, AgentError> {
+    let earlier = std::fs::read_to_string(previous)
+        .ok()
+        .and_then(|t| t.trim().rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()))
+        .filter(|_| addr.port() == 0);
+    if let Some(port) = earlier
+        && let Ok(l) = tokio::net::TcpListener::bind(SocketAddr::new(addr.ip(), port)).await
+    {
+        return Ok(l);
+    }
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(io_err(format!("listening on {addr}")))
+}
+
+/// Writes `text` to `path` atomically (readers never see half a file).
+fn write_file(path: &Path, text: &str) -> Result<(), AgentError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{text}\n")).map_err(io_err(tmp.display().to_string()))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path.display().to_string()))
+}

@@ -1,0 +1,243 @@
+//! Membership: admitting new agents as learners, keeping `voters` voters, replacing a
+//! voter that has been unreachable longer than `voter_replace_after_ms` with a caught-up
+//! learner, and (as the leader) expiring reservations whose lease passed.
+//!
+//! Liveness is probed directly (a `Cluster.Status` call per member and tick), not
+//! through the Raft log, as HA-01 asks of detection.
+
+use crate::convert;
+use crate::node::{Node, now_ms};
+use openraft::ChangeMembers;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+use tern_proto::v1 as pb;
+use tern_raft_store::{Command, NodeId};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::{info, warn};
+
+/// How often the leader probes members and reconsiders the voter set.
+pub const TICK: Duration = Duration::from_secs(1);
+/// A learner this many entries behind the leader is not promoted yet.
+pub const CATCH_UP_LAG_MAX: u64 = 50;
+
+type Metrics = openraft::RaftMetrics<NodeId, tern_raft_store::Node>;
+
+/// Adds `id` at `address` as a learner (idempotent; a changed address is updated).
+pub async fn admit(node: &Node, id: NodeId, name: &str, address: &str) -> Result<(), Status> {
+    let membership = node.raft.metrics().borrow().membership_config.clone();
+    let m = membership.membership();
+    match m.get_node(&id) {
+        Some(n) if n.addr == address => return Ok(()),
+        Some(_) => {
+            let nodes = BTreeMap::from([(
+                id,
+                tern_raft_store::Node {
+                    addr: address.to_string(),
+                },
+            )]);
+            node.raft
+                .change_membership(ChangeMembers::SetNodes(nodes), true)
+                .await
+                .map_err(|e| Status::unavailable(format!("updating {name}'s address: {e}")))?;
+            return Ok(());
+        }
+        None => {}
+    }
+    node.raft
+        .add_learner(
+            id,
+            tern_raft_store::Node {
+                addr: address.to_string(),
+            },
+            false,
+        )
+        .await
+        .map_err(|e| Status::unavailable(format!("adding {name} as learner: {e}")))?;
+    Ok(())
+}
+
+/// The commit index as far as this member can tell: on the leader, the highest index
+/// a majority of voters hold; elsewhere, the last applied index (never above commit).
+pub fn commit_index(m: &Metrics) -> u64 {
+    let applied = m.last_applied.map_or(0, |l| l.index);
+    let Some(repl) = &m.replication else { return applied };
+    let mut matched: Vec<u64> = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .map(|v| {
+            if v == m.id {
+                m.last_log_index.unwrap_or(0)
+            } else {
+                repl.get(&v).copied().flatten().map_or(0, |l| l.index)
+            }
+        })
+        .collect();
+    if matched.is_empty() {
+        return applied;
+    }
+    matched.sort_unstable_by(|a, b| b.cmp(a));
+    matched[matched.len() / 2].max(applied)
+}
+
+/// Every member with its role, name (from the host registry) and host status.
+pub fn members(node: &Node) -> Vec<pb::Member> {
+    let m = node.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    node.read(|state| {
+        membership
+            .nodes()
+            .map(|(id, n)| {
+                let host = state.hosts().values().find(|h| h.address == n.addr);
+                let matched = if *id == m.id {
+                    m.last_log_index.unwrap_or(0)
+                } else {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).copied().flatten())
+                        .map_or(0, |l| l.index)
+                };
+                pb::Member {
+                    node_id: *id,
+                    name: host.map_or_else(|| format!("node-{id}"), |h| h.name.clone()),
+                    address: n.addr.clone(),
+                    role: if voters.contains(id) {
+                        pb::MemberRole::Voter
+                    } else {
+                        pb::MemberRole::Learner
+                    } as i32,
+                    host_status: host.map_or(pb::HostStatus::Unspecified, |h| convert::host_status(h.status)) as i32,
+                    matched_index: matched,
+                }
+            })
+            .collect()
+    })
+}
+
+/// The leader's loop: probe, promote, replace, expire leases. Idle on followers.
+pub async fn run(node: Node, shutdown: CancellationToken) {
+    let replace_after = Duration::from_millis(node.config.timeouts.voter_replace_after_ms);
+    let mut last_ok: HashMap<NodeId, Instant> = HashMap::new();
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let metrics = node.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(node.id) {
+            last_ok.clear();
+            continue;
+        }
+        probe(&node, &metrics, &mut last_ok).await;
+        if let Err(e) = reconcile_voters(&node, &metrics, &last_ok, replace_after).await {
+            warn!(node = %node.name, error = %e, "changing the voter set failed; will retry");
+        }
+        expire_leases(&node).await;
+    }
+}
+
+async fn probe(node: &Node, metrics: &Metrics, last_ok: &mut HashMap<NodeId, Instant>) {
+    let now = Instant::now();
+    let membership = metrics.membership_config.membership().clone();
+    let mut calls = Vec::new();
+    for (id, n) in membership.nodes() {
+        last_ok.entry(*id).or_insert(now); // a member is given a full grace period
+        if *id == node.id {
+            last_ok.insert(*id, now);
+            continue;
+        }
+        let (id, addr, node) = (*id, n.addr.clone(), node.clone());
+        calls.push(async move {
+            let ok = match node.channels.get(&addr) {
+                Ok(ch) => {
+                    let mut c = pb::cluster_client::ClusterClient::new(ch);
+                    let mut req = tonic::Request::new(pb::StatusRequest {});
+                    req.set_timeout(TICK);
+                    c.status(req).await.is_ok()
+                }
+                Err(_) => false,
+            };
+            (id, ok)
+        });
+    }
+    // Probes run together, each with its own deadline, so one dead member cannot
+    // stretch the tick.
+    for (id, ok) in futures_util::future::join_all(calls).await {
+        if ok {
+            last_ok.insert(id, now);
+        }
+    }
+    last_ok.retain(|id, _| membership.get_node(id).is_some());
+}
+
+async fn reconcile_voters(
+    node: &Node,
+    metrics: &Metrics,
+    last_ok: &HashMap<NodeId, Instant>,
+    replace_after: Duration,
+) -> Result<(), openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, tern_raft_store::Node>>> {
+    let membership = metrics.membership_config.membership();
+    if membership.get_joint_config().len() > 1 {
+        return Ok(()); // a change is in flight
+    }
+    let now = Instant::now();
+    let alive = |id: &NodeId| last_ok.get(id).is_some_and(|t| now.duration_since(*t) < replace_after);
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let live_voters: BTreeSet<NodeId> = voters.iter().copied().filter(alive).collect();
+    let last_log = metrics.last_log_index.unwrap_or(0);
+    let mut candidates: Vec<NodeId> = membership
+        .learner_ids()
+        .filter(alive)
+        .filter(|l| {
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(l).copied().flatten())
+                .map_or(0, |x| x.index);
+            matched + CATCH_UP_LAG_MAX >= last_log
+        })
+        .collect();
+    candidates.sort_unstable();
+    let want = node.config.voters as usize;
+    let mut next = live_voters.clone();
+    for c in candidates {
+        if next.len() >= want {
+            break;
+        }
+        next.insert(c);
+    }
+    // Keep unreachable voters while nobody can replace them: removing them would not
+    // help the quorum and would lose their data if they return.
+    for v in &voters {
+        if next.len() >= want.max(1) {
+            break;
+        }
+        next.insert(*v);
+    }
+    if next == voters || next.len() < live_voters.len() {
+        return Ok(());
+    }
+    info!(node = %node.name, from = ?voters, to = ?next, "changing voters");
+    node.raft
+        .change_membership(ChangeMembers::ReplaceAllVoters(next), true)
+        .await?;
+    Ok(())
+}
+
+/// The leader releases reservations whose lease passed (their coordinator is gone).
+async fn expire_leases(node: &Node) {
+    let now = now_ms();
+    let expired = node.read(|s| s.reservations().values().any(|r| !r.is_active(now)));
+    if expired
+        && let Err(e) = node
+            .propose(&format!("agent:{}", node.name), Command::Expire { now_ms: now })
+            .await
+    {
+        warn!(node = %node.name, error = %e, "expiring leases failed; will retry");
+    }
+}

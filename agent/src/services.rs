@@ -1,0 +1,193 @@
+//! The agent's gRPC services: Raft (peers), Cluster (membership, status, forwarded
+//! writes) and Inventory (ldm-style listings from the replicated state).
+
+use crate::convert;
+use crate::membership;
+use crate::node::{Node, store_status};
+use crate::raft_net::{decode, encode};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use tern_proto::v1 as pb;
+use tern_raft_store::{NodeId, Request, TypeConfig};
+use tonic::{Request as GrpcRequest, Response, Status};
+use tracing::{info, instrument};
+
+fn bad_payload(e: String) -> Status {
+    Status::invalid_argument(e)
+}
+
+fn reply<T: serde::Serialize>(value: &T) -> Result<Response<pb::RaftPayload>, Status> {
+    let data = encode(value).map_err(|e| Status::internal(format!("encoding Raft reply: {e}")))?;
+    Ok(Response::new(pb::RaftPayload { data }))
+}
+
+pub struct RaftService(pub Node);
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for RaftService {
+    async fn append_entries(&self, req: GrpcRequest<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.into_inner().data).map_err(bad_payload)?;
+        reply(&self.0.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: GrpcRequest<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+        let rpc: VoteRequest<NodeId> = decode(&req.into_inner().data).map_err(bad_payload)?;
+        reply(&self.0.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, req: GrpcRequest<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(&req.into_inner().data).map_err(bad_payload)?;
+        reply(&self.0.raft.install_snapshot(rpc).await)
+    }
+}
+
+pub struct ClusterService(pub Node);
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterService {
+    #[instrument(skip_all, fields(node = %self.0.name, joining = %req.get_ref().name))]
+    async fn join(&self, req: GrpcRequest<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+        let j = req.into_inner();
+        if j.node_id == 0 || j.name.is_empty() || j.address.is_empty() || j.address.len() > 255 || j.name.len() > 63 {
+            return Err(Status::invalid_argument(
+                "join needs a non-zero node_id, a name (<= 63) and an address (<= 255)",
+            ));
+        }
+        let node = &self.0;
+        if node.raft.metrics().borrow().current_leader != Some(node.id) {
+            return match node.leader() {
+                Some((_, addr)) => {
+                    let channel = node
+                        .channels
+                        .get(&addr)
+                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                    pb::cluster_client::ClusterClient::new(channel).join(j).await
+                }
+                None => Err(Status::unavailable("no leader is known yet; retry")),
+            };
+        }
+        membership::admit(node, j.node_id, &j.name, &j.address).await?;
+        info!(node_id = j.node_id, address = %j.address, "admitted as learner");
+        let members = self.status_members().await;
+        Ok(Response::new(pb::JoinResponse {
+            leader_id: node.id,
+            members,
+        }))
+    }
+
+    async fn status(&self, _req: GrpcRequest<pb::StatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
+        let node = &self.0;
+        let m = node.raft.metrics().borrow().clone();
+        let members = self.status_members().await;
+        let commit_index = membership::commit_index(&m);
+        Ok(Response::new(pb::ClusterStatus {
+            node_id: node.id,
+            node_name: node.name.clone(),
+            leader_id: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            commit_index,
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            members,
+            hypervisor: node.hypervisor.kind().to_string(),
+        }))
+    }
+
+    async fn propose(&self, req: GrpcRequest<pb::ProposeRequest>) -> Result<Response<pb::ProposeResponse>, Status> {
+        let request: Request = decode(&req.into_inner().request).map_err(bad_payload)?;
+        // Only the leader takes forwarded writes: a follower answers with the hint, so a
+        // write never bounces between followers.
+        let (result, log_index) = match tern_raft_store::propose(&self.0.raft, request).await {
+            Ok(applied) => (Ok(applied.outcome), applied.log_id.index),
+            Err(tern_raft_store::Error::Rejected(r)) => (Err(r), 0),
+            Err(e) => return Err(store_status(e)),
+        };
+        let result: Result<tern_raft_store::Outcome, tern_raft_store::Rejection> = result;
+        let response = encode(&result).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::ProposeResponse { response, log_index }))
+    }
+}
+
+impl ClusterService {
+    async fn status_members(&self) -> Vec<pb::Member> {
+        membership::members(&self.0)
+    }
+}
+
+pub struct InventoryService(pub Node);
+
+fn host_filter(h: &str) -> Option<&str> {
+    (!h.is_empty()).then_some(h)
+}
+
+#[tonic::async_trait]
+impl pb::inventory_server::Inventory for InventoryService {
+    async fn list_domains(
+        &self,
+        req: GrpcRequest<pb::ListDomainsRequest>,
+    ) -> Result<Response<pb::ListDomainsResponse>, Status> {
+        let r = req.into_inner();
+        let domains = self.0.read(|state| {
+            let known = host_filter(&r.host).is_none_or(|h| state.host(h).is_some());
+            let out: Vec<pb::DomainInfo> = state
+                .hosts()
+                .values()
+                .filter(|h| host_filter(&r.host).is_none_or(|f| f == h.name))
+                .filter_map(|h| h.inventory.as_ref())
+                .flat_map(|inv| convert::domains(state, inv, host_filter(&r.domain)))
+                .collect();
+            (known, out)
+        });
+        match domains {
+            (false, _) => Err(Status::not_found(format!("no host named {:?} in the cluster", r.host))),
+            (true, domains) => Ok(Response::new(pb::ListDomainsResponse { domains })),
+        }
+    }
+
+    async fn list_devices(
+        &self,
+        req: GrpcRequest<pb::ListDevicesRequest>,
+    ) -> Result<Response<pb::ListDevicesResponse>, Status> {
+        let r = req.into_inner();
+        let now = crate::node::now_ms();
+        let hosts = self.0.read(|state| {
+            state
+                .hosts()
+                .values()
+                .filter(|h| host_filter(&r.host).is_none_or(|f| f == h.name))
+                .filter_map(|h| {
+                    h.inventory
+                        .as_ref()
+                        .map(|inv| convert::devices(inv, &state.reserved_on(&h.name, now), r.all))
+                })
+                .collect::<Vec<_>>()
+        });
+        if hosts.is_empty() && !r.host.is_empty() {
+            return Err(Status::not_found(format!(
+                "no host named {:?} has reported an inventory",
+                r.host
+            )));
+        }
+        Ok(Response::new(pb::ListDevicesResponse { hosts }))
+    }
+
+    async fn list_services(
+        &self,
+        req: GrpcRequest<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        let r = req.into_inner();
+        let hosts = self.0.read(|state| {
+            state
+                .hosts()
+                .values()
+                .filter(|h| host_filter(&r.host).is_none_or(|f| f == h.name))
+                .filter_map(|h| h.inventory.as_ref().map(convert::services))
+                .collect::<Vec<_>>()
+        });
+        if hosts.is_empty() && !r.host.is_empty() {
+            return Err(Status::not_found(format!(
+                "no host named {:?} has reported an inventory",
+                r.host
+            )));
+        }
+        Ok(Response::new(pb::ListServicesResponse { hosts }))
+    }
+}

@@ -1,0 +1,257 @@
+//! Commands answered by a running cluster: `cluster status`, `list-domain`,
+//! `list-devices` (without --layout), `list-services`.
+
+use crate::client::{AgentArgs, status_message};
+use crate::list::{CoreRow, Devices, MemoryRow, print_devices};
+use anyhow::anyhow;
+use std::fmt::Write as _;
+use tern_model::units::Size;
+use tern_proto::v1 as pb;
+
+fn rpc<T>(r: Result<tonic::Response<T>, tonic::Status>) -> anyhow::Result<T> {
+    r.map(tonic::Response::into_inner)
+        .map_err(|s| anyhow!(status_message(&s)))
+}
+
+pub async fn status(agent: &AgentArgs, json: bool) -> anyhow::Result<i32> {
+    let mut c = pb::cluster_client::ClusterClient::new(agent.connect().await?);
+    let st = rpc(c.status(pb::StatusRequest {}).await)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status_json(&st))?);
+        return Ok(0);
+    }
+    let leader = st
+        .members
+        .iter()
+        .find(|m| m.node_id == st.leader_id)
+        .map(|m| m.name.as_str())
+        .unwrap_or("none");
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "leader {leader}  term {}  commit {}  applied {}  (answered by {})",
+        st.term, st.commit_index, st.applied_index, st.node_name
+    );
+    let _ = writeln!(
+        out,
+        "{:<18}{:<10}{:<22}{:<13}{:<10}MATCHED",
+        "NAME", "ROLE", "ADDRESS", "HOST", "LEADER"
+    );
+    for m in &st.members {
+        let role = match pb::MemberRole::try_from(m.role) {
+            Ok(pb::MemberRole::Voter) => "voter",
+            Ok(pb::MemberRole::Learner) => "learner",
+            _ => "?",
+        };
+        let _ = writeln!(
+            out,
+            "{:<18}{:<10}{:<22}{:<13}{:<10}{}",
+            m.name,
+            role,
+            m.address,
+            host_status(m.host_status),
+            if m.node_id == st.leader_id { "*" } else { "" },
+            m.matched_index
+        );
+    }
+    print!("{out}");
+    Ok(0)
+}
+
+fn host_status(s: i32) -> &'static str {
+    match pb::HostStatus::try_from(s) {
+        Ok(pb::HostStatus::Up) => "up",
+        Ok(pb::HostStatus::Suspect) => "suspect",
+        Ok(pb::HostStatus::Lost) => "lost",
+        Ok(pb::HostStatus::Fenced) => "fenced",
+        Ok(pb::HostStatus::Maintenance) => "maintenance",
+        _ => "-",
+    }
+}
+
+fn status_json(st: &pb::ClusterStatus) -> serde_json::Value {
+    serde_json::json!({
+        "node_id": st.node_id,
+        "node_name": st.node_name,
+        "leader_id": st.leader_id,
+        "term": st.term,
+        "commit_index": st.commit_index,
+        "applied_index": st.applied_index,
+        "members": st.members.iter().map(|m| serde_json::json!({
+            "node_id": m.node_id,
+            "name": m.name,
+            "address": m.address,
+            "role": match pb::MemberRole::try_from(m.role) {
+                Ok(pb::MemberRole::Voter) => "voter",
+                Ok(pb::MemberRole::Learner) => "learner",
+                _ => "unknown",
+            },
+            "host_status": host_status(m.host_status),
+            "matched_index": m.matched_index,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn list_domain(
+    agent: &AgentArgs,
+    host: Option<&str>,
+    domain: Option<&str>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let mut c = pb::inventory_client::InventoryClient::new(agent.connect().await?);
+    let req = pb::ListDomainsRequest {
+        host: host.unwrap_or_default().to_string(),
+        domain: domain.unwrap_or_default().to_string(),
+    };
+    let resp = rpc(c.list_domains(req).await)?;
+    if let Some(d) = domain
+        && resp.domains.is_empty()
+    {
+        eprintln!("LDom \"{d}\" was not found");
+        return Ok(crate::EXIT_NO);
+    }
+    if json {
+        let v: Vec<serde_json::Value> = resp
+            .domains
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "name": d.name, "host": d.host, "kind": d.kind, "state": d.state,
+                    "vcpus": d.vcpus, "memory_bytes": d.memory_bytes, "cpu_arch": d.cpu_arch,
+                    "console_port": d.console.as_ref().map(|c| c.port), "util_pct": d.util_pct,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<14}{:<16}{:<10}{:<7}{:<6}{:<9}{:<6}KIND",
+        "NAME", "HOST", "STATE", "CONS", "VCPU", "MEMORY", "UTIL"
+    );
+    for d in &resp.domains {
+        let cons = d.console.as_ref().map_or("UART".to_string(), |c| c.port.to_string());
+        let _ = writeln!(
+            out,
+            "{:<14}{:<16}{:<10}{:<7}{:<6}{:<9}{:<6}{}",
+            d.name,
+            d.host,
+            d.state,
+            cons,
+            d.vcpus,
+            Size(d.memory_bytes).to_string(),
+            format!("{}%", d.util_pct),
+            d.kind
+        );
+    }
+    print!("{out}");
+    Ok(0)
+}
+
+pub async fn list_devices(
+    agent: &AgentArgs,
+    host: Option<&str>,
+    all: bool,
+    kinds: &[String],
+    json: bool,
+) -> anyhow::Result<i32> {
+    let mut c = pb::inventory_client::InventoryClient::new(agent.connect().await?);
+    let resp = rpc(c
+        .list_devices(pb::ListDevicesRequest {
+            host: host.unwrap_or_default().to_string(),
+            all,
+        })
+        .await)?;
+    let want = |k: &str| kinds.is_empty() || kinds.iter().any(|x| x == k);
+    let docs: Vec<Devices> = resp
+        .hosts
+        .into_iter()
+        .map(|h| Devices {
+            host: h.host,
+            memory: want("memory").then(|| {
+                h.memory
+                    .into_iter()
+                    .map(|m| MemoryRow {
+                        pa: m.pa,
+                        size: m.size,
+                        bound: (!m.bound.is_empty()).then_some(m.bound),
+                    })
+                    .collect()
+            }),
+            core: want("core").then(|| {
+                h.cores
+                    .into_iter()
+                    .map(|c| CoreRow {
+                        cid: c.cid,
+                        cpuset: c.cpuset,
+                        free_pct: c.free_pct,
+                        activated: c.activated,
+                    })
+                    .collect()
+            }),
+        })
+        .collect();
+    print_devices(&docs, json)?;
+    Ok(0)
+}
+
+pub async fn list_services(agent: &AgentArgs, host: Option<&str>, json: bool) -> anyhow::Result<i32> {
+    let mut c = pb::inventory_client::InventoryClient::new(agent.connect().await?);
+    let resp = rpc(c
+        .list_services(pb::ListServicesRequest {
+            host: host.unwrap_or_default().to_string(),
+        })
+        .await)?;
+    if json {
+        let v: Vec<serde_json::Value> = resp
+            .hosts
+            .iter()
+            .map(|h| {
+                serde_json::json!({
+                    "host": h.host,
+                    "vds": h.vds.iter().map(|v| serde_json::json!({"name": v.name, "domain": v.domain,
+                        "volumes": v.volumes.iter().map(|x| serde_json::json!({"name": x.name, "device": x.device, "shared": x.shared})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+                    "vsw": h.vsw.iter().map(|v| serde_json::json!({"name": v.name, "domain": v.domain, "nic": v.nic})).collect::<Vec<_>>(),
+                    "vcc": h.vcc.iter().map(|v| serde_json::json!({"name": v.name, "domain": v.domain, "port_min": v.port_min, "port_max": v.port_max})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let mut out = String::new();
+    for h in &resp.hosts {
+        let _ = writeln!(out, "{}:", h.host);
+        let _ = writeln!(out, "VCC\n    {:<16}{:<12}PORT-RANGE", "NAME", "LDOM");
+        for v in &h.vcc {
+            let _ = writeln!(out, "    {:<16}{:<12}{}-{}", v.name, v.domain, v.port_min, v.port_max);
+        }
+        let _ = writeln!(out, "VSW\n    {:<16}{:<12}NET-DEV", "NAME", "LDOM");
+        for v in &h.vsw {
+            let _ = writeln!(out, "    {:<16}{:<12}{}", v.name, v.domain, v.nic);
+        }
+        let _ = writeln!(
+            out,
+            "VDS\n    {:<16}{:<12}{:<10}{:<8}DEVICE",
+            "NAME", "LDOM", "VOLUME", "SHARED"
+        );
+        for v in &h.vds {
+            for x in &v.volumes {
+                let _ = writeln!(
+                    out,
+                    "    {:<16}{:<12}{:<10}{:<8}{}",
+                    v.name,
+                    v.domain,
+                    x.name,
+                    if x.shared { "yes" } else { "no" },
+                    x.device
+                );
+            }
+        }
+        let _ = writeln!(out);
+    }
+    print!("{out}");
+    Ok(0)
+}

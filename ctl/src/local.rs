@@ -1,0 +1,270 @@
+//! `ternctl local-cluster`: N real `ternd` processes on loopback, for trying tern out
+//! and for end-to-end tests. Ports are chosen by the OS; each agent writes the address
+//! it bound to `DIR/<host>/data/ternd.addr`, which is how the others find it.
+
+use crate::client::AgentArgs;
+use anyhow::{Context, anyhow, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tern_proto::v1 as pb;
+
+/// How long `up` waits for the agents to form a cluster.
+pub const UP_DEADLINE: Duration = Duration::from_secs(120);
+/// How long `down` waits for an agent to stop after SIGTERM before SIGKILL.
+pub const DOWN_DEADLINE: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(100);
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Folder for certificates, configs, data and logs (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Number of agents, one per simulated server.
+    #[arg(long, default_value_t = 3)]
+    pub agents: usize,
+    /// Folder of layout files; agent i runs the i-th server (the seed's m10-1-1 and
+    /// m10-1-2 first, then the rest by name).
+    #[arg(long, value_name = "DIR", default_value = "deploy/layouts")]
+    pub layouts: PathBuf,
+    /// Simulated milliseconds per real millisecond for migrations.
+    #[arg(long, default_value_t = 20)]
+    pub time_scale: u32,
+    /// The ternd binary (default: beside ternctl, else on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub ternd: Option<PathBuf>,
+}
+
+fn ternd_path(given: Option<&Path>) -> PathBuf {
+    if let Some(p) = given {
+        return p.to_path_buf();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("ternd")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("ternd"))
+}
+
+/// The layouts to run, the seed's source and target first.
+fn pick_layouts(dir: &Path, n: usize) -> anyhow::Result<Vec<PathBuf>> {
+    let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading layouts folder {} (pass --layouts DIR)", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    let rank = |p: &PathBuf| match p.file_stem().and_then(|s| s.to_str()) {
+        Some("m10-1-1") => 0,
+        Some("m10-1-2") => 1,
+        _ => 2,
+    };
+    all.sort_by_key(|p| (rank(p), p.clone()));
+    if n == 0 || n > all.len() {
+        bail!(
+            "--agents {n}: {} has {} layouts; choose 1..={}",
+            dir.display(),
+            all.len(),
+            all.len()
+        );
+    }
+    all.truncate(n);
+    Ok(all)
+}
+
+fn abs(p: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
+}
+
+/// Writes certificates and configs, starts the agents, waits for the cluster.
+pub async fn up(args: &UpArgs) -> anyhow::Result<i32> {
+    let dir = abs(&args.dir)?;
+    let certs = dir.join("certs");
+    if certs.join("ca.pem").exists() {
+        bail!(
+            "{} already holds a cluster; run `ternctl local-cluster down --dir {}` and remove it first",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let layouts = pick_layouts(&args.layouts, args.agents)?;
+    tern_tls::init_ca(&certs, "local")?;
+    tern_tls::issue(&certs, "ternctl", &[])?;
+    let ternd = ternd_path(args.ternd.as_deref());
+    let mut first_addr: Option<String> = None;
+    let mut names = Vec::new();
+    for (i, layout) in layouts.iter().enumerate() {
+        let name = layout
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("node")
+            .to_string();
+        tern_tls::issue(&certs, &name, &[])?;
+        let node = dir.join(&name);
+        std::fs::create_dir_all(node.join("data"))?;
+        let join = first_addr
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let config = format!(
+            "# Written by `ternctl local-cluster up`.\n\
+name = \"{name}\"\nlisten_addr = \"127.0.0.1:0\"\nmetrics_addr = \"127.0.0.1:0\"\n\
+data_dir = \"data\"\njoin = [{join}]\nvoters = 3\n\n\
+[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
+[hypervisor]\nkind = \"sim\"\nlayout = \"{layout}\"\ntime_scale = {scale}\n",
+            ca = certs.join("ca.pem").display(),
+            cert = certs.join(format!("{name}.pem")).display(),
+            key = certs.join(format!("{name}-key.pem")).display(),
+            layout = abs(layout)?.display(),
+            scale = args.time_scale,
+        );
+        let config_path = node.join("ternd.toml");
+        std::fs::write(&config_path, config)?;
+        let log = std::fs::File::create(node.join("ternd.log"))?;
+        let child = spawn_detached(
+            Command::new(&ternd)
+                .arg("--config")
+                .arg(&config_path)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log),
+        )
+        .with_context(|| format!("starting {} (pass --ternd PATH)", ternd.display()))?;
+        std::fs::write(node.join("ternd.pid"), format!("{child}\n"))?;
+        if i == 0 {
+            first_addr = Some(wait_for_addr(&node).await?);
+        }
+        names.push(name);
+    }
+    let addr = first_addr.ok_or_else(|| anyhow!("no agent started"))?;
+    let agent = AgentArgs {
+        agent: Some(addr.clone()),
+        certs_dir: Some(certs.clone()),
+        cert_name: "ternctl".into(),
+        timeout_ms: 5000,
+    };
+    wait_for_cluster(&agent, names.len()).await?;
+    println!(
+        "# {} agents up ({}); logs in {}/<host>/ternd.log",
+        names.len(),
+        names.join(", "),
+        dir.display()
+    );
+    println!("export TERN_AGENT={addr} TERN_CERTS_DIR={}", certs.display());
+    Ok(0)
+}
+
+#[cfg(unix)]
+fn spawn_detached(cmd: &mut Command) -> std::io::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    // A process group of its own, so the agents outlive this ternctl and its terminal.
+    Ok(cmd.process_group(0).spawn()?.id())
+}
+
+async fn wait_for_addr(node: &Path) -> anyhow::Result<String> {
+    let file = node.join("data").join("ternd.addr");
+    let start = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&file)
+            && let Some(addr) = text.lines().next().filter(|l| !l.is_empty())
+        {
+            return Ok(addr.to_string());
+        }
+        if !pid_alive(node) {
+            bail!(
+                "the agent in {} exited; see {}",
+                node.display(),
+                node.join("ternd.log").display()
+            );
+        }
+        if start.elapsed() > UP_DEADLINE {
+            bail!(
+                "{} did not appear within {:?}; see {}",
+                file.display(),
+                UP_DEADLINE,
+                node.join("ternd.log").display()
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn wait_for_cluster(agent: &AgentArgs, members: usize) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut last = String::from("no answer yet");
+    while start.elapsed() < UP_DEADLINE {
+        match status(agent).await {
+            Ok(st) if st.leader_id != 0 && st.members.len() >= members => return Ok(()),
+            Ok(st) => last = format!("leader {} with {} of {members} members", st.leader_id, st.members.len()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    bail!("the cluster did not form within {UP_DEADLINE:?}: {last}")
+}
+
+async fn status(agent: &AgentArgs) -> anyhow::Result<pb::ClusterStatus> {
+    let mut c = pb::cluster_client::ClusterClient::new(agent.connect().await?);
+    Ok(c.status(pb::StatusRequest {}).await?.into_inner())
+}
+
+fn read_pid(node: &Path) -> Option<u32> {
+    std::fs::read_to_string(node.join("ternd.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn pid_alive(node: &Path) -> bool {
+    read_pid(node).is_some_and(alive)
+}
+
+/// Whether `pid` runs. A zombie (exited, not yet reaped) counts as stopped.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                != Some("Z")
+        }
+        Err(_) if Path::new("/proc/self").exists() => false,
+        Err(_) => signal(pid, "0"),
+    }
+}
+
+fn signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Stops every agent under `dir`: SIGTERM, then SIGKILL after [`DOWN_DEADLINE`].
+pub async fn down(dir: &Path) -> anyhow::Result<i32> {
+    let mut stopped = 0;
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for node in entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("ternd.pid").exists())
+    {
+        let Some(pid) = read_pid(&node) else { continue };
+        if !alive(pid) {
+            continue;
+        }
+        signal(pid, "TERM");
+        let start = Instant::now();
+        while alive(pid) && start.elapsed() < DOWN_DEADLINE {
+            tokio::time::sleep(POLL).await;
+        }
+        if alive(pid) {
+            signal(pid, "KILL");
+            eprintln!("{}: did not stop within {DOWN_DEADLINE:?}; killed", node.display());
+        }
+        stopped += 1;
+    }
+    println!("stopped {stopped} agent(s) under {}", dir.display());
+    Ok(0)
+}

@@ -1,0 +1,8 @@
+//! tern's gRPC API, generated from `proto/tern/v1/tern.proto` at build time.
+//! Conversions between these messages and the model live in the agent (one module),
+//! so this crate stays generated code only.
+
+pub mod v1 {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("tern.v1");
+}

@@ -1,0 +1,380 @@
+//! What goes through the log ([`Request`], [`Command`]) and what comes back
+//! ([`Response`]: an [`Outcome`] or a [`Rejection`] with a stable code).
+//!
+//! The proposer stamps the time and the actor; apply never reads a clock. A
+//! rejection names the numbers (CPU ids, PAs, tokens, lease times) and, where a SPEC
+//! rule decides it, the rule id.
+
+use crate::limits;
+use crate::state::records::{HostStatus, OperationKind, OperationResult, Profile};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+use tern_model::{Binding, CpuType, Firmware, OsVersion, Rule, Server};
+
+/// One log entry's payload: a command with who proposed it and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The proposer's clock when it proposed, in ms since the Unix epoch. The state
+    /// machine's clock is the largest of these seen so far, so it never runs backwards.
+    pub proposed_at_ms: u64,
+    /// Who asked (a user, or `agent:<host>` for the agents' own commands): for the audit log.
+    pub actor: String,
+    pub command: Command,
+}
+
+/// A new host's identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSpec {
+    pub name: String,
+    pub address: String,
+    pub cpu: CpuType,
+    pub firmware: Firmware,
+    pub os: OsVersion,
+}
+
+/// How an operation moves forward (`AdvanceOperation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Progress {
+    /// Transfer under way; the percentage never goes down (OP-06).
+    Transferring { progress_pct: u8 },
+    /// The transfer finished; the coordinator is about to commit.
+    Committing,
+}
+
+/// How an operation ends without committing (`AbortOperation`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AbortOutcome {
+    /// A user cancelled it (OP-09).
+    Cancelled,
+    /// It was undone: the guest keeps running on its source.
+    RolledBack { reason: String },
+    /// It could not finish.
+    Failed { reason: String },
+}
+
+/// Every change the replicated state accepts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Command {
+    /// Adds a host (status Up). Rejected if the name exists.
+    RegisterHost {
+        host: HostSpec,
+    },
+    /// Changes a host's identity fields; `None` keeps the old value.
+    UpdateHost {
+        name: String,
+        address: Option<String>,
+        cpu: Option<CpuType>,
+        firmware: Option<Firmware>,
+        os: Option<OsVersion>,
+    },
+    /// The host's agent reports what its hypervisor shows (`server.name` is the host).
+    ReportInventory {
+        server: Server,
+    },
+    /// HA-01 detection results and operator maintenance (UC-1). Entering Lost or
+    /// Fenced rolls back the host's migrations (HA-07).
+    SetHostStatus {
+        host: String,
+        status: HostStatus,
+    },
+    /// Holds `binding` on `target` for `operation`, which moves `domain` from `source`.
+    Reserve {
+        operation: u64,
+        target: String,
+        source: String,
+        domain: String,
+        binding: Binding,
+        lease_ms: u64,
+    },
+    /// Extends an active reservation's lease to `now + lease_ms` (never shortens it).
+    Renew {
+        reservation: u64,
+        token: u64,
+        lease_ms: u64,
+    },
+    /// Gives a reservation's resources back. Its operation keeps running.
+    Release {
+        reservation: u64,
+        token: u64,
+    },
+    /// Removes every reservation whose lease passed at `now_ms` (or the cluster clock,
+    /// if later); their running operations end RolledBack ("lease expired").
+    Expire {
+        now_ms: u64,
+    },
+    /// Starts an operation (phase Preparing). One running operation per domain
+    /// (migration) or per host (evacuation, failover).
+    BeginOperation {
+        kind: OperationKind,
+    },
+    /// Moves an operation forward. `token` is one of its reservations' tokens; an
+    /// operation that holds no reservation passes `None`.
+    AdvanceOperation {
+        operation: u64,
+        token: Option<u64>,
+        progress: Progress,
+    },
+    /// The transfer succeeded: the domain leaves its source and is bound on the target
+    /// with the reservation's binding (LM-12, LM-13); the operation is Done. For a dry
+    /// run (OP-02) nothing moves: the reservations are released and the operation is Done.
+    CommitMigration {
+        operation: u64,
+        reservation: u64,
+        token: u64,
+        downtime_ms: u64,
+        total_ms: u64,
+        notes: Vec<String>,
+    },
+    /// Ends a running operation without committing; its reservations are released.
+    AbortOperation {
+        operation: u64,
+        outcome: AbortOutcome,
+    },
+    /// Adds a user, or replaces one when `replace` is set. `password_hash` is an argon2
+    /// PHC string made by [`crate::hash_password`] in the proposer.
+    AddUser {
+        name: String,
+        password_hash: String,
+        profiles: BTreeSet<Profile>,
+        replace: bool,
+    },
+    RemoveUser {
+        name: String,
+    },
+}
+
+impl Command {
+    /// The command's name as the audit log and metrics show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::RegisterHost { .. } => "register-host",
+            Self::UpdateHost { .. } => "update-host",
+            Self::ReportInventory { .. } => "report-inventory",
+            Self::SetHostStatus { .. } => "set-host-status",
+            Self::Reserve { .. } => "reserve",
+            Self::Renew { .. } => "renew",
+            Self::Release { .. } => "release",
+            Self::Expire { .. } => "expire",
+            Self::BeginOperation { .. } => "begin-operation",
+            Self::AdvanceOperation { .. } => "advance-operation",
+            Self::CommitMigration { .. } => "commit-migration",
+            Self::AbortOperation { .. } => "abort-operation",
+            Self::AddUser { .. } => "add-user",
+            Self::RemoveUser { .. } => "remove-user",
+        }
+    }
+}
+
+/// What an accepted command did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// A blank or membership entry: nothing for the application.
+    Noop,
+    HostRegistered,
+    HostUpdated,
+    /// `indexed`: guest domains newly recorded on this host; `unindexed`: guest domains
+    /// recorded on this host that it no longer reports.
+    InventoryAccepted {
+        indexed: Vec<String>,
+        unindexed: Vec<String>,
+    },
+    /// `rolled_back`: operations ended by HA-07; `released`: reservations given back.
+    HostStatusSet {
+        rolled_back: Vec<u64>,
+        released: Vec<u64>,
+    },
+    Reserved {
+        reservation: u64,
+        token: u64,
+        lease_expires_ms: u64,
+    },
+    Renewed {
+        lease_expires_ms: u64,
+    },
+    Released,
+    Expired {
+        released: Vec<u64>,
+        rolled_back: Vec<u64>,
+    },
+    OperationBegun {
+        operation: u64,
+    },
+    OperationAdvanced,
+    /// `moved` is false for a dry run.
+    Committed {
+        moved: bool,
+        result: OperationResult,
+    },
+    Aborted {
+        released: Vec<u64>,
+    },
+    UserAdded,
+    UserRemoved,
+}
+
+/// The result of applying one entry: every member computes the same one.
+pub type Response = Result<Outcome, Rejection>;
+
+/// Why apply refused a command. `code` is stable; `message` is for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{}", self.display())]
+pub struct Rejection {
+    pub code: RejectCode,
+    /// The SPEC rule that decides it, when one does.
+    pub rule: Option<Rule>,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(code: RejectCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            rule: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn with_rule(code: RejectCode, rule: Rule, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            rule: Some(rule),
+            message: message.into(),
+        }
+    }
+
+    fn display(&self) -> String {
+        match self.rule {
+            Some(rule) => format!("{} [{}] {}", rule, self.code, self.message),
+            None => format!("[{}] {}", self.code, self.message),
+        }
+    }
+}
+
+/// Stable machine-readable rejection codes. The strings never change meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RejectCode {
+    /// A field is malformed or over a limit of [`crate::limits`].
+    InvalidRequest,
+    HostUnknown,
+    HostExists,
+    /// The host's status forbids the command (LM-02, HA-02, HA-07, UC-1).
+    HostStatus,
+    NoInventory,
+    /// The report fails `Server::validate`.
+    InventoryInvalid,
+    /// The report would drop or rebind a resource an active reservation holds.
+    InventoryDropsReserved,
+    /// The report shows a guest the cluster records on another host.
+    DomainOnOtherHost,
+    DomainUnknown,
+    /// LM-01.
+    NotAGuest,
+    /// OP-01: source and target are the same server.
+    SameServer,
+    /// OP-05: the name is in use.
+    NameTaken,
+    /// LM-06: a strand does not exist, is not activated, is bound or is reserved.
+    StrandUnavailable,
+    /// LM-08/LM-09: a memory range is not inside one free block, or is reserved.
+    MemoryUnavailable,
+    /// LM-13: the console port is outside the VCC ranges, used or reserved.
+    ConsolePortUnavailable,
+    /// LM-06/LM-09/LM-12: the binding's amount of CPU or block sizes differ from the guest's.
+    ShapeMismatch,
+    /// The binding is malformed (duplicates, empty ranges, self-overlap).
+    BindingInvalid,
+    ReservationUnknown,
+    /// The reservation's lease has passed.
+    LeaseExpired,
+    /// The command's fencing token is not the reservation's.
+    StaleToken,
+    OperationUnknown,
+    /// The operation has already ended.
+    OperationFinished,
+    /// Another operation on the same domain or host is running.
+    OperationRunning,
+    /// The command does not match the operation (kind, hosts, domain, reservation).
+    OperationMismatch,
+    /// The operation's phase does not allow the command.
+    PhaseInvalid,
+    /// A limit on the number of records is reached.
+    LimitReached,
+    /// Binding on the target failed although the reservation was checked: a bug or a
+    /// report that raced the commit; the commit changed nothing.
+    CommitFailed,
+    UserUnknown,
+    UserExists,
+    /// Not an argon2 PHC string.
+    PasswordHashInvalid,
+}
+
+impl RejectCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid-request",
+            Self::HostUnknown => "host-unknown",
+            Self::HostExists => "host-exists",
+            Self::HostStatus => "host-status",
+            Self::NoInventory => "no-inventory",
+            Self::InventoryInvalid => "inventory-invalid",
+            Self::InventoryDropsReserved => "inventory-drops-reserved",
+            Self::DomainOnOtherHost => "domain-on-other-host",
+            Self::DomainUnknown => "domain-unknown",
+            Self::NotAGuest => "not-a-guest",
+            Self::SameServer => "same-server",
+            Self::NameTaken => "name-taken",
+            Self::StrandUnavailable => "strand-unavailable",
+            Self::MemoryUnavailable => "memory-unavailable",
+            Self::ConsolePortUnavailable => "console-port-unavailable",
+            Self::ShapeMismatch => "shape-mismatch",
+            Self::BindingInvalid => "binding-invalid",
+            Self::ReservationUnknown => "reservation-unknown",
+            Self::LeaseExpired => "lease-expired",
+            Self::StaleToken => "stale-token",
+            Self::OperationUnknown => "operation-unknown",
+            Self::OperationFinished => "operation-finished",
+            Self::OperationRunning => "operation-running",
+            Self::OperationMismatch => "operation-mismatch",
+            Self::PhaseInvalid => "phase-invalid",
+            Self::LimitReached => "limit-reached",
+            Self::CommitFailed => "commit-failed",
+            Self::UserUnknown => "user-unknown",
+            Self::UserExists => "user-exists",
+            Self::PasswordHashInvalid => "password-hash-invalid",
+        }
+    }
+}
+
+impl fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Request {
+    /// Checks every limit of [`crate::limits`] that apply would check, plus the encoded
+    /// size, so a proposer can refuse a request before it reaches the log. Apply runs
+    /// the same field checks (not the size check) and rejects alike.
+    pub fn validate(&self) -> Result<(), Rejection> {
+        crate::state::validate::request(self)?;
+        let bytes = serde_json::to_vec(self)
+            .map_err(|e| Rejection::new(RejectCode::InvalidRequest, format!("request does not encode: {e}")))?;
+        if bytes.len() > limits::REQUEST_BYTES_MAX {
+            return Err(Rejection::new(
+                RejectCode::InvalidRequest,
+                format!(
+                    "request encodes to {} bytes; the limit is {}",
+                    bytes.len(),
+                    limits::REQUEST_BYTES_MAX
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,341 @@
+//! The records the replicated state holds: hosts, the domain index, reservations,
+//! operations, users and audit entries (ARCHITECTURE.md "Replicated state").
+//!
+//! Plain data with serde; every rule about how they change lives in `apply`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+use tern_model::{Binding, CpuType, Firmware, OsVersion, Server};
+
+/// What the cluster believes about a host's control domain (HA-01, HA-02).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostStatus {
+    #[default]
+    Up,
+    /// Missed heartbeats; not yet declared lost.
+    Suspect,
+    /// Declared lost: its migrations are rolled back (HA-07), its guests wait for a fence.
+    Lost,
+    /// Power-fenced through its service processor (HA-02): its guests are known stopped.
+    Fenced,
+    /// Taken out of service by an operator (UC-1): receives nothing.
+    Maintenance,
+}
+
+impl HostStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Suspect => "suspect",
+            Self::Lost => "lost",
+            Self::Fenced => "fenced",
+            Self::Maintenance => "maintenance",
+        }
+    }
+
+    /// Lost or fenced: its control domain cannot run a migration (LM-02, HA-07).
+    pub fn is_down(self) -> bool {
+        matches!(self, Self::Lost | Self::Fenced)
+    }
+}
+
+impl fmt::Display for HostStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A server of the cluster, named by its control domain's host name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    pub name: String,
+    /// Where its agent listens (host:port); opaque to the state machine.
+    pub address: String,
+    pub cpu: CpuType,
+    pub firmware: Firmware,
+    pub os: OsVersion,
+    pub status: HostStatus,
+    /// When `status` last changed (proposer time).
+    pub status_since_ms: u64,
+    /// The last inventory report accepted, with the reservations' commits applied to it.
+    pub inventory: Option<Server>,
+    pub inventory_at_ms: Option<u64>,
+    /// The highest fencing token ever issued for a reservation on this host: the
+    /// host's agent refuses any bind carrying a lower one.
+    pub fencing_token_max: u64,
+}
+
+/// A guest's restart priority on failover (HA-04).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HaPriority {
+    High,
+    #[default]
+    Medium,
+    Low,
+    /// Never restarted elsewhere.
+    Never,
+}
+
+/// Where a guest domain runs, with the settings HA and the rebalancer read.
+///
+/// Only guest domains are indexed: control, I/O root and service domains never move
+/// (LM-01) and their names repeat from host to host (`primary`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainRecord {
+    pub host: String,
+    pub ha_priority: HaPriority,
+    /// Affinity group (RB-03); `None` when the guest belongs to none.
+    pub affinity_group: Option<String>,
+}
+
+/// Resources on a target held for one operation until its lease passes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub id: u64,
+    /// The operation that owns it.
+    pub operation: u64,
+    /// The host whose strands, memory and console port are held.
+    pub target: String,
+    /// The host the domain comes from.
+    pub source: String,
+    /// The domain's name on the source. Its name on the target is `binding.domain`.
+    pub domain: String,
+    /// The concrete strands (and their CIDs), memory ranges and console port.
+    pub binding: Binding,
+    pub created_ms: u64,
+    /// The reservation is active while the cluster clock is below this.
+    pub lease_expires_ms: u64,
+    /// Issued from a counter that only grows; commands about this reservation must carry it.
+    pub token: u64,
+}
+
+impl Reservation {
+    /// Active within its lease only: an expired reservation blocks nothing and can be
+    /// neither renewed nor committed, even before an `Expire` removes it.
+    pub fn is_active(&self, now_ms: u64) -> bool {
+        now_ms < self.lease_expires_ms
+    }
+}
+
+/// What an operation does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OperationKind {
+    /// `migrate-domain [-n] <domain> <target>[:<new_name>]` (OP-01, OP-02, OP-05).
+    Migration {
+        domain: String,
+        source: String,
+        target: String,
+        new_name: Option<String>,
+        dry_run: bool,
+    },
+    /// Move every guest off a host (UC-1).
+    Evacuation { host: String },
+    /// Restart a lost host's guests elsewhere (UC-3, HA-*).
+    Failover { host: String },
+}
+
+impl OperationKind {
+    /// What may not have two running operations at once: a domain for a migration, a
+    /// host for an evacuation or failover.
+    pub fn subject(&self) -> Subject<'_> {
+        match self {
+            Self::Migration { domain, .. } => Subject::Domain(domain),
+            Self::Evacuation { host } | Self::Failover { host } => Subject::Host(host),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Migration { .. } => "migration",
+            Self::Evacuation { .. } => "evacuation",
+            Self::Failover { .. } => "failover",
+        }
+    }
+}
+
+/// See [`OperationKind::subject`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subject<'a> {
+    Domain(&'a str),
+    Host(&'a str),
+}
+
+/// The phase machine of ARCHITECTURE.md:
+/// Preparing -> Reserved -> Transferring(progress) -> Committing -> Done | Failed | Cancelled | RolledBack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Preparing,
+    Reserved,
+    /// OP-06's PROGRESS column.
+    Transferring {
+        progress_pct: u8,
+    },
+    Committing,
+    Done,
+    Failed {
+        reason: String,
+    },
+    /// Cancelled by a user (OP-09).
+    Cancelled,
+    RolledBack {
+        reason: String,
+    },
+}
+
+impl Phase {
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Self::Done | Self::Failed { .. } | Self::Cancelled | Self::RolledBack { .. }
+        )
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Preparing => "preparing",
+            Self::Reserved => "reserved",
+            Self::Transferring { .. } => "transferring",
+            Self::Committing => "committing",
+            Self::Done => "done",
+            Self::Failed { .. } => "failed",
+            Self::Cancelled => "cancelled",
+            Self::RolledBack { .. } => "rolled-back",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Transferring { progress_pct } => write!(f, "transferring {progress_pct}%"),
+            Self::Failed { reason } => write!(f, "failed: {reason}"),
+            Self::RolledBack { reason } => write!(f, "rolled back: {reason}"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+/// What a finished migration reports (LM-12, LM-13, LM-15, LM-17).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationResult {
+    pub old_cids: Vec<u32>,
+    pub new_cids: Vec<u32>,
+    pub old_console_port: Option<u16>,
+    pub new_console_port: Option<u16>,
+    /// Measured suspension of the guest (LM-15).
+    pub downtime_ms: u64,
+    /// Whole migration time (LM-17: not downtime).
+    pub total_ms: u64,
+    pub notes: Vec<String>,
+}
+
+/// A migration, evacuation or failover and where it stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: u64,
+    pub kind: OperationKind,
+    pub phase: Phase,
+    /// Who began it.
+    pub actor: String,
+    pub started_ms: u64,
+    pub updated_ms: u64,
+    /// Reservations it holds now (released or committed ones leave this set).
+    pub reservations: BTreeSet<u64>,
+    pub result: Option<OperationResult>,
+}
+
+/// A rights profile (OP-04).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Profile {
+    LdomsManagement,
+    SystemAdministrator,
+    Other(String),
+}
+
+impl Profile {
+    pub const LDOMS_MANAGEMENT: &'static str = "LDoms Management";
+    pub const SYSTEM_ADMINISTRATOR: &'static str = "System Administrator";
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::LdomsManagement => Self::LDOMS_MANAGEMENT,
+            Self::SystemAdministrator => Self::SYSTEM_ADMINISTRATOR,
+            Self::Other(s) => s,
+        }
+    }
+
+    /// Parses a profile name; unknown names are kept as [`Profile::Other`].
+    pub fn parse(name: &str) -> Self {
+        match name {
+            Self::LDOMS_MANAGEMENT => Self::LdomsManagement,
+            Self::SYSTEM_ADMINISTRATOR => Self::SystemAdministrator,
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for Profile {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Ok(Self::parse(&s))
+    }
+}
+
+impl From<Profile> for String {
+    fn from(p: Profile) -> String {
+        p.as_str().to_string()
+    }
+}
+
+/// A user who may authenticate to agents (OP-04). The password is stored only as an
+/// argon2 PHC string made by the proposer ([`crate::hash_password`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub name: String,
+    pub password_hash: String,
+    pub profiles: BTreeSet<Profile>,
+    pub created_ms: u64,
+}
+
+impl User {
+    /// May run `migrate-domain` against a target (OP-04).
+    pub fn may_migrate(&self) -> bool {
+        self.profiles.contains(&Profile::LdomsManagement) || self.profiles.contains(&Profile::SystemAdministrator)
+    }
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("password_hash", &"<redacted>")
+            .field("profiles", &self.profiles)
+            .field("created_ms", &self.created_ms)
+            .finish()
+    }
+}
+
+/// One line of the audit log: who did what, when, and whether it was accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// The Raft log index of the command.
+    pub index: u64,
+    /// When the proposer stamped it.
+    pub at_ms: u64,
+    pub actor: String,
+    pub summary: String,
+    /// `ok`, or the rejection's code.
+    pub outcome: String,
+}

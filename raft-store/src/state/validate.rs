@@ -1,0 +1,225 @@
+//! Field checks of a request against [`crate::limits`]: names, text lengths, counts.
+//!
+//! Pure and cheap; run by apply (so every member rejects alike) and by
+//! [`crate::Request::validate`] in the proposer.
+
+use crate::limits::*;
+use crate::state::command::{AbortOutcome, Command, RejectCode, Rejection, Request};
+use crate::state::records::OperationKind;
+use tern_model::{Binding, Server};
+
+fn invalid(message: String) -> Rejection {
+    Rejection::new(RejectCode::InvalidRequest, message)
+}
+
+/// A host, domain, user or group name: 1..=64 bytes of `[A-Za-z0-9._-]`, not starting
+/// with `-` or `.` (no `:` or `@`, which the CLI uses as separators).
+pub fn name(what: &str, value: &str) -> Result<(), Rejection> {
+    if value.is_empty() || value.len() > NAME_BYTES_MAX {
+        return Err(invalid(format!(
+            "{what} {value:?} must be 1 to {NAME_BYTES_MAX} bytes long (it is {})",
+            value.len()
+        )));
+    }
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if !value.chars().all(ok_char) || value.starts_with(['-', '.']) {
+        return Err(invalid(format!(
+            "{what} {value:?} may hold only letters, digits, '.', '_' and '-', and may not start with '-' or '.'"
+        )));
+    }
+    Ok(())
+}
+
+/// Free text kept on one line: at most 256 bytes, no control characters.
+pub fn text(what: &str, value: &str) -> Result<(), Rejection> {
+    if value.len() > TEXT_BYTES_MAX {
+        return Err(invalid(format!(
+            "{what} is {} bytes long; the limit is {TEXT_BYTES_MAX}",
+            value.len()
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(format!("{what} may not hold control characters")));
+    }
+    Ok(())
+}
+
+fn count(what: &str, n: usize, max: usize) -> Result<(), Rejection> {
+    if n > max {
+        return Err(invalid(format!("{what}: {n} given; the limit is {max}")));
+    }
+    Ok(())
+}
+
+/// Every field of `request`.
+pub fn request(request: &Request) -> Result<(), Rejection> {
+    if request.actor.is_empty() {
+        return Err(invalid("actor is empty; every command names who asked".into()));
+    }
+    text("actor", &request.actor)?;
+    command(&request.command)
+}
+
+fn command(command: &Command) -> Result<(), Rejection> {
+    match command {
+        Command::RegisterHost { host } => {
+            name("host name", &host.name)?;
+            text("address", &host.address)?;
+            text("firmware", &host.firmware.0)
+        }
+        Command::UpdateHost {
+            name: host,
+            address,
+            firmware,
+            ..
+        } => {
+            name("host name", host)?;
+            if let Some(a) = address {
+                text("address", a)?;
+            }
+            if let Some(f) = firmware {
+                text("firmware", &f.0)?;
+            }
+            Ok(())
+        }
+        Command::ReportInventory { server } => inventory(server),
+        Command::SetHostStatus { host, .. } => name("host name", host),
+        Command::Reserve {
+            target,
+            source,
+            domain,
+            binding: b,
+            ..
+        } => {
+            name("target host", target)?;
+            name("source host", source)?;
+            name("domain", domain)?;
+            binding(b)
+        }
+        Command::Renew { .. } | Command::Release { .. } | Command::Expire { .. } => Ok(()),
+        Command::BeginOperation { kind } => operation_kind(kind),
+        Command::AdvanceOperation { .. } => Ok(()),
+        Command::CommitMigration { notes, .. } => {
+            count("notes", notes.len(), NOTES_MAX)?;
+            notes.iter().try_for_each(|n| text("note", n))
+        }
+        Command::AbortOperation { outcome, .. } => match outcome {
+            AbortOutcome::Cancelled => Ok(()),
+            AbortOutcome::RolledBack { reason } | AbortOutcome::Failed { reason } => text("reason", reason),
+        },
+        Command::AddUser {
+            name: user,
+            password_hash,
+            profiles,
+            ..
+        } => {
+            name("user name", user)?;
+            if password_hash.len() > PASSWORD_HASH_BYTES_MAX {
+                return Err(invalid(format!(
+                    "password hash is {} bytes long; the limit is {PASSWORD_HASH_BYTES_MAX}",
+                    password_hash.len()
+                )));
+            }
+            count("profiles", profiles.len(), PROFILES_MAX)?;
+            profiles.iter().try_for_each(|p| {
+                if p.as_str().is_empty() {
+                    return Err(invalid("a profile name is empty".into()));
+                }
+                text("profile", p.as_str())
+            })
+        }
+        Command::RemoveUser { name: user } => name("user name", user),
+    }
+}
+
+fn operation_kind(kind: &OperationKind) -> Result<(), Rejection> {
+    match kind {
+        OperationKind::Migration {
+            domain,
+            source,
+            target,
+            new_name,
+            ..
+        } => {
+            name("domain", domain)?;
+            name("source host", source)?;
+            name("target host", target)?;
+            if let Some(n) = new_name {
+                name("new name", n)?;
+            }
+            Ok(())
+        }
+        OperationKind::Evacuation { host } | OperationKind::Failover { host } => name("host name", host),
+    }
+}
+
+/// A reservation's binding: sizes within limits, no duplicate strand, no empty or
+/// overlapping memory range, no range past the end of the address space.
+pub fn binding(b: &Binding) -> Result<(), Rejection> {
+    let malformed = |m: String| Rejection::new(RejectCode::BindingInvalid, m);
+    name("domain name on the target", &b.domain)?;
+    count("strands in a binding", b.strands.len(), BINDING_STRANDS_MAX)?;
+    count("CIDs in a binding", b.cids.len(), BINDING_STRANDS_MAX)?;
+    count("memory ranges in a binding", b.memory.len(), BINDING_RANGES_MAX)?;
+    if b.strands.is_empty() {
+        return Err(malformed(format!("binding for {} holds no CPU", b.domain)));
+    }
+    if b.memory.is_empty() {
+        return Err(malformed(format!("binding for {} holds no memory", b.domain)));
+    }
+    let mut strands = b.strands.clone();
+    strands.sort_unstable();
+    if let Some(w) = strands.windows(2).find(|w| w[0] == w[1]) {
+        return Err(malformed(format!("binding for {} lists CPU {} twice", b.domain, w[0])));
+    }
+    let mut ranges = b.memory.clone();
+    ranges.sort();
+    for r in &ranges {
+        if r.size == 0 {
+            return Err(malformed(format!(
+                "binding for {} has an empty memory range at {:#x}",
+                b.domain, r.pa
+            )));
+        }
+        if r.pa.checked_add(r.size).is_none() {
+            return Err(malformed(format!(
+                "binding for {} has memory at {:#x} running past the end of the address space",
+                b.domain, r.pa
+            )));
+        }
+    }
+    if let Some(w) = ranges.windows(2).find(|w| w[0].overlaps(&w[1])) {
+        return Err(malformed(format!(
+            "binding for {} has overlapping memory ranges {} and {}",
+            b.domain, w[0], w[1]
+        )));
+    }
+    Ok(())
+}
+
+/// An inventory report's size and names (its consistency is `Server::validate`'s job).
+fn inventory(server: &Server) -> Result<(), Rejection> {
+    name("host name", &server.name)?;
+    text("model", &server.model)?;
+    text("firmware", &server.firmware.0)?;
+    count("cores", server.cores.len(), INVENTORY_CORES_MAX)?;
+    let strands: usize = server.cores.iter().map(|c| c.strands.len()).sum();
+    count("strands", strands, INVENTORY_STRANDS_MAX)?;
+    count("memory blocks", server.memory.len(), INVENTORY_MEMORY_BLOCKS_MAX)?;
+    count("domains", server.domains.len(), INVENTORY_DOMAINS_MAX)?;
+    let s = &server.services;
+    count(
+        "services",
+        s.vds.len() + s.vsw.len() + s.vcc.len(),
+        INVENTORY_SERVICES_MAX,
+    )?;
+    for vds in &s.vds {
+        count("volumes of one VDS", vds.volumes.len(), INVENTORY_VOLUMES_MAX)?;
+    }
+    for d in &server.domains {
+        name("domain", &d.name)?;
+        count("vdisks of one domain", d.vdisks.len(), INVENTORY_VOLUMES_MAX)?;
+        count("vnets of one domain", d.vnets.len(), INVENTORY_SERVICES_MAX)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,906 @@
+//! Table tests of the state machine through its public API: each command's checks,
+//! its rejections (codes, rules and the numbers in the messages) and its effects.
+//! No tokio, no clock: time is the `proposed_at_ms` the test stamps.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use tern_model::{DomainKind, Range, Rule, units::GIB};
+use tern_raft_store::limits::AUDIT_RECORDS_MAX;
+use tern_raft_store::*;
+
+/// A state and a log position; each command gets the next index and 10 ms later.
+struct World {
+    state: State,
+    index: u64,
+    now: u64,
+}
+
+impl World {
+    fn run_at(&mut self, at_ms: u64, command: Command) -> Response {
+        self.index += 1;
+        self.now = self.now.max(at_ms);
+        let response = self.state.apply(self.index, &req(at_ms, command));
+        let broken = self.state.invariant_violations();
+        assert!(broken.is_empty(), "invariants broken: {broken:#?}");
+        response
+    }
+
+    fn run(&mut self, command: Command) -> Response {
+        let at = self.now + 10;
+        self.run_at(at, command)
+    }
+
+    #[track_caller]
+    fn ok(&mut self, command: Command) -> Outcome {
+        let name = command.name();
+        self.run(command).unwrap_or_else(|r| panic!("{name} rejected: {r}"))
+    }
+
+    #[track_caller]
+    fn rejected(&mut self, command: Command) -> Rejection {
+        let name = command.name();
+        match self.run(command) {
+            Ok(o) => panic!("{name} accepted: {o:?}"),
+            Err(r) => r,
+        }
+    }
+
+    fn begin(&mut self, domain: &str, source: &str, target: &str, new_name: Option<&str>, dry_run: bool) -> u64 {
+        let kind = OperationKind::Migration {
+            domain: domain.into(),
+            source: source.into(),
+            target: target.into(),
+            new_name: new_name.map(Into::into),
+            dry_run,
+        };
+        match self.ok(Command::BeginOperation { kind }) {
+            Outcome::OperationBegun { operation } => operation,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn reserve_cmd(&self, op: u64, domain: &str, binding: tern_model::Binding, lease_ms: u64) -> Command {
+        Command::Reserve {
+            operation: op,
+            target: "b".into(),
+            source: "a".into(),
+            domain: domain.into(),
+            binding,
+            lease_ms,
+        }
+    }
+
+    /// Reserves and returns (reservation, token, lease_expires_ms).
+    fn reserve(&mut self, op: u64, domain: &str, binding: tern_model::Binding, lease_ms: u64) -> (u64, u64, u64) {
+        match self.ok(self.reserve_cmd(op, domain, binding, lease_ms)) {
+            Outcome::Reserved {
+                reservation,
+                token,
+                lease_expires_ms,
+            } => (reservation, token, lease_expires_ms),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn inventory(&self, host: &str) -> tern_model::Server {
+        self.state
+            .host(host)
+            .and_then(|h| h.inventory.clone())
+            .expect("inventory")
+    }
+}
+
+/// Hosts a (ldom1 on cores 1-2 and [2G,3G), console 5001; ldom2 on core 3 and
+/// [3G,4G), console 5002), b (8 cores, 8 GiB free, no guests) and c (like b).
+fn world() -> World {
+    let mut w = World {
+        state: State::new(),
+        index: 0,
+        now: 1_000,
+    };
+    for h in ["a", "b", "c"] {
+        w.ok(Command::RegisterHost { host: spec(h) });
+    }
+    let a = with_guest(server("a", 8, 8), "ldom1", &[1, 2], gib(2), Some(5001));
+    let a = with_guest(a, "ldom2", &[3], gib(3), Some(5002));
+    w.ok(Command::ReportInventory { server: a });
+    w.ok(Command::ReportInventory {
+        server: server("b", 8, 8),
+    });
+    w.ok(Command::ReportInventory {
+        server: server("c", 8, 8),
+    });
+    w
+}
+
+/// ldom1's shape on b: cores 4-5, [4G, 5G), console 5003.
+fn ldom1_on_b() -> tern_model::Binding {
+    binding("ldom1", &[4, 5], gib(4), Some(5003))
+}
+
+#[test]
+fn inventory_reports_index_guests_and_only_guests() {
+    // Goal: accepted reports index every guest on its host; control domains are not indexed.
+    let w = world();
+    let domains: Vec<(&str, &str)> = w
+        .state
+        .domains()
+        .iter()
+        .map(|(n, r)| (n.as_str(), r.host.as_str()))
+        .collect();
+    assert_eq!(domains, vec![("ldom1", "a"), ("ldom2", "a")]);
+    assert_eq!(w.state.host("a").map(|h| h.status), Some(HostStatus::Up));
+}
+
+#[test]
+fn reserve_holds_free_resources_and_tokens_only_grow() {
+    // Goal: a reservation on free resources is accepted; ids and fencing tokens grow.
+    let mut w = world();
+    let op1 = w.begin("ldom1", "a", "b", None, false);
+    let (r1, t1, exp1) = w.reserve(op1, "ldom1", ldom1_on_b(), 30_000);
+    assert_eq!(exp1, w.now + 30_000);
+    let op2 = w.begin("ldom2", "a", "b", None, false);
+    let (r2, t2, _) = w.reserve(op2, "ldom2", binding("ldom2", &[6], gib(6), Some(5004)), 30_000);
+    assert!(r2 > r1 && t2 > t1);
+    assert_eq!(w.state.operation(op1).map(|o| o.phase.clone()), Some(Phase::Reserved));
+    assert_eq!(w.state.host("b").map(|h| h.fencing_token_max), Some(t2));
+    let reserved = w.state.reserved_on("b", w.now);
+    assert_eq!(reserved.strands, BTreeSet::from([8, 9, 10, 11, 12, 13]));
+    assert_eq!(reserved.console_ports, BTreeSet::from([5003, 5004]));
+}
+
+#[test]
+fn reserve_rejects_a_strand_bound_in_the_inventory_naming_it() {
+    // Goal: LM-06: a strand already bound on the target is refused, with its id and holder.
+    let mut w = world();
+    let op = w.begin("ldom1", "a", "b", None, false);
+    // Core 0 holds primary on b.
+    let r = w.rejected(w.reserve_cmd(op, "ldom1", binding("ldom1", &[0, 5], gib(4), Some(5003)), 30_000));
+    assert_eq!(r.code, RejectCode::StrandUnavailable);
+    assert_eq!(r.rule, Some(Rule::Lm(6)));
+    assert!(r.message.contains("CPU 0 on b is bound to primary"), "{}", r.message);
+}
+
+#[test]
+fn reserve_rejects_overlap_with_another_active_reservation() {
+    // Goal: a second reservation touching a reserved strand, memory byte or console port
+    // is refused, naming the reservation that holds it (LM-06, LM-09, LM-13).
+    let mut w = world();
+    let op1 = w.begin("ldom1", "a", "b", None, false);
+    let (r1, _, _) = w.reserve(op1, "ldom1", ldom1_on_b(), 30_000);
+    let op2 = w.begin("ldom2", "a", "b", None, false);
+    let cases = [
+        (
+            binding("ldom2", &[5], gib(6), Some(5004)),
+            RejectCode::StrandUnavailable,
+            Rule::Lm(6),
+            "CPU 10",
+        ),
+        (
+            binding("ldom2", &[6], Range::new(4 * GIB + GIB / 2, GIB), Some(5004)),
+            RejectCode::MemoryUnavailable,
+            Rule::Lm(9),
+            "overlaps 0x100000000+1G",
+        ),
+        (
+            binding("ldom2", &[6], gib(6), Some(5003)),
+            RejectCode::ConsolePortUnavailable,
+            Rule::Lm(13),
+            "console port 5003",
+        ),
+    ];
+    for (b, code, rule, needle) in cases {
+        let r = w.rejected(w.reserve_cmd(op2, "ldom2", b, 30_000));
+        assert_eq!((r.code, r.rule), (code, Some(rule)), "{r}");
+        assert!(r.message.contains(needle), "{}", r.message);
+        assert!(r.message.contains(&format!("reservation {r1}")), "{}", r.message);
+    }
+}
+
+#[test]
+fn reserve_rejects_memory_outside_one_free_block_and_wrong_shapes() {
+    // Goal: memory must sit in one free block (LM-09); the amount of CPU, the block
+    // sizes and having a console must be the guest's (LM-06, LM-09, LM-12, LM-13); CIDs
+    // must match the strands.
+    let mut w = world();
+    let op = w.begin("ldom1", "a", "b", None, false);
+    let cases = [
+        (
+            binding("ldom1", &[4, 5], gib(1), Some(5003)),
+            RejectCode::MemoryUnavailable,
+            "bound to primary",
+        ),
+        (
+            binding("ldom1", &[4, 5], gib(10), Some(5003)),
+            RejectCode::MemoryUnavailable,
+            "not inside one free block",
+        ),
+        (
+            binding("ldom1", &[4], gib(4), Some(5003)),
+            RejectCode::ShapeMismatch,
+            "has 4 CPUs on a; the binding holds 2",
+        ),
+        (
+            binding("ldom1", &[4, 5], Range::new(4 * GIB, 2 * GIB), Some(5003)),
+            RejectCode::ShapeMismatch,
+            "[1G]",
+        ),
+        (
+            tern_model::Binding {
+                cids: vec![4],
+                ..binding("ldom1", &[4, 5], gib(4), Some(5003))
+            },
+            RejectCode::BindingInvalid,
+            "CIDs [4]",
+        ),
+        (
+            binding("ldom1", &[4, 5], gib(4), Some(6000)),
+            RejectCode::ConsolePortUnavailable,
+            "in no VCC range",
+        ),
+        (
+            binding("ldom1", &[4, 5], gib(4), None),
+            RejectCode::ShapeMismatch,
+            "has a console; the binding must give it a port",
+        ),
+    ];
+    for (b, code, needle) in cases {
+        let r = w.rejected(w.reserve_cmd(op, "ldom1", b, 30_000));
+        assert_eq!(r.code, code, "{r}");
+        assert!(r.message.contains(needle), "{}", r.message);
+    }
+}
+
+#[test]
+fn reserve_requires_an_up_target_a_matching_operation_and_a_free_name() {
+    // Goal: the target must be Up; the reservation must match its migration; the name
+    // on the target must be free (OP-05); a lease must be 1..=10 min.
+    let mut w = world();
+    let op = w.begin("ldom1", "a", "b", None, false);
+    let r = w.rejected(w.reserve_cmd(op, "ldom1", ldom1_on_b(), 0));
+    assert_eq!(r.code, RejectCode::InvalidRequest);
+    let r = w.rejected(w.reserve_cmd(op, "ldom1", binding("ldom9", &[4, 5], gib(4), None), 30_000));
+    assert_eq!(r.code, RejectCode::OperationMismatch);
+    let r = w.rejected(Command::Reserve {
+        operation: op,
+        target: "c".into(),
+        source: "a".into(),
+        domain: "ldom1".into(),
+        binding: ldom1_on_b(),
+        lease_ms: 30_000,
+    });
+    assert_eq!(r.code, RejectCode::OperationMismatch);
+    w.ok(Command::SetHostStatus {
+        host: "b".into(),
+        status: HostStatus::Maintenance,
+    });
+    let r = w.rejected(w.reserve_cmd(op, "ldom1", ldom1_on_b(), 30_000));
+    assert_eq!(r.code, RejectCode::HostStatus);
+    assert!(r.message.contains("maintenance"), "{}", r.message);
+    w.ok(Command::SetHostStatus {
+        host: "b".into(),
+        status: HostStatus::Up,
+    });
+    // b reports a domain called ldom1x; a migration renaming ldom2 to it is refused.
+    let b = with_guest(server("b", 8, 8), "ldom1x", &[7], gib(9), None);
+    w.ok(Command::ReportInventory { server: b });
+    let r = w.rejected(Command::BeginOperation {
+        kind: OperationKind::Migration {
+            domain: "ldom2".into(),
+            source: "a".into(),
+            target: "b".into(),
+            new_name: Some("ldom1x".into()),
+            dry_run: false,
+        },
+    });
+    assert_eq!((r.code, r.rule), (RejectCode::NameTaken, Some(Rule::Op(5))));
+}
+
+#[test]
+fn an_expired_reservation_blocks_nothing_and_cannot_be_renewed_or_committed() {
+    // Goal: once the cluster clock passes a lease, the reservation frees its resources
+    // for others and its holder can neither renew nor commit it.
+    let mut w = world();
+    let op1 = w.begin("ldom1", "a", "b", None, false);
+    let (r1, t1, exp1) = w.reserve(op1, "ldom1", ldom1_on_b(), 1_000);
+    w.now = exp1; // the lease ends exactly now
+    let op2 = w.begin("ldom2", "a", "b", None, false);
+    // Same strands as r1 (core 4), other memory: allowed, r1 is no longer active.
+    w.reserve(op2, "ldom2", binding("ldom2", &[4], gib(6), Some(5004)), 30_000);
+    let r = w.rejected(Command::Renew {
+        reservation: r1,
+        token: t1,
+        lease_ms: 30_000,
+    });
+    assert_eq!(r.code, RejectCode::LeaseExpired);
+    assert!(r.message.contains(&format!("ended at {exp1} ms")), "{}", r.message);
+    let r = w.rejected(Command::CommitMigration {
+        operation: op1,
+        reservation: r1,
+        token: t1,
+        downtime_ms: 10,
+        total_ms: 100,
+        notes: vec![],
+    });
+    assert_eq!(r.code, RejectCode::LeaseExpired);
+}
+
+#[test]
+fn a_slow_proposer_clock_cannot_revive_a_lease() {
+    // Goal: leases are judged against the largest time applied, so a command stamped
+    // earlier (a proposer with a lagging clock) still sees the lease as expired.
+    let mut w = world();
+    let op = w.begin("ldom1", "a", "b", None, false);
+    let (r1, t1, exp1) = w.reserve(op, "ldom1", ldom1_on_b(), 1_000);
+    w.run_at(exp1 + 5, Command::Expire { now_ms: 0 }).ok();
+    let r = w.run_at(
+        exp1 - 500,
+        Command::Renew {
+            reservation: r1,
+            token: t1,
+            lease_ms: 30_000,
+        },
+    );
+    assert_eq!(r.map_err(|r| r.code), Err(RejectCode::ReservationUnknown));
+    assert_eq!(w.state.clock_ms(), exp1 + 5);
+}
+
+#[test]
+fn renew_extends_and_never_shortens() {
+    // Goal: renew moves the lease to now + lease_ms, but never earlier than it was.
+    let mut w = world();
+    let op = w.begin("ldom1", "a", "b", None, false);
+    let (r1, t1, exp1) = w.reserve(op, "ldom1", ldom1_on_b(), 60_000);
+    let short = w.ok(Command::Renew {
+        reservation: r1,
+        token: t1,
+        lease_ms: 1_000,
+    });
+    assert_eq!(short, Outcome::Renewed { lease_expires_ms: exp1 });
+    let long = w.ok(Command::Renew {
+        reservation: r1,
+        token: t1,
+        lease_ms: 120_000,
+    });
+    assert_eq!(
+        long,
+        Outcome::Renewed {
+            lease_expires_ms: w.now + 120_000
+        }
+    );
+}
+
+#[test]
+fn a_stale_fencing_token_is_rejected() {
+    // Goal: renew, release, advance and commit must carry the reservation's own token.
+    let mut w = world();
+    let op = w.begin("ldom1", "a", "b", None, false);
+    let (r1, t1, _) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    let stale = t1 - 1;
+    let commands = [
+        Command::Renew {
+            reservation: r1,
+            token: stale,
+            lease_ms: 1_000,
+        },
+        Command::Release {
+            reservation: r1,
+            token: stale,
+        },
+        Command::AdvanceOperation {
+            operation: op,
+            token: Some(stale),
+            progress: Progress::Transferring { progress_pct: 10 },
+        },
+        Command::AdvanceOperation {
+            operation: op,
+            token: None,
+            progress: Progress::Transferring { progress_pct: 10 },
+        },
+        Command::CommitMigration {
+            operation: op,
+            reservation: r1,
+            token: stale,
+            downtime_ms: 1,
+            total_ms: 2,
+            notes: vec![],
+        },
+    ];
+    for c in commands {
+        let r = w.rejected(c);
+        assert_eq!(r.code, RejectCode::StaleToken, "{r}");
+    }
+    assert!(w.state.reservation(r1).is_some());
+}
+
+#[test]
+fn commit_moves_the_domain_with_its_new_cids_and_console_port() {
+    // Goal: the domain leaves a, is bound on b with the reservation's binding, the index
+    // follows, the reservation is consumed and the result reports LM-12/LM-13.
+    let mut w = world();
+    let op = w.begin("ldom1", "a", "b", None, false);
+    let (r1, t1, _) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    for pct in [10, 60, 100] {
+        w.ok(Command::AdvanceOperation {
+            operation: op,
+            token: Some(t1),
+            progress: Progress::Transferring { progress_pct: pct },
+        });
+    }
+    let r = w.rejected(Command::AdvanceOperation {
+        operation: op,
+        token: Some(t1),
+        progress: Progress::Transferring { progress_pct: 50 },
+    });
+    assert_eq!(r.code, RejectCode::PhaseInvalid);
+    w.ok(Command::AdvanceOperation {
+        operation: op,
+        token: Some(t1),
+        progress: Progress::Committing,
+    });
+    let outcome = w.ok(Command::CommitMigration {
+        operation: op,
+        reservation: r1,
+        token: t1,
+        downtime_ms: 120,
+        total_ms: 9_000,
+        notes: vec!["LM-14: guest clock may lag; NTP is recommended".into()],
+    });
+    let Outcome::Committed { moved: true, result } = outcome else {
+        panic!("unexpected {outcome:?}")
+    };
+    assert_eq!(
+        (result.old_cids.clone(), result.new_cids.clone()),
+        (vec![1, 2], vec![4, 5])
+    );
+    assert_eq!(
+        (result.old_console_port, result.new_console_port),
+        (Some(5001), Some(5003))
+    );
+    assert_eq!((result.downtime_ms, result.total_ms), (120, 9_000));
+    assert!(result.notes.iter().any(|n| n.starts_with("LM-12")));
+    assert!(result.notes.iter().any(|n| n.starts_with("LM-13")));
+    assert_eq!(w.state.domain("ldom1").map(|d| d.host.as_str()), Some("b"));
+    assert!(w.inventory("a").domain("ldom1").is_none());
+    let b = w.inventory("b");
+    assert_eq!(b.cpu_of("ldom1").cids, vec![4, 5]);
+    assert_eq!(b.memory_of("ldom1"), vec![gib(4)]);
+    assert_eq!(
+        b.domain("ldom1").and_then(|d| d.console.as_ref()).map(|c| c.port),
+        Some(5003)
+    );
+    assert!(w.state.reservation(r1).is_none());
+    let done = w.state.operation(op).expect("operation kept");
+    assert_eq!(done.phase, Phase::Done);
+    assert_eq!(done.result.as_ref(), Some(&result));
+    // a's old resources are free again: ldom1 can come back to its old cores.
+    let back = w.begin("ldom1", "b", "a", None, false);
+    let r = w.run(Command::Reserve {
+        operation: back,
+        target: "a".into(),
+        source: "b".into(),
+        domain: "ldom1".into(),
+        binding: binding("ldom1", &[1, 2], gib(2), Some(5001)),
+        lease_ms: 30_000,
+    });
+    assert!(r.is_ok(), "{r:?}");
+}
+
+#[test]
+fn a_migration_may_rename_the_domain_on_its_target() {
+    // Goal: OP-05: with a new name the domain is indexed under it on the target only.
+    let mut w = world();
+    let op = w.begin("ldom2", "a", "b", Some("web"), false);
+    let (r, t, _) = w.reserve(op, "ldom2", binding("web", &[6], gib(6), Some(5004)), 30_000);
+    w.ok(Command::CommitMigration {
+        operation: op,
+        reservation: r,
+        token: t,
+        downtime_ms: 1,
+        total_ms: 2,
+        notes: vec![],
+    });
+    assert!(w.state.domain("ldom2").is_none());
+    assert_eq!(w.state.domain("web").map(|d| d.host.as_str()), Some("b"));
+    assert!(w.inventory("b").domain("web").is_some());
+}
+
+#[test]
+fn a_dry_run_commits_without_moving_anything() {
+    // Goal: OP-02: committing a dry run ends it Done, releases its reservation, moves nothing.
+    let mut w = world();
+    let op = w.begin("ldom1", "a", "b", None, true);
+    let (r, t, _) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    let outcome = w.ok(Command::CommitMigration {
+        operation: op,
+        reservation: r,
+        token: t,
+        downtime_ms: 0,
+        total_ms: 0,
+        notes: vec![],
+    });
+    assert!(matches!(outcome, Outcome::Committed { moved: false, .. }));
+    assert_eq!(w.state.domain("ldom1").map(|d| d.host.as_str()), Some("a"));
+    assert!(w.state.reservations().is_empty());
+    assert_eq!(w.state.operation(op).map(|o| o.phase.clone()), Some(Phase::Done));
+}
+
+#[test]
+fn expire_releases_passed_leases_and_rolls_their_operations_back() {
+    // Goal: Expire removes every reservation whose lease passed at now (and only those)
+    // and ends their operations RolledBack("lease expired").
+    let mut w = world();
+    let op1 = w.begin("ldom1", "a", "b", None, false);
+    let (r1, _, exp1) = w.reserve(op1, "ldom1", ldom1_on_b(), 1_000);
+    let op2 = w.begin("ldom2", "a", "b", None, false);
+    let (r2, _, _) = w.reserve(op2, "ldom2", binding("ldom2", &[6], gib(6), Some(5004)), 60_000);
+    let outcome = w.ok(Command::Expire { now_ms: exp1 });
+    assert_eq!(
+        outcome,
+        Outcome::Expired {
+            released: vec![r1],
+            rolled_back: vec![op1]
+        }
+    );
+    assert_eq!(
+        w.state.operation(op1).map(|o| o.phase.clone()),
+        Some(Phase::RolledBack {
+            reason: "lease expired".into()
+        })
+    );
+    assert!(w.state.reservation(r2).is_some());
+    assert!(
+        w.state
+            .reservations()
+            .values()
+            .all(|r| r.lease_expires_ms > w.state.clock_ms())
+    );
+}
+
+#[test]
+fn one_running_operation_per_domain_and_abort_releases() {
+    // Goal: a second migration of a running domain is refused; aborting (OP-09) ends the
+    // first as Cancelled and releases its reservation, after which a new one may start.
+    let mut w = world();
+    let op = w.begin("ldom1", "a", "b", None, false);
+    w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    let r = w.rejected(Command::BeginOperation {
+        kind: OperationKind::Migration {
+            domain: "ldom1".into(),
+            source: "a".into(),
+            target: "c".into(),
+            new_name: None,
+            dry_run: false,
+        },
+    });
+    assert_eq!(r.code, RejectCode::OperationRunning);
+    let outcome = w.ok(Command::AbortOperation {
+        operation: op,
+        outcome: AbortOutcome::Cancelled,
+    });
+    assert!(matches!(outcome, Outcome::Aborted { released } if released.len() == 1));
+    assert_eq!(w.state.operation(op).map(|o| o.phase.clone()), Some(Phase::Cancelled));
+    assert!(w.state.reservations().is_empty());
+    let r = w.rejected(Command::AbortOperation {
+        operation: op,
+        outcome: AbortOutcome::Cancelled,
+    });
+    assert_eq!(r.code, RejectCode::OperationFinished);
+    w.begin("ldom1", "a", "c", None, false);
+}
+
+#[test]
+fn migrations_need_a_guest_a_live_source_and_two_servers() {
+    // Goal: LM-01 (only guests), LM-02 (source up), OP-01 (target differs), unknown domains.
+    let mut w = world();
+    let mut begin = |domain: &str, source: &str, target: &str| {
+        w.rejected(Command::BeginOperation {
+            kind: OperationKind::Migration {
+                domain: domain.into(),
+                source: source.into(),
+                target: target.into(),
+                new_name: None,
+                dry_run: false,
+            },
+        })
+    };
+    let r = begin("primary", "a", "b");
+    assert_eq!((r.code, r.rule), (RejectCode::NotAGuest, Some(Rule::Lm(1))));
+    let r = begin("ldom1", "a", "a");
+    assert_eq!((r.code, r.rule), (RejectCode::SameServer, Some(Rule::Op(1))));
+    let r = begin("nope", "a", "b");
+    assert_eq!(r.code, RejectCode::DomainUnknown);
+    assert!(r.message.contains("LDom \"nope\" was not found on a"));
+    w.ok(Command::SetHostStatus {
+        host: "a".into(),
+        status: HostStatus::Lost,
+    });
+    let r = w.rejected(Command::BeginOperation {
+        kind: OperationKind::Migration {
+            domain: "ldom1".into(),
+            source: "a".into(),
+            target: "b".into(),
+            new_name: None,
+            dry_run: false,
+        },
+    });
+    assert_eq!((r.code, r.rule), (RejectCode::HostStatus, Some(Rule::Lm(2))));
+    // Failover of a lost host may start; of a live one it may not.
+    w.ok(Command::BeginOperation {
+        kind: OperationKind::Failover { host: "a".into() },
+    });
+    let r = w.rejected(Command::BeginOperation {
+        kind: OperationKind::Failover { host: "b".into() },
+    });
+    assert_eq!(r.code, RejectCode::HostStatus);
+}
+
+#[test]
+fn losing_a_host_rolls_back_its_migrations() {
+    // Goal: HA-07: when a migration's source (or target) is declared lost, the migration
+    // is rolled back and its reservation released.
+    let mut w = world();
+    let op = w.begin("ldom1", "a", "b", None, false);
+    let (r, _, _) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    let outcome = w.ok(Command::SetHostStatus {
+        host: "a".into(),
+        status: HostStatus::Lost,
+    });
+    assert_eq!(
+        outcome,
+        Outcome::HostStatusSet {
+            rolled_back: vec![op],
+            released: vec![r]
+        }
+    );
+    let phase = w.state.operation(op).map(|o| o.phase.clone());
+    assert!(matches!(phase, Some(Phase::RolledBack { reason }) if reason.contains("HA-07")));
+}
+
+#[test]
+fn a_report_may_not_drop_or_rebind_a_reserved_resource() {
+    // Goal: while a reservation is active, a report of its target that lacks a reserved
+    // strand, binds one to another domain, or gives reserved memory away is refused.
+    let mut w = world();
+    let op = w.begin("ldom1", "a", "b", None, false);
+    let (r, _, _) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    // A local domain on b bound to reserved core 4.
+    let stolen = with_guest(server("b", 8, 8), "local", &[4], gib(8), None);
+    let rej = w.rejected(Command::ReportInventory { server: stolen });
+    assert_eq!(rej.code, RejectCode::InventoryDropsReserved);
+    assert!(rej.message.contains("binds CPU 8 to local"), "{}", rej.message);
+    assert!(rej.message.contains(&format!("reservation {r}")), "{}", rej.message);
+    // A local domain on reserved memory only.
+    let stolen = with_guest(server("b", 8, 8), "local", &[7], Range::new(4 * GIB, GIB / 2), None);
+    let rej = w.rejected(Command::ReportInventory { server: stolen });
+    assert_eq!(rej.code, RejectCode::InventoryDropsReserved);
+    assert!(rej.message.contains("memory"), "{}", rej.message);
+    // The reserved core disappeared (a 4-core report).
+    let rej = w.rejected(Command::ReportInventory {
+        server: server("b", 4, 8),
+    });
+    assert!(rej.message.contains("lacks CPU 8"), "{}", rej.message);
+    // Memory shrank below the reserved range.
+    let rej = w.rejected(Command::ReportInventory {
+        server: server("b", 8, 2),
+    });
+    assert!(rej.message.contains("lacks memory"), "{}", rej.message);
+}
+
+#[test]
+fn a_guest_recorded_elsewhere_appears_only_as_an_incoming_migration() {
+    // Goal: b may report ldom1 (recorded on a) only while an active reservation on b is
+    // for it; the report does not move the index; commit then does.
+    let mut w = world();
+    let incoming = with_guest(server("b", 8, 8), "ldom1", &[4, 5], gib(4), Some(5003));
+    let rej = w.rejected(Command::ReportInventory {
+        server: incoming.clone(),
+    });
+    assert_eq!(rej.code, RejectCode::DomainOnOtherHost);
+    assert!(rej.message.contains("records on a"), "{}", rej.message);
+    let op = w.begin("ldom1", "a", "b", None, false);
+    let (r, t, _) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    w.ok(Command::ReportInventory { server: incoming });
+    assert_eq!(w.state.domain("ldom1").map(|d| d.host.as_str()), Some("a"));
+    // The source finishes first and reports ldom1 gone: the index keeps it (operation running).
+    let a_without = {
+        let mut a = w.inventory("a");
+        a.unbind_domain("ldom1");
+        a
+    };
+    let outcome = w.ok(Command::ReportInventory { server: a_without });
+    assert_eq!(
+        outcome,
+        Outcome::InventoryAccepted {
+            indexed: vec![],
+            unindexed: vec![]
+        }
+    );
+    w.ok(Command::CommitMigration {
+        operation: op,
+        reservation: r,
+        token: t,
+        downtime_ms: 5,
+        total_ms: 50,
+        notes: vec![],
+    });
+    assert_eq!(w.state.domain("ldom1").map(|d| d.host.as_str()), Some("b"));
+    let b = w.inventory("b");
+    assert_eq!(b.domains.iter().filter(|d| d.name == "ldom1").count(), 1);
+    assert_eq!(b.cpu_of("ldom1").cids, vec![4, 5]);
+}
+
+#[test]
+fn releasing_drops_the_incoming_copy_from_the_target() {
+    // Goal: when a migration is abandoned after the target reported the incoming domain,
+    // the target's recorded inventory no longer holds it (the hypervisor destroys it too).
+    let mut w = world();
+    let op = w.begin("ldom1", "a", "b", None, false);
+    w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    let incoming = with_guest(server("b", 8, 8), "ldom1", &[4, 5], gib(4), Some(5003));
+    w.ok(Command::ReportInventory { server: incoming });
+    w.ok(Command::AbortOperation {
+        operation: op,
+        outcome: AbortOutcome::RolledBack {
+            reason: "transfer failed".into(),
+        },
+    });
+    assert!(w.inventory("b").domain("ldom1").is_none());
+    assert!(w.inventory("a").domain("ldom1").is_some());
+}
+
+#[test]
+fn an_invalid_report_is_refused_with_its_problems() {
+    // Goal: a report that fails Server::validate is refused and lists the problems.
+    let mut w = world();
+    let mut bad = server("b", 8, 8);
+    bad.cores[1].strands[0].bound = Some("ghost".into());
+    let r = w.rejected(Command::ReportInventory { server: bad });
+    assert_eq!(r.code, RejectCode::InventoryInvalid);
+    assert!(r.message.contains("ghost"), "{}", r.message);
+    let r = w.rejected(Command::ReportInventory {
+        server: server("zz", 2, 2),
+    });
+    assert_eq!(r.code, RejectCode::HostUnknown);
+}
+
+#[test]
+fn a_rejected_command_changes_only_the_clock_and_the_audit_log() {
+    // Goal: apply checks everything before it changes anything.
+    let mut w = world();
+    let op = w.begin("ldom1", "a", "b", None, false);
+    w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    let before = w.state.clone();
+    let op2 = 999;
+    w.rejected(w.reserve_cmd(op2, "ldom2", binding("ldom2", &[6], gib(6), None), 30_000));
+    assert_eq!(w.state.hosts(), before.hosts());
+    assert_eq!(w.state.reservations(), before.reservations());
+    assert_eq!(w.state.operations(), before.operations());
+    assert_eq!(w.state.domains(), before.domains());
+    assert_eq!(w.state.meta().last_fencing_token, before.meta().last_fencing_token);
+    let last = w.state.audit().values().next_back().expect("audited");
+    assert_eq!(last.outcome, "operation-unknown");
+    assert_eq!(last.actor, "test");
+}
+
+#[test]
+fn the_audit_log_keeps_the_last_records_only() {
+    // Goal: the audit log is bounded: after more commands than it holds it keeps the newest.
+    let mut w = world();
+    let total = AUDIT_RECORDS_MAX + 50;
+    for _ in 0..total {
+        w.run(Command::Expire { now_ms: 0 }).ok();
+    }
+    assert_eq!(w.state.audit().len(), AUDIT_RECORDS_MAX);
+    let first = w.state.audit().keys().next().copied();
+    assert_eq!(first, Some(w.index - AUDIT_RECORDS_MAX as u64 + 1));
+    let summary = &w.state.audit().values().next_back().expect("record").summary;
+    assert_eq!(summary, "expire leases at 0 ms");
+}
+
+#[test]
+fn users_are_added_replaced_and_removed_with_argon2_hashes_only() {
+    // Goal: AddUser takes a PHC argon2 string (hashed by the proposer), refuses others
+    // and duplicates unless replacing; profiles decide OP-04 rights.
+    let mut w = world();
+    let hash = hash_password("secret").expect("hash");
+    let profiles = BTreeSet::from([Profile::LdomsManagement, Profile::parse("Operator")]);
+    w.ok(Command::AddUser {
+        name: "alice".into(),
+        password_hash: hash.clone(),
+        profiles: profiles.clone(),
+        replace: false,
+    });
+    let user = w.state.user("alice").expect("user").clone();
+    assert!(user.may_migrate());
+    assert!(verify_password("secret", &user.password_hash));
+    assert!(!format!("{user:?}").contains(&hash), "Debug must not print the hash");
+    let dup = w.rejected(Command::AddUser {
+        name: "alice".into(),
+        password_hash: hash.clone(),
+        profiles: BTreeSet::new(),
+        replace: false,
+    });
+    assert_eq!(dup.code, RejectCode::UserExists);
+    w.ok(Command::AddUser {
+        name: "alice".into(),
+        password_hash: hash,
+        profiles: BTreeSet::new(),
+        replace: true,
+    });
+    assert!(!w.state.user("alice").expect("user").may_migrate());
+    let bad = w.rejected(Command::AddUser {
+        name: "bob".into(),
+        password_hash: "hunter2".into(),
+        profiles: BTreeSet::new(),
+        replace: false,
+    });
+    assert_eq!(bad.code, RejectCode::PasswordHashInvalid);
+    w.ok(Command::RemoveUser { name: "alice".into() });
+    let gone = w.rejected(Command::RemoveUser { name: "alice".into() });
+    assert_eq!(gone.code, RejectCode::UserUnknown);
+}
+
+#[test]
+fn requests_over_a_limit_are_refused_by_the_proposer_and_by_apply() {
+    // Goal: names, text and actor are checked alike by Request::validate and apply.
+    let mut w = world();
+    let bad = [
+        req(1, Command::RegisterHost { host: spec("bad:name") }),
+        req(
+            1,
+            Command::RegisterHost {
+                host: spec(&"x".repeat(65)),
+            },
+        ),
+        Request {
+            actor: String::new(),
+            ..req(1, Command::RemoveUser { name: "u".into() })
+        },
+        req(
+            1,
+            Command::AbortOperation {
+                operation: 1,
+                outcome: AbortOutcome::Failed {
+                    reason: "two\nlines".into(),
+                },
+            },
+        ),
+    ];
+    for r in bad {
+        assert_eq!(
+            r.validate().map_err(|e| e.code),
+            Err(RejectCode::InvalidRequest),
+            "{r:?}"
+        );
+        w.index += 1;
+        let applied = w.state.apply(w.index, &r);
+        assert_eq!(applied.map_err(|e| e.code), Err(RejectCode::InvalidRequest));
+    }
+    assert!(
+        req(
+            1,
+            Command::RegisterHost {
+                host: spec("ok-name.1")
+            }
+        )
+        .validate()
+        .is_ok()
+    );
+}
+
+#[test]
+fn rejection_codes_are_stable_strings() {
+    // Goal: the codes clients match on render as fixed kebab-case strings, also in JSON.
+    assert_eq!(RejectCode::StrandUnavailable.as_str(), "strand-unavailable");
+    assert_eq!(RejectCode::StaleToken.to_string(), "stale-token");
+    assert_eq!(
+        serde_json::to_string(&RejectCode::InventoryDropsReserved).expect("json"),
+        "\"inventory-drops-reserved\""
+    );
+    let r = Rejection::with_rule(RejectCode::MemoryUnavailable, Rule::Lm(9), "memory 0x1+1G");
+    assert_eq!(r.to_string(), "LM-09 [memory-unavailable] memory 0x1+1G");
+    assert_eq!(DomainKind::Guest.to_string(), "guest domain");
+}
