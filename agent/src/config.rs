@@ -118,11 +118,7 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("{path}: {field}: {message}")]
-    Invalid {
-        path: String,
-        field: &'static str,
-        message: String,
-    },
+    Invalid { path: String, field: &'static str, message: String },
 }
 
 impl Config {
@@ -130,34 +126,17 @@ impl Config {
     /// the file's folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
-        let len = std::fs::metadata(path)
-            .map_err(|source| ConfigError::Io {
-                path: p.clone(),
-                source,
-            })?
-            .len();
+        let len = std::fs::metadata(path).map_err(|source| ConfigError::Io { path: p.clone(), source })?.len();
         if len > CONFIG_BYTES_MAX {
-            return Err(ConfigError::Parse {
-                path: p,
-                message: format!("{len} bytes is too large for a config"),
-            });
+            return Err(ConfigError::Parse { path: p, message: format!("{len} bytes is too large for a config") });
         }
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: p.clone(),
-            source,
-        })?;
-        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: p.clone(),
-            message: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: p.clone(), source })?;
+        let mut config: Config =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: p.clone(), message: e.to_string() })?;
         if let Some(base) = path.parent() {
             config.resolve_relative(base);
         }
-        config.validate().map_err(|(field, message)| ConfigError::Invalid {
-            path: p,
-            field,
-            message,
-        })?;
+        config.validate().map_err(|(field, message)| ConfigError::Invalid { path: p, field, message })?;
         Ok(config)
     }
 
@@ -181,43 +160,27 @@ impl Config {
         let valid_name = |s: &str| {
             !s.is_empty()
                 && s.len() <= 63
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         };
         if !valid_name(&self.name) {
-            return Err((
-                "name",
-                format!("{:?} must be 1-63 letters, digits, '-', '_' or '.'", self.name),
-            ));
+            return Err(("name", format!("{:?} must be 1-63 letters, digits, '-', '_' or '.'", self.name)));
         }
         if !(1..=7).contains(&self.voters) {
-            return Err((
-                "voters",
-                format!("{} must be between 1 and 7 (3 or 5 is usual)", self.voters),
-            ));
+            return Err(("voters", format!("{} must be between 1 and 7 (3 or 5 is usual)", self.voters)));
         }
         for j in &self.join {
-            if j.rsplit_once(':')
-                .and_then(|(_, port)| port.parse::<u16>().ok())
-                .is_none()
-            {
+            if j.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
                 return Err(("join", format!("{j:?} is not host:port")));
             }
         }
         if let Some(a) = &self.advertise_addr
-            && a.rsplit_once(':')
-                .and_then(|(_, port)| port.parse::<u16>().ok())
-                .filter(|p| *p != 0)
-                .is_none()
+            && a.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).filter(|p| *p != 0).is_none()
         {
             return Err(("advertise_addr", format!("{a:?} is not host:port with a non-zero port")));
         }
         match &self.hypervisor {
             HypervisorConfig::Sim { time_scale, .. } if *time_scale == 0 || *time_scale > 100_000 => {
-                return Err((
-                    "hypervisor.time_scale",
-                    format!("{time_scale} must be between 1 and 100000"),
-                ));
+                return Err(("hypervisor.time_scale", format!("{time_scale} must be between 1 and 100000")));
             }
             HypervisorConfig::Sim { .. } => {}
         }
@@ -314,17 +277,11 @@ layout = "m10-1-1.toml"
             (format!("voters = 0\n{GOOD}"), "voters"),
             (format!("join = [\"nohostport\"]\n{GOOD}"), "join"),
             (format!("{GOOD}time_scale = 0\n"), "hypervisor.time_scale"),
-            (
-                format!("{GOOD}[timeouts]\nelection_timeout_min_ms = 100\n"),
-                "timeouts.election_timeout_min_ms",
-            ),
+            (format!("{GOOD}[timeouts]\nelection_timeout_min_ms = 100\n"), "timeouts.election_timeout_min_ms"),
         ];
         for (text, field) in cases {
             let err = load(&text).unwrap_err();
-            assert!(
-                matches!(&err, ConfigError::Invalid { field: f, .. } if *f == field),
-                "{field}: {err}"
-            );
+            assert!(matches!(&err, ConfigError::Invalid { field: f, .. } if *f == field), "{field}: {err}");
         }
     }
 }

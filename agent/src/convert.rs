@@ -31,17 +31,10 @@ pub fn domains(state: &State, server: &Server, only: Option<&str>) -> Vec<pb::Do
                 .filter(|c| cpu.cids.contains(&c.cid))
                 .map(|c| pb::CoreBinding {
                     cid: c.cid,
-                    cpuset: c
-                        .strands
-                        .iter()
-                        .filter(|s| s.bound.as_deref() == Some(&d.name))
-                        .map(|s| s.id)
-                        .collect(),
+                    cpuset: c.strands.iter().filter(|s| s.bound.as_deref() == Some(&d.name)).map(|s| s.id).collect(),
                 })
                 .collect();
-            let status = state
-                .running_operation_for_domain(&d.name)
-                .map(|op| operation_status(&op.kind, &op.phase));
+            let status = state.running_operation_for_domain(&d.name).map(|op| operation_status(&op.kind, &op.phase));
             pb::DomainInfo {
                 name: d.name.clone(),
                 host: server.name.clone(),
@@ -51,10 +44,7 @@ pub fn domains(state: &State, server: &Server, only: Option<&str>) -> Vec<pb::Do
                 memory_bytes: memory.iter().map(|r| r.size).sum(),
                 cpu_arch: d.cpu_arch.to_string(),
                 cores,
-                memory: memory
-                    .iter()
-                    .map(|r| pb::MemoryRange { pa: r.pa, size: r.size })
-                    .collect(),
+                memory: memory.iter().map(|r| pb::MemoryRange { pa: r.pa, size: r.size }).collect(),
                 console: d.console.as_ref().map(|c| pb::ConsoleInfo {
                     service: c.service.clone(),
                     port: u32::from(c.port),
@@ -78,12 +68,7 @@ pub fn operation_status(kind: &OperationKind, phase: &Phase) -> pb::OperationSta
         Phase::Committing | Phase::Done => 100,
         _ => 0,
     };
-    pb::OperationStatus {
-        operation: kind.name().to_string(),
-        progress_pct,
-        source,
-        target,
-    }
+    pb::OperationStatus { operation: kind.name().to_string(), progress_pct, source, target }
 }
 
 fn kind_name(k: tern_model::DomainKind) -> &'static str {
@@ -113,11 +98,7 @@ pub fn devices(server: &Server, reserved: &Reserved, all: bool) -> pb::HostDevic
         server
             .free_ranges(reserved)
             .into_iter()
-            .map(|r| pb::MemoryRow {
-                pa: r.pa,
-                size: r.size,
-                bound: String::new(),
-            })
+            .map(|r| pb::MemoryRow { pa: r.pa, size: r.size, bound: String::new() })
             .collect()
     };
     let cores = server
@@ -125,11 +106,7 @@ pub fn devices(server: &Server, reserved: &Reserved, all: bool) -> pb::HostDevic
         .iter()
         .filter(|c| all || c.activated)
         .map(|c| {
-            let free = c
-                .strands
-                .iter()
-                .filter(|s| s.bound.is_none() && !reserved.strands.contains(&s.id))
-                .count();
+            let free = c.strands.iter().filter(|s| s.bound.is_none() && !reserved.strands.contains(&s.id)).count();
             pb::CoreRow {
                 cid: c.cid,
                 cpuset: c.cpuset(),
@@ -139,11 +116,7 @@ pub fn devices(server: &Server, reserved: &Reserved, all: bool) -> pb::HostDevic
         })
         .filter(|r| all || r.free_pct > 0)
         .collect();
-    pb::HostDevices {
-        host: server.name.clone(),
-        memory,
-        cores,
-    }
+    pb::HostDevices { host: server.name.clone(), memory, cores }
 }
 
 pub fn services(server: &Server) -> pb::HostServices {
@@ -159,22 +132,14 @@ pub fn services(server: &Server) -> pb::HostServices {
                 volumes: v
                     .volumes
                     .iter()
-                    .map(|x| pb::Volume {
-                        name: x.name.clone(),
-                        device: x.device.clone(),
-                        shared: x.shared,
-                    })
+                    .map(|x| pb::Volume { name: x.name.clone(), device: x.device.clone(), shared: x.shared })
                     .collect(),
             })
             .collect(),
         vsw: s
             .vsw
             .iter()
-            .map(|v| pb::Vsw {
-                name: v.name.clone(),
-                domain: v.domain.clone(),
-                nic: v.nic.clone(),
-            })
+            .map(|v| pb::Vsw { name: v.name.clone(), domain: v.domain.clone(), nic: v.nic.clone() })
             .collect(),
         vcc: s
             .vcc

@@ -72,15 +72,9 @@ pub fn node_id(data_dir: &Path, name: &str) -> Result<NodeId, AgentError> {
             source: std::io::Error::other("not a node id"),
         });
     }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name
-        .bytes()
-        .chain(nanos.to_le_bytes())
-        .chain(std::process::id().to_le_bytes())
-    {
+    for b in name.bytes().chain(nanos.to_le_bytes()).chain(std::process::id().to_le_bytes()) {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     let id = (h >> 1).max(1); // positive and non-zero
@@ -112,6 +106,10 @@ pub struct Seams<I> {
     pub advertise: String,
     pub dialer: Arc<dyn Dialer>,
     pub hypervisor: Arc<dyn Hypervisor>,
+    /// This member's Raft id ([`node_id`] keeps it in the data directory).
+    pub node_id: NodeId,
+    /// The proposer's clock ([`node::system_clock`] outside simulations).
+    pub clock: node::Clock,
 }
 
 /// A started agent.
@@ -136,12 +134,8 @@ where
     LS: RaftLogStorage<TypeConfig>,
     SM: RaftStateMachine<TypeConfig>,
 {
-    let id = node_id(&config.data_dir, &config.name)?;
-    let tls = TlsFiles {
-        ca: config.tls.ca.clone(),
-        cert: config.tls.cert.clone(),
-        key: config.tls.key.clone(),
-    };
+    let id = seams.node_id;
+    let tls = TlsFiles { ca: config.tls.ca.clone(), cert: config.tls.cert.clone(), key: config.tls.key.clone() };
     let t = &config.timeouts;
     let channels = Channels::new(ClientSettings {
         tls: Some(tls.client_config()?),
@@ -149,12 +143,9 @@ where
         request_timeout: Duration::from_millis(t.rpc_timeout_ms),
         dialer: seams.dialer,
     });
-    let network = raft_net::GrpcNetworkFactory {
-        channels: channels.clone(),
-    };
-    let raft = Raft::new(id, raft_config(&config)?, network, log, sm)
-        .await
-        .map_err(|e| AgentError::Raft(e.to_string()))?;
+    let network = raft_net::GrpcNetworkFactory { channels: channels.clone() };
+    let raft =
+        Raft::new(id, raft_config(&config)?, network, log, sm).await.map_err(|e| AgentError::Raft(e.to_string()))?;
     let node = Node {
         id,
         name: config.name.clone(),
@@ -164,6 +155,7 @@ where
         hypervisor: seams.hypervisor,
         channels,
         config: Arc::new(config),
+        clock: seams.clock,
     };
     let mut tasks = tokio::task::JoinSet::new();
     let router = tonic::transport::Server::builder()
@@ -175,37 +167,22 @@ where
                 .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
         )
-        .add_service(pb::cluster_server::ClusterServer::new(services::ClusterService(
+        .add_service(pb::cluster_server::ClusterServer::new(services::ClusterService(node.clone())))
+        .add_service(pb::inventory_server::InventoryServer::new(services::InventoryService(node.clone())))
+        .add_service(pb::migration_server::MigrationServer::new(tern_migrate::service::MigrationService(Arc::new(
             node.clone(),
-        )))
-        .add_service(pb::inventory_server::InventoryServer::new(services::InventoryService(
-            node.clone(),
-        )));
+        ))))
+        .add_service(pb::users_server::UsersServer::new(tern_migrate::service::UsersService(Arc::new(node.clone()))));
     let stop = shutdown.clone();
     tasks.spawn(async move {
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(seams.incoming, stop.cancelled())
-            .await
-        {
+        if let Err(e) = router.serve_with_incoming_shutdown(seams.incoming, stop.cancelled()).await {
             error!(error = %e, "gRPC server stopped");
         }
     });
-    let initialized = node
-        .raft
-        .is_initialized()
-        .await
-        .map_err(|e| AgentError::Raft(e.to_string()))?;
+    let initialized = node.raft.is_initialized().await.map_err(|e| AgentError::Raft(e.to_string()))?;
     if node.config.join.is_empty() && !initialized {
-        let members = BTreeMap::from([(
-            id,
-            tern_raft_store::Node {
-                addr: node.address.clone(),
-            },
-        )]);
-        node.raft
-            .initialize(members)
-            .await
-            .map_err(|e| AgentError::Raft(e.to_string()))?;
+        let members = BTreeMap::from([(id, tern_raft_store::Node { addr: node.address.clone() })]);
+        node.raft.initialize(members).await.map_err(|e| AgentError::Raft(e.to_string()))?;
         info!(node = %node.name, id, "initialised a new cluster");
     } else {
         tasks.spawn(join(node.clone(), shutdown.clone()));
@@ -219,20 +196,13 @@ where
 /// Asks the configured members to admit us (idempotent: also run after a restart so
 /// that a member removed meanwhile comes back as a learner).
 async fn join(node: Node, shutdown: CancellationToken) {
-    let request = pb::JoinRequest {
-        node_id: node.id,
-        name: node.name.clone(),
-        address: node.address.clone(),
-    };
+    let request = pb::JoinRequest { node_id: node.id, name: node.name.clone(), address: node.address.clone() };
     let mut attempt = 0u32;
     loop {
         // The configured members, then every member this agent's log knows of: an
         // agent restarted on a new address reaches the cluster either way.
         let known = node.raft.metrics().borrow().membership_config.clone();
-        let listed = known
-            .membership()
-            .get_node(&node.id)
-            .is_some_and(|n| n.addr == node.address);
+        let listed = known.membership().get_node(&node.id).is_some_and(|n| n.addr == node.address);
         if listed && node.config.join.is_empty() {
             return;
         }
@@ -244,10 +214,9 @@ async fn join(node: Node, shutdown: CancellationToken) {
         }
         for addr in &targets {
             let result = match node.channels.get(addr) {
-                Ok(ch) => pb::cluster_client::ClusterClient::new(ch)
-                    .join(request.clone())
-                    .await
-                    .map_err(|s| s.to_string()),
+                Ok(ch) => {
+                    pb::cluster_client::ClusterClient::new(ch).join(request.clone()).await.map_err(|s| s.to_string())
+                }
                 Err(e) => Err(e.to_string()),
             };
             match result {
@@ -312,6 +281,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         advertise: advertise.clone(),
         dialer: Arc::new(TcpDialer),
         hypervisor,
+        node_id: node_id(&data_dir, &config.name)?,
+        clock: node::system_clock(),
     };
     let mut running = serve(config, seams, log, sm, state, shutdown.clone()).await?;
     if let Some(l) = metrics_listener {
@@ -342,9 +313,7 @@ async fn bind_reusing(addr: SocketAddr, previous: &Path) -> Result<tokio::net::T
     {
         return Ok(l);
     }
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(io_err(format!("listening on {addr}")))
+    tokio::net::TcpListener::bind(addr).await.map_err(io_err(format!("listening on {addr}")))
 }
 
 /// Writes `text` to `path` atomically (readers never see half a file).

@@ -6,7 +6,7 @@
 //! through the Raft log, as HA-01 asks of detection.
 
 use crate::convert;
-use crate::node::{Node, now_ms};
+use crate::node::Node;
 use openraft::ChangeMembers;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -31,12 +31,7 @@ pub async fn admit(node: &Node, id: NodeId, name: &str, address: &str) -> Result
     match m.get_node(&id) {
         Some(n) if n.addr == address => return Ok(()),
         Some(_) => {
-            let nodes = BTreeMap::from([(
-                id,
-                tern_raft_store::Node {
-                    addr: address.to_string(),
-                },
-            )]);
+            let nodes = BTreeMap::from([(id, tern_raft_store::Node { addr: address.to_string() })]);
             node.raft
                 .change_membership(ChangeMembers::SetNodes(nodes), true)
                 .await
@@ -46,13 +41,7 @@ pub async fn admit(node: &Node, id: NodeId, name: &str, address: &str) -> Result
         None => {}
     }
     node.raft
-        .add_learner(
-            id,
-            tern_raft_store::Node {
-                addr: address.to_string(),
-            },
-            false,
-        )
+        .add_learner(id, tern_raft_store::Node { addr: address.to_string() }, false)
         .await
         .map_err(|e| Status::unavailable(format!("adding {name} as learner: {e}")))?;
     Ok(())
@@ -95,20 +84,13 @@ pub fn members(node: &Node) -> Vec<pb::Member> {
                 let matched = if *id == m.id {
                     m.last_log_index.unwrap_or(0)
                 } else {
-                    m.replication
-                        .as_ref()
-                        .and_then(|r| r.get(id).copied().flatten())
-                        .map_or(0, |l| l.index)
+                    m.replication.as_ref().and_then(|r| r.get(id).copied().flatten()).map_or(0, |l| l.index)
                 };
                 pb::Member {
                     node_id: *id,
                     name: host.map_or_else(|| format!("node-{id}"), |h| h.name.clone()),
                     address: n.addr.clone(),
-                    role: if voters.contains(id) {
-                        pb::MemberRole::Voter
-                    } else {
-                        pb::MemberRole::Learner
-                    } as i32,
+                    role: if voters.contains(id) { pb::MemberRole::Voter } else { pb::MemberRole::Learner } as i32,
                     host_status: host.map_or(pb::HostStatus::Unspecified, |h| convert::host_status(h.status)) as i32,
                     matched_index: matched,
                 }
@@ -194,11 +176,7 @@ async fn reconcile_voters(
         .learner_ids()
         .filter(alive)
         .filter(|l| {
-            let matched = metrics
-                .replication
-                .as_ref()
-                .and_then(|r| r.get(l).copied().flatten())
-                .map_or(0, |x| x.index);
+            let matched = metrics.replication.as_ref().and_then(|r| r.get(l).copied().flatten()).map_or(0, |x| x.index);
             matched + CATCH_UP_LAG_MAX >= last_log
         })
         .collect();
@@ -223,21 +201,15 @@ async fn reconcile_voters(
         return Ok(());
     }
     info!(node = %node.name, from = ?voters, to = ?next, "changing voters");
-    node.raft
-        .change_membership(ChangeMembers::ReplaceAllVoters(next), true)
-        .await?;
+    node.raft.change_membership(ChangeMembers::ReplaceAllVoters(next), true).await?;
     Ok(())
 }
 
 /// The leader releases reservations whose lease passed (their coordinator is gone).
 async fn expire_leases(node: &Node) {
-    let now = now_ms();
+    let now = node.now_ms();
     let expired = node.read(|s| s.reservations().values().any(|r| !r.is_active(now)));
-    if expired
-        && let Err(e) = node
-            .propose(&format!("agent:{}", node.name), Command::Expire { now_ms: now })
-            .await
-    {
+    if expired && let Err(e) = node.propose(&format!("agent:{}", node.name), Command::Expire { now_ms: now }).await {
         warn!(node = %node.name, error = %e, "expiring leases failed; will retry");
     }
 }

@@ -6,7 +6,7 @@
 //! The same `refresh` is the one place an OTLP exporter will read from later.
 
 use crate::membership::commit_index;
-use crate::node::{Node, now_ms};
+use crate::node::Node;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -62,46 +62,18 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("raft_term", "Current Raft term", m.term.clone());
-        registry.register(
-            "raft_leader_id",
-            "Node id of the leader this member knows (0: none)",
-            m.leader_id.clone(),
-        );
-        registry.register(
-            "raft_is_leader",
-            "1 when this member is the leader",
-            m.is_leader.clone(),
-        );
-        registry.register(
-            "raft_last_log_index",
-            "Index of the last log entry",
-            m.last_log_index.clone(),
-        );
-        registry.register(
-            "raft_commit_index",
-            "Highest index known committed",
-            m.commit_index.clone(),
-        );
-        registry.register(
-            "raft_applied_index",
-            "Index of the last applied entry",
-            m.applied_index.clone(),
-        );
+        registry.register("raft_leader_id", "Node id of the leader this member knows (0: none)", m.leader_id.clone());
+        registry.register("raft_is_leader", "1 when this member is the leader", m.is_leader.clone());
+        registry.register("raft_last_log_index", "Index of the last log entry", m.last_log_index.clone());
+        registry.register("raft_commit_index", "Highest index known committed", m.commit_index.clone());
+        registry.register("raft_applied_index", "Index of the last applied entry", m.applied_index.clone());
         registry.register(
             "raft_replication_lag_entries",
             "Entries the leader has that a follower lacks (leader only)",
             m.replication_lag.clone(),
         );
-        registry.register(
-            "host_free_cores",
-            "Activated cores with no bound or reserved thread",
-            m.free_cores.clone(),
-        );
-        registry.register(
-            "host_free_memory_bytes",
-            "Free memory not reserved",
-            m.free_memory.clone(),
-        );
+        registry.register("host_free_cores", "Activated cores with no bound or reserved thread", m.free_cores.clone());
+        registry.register("host_free_memory_bytes", "Free memory not reserved", m.free_memory.clone());
         registry.register(
             "host_largest_free_range_bytes",
             "Largest contiguous free memory range (LM-09)",
@@ -124,31 +96,21 @@ impl Metrics {
         if let Some(repl) = &m.replication {
             for (id, matched) in repl.iter().filter(|(id, _)| **id != node.id) {
                 let lag = last.saturating_sub(matched.map_or(0, |l| l.index));
-                self.replication_lag
-                    .get_or_create(&FollowerLabels {
-                        follower: id.to_string(),
-                    })
-                    .set(to_i64(lag));
+                self.replication_lag.get_or_create(&FollowerLabels { follower: id.to_string() }).set(to_i64(lag));
             }
         }
         self.free_cores.clear();
         self.free_memory.clear();
         self.largest_free_range.clear();
-        let now = now_ms();
+        let now = node.now_ms();
         node.read(|state| {
             for host in state.hosts().values() {
                 let Some(inv) = &host.inventory else { continue };
                 let reserved = state.reserved_on(&host.name, now);
                 let free = inv.free_ranges(&reserved);
-                let labels = HostLabels {
-                    host: host.name.clone(),
-                };
-                self.free_cores
-                    .get_or_create(&labels)
-                    .set(to_i64(inv.free_cores(&reserved).len() as u64));
-                self.free_memory
-                    .get_or_create(&labels)
-                    .set(to_i64(free.iter().map(|r| r.size).sum()));
+                let labels = HostLabels { host: host.name.clone() };
+                self.free_cores.get_or_create(&labels).set(to_i64(inv.free_cores(&reserved).len() as u64));
+                self.free_memory.get_or_create(&labels).set(to_i64(free.iter().map(|r| r.size).sum()));
                 self.largest_free_range
                     .get_or_create(&labels)
                     .set(to_i64(free.iter().map(|r| r.size).max().unwrap_or(0)));
@@ -179,16 +141,11 @@ pub async fn serve(listener: tokio::net::TcpListener, node: Node, shutdown: Canc
             async move {
                 metrics.refresh(&node);
                 (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
+                    [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
                     metrics.encode(),
                 )
             }
         }),
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }

@@ -14,6 +14,15 @@ use tonic::{Code, Status};
 /// How many times a write follows a leader hint before giving up.
 pub const FORWARD_HOPS_MAX: usize = 3;
 
+/// The proposer's clock: milliseconds since the Unix epoch. A seam, so that simulations
+/// run on simulated time.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(now_ms)
+}
+
 /// Everything the services and background tasks share.
 #[derive(Clone)]
 pub struct Node {
@@ -26,24 +35,21 @@ pub struct Node {
     pub hypervisor: Arc<dyn Hypervisor>,
     pub channels: Channels,
     pub config: Arc<Config>,
+    /// Time stamped on proposals (lease expiry, heartbeats); never read in apply.
+    pub clock: Clock,
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the time a proposer stamps on its
-/// commands (the state machine itself never reads a clock).
+/// commands (the state machine itself never reads a clock). Use [`Node::clock`] in
+/// agent code so that simulations can replace it.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Node {
     /// Proposes `command` as `actor`, forwarding to the leader when this member is not it.
     pub async fn propose(&self, actor: &str, command: Command) -> Result<Outcome, Status> {
-        let request = Request {
-            proposed_at_ms: now_ms(),
-            actor: actor.to_string(),
-            command,
-        };
+        let request = Request { proposed_at_ms: (self.clock)(), actor: actor.to_string(), command };
         self.propose_request(request).await
     }
 
@@ -54,9 +60,7 @@ impl Node {
             let target = match hint.take() {
                 None => match tern_raft_store::propose(&self.raft, request.clone()).await {
                     Ok(applied) => return Ok(applied.outcome),
-                    Err(StoreError::NotLeader {
-                        address: Some(addr), ..
-                    }) if addr != self.address => addr,
+                    Err(StoreError::NotLeader { address: Some(addr), .. }) if addr != self.address => addr,
                     Err(e) => return Err(store_status(e)),
                 },
                 Some(addr) => addr,
@@ -70,16 +74,11 @@ impl Node {
                 Err(s) => return Err(s),
             }
         }
-        Err(Status::unavailable(format!(
-            "the leader moved {FORWARD_HOPS_MAX} times while writing; retry"
-        )))
+        Err(Status::unavailable(format!("the leader moved {FORWARD_HOPS_MAX} times while writing; retry")))
     }
 
     async fn forward(&self, addr: &str, request: &Request) -> Result<Outcome, Status> {
-        let channel = self
-            .channels
-            .get(addr)
-            .map_err(|e| Status::unavailable(format!("leader {addr}: {e}")))?;
+        let channel = self.channels.get(addr).map_err(|e| Status::unavailable(format!("leader {addr}: {e}")))?;
         let bytes = encode(request).map_err(|e| Status::internal(format!("encoding request: {e}")))?;
         let resp = pb::cluster_client::ClusterClient::new(channel)
             .propose(pb::ProposeRequest { request: bytes })
@@ -96,6 +95,11 @@ impl Node {
         let id = m.current_leader?;
         let addr = m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())?;
         Some((id, addr))
+    }
+
+    /// The proposer's time now.
+    pub fn now_ms(&self) -> u64 {
+        (self.clock)()
     }
 
     /// Runs `f` on the applied state.
@@ -134,10 +138,7 @@ pub fn rejection_status(r: &tern_raft_store::Rejection) -> Status {
 
 /// The `leader=host:port` hint in a FAILED_PRECONDITION message, if any.
 pub fn leader_hint(s: &Status) -> Option<String> {
-    s.message()
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("leader="))
-        .map(str::to_string)
+    s.message().split_whitespace().find_map(|w| w.strip_prefix("leader=")).map(str::to_string)
 }
 
 /// A short pause that grows with the attempt, capped; jitter comes from the node id so
@@ -145,4 +146,31 @@ pub fn leader_hint(s: &Status) -> Option<String> {
 pub fn backoff(attempt: u32, id: NodeId) -> Duration {
     let base = 100u64.saturating_mul(1 << attempt.min(5));
     Duration::from_millis(base.min(2000) + id % 97)
+}
+
+#[tonic::async_trait]
+impl tern_migrate::Cluster for Node {
+    fn host(&self) -> &str {
+        &self.name
+    }
+
+    fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+
+    fn state(&self) -> &StateHandle {
+        &self.state
+    }
+
+    fn hypervisor(&self) -> &Arc<dyn Hypervisor> {
+        &self.hypervisor
+    }
+
+    fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, Status> {
+        self.channels.get(addr).map_err(|e| Status::unavailable(format!("{addr}: {e}")))
+    }
+
+    async fn propose(&self, actor: &str, command: Command) -> Result<Outcome, Status> {
+        Node::propose(self, actor, command).await
+    }
 }

@@ -30,9 +30,7 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, serde_json::Error> {
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     match bytes.split_first() {
         Some((&PAYLOAD_VERSION, body)) => serde_json::from_slice(body).map_err(|e| format!("bad Raft payload: {e}")),
-        Some((v, _)) => Err(format!(
-            "Raft payload version {v} is not supported (this agent speaks {PAYLOAD_VERSION})"
-        )),
+        Some((v, _)) => Err(format!("Raft payload version {v} is not supported (this agent speaks {PAYLOAD_VERSION})")),
         None => Err("empty Raft payload".into()),
     }
 }
@@ -53,11 +51,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetworkFactory {
     type Network = GrpcNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
-        GrpcNetwork {
-            target,
-            addr: node.addr.clone(),
-            channels: self.channels.clone(),
-        }
+        GrpcNetwork { target, addr: node.addr.clone(), channels: self.channels.clone() }
     }
 }
 
@@ -71,10 +65,7 @@ impl GrpcNetwork {
         E: std::error::Error + DeserializeOwned,
     {
         let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let channel = self
-            .channels
-            .get(&self.addr)
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let channel = self.channels.get(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut client = pb::raft_client::RaftClient::new(channel)
             .max_decoding_message_size(crate::transport::GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(crate::transport::GRPC_MESSAGE_BYTES_MAX);

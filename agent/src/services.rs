@@ -56,10 +56,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         if node.raft.metrics().borrow().current_leader != Some(node.id) {
             return match node.leader() {
                 Some((_, addr)) => {
-                    let channel = node
-                        .channels
-                        .get(&addr)
-                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                    let channel = node.channels.get(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
                     pb::cluster_client::ClusterClient::new(channel).join(j).await
                 }
                 None => Err(Status::unavailable("no leader is known yet; retry")),
@@ -68,10 +65,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         membership::admit(node, j.node_id, &j.name, &j.address).await?;
         info!(node_id = j.node_id, address = %j.address, "admitted as learner");
         let members = self.status_members().await;
-        Ok(Response::new(pb::JoinResponse {
-            leader_id: node.id,
-            members,
-        }))
+        Ok(Response::new(pb::JoinResponse { leader_id: node.id, members }))
     }
 
     async fn status(&self, _req: GrpcRequest<pb::StatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
@@ -147,24 +141,19 @@ impl pb::inventory_server::Inventory for InventoryService {
         req: GrpcRequest<pb::ListDevicesRequest>,
     ) -> Result<Response<pb::ListDevicesResponse>, Status> {
         let r = req.into_inner();
-        let now = crate::node::now_ms();
+        let now = self.0.now_ms();
         let hosts = self.0.read(|state| {
             state
                 .hosts()
                 .values()
                 .filter(|h| host_filter(&r.host).is_none_or(|f| f == h.name))
                 .filter_map(|h| {
-                    h.inventory
-                        .as_ref()
-                        .map(|inv| convert::devices(inv, &state.reserved_on(&h.name, now), r.all))
+                    h.inventory.as_ref().map(|inv| convert::devices(inv, &state.reserved_on(&h.name, now), r.all))
                 })
                 .collect::<Vec<_>>()
         });
         if hosts.is_empty() && !r.host.is_empty() {
-            return Err(Status::not_found(format!(
-                "no host named {:?} has reported an inventory",
-                r.host
-            )));
+            return Err(Status::not_found(format!("no host named {:?} has reported an inventory", r.host)));
         }
         Ok(Response::new(pb::ListDevicesResponse { hosts }))
     }
@@ -183,10 +172,7 @@ impl pb::inventory_server::Inventory for InventoryService {
                 .collect::<Vec<_>>()
         });
         if hosts.is_empty() && !r.host.is_empty() {
-            return Err(Status::not_found(format!(
-                "no host named {:?} has reported an inventory",
-                r.host
-            )));
+            return Err(Status::not_found(format!("no host named {:?} has reported an inventory", r.host)));
         }
         Ok(Response::new(pb::ListServicesResponse { hosts }))
     }

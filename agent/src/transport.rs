@@ -67,10 +67,7 @@ pub struct Channels {
 
 impl Channels {
     pub fn new(settings: ClientSettings) -> Self {
-        Self {
-            settings,
-            cache: Arc::default(),
-        }
+        Self { settings, cache: Arc::default() }
     }
 
     pub fn settings(&self) -> &ClientSettings {

@@ -9,11 +9,7 @@ use tern_proto::v1 as pb;
 use tonic::transport::Endpoint;
 
 fn voters(s: &pb::ClusterStatus) -> Vec<u64> {
-    s.members
-        .iter()
-        .filter(|m| m.role == pb::MemberRole::Voter as i32)
-        .map(|m| m.node_id)
-        .collect()
+    s.members.iter().filter(|m| m.role == pb::MemberRole::Voter as i32).map(|m| m.node_id).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,10 +18,7 @@ async fn three_agents_form_a_cluster_and_share_inventory() {
     let c = Cluster::three().await;
     let st = c.status(2).await.unwrap();
     assert_eq!(voters(&st).len(), 3, "{st:?}");
-    assert!(
-        st.members.iter().all(|m| m.host_status == pb::HostStatus::Up as i32),
-        "{st:?}"
-    );
+    assert!(st.members.iter().all(|m| m.host_status == pb::HostStatus::Up as i32), "{st:?}");
     let domains = c.wait_domains(2, 5).await;
     let names: Vec<(&str, &str)> = domains.iter().map(|d| (d.host.as_str(), d.name.as_str())).collect();
     assert!(names.contains(&("m10-1-1", "ldom1")), "{names:?}");
@@ -42,17 +35,9 @@ async fn leader_killed_then_new_leader_and_nothing_committed_is_lost() {
     let committed = before.commit_index;
     c.kill(old_leader);
     let survivor = (old_leader + 1) % 3;
-    let after = c
-        .wait_status(survivor, "a new leader", |s| {
-            s.leader_id != 0 && s.leader_id != before.leader_id
-        })
-        .await;
+    let after = c.wait_status(survivor, "a new leader", |s| s.leader_id != 0 && s.leader_id != before.leader_id).await;
     assert!(after.term > before.term);
-    assert!(
-        after.applied_index >= committed,
-        "applied {} < committed {committed}",
-        after.applied_index
-    );
+    assert!(after.applied_index >= committed, "applied {} < committed {committed}", after.applied_index);
     let domains = c.wait_domains(survivor, 5).await;
     assert!(domains.iter().any(|d| d.name == "ldom1"), "{domains:?}");
     c.start(old_leader);
@@ -76,19 +61,10 @@ async fn fourth_agent_joins_as_learner_and_replaces_a_dead_voter() {
             s.members.len() == 4 && s.members.iter().any(|m| m.role == pb::MemberRole::Learner as i32)
         })
         .await;
-    let learner = st
-        .members
-        .iter()
-        .find(|m| m.role == pb::MemberRole::Learner as i32)
-        .unwrap()
-        .node_id;
+    let learner = st.members.iter().find(|m| m.role == pb::MemberRole::Learner as i32).unwrap().node_id;
     let victim = (0..3).find(|&j| c.index_of(&st, st.leader_id) != j).unwrap();
-    let victim_id = st
-        .members
-        .iter()
-        .find(|m| Some(m.address.as_str()) == c.agents[victim].addr.as_deref())
-        .unwrap()
-        .node_id;
+    let victim_id =
+        st.members.iter().find(|m| Some(m.address.as_str()) == c.agents[victim].addr.as_deref()).unwrap().node_id;
     c.kill(victim);
     let leader_index = c.index_of(&st, st.leader_id);
     c.wait_status(leader_index, "the learner promoted in place of the dead voter", |s| {
@@ -122,9 +98,7 @@ async fn clients_without_a_cluster_certificate_are_refused() {
             .unwrap()
             .timeout(Duration::from_secs(5))
             .connect_lazy();
-        let result = pb::cluster_client::ClusterClient::new(ch)
-            .status(pb::StatusRequest {})
-            .await;
+        let result = pb::cluster_client::ClusterClient::new(ch).status(pb::StatusRequest {}).await;
         assert!(result.is_err(), "{what}: the agent answered");
     }
     assert!(c.status(0).await.is_ok(), "a proper client still gets through");
@@ -135,10 +109,7 @@ fn malformed_config_names_the_field() {
     // Goal: ternd refuses a bad config with exit code 2 and the field's name.
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        (
-            "name = \"x\"\nlisten_addr = \"127.0.0.1:0\"\ndata_dir = \"d\"\nbogus = 1\n",
-            "bogus",
-        ),
+        ("name = \"x\"\nlisten_addr = \"127.0.0.1:0\"\ndata_dir = \"d\"\nbogus = 1\n", "bogus"),
         (
             "name = \"x\"\nlisten_addr = \"127.0.0.1:0\"\ndata_dir = \"d\"\nvoters = 9\n\
 [tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[hypervisor]\nkind = \"sim\"\nlayout = \"l\"\n",
@@ -149,11 +120,7 @@ fn malformed_config_names_the_field() {
     for (text, field) in cases {
         let p = dir.path().join("bad.toml");
         std::fs::write(&p, text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ternd"))
-            .arg("--config")
-            .arg(&p)
-            .output()
-            .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ternd")).arg("--config").arg(&p).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(err.contains(field), "expected {field:?} in: {err}");

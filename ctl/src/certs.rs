@@ -6,11 +6,7 @@ use std::path::Path;
 pub fn init(dir: &Path, cluster: &str) -> anyhow::Result<i32> {
     let ca = tern_tls::init_ca(dir, cluster)?;
     let client = tern_tls::issue(dir, "ternctl", &[])?;
-    println!(
-        "created CA {} (keep {} on this machine only)",
-        ca.display(),
-        dir.join("ca-key.pem").display()
-    );
+    println!("created CA {} (keep {} on this machine only)", ca.display(), dir.join("ca-key.pem").display());
     println!("created client certificate {}", client.cert.display());
     Ok(0)
 }

@@ -36,11 +36,7 @@ impl TargetSpec {
         if new_name.as_deref() == Some("") {
             bail!("target {text:?} has an empty new name after ':'");
         }
-        Ok(Self {
-            user,
-            host: host.to_string(),
-            new_name,
-        })
+        Ok(Self { user, host: host.to_string(), new_name })
     }
 }
 
@@ -91,11 +87,7 @@ pub fn render(source: &Server, target: &Server, domain: &str, report: &Report) -
     let mut out = String::new();
     if let Some(b) = &report.binding {
         let cpu = source.cpu_of(domain);
-        let _ = writeln!(
-            out,
-            "{domain} can migrate from {} to {} as {}",
-            source.name, target.name, b.domain
-        );
+        let _ = writeln!(out, "{domain} can migrate from {} to {} as {}", source.name, target.name, b.domain);
         let _ = writeln!(
             out,
             "  CORE     CID {} -> {}   ({} threads{}; LM-12: CIDs change, the amount does not)",
@@ -104,21 +96,9 @@ pub fn render(source: &Server, target: &Server, domain: &str, report: &Report) -
             b.strands.len(),
             if b.whole_cores { " in whole cores" } else { "" }
         );
-        let _ = writeln!(
-            out,
-            "  CPUSET   {} -> {}",
-            format_cpuset(&cpu.strands),
-            format_cpuset(&b.strands)
-        );
+        let _ = writeln!(out, "  CPUSET   {} -> {}", format_cpuset(&cpu.strands), format_cpuset(&b.strands));
         for (old, new) in source.memory_of(domain).iter().zip(&b.memory) {
-            let _ = writeln!(
-                out,
-                "  MEMORY   {:#x} {} -> {:#x} {}",
-                old.pa,
-                Size(old.size),
-                new.pa,
-                Size(new.size)
-            );
+            let _ = writeln!(out, "  MEMORY   {:#x} {} -> {:#x} {}", old.pa, Size(old.size), new.pa, Size(new.size));
         }
         if let (Some(c), Some(port)) = (source.domain(domain).and_then(|d| d.console.as_ref()), b.console_port) {
             let _ = writeln!(out, "  CONSOLE  {} port {} -> {port}   (LM-13)", c.service, c.port);
@@ -150,10 +130,7 @@ mod tests {
         assert_eq!(t.new_name.as_deref(), Some("ldom2"));
         assert_eq!(TargetSpec::parse("m10-1-2").unwrap().new_name, None);
         let v6 = TargetSpec::parse("[::1]:9000:ldomx").unwrap();
-        assert_eq!(
-            (v6.host.as_str(), v6.new_name.as_deref()),
-            ("[::1]", Some("9000:ldomx"))
-        );
+        assert_eq!((v6.host.as_str(), v6.new_name.as_deref()), ("[::1]", Some("9000:ldomx")));
         assert!(TargetSpec::parse("@host").is_err());
         assert!(TargetSpec::parse("host:").is_err());
         assert!(TargetSpec::parse("").is_err());

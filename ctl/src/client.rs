@@ -16,13 +16,7 @@ pub struct AgentArgs {
     #[arg(long, env = "TERN_CERTS_DIR", value_name = "DIR", global = true)]
     pub certs_dir: Option<PathBuf>,
     /// Name of the client certificate in the certificates folder (NAME.pem, NAME-key.pem).
-    #[arg(
-        long,
-        env = "TERN_CERT_NAME",
-        default_value = "ternctl",
-        value_name = "NAME",
-        global = true
-    )]
+    #[arg(long, env = "TERN_CERT_NAME", default_value = "ternctl", value_name = "NAME", global = true)]
     pub cert_name: String,
     /// Deadline of each request to the agent, in milliseconds.
     #[arg(long, default_value_t = 10_000, value_name = "MS", global = true)]
@@ -32,10 +26,8 @@ pub struct AgentArgs {
 impl AgentArgs {
     /// A TLS channel to the agent; fails with a message that says which flag is missing.
     pub async fn connect(&self) -> anyhow::Result<Channel> {
-        let addr = self
-            .agent
-            .as_deref()
-            .ok_or_else(|| anyhow!("no agent given: pass --agent HOST:PORT or set TERN_AGENT"))?;
+        let addr =
+            self.agent.as_deref().ok_or_else(|| anyhow!("no agent given: pass --agent HOST:PORT or set TERN_AGENT"))?;
         let dir = self
             .certs_dir
             .as_ref()

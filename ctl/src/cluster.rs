@@ -9,8 +9,7 @@ use tern_model::units::Size;
 use tern_proto::v1 as pb;
 
 fn rpc<T>(r: Result<tonic::Response<T>, tonic::Status>) -> anyhow::Result<T> {
-    r.map(tonic::Response::into_inner)
-        .map_err(|s| anyhow!(status_message(&s)))
+    r.map(tonic::Response::into_inner).map_err(|s| anyhow!(status_message(&s)))
 }
 
 pub async fn status(agent: &AgentArgs, json: bool) -> anyhow::Result<i32> {
@@ -20,23 +19,14 @@ pub async fn status(agent: &AgentArgs, json: bool) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&status_json(&st))?);
         return Ok(0);
     }
-    let leader = st
-        .members
-        .iter()
-        .find(|m| m.node_id == st.leader_id)
-        .map(|m| m.name.as_str())
-        .unwrap_or("none");
+    let leader = st.members.iter().find(|m| m.node_id == st.leader_id).map(|m| m.name.as_str()).unwrap_or("none");
     let mut out = String::new();
     let _ = writeln!(
         out,
         "leader {leader}  term {}  commit {}  applied {}  (answered by {})",
         st.term, st.commit_index, st.applied_index, st.node_name
     );
-    let _ = writeln!(
-        out,
-        "{:<18}{:<10}{:<22}{:<13}{:<10}MATCHED",
-        "NAME", "ROLE", "ADDRESS", "HOST", "LEADER"
-    );
+    let _ = writeln!(out, "{:<18}{:<10}{:<22}{:<13}{:<10}MATCHED", "NAME", "ROLE", "ADDRESS", "HOST", "LEADER");
     for m in &st.members {
         let role = match pb::MemberRole::try_from(m.role) {
             Ok(pb::MemberRole::Voter) => "voter",
@@ -92,17 +82,27 @@ fn status_json(st: &pb::ClusterStatus) -> serde_json::Value {
     })
 }
 
+/// `list-domain [-o status|core|console] [DOMAIN]`. With `-o`, like ldm on one server,
+/// only the answering agent's host is asked unless `--host` names another: after a
+/// migration the source answers that the domain was not found (OP-06).
 pub async fn list_domain(
     agent: &AgentArgs,
     host: Option<&str>,
     domain: Option<&str>,
+    output: Option<&str>,
     json: bool,
 ) -> anyhow::Result<i32> {
-    let mut c = pb::inventory_client::InventoryClient::new(agent.connect().await?);
-    let req = pb::ListDomainsRequest {
-        host: host.unwrap_or_default().to_string(),
-        domain: domain.unwrap_or_default().to_string(),
+    let channel = agent.connect().await?;
+    let host = match (host, output) {
+        (Some(h), _) => h.to_string(),
+        (None, Some(_)) => {
+            let mut c = pb::cluster_client::ClusterClient::new(channel.clone());
+            rpc(c.status(pb::StatusRequest {}).await)?.node_name
+        }
+        (None, None) => String::new(),
     };
+    let mut c = pb::inventory_client::InventoryClient::new(channel);
+    let req = pb::ListDomainsRequest { host, domain: domain.unwrap_or_default().to_string() };
     let resp = rpc(c.list_domains(req).await)?;
     if let Some(d) = domain
         && resp.domains.is_empty()
@@ -111,31 +111,44 @@ pub async fn list_domain(
         return Ok(crate::EXIT_NO);
     }
     if json {
-        let v: Vec<serde_json::Value> = resp
-            .domains
-            .iter()
-            .map(|d| {
-                serde_json::json!({
-                    "name": d.name, "host": d.host, "kind": d.kind, "state": d.state,
-                    "vcpus": d.vcpus, "memory_bytes": d.memory_bytes, "cpu_arch": d.cpu_arch,
-                    "console_port": d.console.as_ref().map(|c| c.port), "util_pct": d.util_pct,
-                })
-            })
-            .collect();
+        let v: Vec<serde_json::Value> = resp.domains.iter().map(domain_json).collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
+    let out = match output {
+        Some("status") => render_status(&resp.domains),
+        Some("core") => render_cores(&resp.domains),
+        Some("console") => render_consoles(&resp.domains),
+        _ => render_domains(&resp.domains),
+    };
+    print!("{out}");
+    Ok(0)
+}
+
+fn domain_json(d: &pb::DomainInfo) -> serde_json::Value {
+    serde_json::json!({
+        "name": d.name, "host": d.host, "kind": d.kind, "state": d.state,
+        "vcpus": d.vcpus, "memory_bytes": d.memory_bytes, "cpu_arch": d.cpu_arch,
+        "cores": d.cores.iter().map(|c| serde_json::json!({"cid": c.cid, "cpuset": c.cpuset})).collect::<Vec<_>>(),
+        "memory": d.memory.iter().map(|m| serde_json::json!({"pa": m.pa, "size": m.size})).collect::<Vec<_>>(),
+        "console": d.console.as_ref().map(|c| serde_json::json!({"service": c.service, "port": c.port, "logging": c.logging})),
+        "util_pct": d.util_pct,
+        "status": d.status.as_ref().map(|s| serde_json::json!({"operation": s.operation, "progress_pct": s.progress_pct, "source": s.source, "target": s.target})),
+    })
+}
+
+fn render_domains(domains: &[pb::DomainInfo]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<14}{:<16}{:<10}{:<7}{:<6}{:<9}{:<6}KIND",
+        "{:<14}{:<18}{:<10}{:<7}{:<6}{:<9}{:<6}KIND",
         "NAME", "HOST", "STATE", "CONS", "VCPU", "MEMORY", "UTIL"
     );
-    for d in &resp.domains {
+    for d in domains {
         let cons = d.console.as_ref().map_or("UART".to_string(), |c| c.port.to_string());
         let _ = writeln!(
             out,
-            "{:<14}{:<16}{:<10}{:<7}{:<6}{:<9}{:<6}{}",
+            "{:<14}{:<18}{:<10}{:<7}{:<6}{:<9}{:<6}{}",
             d.name,
             d.host,
             d.state,
@@ -146,8 +159,53 @@ pub async fn list_domain(
             d.kind
         );
     }
-    print!("{out}");
-    Ok(0)
+    out
+}
+
+/// OP-06: OPERATION / PROGRESS / SOURCE, as `ldm list-domain -o status`.
+fn render_status(domains: &[pb::DomainInfo]) -> String {
+    let mut out = String::new();
+    for d in domains {
+        let _ = writeln!(out, "NAME\n{}\n\nSTATUS\n    {:<12}{:<12}SOURCE", d.name, "OPERATION", "PROGRESS");
+        if let Some(s) = &d.status {
+            let _ = writeln!(out, "    {:<12}{:<12}{}", s.operation, format!("{}%", s.progress_pct), s.source);
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
+/// OP-08: CID / CPUSET per domain.
+fn render_cores(domains: &[pb::DomainInfo]) -> String {
+    let mut out = String::new();
+    for d in domains {
+        let _ = writeln!(out, "NAME\n{}\n\nCORE\n    {:<7}CPUSET", d.name, "CID");
+        for c in &d.cores {
+            let _ = writeln!(out, "    {:<7}{}", c.cid, tern_model::units::format_cpuset(&c.cpuset));
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
+/// OP-08: NAME / SERVICE / PORT / LOGGING per domain.
+fn render_consoles(domains: &[pb::DomainInfo]) -> String {
+    let mut out = String::new();
+    for d in domains {
+        let _ = writeln!(out, "NAME\n{}\n\nVCONS\n    {:<14}{:<26}{:<8}LOGGING", d.name, "NAME", "SERVICE", "PORT");
+        match &d.console {
+            Some(c) => {
+                let service = format!("{}@primary", c.service);
+                let logging = if c.logging { "on" } else { "off" };
+                let _ = writeln!(out, "    {:<14}{:<26}{:<8}{logging}", d.name, service, c.port);
+            }
+            None => {
+                let _ = writeln!(out, "    {:<14}UART", d.name);
+            }
+        }
+        let _ = writeln!(out);
+    }
+    out
 }
 
 pub async fn list_devices(
@@ -158,12 +216,7 @@ pub async fn list_devices(
     json: bool,
 ) -> anyhow::Result<i32> {
     let mut c = pb::inventory_client::InventoryClient::new(agent.connect().await?);
-    let resp = rpc(c
-        .list_devices(pb::ListDevicesRequest {
-            host: host.unwrap_or_default().to_string(),
-            all,
-        })
-        .await)?;
+    let resp = rpc(c.list_devices(pb::ListDevicesRequest { host: host.unwrap_or_default().to_string(), all }).await)?;
     let want = |k: &str| kinds.is_empty() || kinds.iter().any(|x| x == k);
     let docs: Vec<Devices> = resp
         .hosts
@@ -173,22 +226,13 @@ pub async fn list_devices(
             memory: want("memory").then(|| {
                 h.memory
                     .into_iter()
-                    .map(|m| MemoryRow {
-                        pa: m.pa,
-                        size: m.size,
-                        bound: (!m.bound.is_empty()).then_some(m.bound),
-                    })
+                    .map(|m| MemoryRow { pa: m.pa, size: m.size, bound: (!m.bound.is_empty()).then_some(m.bound) })
                     .collect()
             }),
             core: want("core").then(|| {
                 h.cores
                     .into_iter()
-                    .map(|c| CoreRow {
-                        cid: c.cid,
-                        cpuset: c.cpuset,
-                        free_pct: c.free_pct,
-                        activated: c.activated,
-                    })
+                    .map(|c| CoreRow { cid: c.cid, cpuset: c.cpuset, free_pct: c.free_pct, activated: c.activated })
                     .collect()
             }),
         })
@@ -199,11 +243,7 @@ pub async fn list_devices(
 
 pub async fn list_services(agent: &AgentArgs, host: Option<&str>, json: bool) -> anyhow::Result<i32> {
     let mut c = pb::inventory_client::InventoryClient::new(agent.connect().await?);
-    let resp = rpc(c
-        .list_services(pb::ListServicesRequest {
-            host: host.unwrap_or_default().to_string(),
-        })
-        .await)?;
+    let resp = rpc(c.list_services(pb::ListServicesRequest { host: host.unwrap_or_default().to_string() }).await)?;
     if json {
         let v: Vec<serde_json::Value> = resp
             .hosts
@@ -232,11 +272,7 @@ pub async fn list_services(agent: &AgentArgs, host: Option<&str>, json: bool) ->
         for v in &h.vsw {
             let _ = writeln!(out, "    {:<16}{:<12}{}", v.name, v.domain, v.nic);
         }
-        let _ = writeln!(
-            out,
-            "VDS\n    {:<16}{:<12}{:<10}{:<8}DEVICE",
-            "NAME", "LDOM", "VOLUME", "SHARED"
-        );
+        let _ = writeln!(out, "VDS\n    {:<16}{:<12}{:<10}{:<8}DEVICE", "NAME", "LDOM", "VOLUME", "SHARED");
         for v in &h.vds {
             for x in &v.volumes {
                 let _ = writeln!(

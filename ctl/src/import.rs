@@ -75,14 +75,9 @@ const FACT_FLAGS: &str =
 
 fn read_capture<T>(path: &Option<PathBuf>, parse: fn(&str) -> Result<T, ParseError>) -> anyhow::Result<Option<T>> {
     let Some(path) = path else { return Ok(None) };
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
+    let len = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
     if len > OUTPUT_BYTES_MAX as u64 {
-        bail!(
-            "{}: {len} bytes is more than the {OUTPUT_BYTES_MAX}-byte limit for one ldm output",
-            path.display()
-        );
+        bail!("{}: {len} bytes is more than the {OUTPUT_BYTES_MAX}-byte limit for one ldm output", path.display());
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse(&text).map(Some).map_err(|e| anyhow!("{}: {e}", path.display()))
@@ -121,22 +116,14 @@ fn facts(a: &ImportArgs) -> anyhow::Result<ServerFacts> {
     }
     Ok(ServerFacts {
         model: model.clone(),
-        cpu: CpuType {
-            family,
-            frequency_mhz: mhz,
-        },
+        cpu: CpuType { family, frequency_mhz: mhz },
         firmware: Firmware(firmware.clone()),
         os: OsVersion::parse(os).map_err(|e| anyhow!("--os: {e}"))?,
     })
 }
 
 fn host_name(a: &ImportArgs) -> anyhow::Result<String> {
-    let stem = a
-        .output
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .filter(|s| !s.is_empty())
-        .map(str::to_string);
+    let stem = a.output.file_stem().and_then(|s| s.to_str()).filter(|s| !s.is_empty()).map(str::to_string);
     if a.output.extension().is_none_or(|e| e != "toml") {
         bail!("-o {}: a layout file's name ends in .toml", a.output.display());
     }
@@ -147,10 +134,7 @@ fn host_name(a: &ImportArgs) -> anyhow::Result<String> {
         ),
         (Some(h), _) => Ok(h.clone()),
         (None, Some(s)) => Ok(s),
-        (None, None) => bail!(
-            "-o {}: cannot tell the host name from this file name",
-            a.output.display()
-        ),
+        (None, None) => bail!("-o {}: cannot tell the host name from this file name", a.output.display()),
     }
 }
 
@@ -164,10 +148,7 @@ pub fn run(a: &ImportArgs, json: bool) -> anyhow::Result<i32> {
         list_devices: read_capture(&a.list_devices, parse_device_listing)?,
         list_services: read_capture(&a.list_services, parse_service_listing)?,
     };
-    let shared = SharedStorage {
-        all: a.all_shared,
-        device_prefixes: a.shared.clone(),
-    };
+    let shared = SharedStorage { all: a.all_shared, device_prefixes: a.shared.clone() };
     let inactive = match &a.inactive_cores {
         Some(c) => parse_id_list(c).map_err(|e| anyhow!("--inactive-cores: {e}"))?,
         None => Vec::new(),
@@ -192,11 +173,7 @@ pub fn run(a: &ImportArgs, json: bool) -> anyhow::Result<i32> {
         bail!("{} exists; pass --force to overwrite it", a.output.display());
     }
     std::fs::write(&a.output, text).with_context(|| format!("writing {}", a.output.display()))?;
-    let domains: Vec<String> = server
-        .domains
-        .iter()
-        .map(|d| format!("{} ({})", d.name, d.kind))
-        .collect();
+    let domains: Vec<String> = server.domains.iter().map(|d| format!("{} ({})", d.name, d.kind)).collect();
     if json {
         let v = serde_json::json!({
             "layout": a.output.display().to_string(),
@@ -243,7 +220,5 @@ fn header(a: &ImportArgs, host: &str) -> String {
 }
 
 fn display_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| p.display().to_string())
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
 }

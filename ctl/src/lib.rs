@@ -8,10 +8,12 @@ pub mod certs;
 pub mod check;
 pub mod client;
 pub mod cluster;
+pub mod demo;
 pub mod import;
 pub mod layouts;
 pub mod list;
 pub mod local;
+pub mod migrate;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -88,14 +90,50 @@ Exit codes: 0 the migration would pass; 1 violations (one line per rule); 2 bad 
         #[command(flatten)]
         layouts: LayoutArgs,
     },
-    /// List domains across the cluster, as `ldm list-domain` does.
+    /// List domains across the cluster, as `ldm list-domain` does. With -o, only the
+    /// answering agent's server (or --host), as ldm answers for one server.
     ListDomain {
         /// Only this host.
         #[arg(long, value_name = "HOST")]
         host: Option<String>,
+        /// status (OP-06: OPERATION, PROGRESS, SOURCE), core (CID, CPUSET) or console.
+        #[arg(short = 'o', value_parser = ["status", "core", "console"])]
+        output: Option<String>,
         /// Only this domain.
         domain: Option<String>,
     },
+    /// Live-migrate DOMAIN to TARGET, run against the source's agent (OP-01). TARGET is
+    /// [user@]host[:newname]: the user needs the "LDoms Management" or "System
+    /// Administrator" profile on the target (OP-04); :newname renames it (OP-05).
+    #[command(after_help = "Examples:\n  ternctl migrate-domain ldom1 m10-1-2\n  \
+ternctl migrate-domain -n -p /root/pass.txt ldom1 ldm_man@m10-1-2:ldom2\n\n\
+Exit codes: 0 migrated (or the dry run passed); 1 refused, cancelled or rolled back; 2 bad input.")]
+    MigrateDomain {
+        /// Dry run (OP-02): every check and the reservation's feasibility; nothing moves
+        /// and nothing stays reserved.
+        #[arg(short = 'n')]
+        dry_run: bool,
+        /// Read the target password from FILE (OP-03); it must not be readable by group or others.
+        #[arg(short = 'p', value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        domain: String,
+        target: String,
+    },
+    /// Cancel a running operation (OP-09): `cancel-operation migration DOMAIN`. The guest
+    /// keeps running on its source and the reservation is released.
+    CancelOperation {
+        #[arg(value_parser = ["migration"])]
+        operation: String,
+        domain: String,
+    },
+    /// Migrations and other operations, newest first, with their results.
+    ListOperations,
+    /// Users who may migrate to the cluster's servers (OP-04).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Start a local 3-agent cluster, show the domains, dry-run and then live-migrate
+    /// ldom1 to m10-1-2 with progress, print the report, and stop.
+    Demo(demo::DemoArgs),
     /// List virtual services (VDS volumes, VSW, VCC) per host, as `ldm list-services`.
     ListServices {
         /// Only this host.
@@ -104,11 +142,9 @@ Exit codes: 0 the migration would pass; 1 violations (one line per rule); 2 bad 
     },
     /// Turn captured `ldm ... -p` outputs of a real server into a layout file, so
     /// `ternctl check` works on it. What ldm does not print is passed as flags.
-    #[command(
-        after_help = "Example:\n  ternctl import-ldm --list-domain ld.txt --list-bindings lb.txt \\\n    \
+    #[command(after_help = "Example:\n  ternctl import-ldm --list-domain ld.txt --list-bindings lb.txt \\\n    \
 --list-devices dev.txt --list-services svc.txt --model \"SPARC M10-1\" --cpu \"SPARC64 X+\" \\\n    \
---frequency-mhz 3200 --firmware XCP2210 --os \"Solaris 11.1.17.5.0\" --shared /dev/dsk/c0t6000 -o m10-1-1.toml"
-    )]
+--frequency-mhz 3200 --firmware XCP2210 --os \"Solaris 11.1.17.5.0\" --shared /dev/dsk/c0t6000 -o m10-1-1.toml")]
     ImportLdm(import::ImportArgs),
     /// The Raft cluster: members, voter or learner, leader, term, commit index, host status.
     #[command(subcommand)]
@@ -119,6 +155,25 @@ Exit codes: 0 the migration would pass; 1 violations (one line per rule); 2 bad 
     /// Run a cluster of real ternd processes on this machine (simulated servers).
     #[command(subcommand)]
     LocalCluster(LocalCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add (or with --replace, replace) a user; the password is asked for or read with -p.
+    Add {
+        name: String,
+        /// A rights profile, e.g. "LDoms Management" or "System Administrator". Repeatable.
+        #[arg(long = "profile", value_name = "PROFILE", required = true)]
+        profiles: Vec<String>,
+        #[arg(short = 'p', value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        #[arg(long)]
+        replace: bool,
+    },
+    Remove {
+        name: String,
+    },
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,22 +219,12 @@ pub fn run(cli: Cli) -> i32 {
     let json = cli.json;
     let agent = cli.agent;
     let result = match cli.command {
-        Command::Check {
-            layouts,
-            source,
-            domain,
-            target,
-        } => check::run(&layouts, source.as_deref(), &domain, &target, json),
-        Command::ListDevices {
-            all,
-            kinds,
-            host,
-            layouts,
-        } if layouts.is_offline() => {
+        Command::Check { layouts, source, domain, target } => {
+            check::run(&layouts, source.as_deref(), &domain, &target, json)
+        }
+        Command::ListDevices { all, kinds, host, layouts } if layouts.is_offline() => {
             if host.is_some() {
-                Err(anyhow::anyhow!(
-                    "--host is for the cluster; with layouts, name the files instead"
-                ))
+                Err(anyhow::anyhow!("--host is for the cluster; with layouts, name the files instead"))
             } else {
                 list::devices(&layouts, all, &kinds, json)
             }
@@ -187,9 +232,26 @@ pub fn run(cli: Cli) -> i32 {
         Command::ListDevices { all, kinds, host, .. } => {
             block_on(cluster::list_devices(&agent, host.as_deref(), all, &kinds, json))
         }
-        Command::ListDomain { host, domain } => {
-            block_on(cluster::list_domain(&agent, host.as_deref(), domain.as_deref(), json))
+        Command::ListDomain { host, output, domain } => {
+            block_on(cluster::list_domain(&agent, host.as_deref(), domain.as_deref(), output.as_deref(), json))
         }
+        Command::MigrateDomain { dry_run, password_file, domain, target } => {
+            let args = migrate::MigrateArgs {
+                domain: &domain,
+                target: &target,
+                dry_run,
+                password_file: password_file.as_deref(),
+            };
+            block_on(migrate::migrate(&agent, &args, json))
+        }
+        Command::CancelOperation { operation, domain } => block_on(migrate::cancel(&agent, &operation, &domain)),
+        Command::ListOperations => block_on(migrate::list_operations(&agent, json)),
+        Command::User(UserCommand::Add { name, profiles, password_file, replace }) => {
+            block_on(migrate::user_add(&agent, &name, &profiles, password_file.as_deref(), replace))
+        }
+        Command::User(UserCommand::Remove { name }) => block_on(migrate::user_remove(&agent, &name)),
+        Command::User(UserCommand::List) => block_on(migrate::user_list(&agent, json)),
+        Command::Demo(args) => block_on(demo::run(&args)),
         Command::ListServices { host } => block_on(cluster::list_services(&agent, host.as_deref(), json)),
         Command::ImportLdm(args) => import::run(&args, json),
         Command::Cluster(ClusterCommand::Status) => block_on(cluster::status(&agent, json)),
@@ -208,10 +270,7 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(f: F) -> anyhow::Result<i32> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(f)
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
 }
 
 impl LayoutArgs {

@@ -69,20 +69,12 @@ fn memory_rows(s: &Server, all: bool) -> Vec<MemoryRow> {
         blocks.sort_by_key(|b| b.pa);
         blocks
             .into_iter()
-            .map(|b| MemoryRow {
-                pa: b.pa,
-                size: b.size,
-                bound: b.bound.map(|o| o.to_string()),
-            })
+            .map(|b| MemoryRow { pa: b.pa, size: b.size, bound: b.bound.map(|o| o.to_string()) })
             .collect()
     } else {
         s.free_ranges(&Reserved::default())
             .into_iter()
-            .map(|r| MemoryRow {
-                pa: r.pa,
-                size: r.size,
-                bound: None,
-            })
+            .map(|r| MemoryRow { pa: r.pa, size: r.size, bound: None })
             .collect()
     }
 }
@@ -109,13 +101,7 @@ fn render(d: &Devices, out: &mut String) {
         let _ = writeln!(out, "CORE\n    {:<7}{:<9}CPUSET", "ID", "%FREE");
         for r in core {
             let note = if r.activated { "" } else { "   (not activated)" };
-            let _ = writeln!(
-                out,
-                "    {:<7}{:<9}{}{note}",
-                r.cid,
-                r.free_pct,
-                format_cpuset(&r.cpuset)
-            );
+            let _ = writeln!(out, "    {:<7}{:<9}{}{note}", r.cid, r.free_pct, format_cpuset(&r.cpuset));
         }
         let _ = writeln!(out);
     }
@@ -123,12 +109,7 @@ fn render(d: &Devices, out: &mut String) {
         let _ = writeln!(out, "MEMORY\n    {:<21}{:<16}BOUND", "PA", "SIZE");
         for r in mem {
             let pa = format!("{:#x}", r.pa);
-            let _ = writeln!(
-                out,
-                "    {pa:<21}{:<16}{}",
-                Size(r.size).to_string(),
-                r.bound.as_deref().unwrap_or("")
-            );
+            let _ = writeln!(out, "    {pa:<21}{:<16}{}", Size(r.size).to_string(), r.bound.as_deref().unwrap_or(""));
         }
     }
 }

@@ -60,12 +60,7 @@ fn pick_layouts(dir: &Path, n: usize) -> anyhow::Result<Vec<PathBuf>> {
     };
     all.sort_by_key(|p| (rank(p), p.clone()));
     if n == 0 || n > all.len() {
-        bail!(
-            "--agents {n}: {} has {} layouts; choose 1..={}",
-            dir.display(),
-            all.len(),
-            all.len()
-        );
+        bail!("--agents {n}: {} has {} layouts; choose 1..={}", dir.display(), all.len(), all.len());
     }
     all.truncate(n);
     Ok(all)
@@ -75,8 +70,28 @@ fn abs(p: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
 }
 
-/// Writes certificates and configs, starts the agents, waits for the cluster.
+/// A started local cluster.
+pub struct Up {
+    /// The first agent's address (it runs m10-1-1, the seed's source).
+    pub addr: String,
+    pub certs: PathBuf,
+    pub names: Vec<String>,
+    pub password_file: PathBuf,
+}
+
+/// `local-cluster up`: starts the cluster and prints how to reach it.
 pub async fn up(args: &UpArgs) -> anyhow::Result<i32> {
+    let up = start(args).await?;
+    let dir = abs(&args.dir)?;
+    println!("# {} agents up ({}); logs in {}/<host>/ternd.log", up.names.len(), up.names.join(", "), dir.display());
+    println!("# user root (System Administrator): ternctl migrate-domain -p {} ...", up.password_file.display());
+    println!("export TERN_AGENT={} TERN_CERTS_DIR={}", up.addr, up.certs.display());
+    Ok(0)
+}
+
+/// Writes certificates and configs, starts the agents, waits for the cluster, and
+/// creates the user `root` whose password is in `DIR/root.password` (mode 0600).
+pub async fn start(args: &UpArgs) -> anyhow::Result<Up> {
     let dir = abs(&args.dir)?;
     let certs = dir.join("certs");
     if certs.join("ca.pem").exists() {
@@ -93,19 +108,11 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<i32> {
     let mut first_addr: Option<String> = None;
     let mut names = Vec::new();
     for (i, layout) in layouts.iter().enumerate() {
-        let name = layout
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("node")
-            .to_string();
+        let name = layout.file_stem().and_then(|s| s.to_str()).unwrap_or("node").to_string();
         tern_tls::issue(&certs, &name, &[])?;
         let node = dir.join(&name);
         std::fs::create_dir_all(node.join("data"))?;
-        let join = first_addr
-            .iter()
-            .map(|a| format!("\"{a}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let join = first_addr.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
         let config = format!(
             "# Written by `ternctl local-cluster up`.\n\
 name = \"{name}\"\nlisten_addr = \"127.0.0.1:0\"\nmetrics_addr = \"127.0.0.1:0\"\n\
@@ -144,14 +151,40 @@ data_dir = \"data\"\njoin = [{join}]\nvoters = 3\n\n\
         timeout_ms: 5000,
     };
     wait_for_cluster(&agent, names.len()).await?;
-    println!(
-        "# {} agents up ({}); logs in {}/<host>/ternd.log",
-        names.len(),
-        names.join(", "),
-        dir.display()
-    );
-    println!("export TERN_AGENT={addr} TERN_CERTS_DIR={}", certs.display());
-    Ok(0)
+    let password_file = dir.join("root.password");
+    let password = random_password()?;
+    write_private(&password_file, &format!("{password}\n"))?;
+    let mut users = pb::users_client::UsersClient::new(agent.connect().await?);
+    let req = pb::AddUserRequest {
+        name: "root".into(),
+        password,
+        profiles: vec!["System Administrator".into()],
+        replace: true,
+    };
+    users.add_user(req).await.map_err(|s| anyhow!("creating user root: {}", s.message()))?;
+    Ok(Up { addr, certs, names, password_file })
+}
+
+/// 128 random bits as hex, from the operating system.
+fn random_password() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).context("reading /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -171,11 +204,7 @@ async fn wait_for_addr(node: &Path) -> anyhow::Result<String> {
             return Ok(addr.to_string());
         }
         if !pid_alive(node) {
-            bail!(
-                "the agent in {} exited; see {}",
-                node.display(),
-                node.join("ternd.log").display()
-            );
+            bail!("the agent in {} exited; see {}", node.display(), node.join("ternd.log").display());
         }
         if start.elapsed() > UP_DEADLINE {
             bail!(
@@ -189,18 +218,38 @@ async fn wait_for_addr(node: &Path) -> anyhow::Result<String> {
     }
 }
 
+/// Waits until the cluster has a leader, `members` members of which min(members, 3)
+/// are voters, and every host has reported its inventory.
 async fn wait_for_cluster(agent: &AgentArgs, members: usize) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut last = String::from("no answer yet");
+    let voters_wanted = members.min(3);
     while start.elapsed() < UP_DEADLINE {
         match status(agent).await {
-            Ok(st) if st.leader_id != 0 && st.members.len() >= members => return Ok(()),
-            Ok(st) => last = format!("leader {} with {} of {members} members", st.leader_id, st.members.len()),
+            Ok(st) => {
+                let voters = st.members.iter().filter(|m| m.role == pb::MemberRole::Voter as i32).count();
+                let reported = st.members.iter().filter(|m| m.host_status == pb::HostStatus::Up as i32).count();
+                let hosts = inventories(agent).await.unwrap_or(0);
+                if st.leader_id != 0 && st.members.len() >= members && voters >= voters_wanted && hosts >= members {
+                    return Ok(());
+                }
+                last = format!(
+                    "{} of {members} members, {voters} voters, {reported} hosts registered, {hosts} inventories",
+                    st.members.len()
+                );
+            }
             Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(POLL).await;
     }
     bail!("the cluster did not form within {UP_DEADLINE:?}: {last}")
+}
+
+/// How many hosts have reported an inventory.
+async fn inventories(agent: &AgentArgs) -> anyhow::Result<usize> {
+    let mut c = pb::inventory_client::InventoryClient::new(agent.connect().await?);
+    let resp = c.list_devices(pb::ListDevicesRequest { host: String::new(), all: false }).await?;
+    Ok(resp.into_inner().hosts.len())
 }
 
 async fn status(agent: &AgentArgs) -> anyhow::Result<pb::ClusterStatus> {
@@ -209,11 +258,7 @@ async fn status(agent: &AgentArgs) -> anyhow::Result<pb::ClusterStatus> {
 }
 
 fn read_pid(node: &Path) -> Option<u32> {
-    std::fs::read_to_string(node.join("ternd.pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    std::fs::read_to_string(node.join("ternd.pid")).ok()?.trim().parse().ok()
 }
 
 fn pid_alive(node: &Path) -> bool {
@@ -223,11 +268,7 @@ fn pid_alive(node: &Path) -> bool {
 /// Whether `pid` runs. A zombie (exited, not yet reaped) counts as stopped.
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                != Some("Z")
-        }
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
         Err(_) if Path::new("/proc/self").exists() => false,
         Err(_) => signal(pid, "0"),
     }
@@ -246,10 +287,7 @@ fn signal(pid: u32, sig: &str) -> bool {
 pub async fn down(dir: &Path) -> anyhow::Result<i32> {
     let mut stopped = 0;
     let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
-    for node in entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("ternd.pid").exists())
-    {
+    for node in entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("ternd.pid").exists()) {
         let Some(pid) = read_pid(&node) else { continue };
         if !alive(pid) {
             continue;

@@ -9,10 +9,7 @@ fn layouts() -> PathBuf {
 }
 
 fn ternctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ternctl"))
-        .args(args)
-        .output()
-        .expect("ternctl runs")
+    Command::new(env!("CARGO_BIN_EXE_ternctl")).args(args).output().expect("ternctl runs")
 }
 
 fn check(domain: &str, target: &str) -> (i32, String) {
@@ -29,10 +26,7 @@ fn seed_migration_passes_and_prints_the_binding() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ldom1 can migrate from m10-1-1 to m10-1-2"), "{out}");
     assert!(out.contains("CONSOLE  primary-vcc0 port 5001 -> 5000"), "{out}");
-    assert!(
-        out.contains("MEMORY   0x7e0270000000 16136M -> 0x7e0270000000 16136M"),
-        "{out}"
-    );
+    assert!(out.contains("MEMORY   0x7e0270000000 16136M -> 0x7e0270000000 16136M"), "{out}");
 }
 
 #[test]
@@ -81,17 +75,13 @@ fn invalid_layout_file_is_named_with_its_line() {
     // Goal: exit 2 and the file and line of the bad entry.
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    let text = std::fs::read_to_string(layouts().join("m10-1-2.toml"))
-        .unwrap()
-        .replace("cores = \"0-3\"", "cores = \"0-99\"");
+    let text =
+        std::fs::read_to_string(layouts().join("m10-1-2.toml")).unwrap().replace("cores = \"0-3\"", "cores = \"0-99\"");
     std::fs::write(&bad, text).unwrap();
     let out = ternctl(&["check", "--layout", bad.to_str().unwrap(), "primary", "x"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        err.contains("bad.toml") && err.contains("line ") && err.contains("CID 16"),
-        "{err}"
-    );
+    assert!(err.contains("bad.toml") && err.contains("line ") && err.contains("CID 16"), "{err}");
 }
 
 #[test]

@@ -14,10 +14,7 @@ fn layouts() -> PathBuf {
 }
 
 fn ternctl(args: &[&str]) -> (i32, String) {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_ternctl"))
-        .args(args)
-        .output()
-        .expect("ternctl runs");
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_ternctl")).args(args).output().expect("ternctl runs");
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap(), text)
 }
@@ -85,10 +82,7 @@ fn imported_layout_matches_the_shipped_one_where_ldm_can_tell() {
     assert_eq!(got.services, want.services);
     assert_eq!((got.cpu, &got.firmware, &got.os), (want.cpu, &want.firmware, &want.os));
     let (g, w) = (got.domain("ldom1").unwrap(), want.domain("ldom1").unwrap());
-    assert_eq!(
-        (&g.vdisks, &g.vnets, &g.console, g.cpu_arch),
-        (&w.vdisks, &w.vnets, &w.console, w.cpu_arch)
-    );
+    assert_eq!((&g.vdisks, &g.vnets, &g.console, g.cpu_arch), (&w.vdisks, &w.vnets, &w.console, w.cpu_arch));
     // What ldm does not print stays unknown rather than guessed.
     assert_eq!(g.os, None);
     assert_eq!(g.workload.dirty_mib_per_s, 0);
@@ -111,10 +105,7 @@ fn missing_shared_storage_answer_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let (code, out) = import(dir.path(), &["--shared"]);
     assert_eq!(code, 2, "{out}");
-    assert!(
-        out.contains("--shared DEVICE_PREFIX") && out.contains("--none-shared"),
-        "{out}"
-    );
+    assert!(out.contains("--shared DEVICE_PREFIX") && out.contains("--none-shared"), "{out}");
 }
 
 #[test]

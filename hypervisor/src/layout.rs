@@ -206,28 +206,15 @@ fn yes() -> bool {
 /// Reads and validates the layout at `path`; the host name is the file's stem.
 pub fn load_layout(path: &Path) -> Result<Server, LayoutError> {
     let file = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|source| LayoutError::Io {
-        file: file.clone(),
-        source,
-    })?;
+    let meta = std::fs::metadata(path).map_err(|source| LayoutError::Io { file: file.clone(), source })?;
     if meta.len() > LAYOUT_BYTES_MAX {
         return Err(LayoutError::Invalid {
             file,
-            message: format!(
-                "{} bytes is larger than the {LAYOUT_BYTES_MAX}-byte limit for a layout",
-                meta.len()
-            ),
+            message: format!("{} bytes is larger than the {LAYOUT_BYTES_MAX}-byte limit for a layout", meta.len()),
         });
     }
-    let text = std::fs::read_to_string(path).map_err(|source| LayoutError::Io {
-        file: file.clone(),
-        source,
-    })?;
-    let name = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default()
-        .to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| LayoutError::Io { file: file.clone(), source })?;
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
     parse_layout(&name, &text).map_err(|message| LayoutError::Invalid { file, message })
 }
 
@@ -244,19 +231,13 @@ pub fn parse_layout(name: &str, text: &str) -> Result<Server, String> {
     let family: CpuFamily = s.cpu.parse().map_err(|e| format!("[server] cpu: {e}"))?;
     let os = OsVersion::parse(&s.os).map_err(|e| format!("[server] os: {e}"))?;
     if s.threads_per_core == 0 || s.threads_per_core > 64 {
-        return Err(format!(
-            "[server] threads_per_core: {} is not between 1 and 64",
-            s.threads_per_core
-        ));
+        return Err(format!("[server] threads_per_core: {} is not between 1 and 64", s.threads_per_core));
     }
     let cores = build_cores(&spec, s.threads_per_core)?;
     let mut server = Server {
         name: name.to_string(),
         model: s.model.clone(),
-        cpu: CpuType {
-            family,
-            frequency_mhz: s.frequency_mhz,
-        },
+        cpu: CpuType { family, frequency_mhz: s.frequency_mhz },
         firmware: Firmware(s.firmware.clone()),
         os,
         threads_per_core: s.threads_per_core,
@@ -314,9 +295,7 @@ fn build_cores(spec: &LayoutFile, tpc: u32) -> Result<Vec<Core>, String> {
     }
     cids.iter()
         .map(|&cid| {
-            let first = cid
-                .checked_mul(tpc)
-                .ok_or_else(|| format!("[cpu] cids: CID {cid} is too large"))?;
+            let first = cid.checked_mul(tpc).ok_or_else(|| format!("[cpu] cids: CID {cid} is too large"))?;
             Ok(Core {
                 cid,
                 activated: activated.contains(&cid),
@@ -337,21 +316,13 @@ fn build_services(spec: &LayoutFile, server: &mut Server, at: &At<'_>) -> Result
             volumes: v
                 .volumes
                 .iter()
-                .map(|x| Volume {
-                    name: x.name.clone(),
-                    device: x.device.clone(),
-                    shared: x.shared,
-                })
+                .map(|x| Volume { name: x.name.clone(), device: x.device.clone(), shared: x.shared })
                 .collect(),
         });
     }
     for v in &spec.vsw {
         let v = v.get_ref();
-        server.services.vsw.push(Vsw {
-            name: v.name.clone(),
-            domain: v.domain.clone(),
-            nic: v.nic.clone(),
-        });
+        server.services.vsw.push(Vsw { name: v.name.clone(), domain: v.domain.clone(), nic: v.nic.clone() });
     }
     for v in &spec.vcc {
         let span = v.span();
@@ -360,19 +331,8 @@ fn build_services(spec: &LayoutFile, server: &mut Server, at: &At<'_>) -> Result
             .ports
             .split_once('-')
             .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
-            .ok_or_else(|| {
-                at(
-                    span,
-                    &format!("vcc {:?}", v.name),
-                    format!("ports {:?} is not LOW-HIGH", v.ports),
-                )
-            })?;
-        server.services.vcc.push(Vcc {
-            name: v.name.clone(),
-            domain: v.domain.clone(),
-            port_min: lo,
-            port_max: hi,
-        });
+            .ok_or_else(|| at(span, &format!("vcc {:?}", v.name), format!("ports {:?} is not LOW-HIGH", v.ports)))?;
+        server.services.vcc.push(Vcc { name: v.name.clone(), domain: v.domain.clone(), port_min: lo, port_max: hi });
     }
     Ok(())
 }
@@ -405,11 +365,7 @@ fn build_domain(d: &DomainSpec) -> Result<Domain, String> {
         Some(a) => a.parse::<CpuArch>().map_err(|e| format!("cpu_arch: {e}"))?,
         None => CpuArch::Native,
     };
-    let os =
-        d.os.as_deref()
-            .map(OsVersion::parse)
-            .transpose()
-            .map_err(|e| format!("os: {e}"))?;
+    let os = d.os.as_deref().map(OsVersion::parse).transpose().map_err(|e| format!("os: {e}"))?;
     let vdisks = d
         .vdisks
         .iter()
@@ -418,11 +374,7 @@ fn build_domain(d: &DomainSpec) -> Result<Domain, String> {
                 .volume
                 .split_once('@')
                 .ok_or_else(|| format!("vdisk {}: volume {:?} is not VOLUME@VDS", v.name, v.volume))?;
-            Ok(VDisk {
-                name: v.name.clone(),
-                volume: volume.to_string(),
-                service: service.to_string(),
-            })
+            Ok(VDisk { name: v.name.clone(), volume: volume.to_string(), service: service.to_string() })
         })
         .collect::<Result<Vec<_>, String>>()?;
     Ok(Domain {
@@ -432,23 +384,9 @@ fn build_domain(d: &DomainSpec) -> Result<Domain, String> {
         cpu_arch,
         os,
         vdisks,
-        vnets: d
-            .vnets
-            .iter()
-            .map(|n| VNet {
-                name: n.name.clone(),
-                service: n.service.clone(),
-            })
-            .collect(),
-        console: d.console.as_ref().map(|c| Console {
-            service: c.service.clone(),
-            port: c.port,
-            logging: c.logging,
-        }),
-        workload: Workload {
-            cpu_pct: d.workload.cpu_pct,
-            dirty_mib_per_s: d.workload.dirty_mib_per_s,
-        },
+        vnets: d.vnets.iter().map(|n| VNet { name: n.name.clone(), service: n.service.clone() }).collect(),
+        console: d.console.as_ref().map(|c| Console { service: c.service.clone(), port: c.port, logging: c.logging }),
+        workload: Workload { cpu_pct: d.workload.cpu_pct, dirty_mib_per_s: d.workload.dirty_mib_per_s },
     })
 }
 
@@ -473,10 +411,7 @@ pub fn write_layout(server: &Server) -> Result<String, String> {
     let _ = writeln!(out, "threads_per_core = {tpc}");
 
     for c in &s.cores {
-        let first = c
-            .cid
-            .checked_mul(tpc)
-            .ok_or_else(|| format!("core {} is too large a CID for a layout", c.cid))?;
+        let first = c.cid.checked_mul(tpc).ok_or_else(|| format!("core {} is too large a CID for a layout", c.cid))?;
         let expected: Vec<u32> = (first..first.saturating_add(tpc)).collect();
         if c.cpuset() != expected {
             return Err(format!(
@@ -493,57 +428,30 @@ pub fn write_layout(server: &Server) -> Result<String, String> {
     let _ = writeln!(out, "cids = {}", q(&id_ranges(&cids)));
     let _ = writeln!(out, "activated = {}", q(&id_ranges(&active)));
 
-    let _ = writeln!(
-        out,
-        "\n# ldm list-devices -a memory: PA / SIZE / BOUND (no bound = free)"
-    );
+    let _ = writeln!(out, "\n# ldm list-devices -a memory: PA / SIZE / BOUND (no bound = free)");
     let _ = writeln!(out, "[memory]\nblocks = [");
     for b in &s.memory {
         if i64::try_from(b.pa).is_err() {
-            return Err(format!(
-                "memory block at {:#x} is above what a TOML integer holds",
-                b.pa
-            ));
+            return Err(format!("memory block at {:#x} is above what a TOML integer holds", b.pa));
         }
         let bound = match &b.bound {
             Some(o) => format!(", bound = {}", q(&o.to_string())),
             None => String::new(),
         };
-        let _ = writeln!(
-            out,
-            "  {{ pa = {:#x}, size = {}{bound} }},",
-            b.pa,
-            q(&tern_model::Size(b.size).to_string())
-        );
+        let _ = writeln!(out, "  {{ pa = {:#x}, size = {}{bound} }},", b.pa, q(&tern_model::Size(b.size).to_string()));
     }
     let _ = writeln!(out, "]");
 
     for v in &s.services.vds {
-        let _ = writeln!(
-            out,
-            "\n[[vds]]\nname = {}\ndomain = {}\nvolumes = [",
-            q(&v.name),
-            q(&v.domain)
-        );
+        let _ = writeln!(out, "\n[[vds]]\nname = {}\ndomain = {}\nvolumes = [", q(&v.name), q(&v.domain));
         for vol in &v.volumes {
-            let _ = writeln!(
-                out,
-                "  {{ name = {}, device = {}, shared = {} }},",
-                q(&vol.name),
-                q(&vol.device),
-                vol.shared
-            );
+            let _ =
+                writeln!(out, "  {{ name = {}, device = {}, shared = {} }},", q(&vol.name), q(&vol.device), vol.shared);
         }
         let _ = writeln!(out, "]");
     }
     for v in &s.services.vsw {
-        let _ = writeln!(
-            out,
-            "\n[[vsw]]\nname = {}\ndomain = {}\nnic = {}",
-            q(&v.name),
-            q(&v.domain),
-            q(&v.nic)
-        );
+        let _ = writeln!(out, "\n[[vsw]]\nname = {}\ndomain = {}\nnic = {}", q(&v.name), q(&v.domain), q(&v.nic));
     }
     for v in &s.services.vcc {
         let _ = writeln!(
@@ -580,22 +488,13 @@ pub fn write_layout(server: &Server) -> Result<String, String> {
             let items: Vec<String> = d
                 .vdisks
                 .iter()
-                .map(|v| {
-                    format!(
-                        "{{ name = {}, volume = {} }}",
-                        q(&v.name),
-                        q(&format!("{}@{}", v.volume, v.service))
-                    )
-                })
+                .map(|v| format!("{{ name = {}, volume = {} }}", q(&v.name), q(&format!("{}@{}", v.volume, v.service))))
                 .collect();
             let _ = writeln!(out, "vdisks = [{}]", items.join(", "));
         }
         if !d.vnets.is_empty() {
-            let items: Vec<String> = d
-                .vnets
-                .iter()
-                .map(|v| format!("{{ name = {}, service = {} }}", q(&v.name), q(&v.service)))
-                .collect();
+            let items: Vec<String> =
+                d.vnets.iter().map(|v| format!("{{ name = {}, service = {} }}", q(&v.name), q(&v.service))).collect();
             let _ = writeln!(out, "vnets = [{}]", items.join(", "));
         }
         if let Some(c) = &d.console {
@@ -621,12 +520,7 @@ fn cpus_of(server: &Server, domain: &str) -> (Vec<u32>, Vec<u32>) {
     let mut whole = Vec::new();
     let mut threads = Vec::new();
     for c in &server.cores {
-        let mine: Vec<u32> = c
-            .strands
-            .iter()
-            .filter(|s| s.bound.as_deref() == Some(domain))
-            .map(|s| s.id)
-            .collect();
+        let mine: Vec<u32> = c.strands.iter().filter(|s| s.bound.as_deref() == Some(domain)).map(|s| s.id).collect();
         if mine.is_empty() {
             continue;
         }
@@ -653,11 +547,7 @@ fn id_ranges(ids: &[u32]) -> String {
             i += 1;
             end = sorted[i];
         }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
+        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
         i += 1;
     }
     parts.join(",")

@@ -78,17 +78,10 @@ impl SimHypervisor {
         }
         let (server, incoming) = match &opts.state_file {
             Some(p) if p.exists() => read_state(p)?,
-            _ => (
-                load_layout(&opts.layout).map_err(|e| HvError::Invalid(e.to_string()))?,
-                BTreeSet::new(),
-            ),
+            _ => (load_layout(&opts.layout).map_err(|e| HvError::Invalid(e.to_string()))?, BTreeSet::new()),
         };
         let sim = Self {
-            inner: Mutex::new(Inner {
-                server,
-                incoming,
-                outgoing: BTreeMap::new(),
-            }),
+            inner: Mutex::new(Inner { server, incoming, outgoing: BTreeMap::new() }),
             state_file: opts.state_file,
             time_scale: opts.time_scale,
             precopy: opts.precopy,
@@ -101,11 +94,7 @@ impl SimHypervisor {
     /// A simulated server held in memory only (tests, turmoil).
     pub fn from_server(server: Server, time_scale: u32) -> Self {
         Self {
-            inner: Mutex::new(Inner {
-                server,
-                incoming: BTreeSet::new(),
-                outgoing: BTreeMap::new(),
-            }),
+            inner: Mutex::new(Inner { server, incoming: BTreeSet::new(), outgoing: BTreeMap::new() }),
             state_file: None,
             time_scale: time_scale.max(1),
             precopy: PrecopyParams::default(),
@@ -121,11 +110,8 @@ impl SimHypervisor {
 
     fn persist(&self, inner: &Inner) -> Result<(), HvError> {
         let Some(path) = &self.state_file else { return Ok(()) };
-        let state = PersistedState {
-            version: STATE_VERSION,
-            server: inner.server.clone(),
-            incoming: inner.incoming.clone(),
-        };
+        let state =
+            PersistedState { version: STATE_VERSION, server: inner.server.clone(), incoming: inner.incoming.clone() };
         let bytes = serde_json::to_vec_pretty(&state).map_err(|e| HvError::Io(format!("encoding sim state: {e}")))?;
         write_durably(path, &bytes).map_err(|e| HvError::Io(format!("{}: {e}", path.display())))
     }
@@ -147,10 +133,7 @@ fn read_state(path: &Path) -> Result<(Server, BTreeSet<String>), HvError> {
     let io = |e: std::io::Error| HvError::Io(format!("{}: {e}", path.display()));
     let len = std::fs::metadata(path).map_err(io)?.len();
     if len > STATE_BYTES_MAX {
-        return Err(HvError::Io(format!(
-            "{}: {len} bytes exceeds the {STATE_BYTES_MAX}-byte limit",
-            path.display()
-        )));
+        return Err(HvError::Io(format!("{}: {len} bytes exceeds the {STATE_BYTES_MAX}-byte limit", path.display())));
     }
     let bytes = std::fs::read(path).map_err(io)?;
     let state: PersistedState = serde_json::from_slice(&bytes)
@@ -162,10 +145,7 @@ fn read_state(path: &Path) -> Result<(Server, BTreeSet<String>), HvError> {
             state.version
         )));
     }
-    state
-        .server
-        .validate()
-        .map_err(|e| HvError::Io(format!("{}: {}", path.display(), e.join("; "))))?;
+    state.server.validate().map_err(|e| HvError::Io(format!("{}: {}", path.display(), e.join("; "))))?;
     Ok((state.server, state.incoming))
 }
 
@@ -191,9 +171,7 @@ fn not_found(name: &str) -> HvError {
 
 /// A stable per-name phase so that domains do not all peak at once.
 fn phase_of(name: &str) -> f64 {
-    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     (h % 1000) as f64 / 1000.0
 }
 
@@ -208,20 +186,14 @@ impl Hypervisor for SimHypervisor {
     }
 
     async fn bind(&self, domain: Domain, binding: &Binding) -> Result<(), HvError> {
-        self.mutate(|i| {
-            i.server
-                .bind_domain(domain, binding)
-                .map_err(|e| HvError::Invalid(e.to_string()))
-        })
+        self.mutate(|i| i.server.bind_domain(domain, binding).map_err(|e| HvError::Invalid(e.to_string())))
     }
 
     async fn unbind(&self, name: &str) -> Result<(), HvError> {
         self.mutate(|i| {
             let d = i.server.domain(name).ok_or_else(|| not_found(name))?;
             if d.state == DomainState::Active {
-                return Err(HvError::Busy(format!(
-                    "LDom {name} must be stopped before it can be unbound"
-                )));
+                return Err(HvError::Busy(format!("LDom {name} must be stopped before it can be unbound")));
             }
             if i.outgoing.contains_key(name) {
                 return Err(HvError::Busy(format!("LDom {name} is being migrated")));
@@ -258,9 +230,7 @@ impl Hypervisor for SimHypervisor {
         self.mutate(|i| {
             let mut domain = incoming.domain;
             domain.state = DomainState::Bound;
-            i.server
-                .bind_domain(domain, &incoming.binding)
-                .map_err(|e| HvError::Invalid(e.to_string()))?;
+            i.server.bind_domain(domain, &incoming.binding).map_err(|e| HvError::Invalid(e.to_string()))?;
             i.incoming.insert(incoming.binding.domain.clone());
             Ok(())
         })
@@ -289,20 +259,14 @@ impl Hypervisor for SimHypervisor {
             let mut i = self.lock();
             let d = i.server.domain(&req.domain).ok_or_else(|| not_found(&req.domain))?;
             if d.kind != DomainKind::Guest {
-                return Err(HvError::Invalid(format!(
-                    "LM-01 {} is a {}; only guest domains migrate",
-                    d.name, d.kind
-                )));
+                return Err(HvError::Invalid(format!("LM-01 {} is a {}; only guest domains migrate", d.name, d.kind)));
             }
             if i.incoming.contains(&req.domain) {
                 return Err(HvError::Busy(format!("{} is still migrating in", req.domain)));
             }
             let dirty = d.workload.dirty_mib_per_s;
             if i.outgoing.contains_key(&req.domain) {
-                return Err(HvError::Busy(format!(
-                    "a migration of {} is already running",
-                    req.domain
-                )));
+                return Err(HvError::Busy(format!("a migration of {} is already running", req.domain)));
             }
             let memory: u64 = i.server.memory_of(&req.domain).iter().map(|r| r.size).sum();
             let cores = i.server.cpu_of(CONTROL_DOMAIN).cids.len() as u32;
@@ -313,9 +277,7 @@ impl Hypervisor for SimHypervisor {
         let scale = u64::from(self.time_scale);
         let mut last_pct = None;
         loop {
-            let sim_ms = u64::try_from(start.elapsed().as_millis())
-                .unwrap_or(u64::MAX)
-                .saturating_mul(scale);
+            let sim_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_mul(scale);
             let suspended = sim_ms >= plan.suspend_at_ms();
             {
                 let mut i = self.lock();
@@ -340,20 +302,14 @@ impl Hypervisor for SimHypervisor {
         }
         let result = self.mutate(|i| {
             i.outgoing.remove(&req.domain);
-            i.server
-                .unbind_domain(&req.domain)
-                .ok_or_else(|| not_found(&req.domain))?;
+            i.server.unbind_domain(&req.domain).ok_or_else(|| not_found(&req.domain))?;
             Ok(())
         });
         if result.is_err() {
             self.lock().outgoing.remove(&req.domain);
         }
         result?;
-        let _ = progress.try_send(Progress {
-            pct: 100,
-            round: plan.rounds.len() as u32,
-            suspended: true,
-        });
+        let _ = progress.try_send(Progress { pct: 100, round: plan.rounds.len() as u32, suspended: true });
         Ok(MigrationOutcome {
             total_ms: plan.total_ms,
             downtime_ms: plan.downtime_ms,
@@ -364,14 +320,10 @@ impl Hypervisor for SimHypervisor {
 
     async fn cancel_migration(&self, name: &str) -> Result<(), HvError> {
         let mut i = self.lock();
-        let flight = i
-            .outgoing
-            .get_mut(name)
-            .ok_or_else(|| HvError::Invalid(format!("no migration of {name} is running")))?;
+        let flight =
+            i.outgoing.get_mut(name).ok_or_else(|| HvError::Invalid(format!("no migration of {name} is running")))?;
         if flight.suspended {
-            return Err(HvError::Busy(format!(
-                "{name} is suspended for the final copy; too late to cancel"
-            )));
+            return Err(HvError::Busy(format!("{name} is suspended for the final copy; too late to cancel")));
         }
         flight.cancel = true;
         Ok(())

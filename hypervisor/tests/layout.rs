@@ -6,9 +6,7 @@ use tern_model::units::{GIB, MIB};
 use tern_model::{Range, Reserved};
 
 fn deploy(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/layouts")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/layouts").join(name)
 }
 
 #[test]
@@ -32,10 +30,7 @@ fn m10_1_1_reproduces_the_seed() {
     assert_eq!(ldom1.cids.len(), 4);
     let blocks: Vec<u64> = s.memory_of("ldom1").iter().map(|r| r.size).collect();
     assert_eq!(blocks, vec![248 * MIB, 16136 * MIB]);
-    assert_eq!(
-        s.free_ranges(&Reserved::default()),
-        vec![Range::new(0x7e06_6080_0000, 39416 * MIB)]
-    );
+    assert_eq!(s.free_ranges(&Reserved::default()), vec![Range::new(0x7e06_6080_0000, 39416 * MIB)]);
     assert_eq!(s.domain("ldom1").unwrap().console.as_ref().unwrap().port, 5001);
 }
 
@@ -44,10 +39,7 @@ fn fragmented_target_has_twenty_gigabytes_in_two_ranges() {
     // Goal: the seed's LM-09 counter-example: 20 GB free as 10 GB + 10 GB.
     let s = load_layout(&deploy("m10-1-fragmented.toml")).unwrap();
     let free = s.free_ranges(&Reserved::default());
-    assert_eq!(
-        free.iter().map(|r| r.size).collect::<Vec<_>>(),
-        vec![10 * GIB, 10 * GIB]
-    );
+    assert_eq!(free.iter().map(|r| r.size).collect::<Vec<_>>(), vec![10 * GIB, 10 * GIB]);
 }
 
 const GOOD: &str = r#"

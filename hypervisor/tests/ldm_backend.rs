@@ -50,11 +50,7 @@ impl FakeLdm {
 
     /// The commands fake-ldm was given, without its `#` notes.
     fn commands(&self) -> Vec<String> {
-        self.log()
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(str::to_string)
-            .collect()
+        self.log().lines().filter(|l| !l.starts_with('#')).map(str::to_string).collect()
     }
 
     fn options(&self) -> LdmOptions {
@@ -62,10 +58,7 @@ impl FakeLdm {
             "m10-1-1",
             ServerFacts {
                 model: "SPARC M10-1".into(),
-                cpu: CpuType {
-                    family: CpuFamily::Sparc64XPlus,
-                    frequency_mhz: 3200,
-                },
+                cpu: CpuType { family: CpuFamily::Sparc64XPlus, frequency_mhz: 3200 },
                 firmware: Firmware("XCP2210".into()),
                 os: OsVersion::parse("Solaris 11.1.17.5.0").unwrap(),
             },
@@ -74,10 +67,7 @@ impl FakeLdm {
         o.password_dir = self.dir.path().to_path_buf();
         o.command_deadline = Duration::from_secs(10);
         o.progress_interval = Duration::from_millis(40);
-        o.shared_storage = SharedStorage {
-            all: false,
-            device_prefixes: vec![SHARED_PREFIX.into()],
-        };
+        o.shared_storage = SharedStorage { all: false, device_prefixes: vec![SHARED_PREFIX.into()] };
         o
     }
 
@@ -124,23 +114,12 @@ async fn inventory_reads_the_seed_server_through_ldm() {
     assert!(s.cpu_of("ldom1").whole_cores);
     assert_eq!(s.domain("ldom1").unwrap().kind, DomainKind::Guest);
     assert_eq!(s.domain("primary").unwrap().kind, DomainKind::Control);
-    assert_eq!(
-        s.free_ranges(&Reserved::default()),
-        [Range::new(0x7e06_6080_0000, 39416 * MIB)]
-    );
+    assert_eq!(s.free_ranges(&Reserved::default()), [Range::new(0x7e06_6080_0000, 39416 * MIB)]);
     assert_eq!(s.domain("ldom1").unwrap().console.as_ref().unwrap().port, 5001);
     assert!(s.services.vds[0].volumes.iter().all(|v| v.shared));
     let mut cmds = fake.commands();
     cmds.sort();
-    assert_eq!(
-        cmds,
-        [
-            "list-bindings -p",
-            "list-devices -a -p",
-            "list-domain -l -p",
-            "list-services -p"
-        ]
-    );
+    assert_eq!(cmds, ["list-bindings -p", "list-devices -a -p", "list-domain -l -p", "list-services -p"]);
 }
 
 #[tokio::test]
@@ -182,19 +161,10 @@ async fn cancel_stops_a_running_migration() {
         let hv = hv.clone();
         tokio::spawn(async move { hv.migrate_out(ldom1_to("m10-1-2", None), tx).await })
     };
-    wait_for(Duration::from_secs(10), "migrate-domain to start", || {
-        fake.log().contains("migrate-domain -p")
-    })
-    .await;
+    wait_for(Duration::from_secs(10), "migrate-domain to start", || fake.log().contains("migrate-domain -p")).await;
     hv.cancel_migration("ldom1").await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(result, Err(HvError::Cancelled(ref d)) if d == "ldom1"),
-        "{result:?}"
-    );
+    let result = tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap();
+    assert!(matches!(result, Err(HvError::Cancelled(ref d)) if d == "ldom1"), "{result:?}");
     assert!(fake.commands().iter().any(|c| c == "cancel-operation migration ldom1"));
     assert!(fake.password_files().is_empty());
     assert!(matches!(hv.cancel_migration("ldom1").await, Err(HvError::Invalid(_))));
@@ -260,10 +230,8 @@ async fn a_hung_ldm_is_killed_at_its_deadline() {
     let lines: Vec<&str> = log.lines().collect();
     let i = lines.iter().position(|l| *l == "list-devices -a -p").unwrap();
     let pid = lines[i + 1].strip_prefix("#pid ").unwrap();
-    wait_for(Duration::from_secs(5), "the hung fake-ldm to be gone", || {
-        !Path::new(&format!("/proc/{pid}")).exists()
-    })
-    .await;
+    wait_for(Duration::from_secs(5), "the hung fake-ldm to be gone", || !Path::new(&format!("/proc/{pid}")).exists())
+        .await;
 }
 
 #[tokio::test]
@@ -285,10 +253,7 @@ async fn migration_without_a_password_is_refused_before_ldm_runs() {
     let hv = fake.hypervisor();
     let (tx, _rx) = mpsc::channel(8);
     let err = hv.migrate_out(ldom1_to("m10-1-2", None), tx).await.unwrap_err();
-    assert!(
-        matches!(err, HvError::Invalid(ref m) if m.starts_with("OP-03")),
-        "{err:?}"
-    );
+    assert!(matches!(err, HvError::Invalid(ref m) if m.starts_with("OP-03")), "{err:?}");
     assert!(fake.commands().is_empty());
 }
 
@@ -327,11 +292,7 @@ async fn bind_creates_the_domain_on_named_resources_and_cleans_up_on_failure() {
         console_port: Some(5002),
     };
     hv.bind(domain.clone(), &binding).await.unwrap();
-    let cmds: Vec<String> = fake
-        .commands()
-        .into_iter()
-        .filter(|c| !c.starts_with("list-"))
-        .collect();
+    let cmds: Vec<String> = fake.commands().into_iter().filter(|c| !c.starts_with("list-")).collect();
     assert_eq!(
         cmds,
         [
@@ -346,10 +307,7 @@ async fn bind_creates_the_domain_on_named_resources_and_cleans_up_on_failure() {
             "bind-domain ldom7",
         ]
     );
-    fake.set(
-        "add-memory.fail",
-        "exit=1\nUnable to bind 248M memory region at real address 0x10000000\n",
-    );
+    fake.set("add-memory.fail", "exit=1\nUnable to bind 248M memory region at real address 0x10000000\n");
     let err = hv.bind(domain, &binding).await.unwrap_err();
     assert!(err.to_string().starts_with("LM-09"), "{err}");
     assert_eq!(fake.commands().last().map(String::as_str), Some("remove-domain ldom7"));

@@ -10,9 +10,7 @@ use tern_model::Rule;
 use tern_model::units::{GIB, MIB};
 
 fn fixture(rel: &str) -> String {
-    let p: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/ldm")
-        .join(rel);
+    let p: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ldm").join(rel);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -30,18 +28,12 @@ fn oracle_long_listing_reads_domains_vcpus_memory_and_io() {
     assert_eq!((p.ncpu, p.mem), (Some(4), Some(GIB)));
     assert_eq!(p.vcpus.iter().map(|v| v.pid).collect::<Vec<_>>(), [0, 1, 2, 3]);
     assert_eq!(p.io.len(), 2);
-    assert_eq!(
-        (p.io[0].dev.as_str(), p.io[0].alias.as_deref()),
-        ("pci@780", Some("bus_a"))
-    );
+    assert_eq!((p.io[0].dev.as_str(), p.io[0].alias.as_deref()), ("pci@780", Some("bus_a")));
     let ldg2 = &l.domains[2];
     assert_eq!(ldg2.vcpus.iter().map(|v| v.pid).collect::<Vec<_>>(), [6, 7, 8]);
     assert_eq!(ldg2.vcpus[1].util, Some(34.0));
     assert_eq!(ldg2.memory.len(), 1);
-    assert_eq!(
-        (ldg2.memory[0].ra, ldg2.memory[0].pa, ldg2.memory[0].size),
-        (Some(0x800_0000), 0x7800_0000, GIB)
-    );
+    assert_eq!((ldg2.memory[0].ra, ldg2.memory[0].pa, ldg2.memory[0].size), (Some(0x800_0000), 0x7800_0000, GIB));
     assert_eq!(l.domains[1].cons.as_deref(), Some("5000"));
     assert_eq!(l.domains[1].util, Some(29.0));
 }
@@ -113,19 +105,13 @@ fn seed_service_listing_reads_vds_volumes_vsw_and_vcc() {
     // Goal: list-services -p: three volumes with their devices, the switch's NIC, the console range.
     let s = parse_service_listing(&fixture("seed/list-services-p.txt")).unwrap();
     assert_eq!(s.vcc.len(), 1);
-    assert_eq!(
-        (s.vcc[0].name.as_str(), s.vcc[0].port_min, s.vcc[0].port_max),
-        ("primary-vcc0", 5000, 6000)
-    );
+    assert_eq!((s.vcc[0].name.as_str(), s.vcc[0].port_min, s.vcc[0].port_max), ("primary-vcc0", 5000, 6000));
     assert_eq!(s.vcc[0].domain.as_deref(), Some("primary"));
     assert_eq!(s.vsw[0].net_dev.as_deref(), Some("net1"));
     assert_eq!(s.vds[0].name, "primary-vds0");
     let vols: Vec<&str> = s.vds[0].volumes.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(vols, ["vol0", "vol1", "vol2"]);
-    assert_eq!(
-        s.vds[0].volumes[1].device,
-        "/dev/dsk/c0t600000E00D28000000280CC600030000d0s2"
-    );
+    assert_eq!(s.vds[0].volumes[1].device, "/dev/dsk/c0t600000E00D28000000280CC600030000d0s2");
     assert_eq!(s.vds[0].volumes[1].mpgroup, None);
 }
 
@@ -133,9 +119,7 @@ fn seed_service_listing_reads_vds_volumes_vsw_and_vcc() {
 fn seed_long_listing_reads_control_core_vdisk_vnet_and_vcons() {
     // Goal: the 3.x records of list-domain -l -p; UUID/MAC/HOSTID/VARIABLES/DEPENDENCY are skipped.
     let l = parse_domain_listing(&fixture("seed/list-domain-l-p.txt")).unwrap();
-    let [primary, ldom1] = l.domains.as_slice() else {
-        panic!("two domains")
-    };
+    let [primary, ldom1] = l.domains.as_slice() else { panic!("two domains") };
     assert_eq!(primary.cpu_arch.as_deref(), Some("native"));
     assert_eq!(primary.cores.iter().map(|c| c.cid).collect::<Vec<_>>(), [0, 1, 2, 3]);
     assert_eq!(primary.console.as_ref().unwrap().kind.as_deref(), Some("UART"));
@@ -146,22 +130,12 @@ fn seed_long_listing_reads_control_core_vdisk_vnet_and_vcons() {
     assert_eq!(blocks, [248 * MIB, 16136 * MIB]);
     assert_eq!(ldom1.vdisks.len(), 2);
     assert_eq!(
-        (
-            ldom1.vdisks[1].name.as_str(),
-            ldom1.vdisks[1].volume.as_str(),
-            ldom1.vdisks[1].service.as_str()
-        ),
+        (ldom1.vdisks[1].name.as_str(), ldom1.vdisks[1].volume.as_str(), ldom1.vdisks[1].service.as_str()),
         ("vdisk1", "vol1", "primary-vds0")
     );
-    assert_eq!(
-        (ldom1.vnets[0].name.as_str(), ldom1.vnets[0].service.as_str()),
-        ("vnet0", "primary-vsw0")
-    );
+    assert_eq!((ldom1.vnets[0].name.as_str(), ldom1.vnets[0].service.as_str()), ("vnet0", "primary-vsw0"));
     let c = ldom1.console.as_ref().unwrap();
-    assert_eq!(
-        (c.service.as_deref(), c.port, c.logging),
-        (Some("primary-vcc0"), Some(5001), Some(true))
-    );
+    assert_eq!((c.service.as_deref(), c.port, c.logging), (Some("primary-vcc0"), Some(5001), Some(true)));
 }
 
 #[test]
@@ -197,11 +171,7 @@ fn documented_migration_failures_map_to_lm_09() {
     let f = classify("", &fixture("oracle/migrate-unable-to-bind.stderr.txt"));
     assert_eq!(f.rule, Some(Rule::Lm(9)));
     assert!(!f.dry_run);
-    assert!(
-        f.message.starts_with("Unable to bind 2G memory region"),
-        "{}",
-        f.message
-    );
+    assert!(f.message.starts_with("Unable to bind 2G memory region"), "{}", f.message);
     let f = classify("", &fixture("oracle/migrate-n-congruency.stderr.txt"));
     assert_eq!(f.rule, Some(Rule::Lm(9)));
     assert!(f.dry_run);
@@ -214,10 +184,7 @@ fn sizes_with_units_and_cpusets_in_parentheses_are_read() {
     // Goal: releases that print `size=8G` or `cpuset=(0, 1)` parse like those printing bytes and 0,1.
     let d = parse_device_listing("CORE\n|cid=3|free=0|cpuset=(6, 7)\nMEMORY\n|pa=4096|size=8G|bound=\n").unwrap();
     assert_eq!(d.cores[0].cpuset, [6, 7]);
-    assert_eq!(
-        (d.memory[0].pa, d.memory[0].size, d.memory[0].bound.clone()),
-        (4096, 8 * GIB, None)
-    );
+    assert_eq!((d.memory[0].pa, d.memory[0].size, d.memory[0].bound.clone()), (4096, 8 * GIB, None));
 }
 
 #[test]

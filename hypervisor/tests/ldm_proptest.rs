@@ -13,10 +13,7 @@ fn fixtures() -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ldm");
     let mut out = Vec::new();
     for dir in ["oracle", "public", "seed"] {
-        let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
+        let mut files: Vec<_> = std::fs::read_dir(root.join(dir)).unwrap().map(|e| e.unwrap().path()).collect();
         files.sort();
         out.extend(files.iter().map(|f| std::fs::read_to_string(f).unwrap()));
     }
@@ -64,10 +61,7 @@ fn run_all(text: &str) {
     let _ = classify(text, text);
     let facts = ServerFacts {
         model: "SPARC M10-1".into(),
-        cpu: CpuType {
-            family: CpuFamily::Sparc64XPlus,
-            frequency_mhz: 3200,
-        },
+        cpu: CpuType { family: CpuFamily::Sparc64XPlus, frequency_mhz: 3200 },
         firmware: Firmware("XCP2210".into()),
         os: OsVersion::parse("11.4").unwrap(),
     };

@@ -8,9 +8,7 @@ use tern_model::{MigrationQuery, Reserved, preflight};
 use tokio::sync::mpsc;
 
 fn layout(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/layouts")
-        .join(format!("{name}.toml"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/layouts").join(format!("{name}.toml"))
 }
 
 fn open(name: &str, state: Option<PathBuf>) -> SimHypervisor {
@@ -32,12 +30,7 @@ async fn plan_ldom1(src: &SimHypervisor, dst: &SimHypervisor) -> MigrateOut {
         new_name: None,
         target_reserved: &Reserved::default(),
     });
-    MigrateOut {
-        domain: "ldom1".into(),
-        target: t.name.clone(),
-        new_name: None,
-        binding: report.binding.unwrap(),
-    }
+    MigrateOut { domain: "ldom1".into(), target: t.name.clone(), new_name: None, binding: report.binding.unwrap() }
 }
 
 #[tokio::test(start_paused = true)]
@@ -90,13 +83,7 @@ async fn receive_then_rollback_frees_the_reserved_resources() {
     let before = dst.inventory().await.unwrap();
     let req = plan_ldom1(&src, &dst).await;
     let domain = src.inventory().await.unwrap().domain("ldom1").unwrap().clone();
-    dst.receive(Incoming {
-        domain,
-        binding: req.binding.clone(),
-        source: "m10-1-1".into(),
-    })
-    .await
-    .unwrap();
+    dst.receive(Incoming { domain, binding: req.binding.clone(), source: "m10-1-1".into() }).await.unwrap();
     let during = dst.inventory().await.unwrap();
     assert_eq!(during.cpu_of("ldom1").strands, req.binding.strands);
     dst.finish_receive("ldom1", false).await.unwrap();

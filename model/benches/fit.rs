@@ -85,20 +85,12 @@ fn guest_blocks(rng: &mut XorShift, free: &[Range], count: usize) -> Vec<u64> {
         let pieces = (1 + rng.below(3)).min(used).min((count - blocks.len()) as u64);
         let mut left = used;
         for p in 0..pieces {
-            let take = if p + 1 == pieces {
-                left
-            } else {
-                1 + rng.below(left - (pieces - p - 1))
-            };
+            let take = if p + 1 == pieces { left } else { 1 + rng.below(left - (pieces - p - 1)) };
             blocks.push(take * ALIGN);
             left -= take;
         }
     }
-    assert_eq!(
-        blocks.len(),
-        count,
-        "the server has too few free ranges for {count} blocks"
-    );
+    assert_eq!(blocks.len(), count, "the server has too few free ranges for {count} blocks");
     rng.shuffle(&mut blocks);
     blocks
 }

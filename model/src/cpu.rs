@@ -54,11 +54,7 @@ impl CpuFamily {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(f, _)| *f == self)
-            .map(|(_, n)| *n)
-            .unwrap_or("SPARC")
+        Self::NAMES.iter().find(|(f, _)| *f == self).map(|(_, n)| *n).unwrap_or("SPARC")
     }
 
     /// Fujitsu's SPARC64 X line (SPARC M10 and M12 servers).
@@ -84,14 +80,10 @@ impl FromStr for CpuFamily {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let norm = |x: &str| x.to_ascii_uppercase().replace([' ', '-', '_'], "");
         let want = norm(s);
-        Self::NAMES
-            .iter()
-            .find(|(_, n)| norm(n) == want)
-            .map(|(f, _)| *f)
-            .ok_or_else(|| {
-                let known: Vec<&str> = Self::NAMES.iter().map(|(_, n)| *n).collect();
-                format!("unknown CPU {s:?}; known: {}", known.join(", "))
-            })
+        Self::NAMES.iter().find(|(_, n)| norm(n) == want).map(|(f, _)| *f).ok_or_else(|| {
+            let known: Vec<&str> = Self::NAMES.iter().map(|(_, n)| *n).collect();
+            format!("unknown CPU {s:?}; known: {}", known.join(", "))
+        })
     }
 }
 
@@ -164,9 +156,9 @@ impl FromStr for CpuArch {
             "sparc64-class1" => Ok(Self::Sparc64Class1),
             "generic" => Ok(Self::Generic),
             "migration-class1" => Ok(Self::MigrationClass1),
-            other => Err(format!(
-                "unknown cpu-arch {other:?}; expected native, sparc64-class1, generic or migration-class1"
-            )),
+            other => {
+                Err(format!("unknown cpu-arch {other:?}; expected native, sparc64-class1, generic or migration-class1"))
+            }
         }
     }
 }
@@ -178,10 +170,7 @@ mod tests {
     use CpuFamily::*;
 
     fn t(family: CpuFamily, mhz: u32) -> CpuType {
-        CpuType {
-            family,
-            frequency_mhz: mhz,
-        }
+        CpuType { family, frequency_mhz: mhz }
     }
 
     #[test]

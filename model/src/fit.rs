@@ -85,11 +85,7 @@ pub fn fit_memory(blocks: &[u64], free: &[Range]) -> Result<MemoryFit, FitError>
     let bins: Vec<Range> = free.iter().filter_map(usable).collect();
     let largest_free_before = free.iter().map(|r| r.size).max().unwrap_or(0);
     if blocks.is_empty() {
-        return Ok(MemoryFit {
-            ranges: vec![],
-            largest_free_before,
-            largest_free_after: largest_free_before,
-        });
+        return Ok(MemoryFit { ranges: vec![], largest_free_before, largest_free_after: largest_free_before });
     }
     let mut nodes = 0u64;
     // First choice: a fit that leaves the largest range whole.
@@ -107,11 +103,7 @@ pub fn fit_memory(blocks: &[u64], free: &[Range]) -> Result<MemoryFit, FitError>
     let ranges = result?;
     let after = crate::server::subtract_ranges(free, &ranges);
     let largest_free_after = after.iter().map(|r| r.size).max().unwrap_or(0);
-    Ok(MemoryFit {
-        ranges,
-        largest_free_before,
-        largest_free_after,
-    })
+    Ok(MemoryFit { ranges, largest_free_before, largest_free_after })
 }
 
 /// The exact search over `bins` (a `None` bin is excluded).
@@ -190,11 +182,7 @@ impl Search<'_> {
         // Space that can still take a block: ranges at least as big as the smallest
         // block left (items are sorted, so the last one is the smallest).
         let smallest = *self.items.last().unwrap_or(&0);
-        let usable: u64 = self
-            .caps
-            .iter()
-            .filter(|&&c| c >= smallest)
-            .fold(0u64, |a, &c| a.saturating_add(c));
+        let usable: u64 = self.caps.iter().filter(|&&c| c >= smallest).fold(0u64, |a, &c| a.saturating_add(c));
         if usable < self.suffix[k] {
             self.failed.insert((k, self.hash));
             return Ok(false);
@@ -231,10 +219,7 @@ mod tests {
     #[test]
     fn refuses_guest_whose_block_needs_contiguous_16g() {
         // Goal: the seed's LM-09 example: 16G does not go into 10G + 10G.
-        let free = [
-            Range::new(0x7e00_8000_0000, 10 * GIB),
-            Range::new(0x7e08_2000_0000 + 25088 * MIB, 10 * GIB),
-        ];
+        let free = [Range::new(0x7e00_8000_0000, 10 * GIB), Range::new(0x7e08_2000_0000 + 25088 * MIB, 10 * GIB)];
         assert_eq!(fit_memory(&[16 * GIB], &free), Err(FitError::NoFit));
     }
 

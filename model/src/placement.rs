@@ -27,13 +27,7 @@ impl fmt::Display for Binding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cids: Vec<String> = self.cids.iter().map(u32::to_string).collect();
         let mem: Vec<String> = self.memory.iter().map(Range::to_string).collect();
-        write!(
-            f,
-            "{}: cids [{}] memory [{}]",
-            self.domain,
-            cids.join(","),
-            mem.join(", ")
-        )?;
+        write!(f, "{}: cids [{}] memory [{}]", self.domain, cids.join(","), mem.join(", "))?;
         if let Some(p) = self.console_port {
             write!(f, " console {p}")?;
         }
@@ -75,18 +69,12 @@ pub fn choose_cpus(
         // different number of threads per core the core count changes, not the threads.
         let per_core = target.threads_per_core.max(1) as usize;
         if !need.strands.len().is_multiple_of(per_core) {
-            return Err(CpuShortfall::NotWholeCores {
-                threads: need.strands.len(),
-                per_core,
-            });
+            return Err(CpuShortfall::NotWholeCores { threads: need.strands.len(), per_core });
         }
         let free = target.free_cores(reserved);
         let want = need.strands.len() / per_core;
         if free.len() < want {
-            return Err(CpuShortfall::WholeCores {
-                need: want,
-                free: free.len(),
-            });
+            return Err(CpuShortfall::WholeCores { need: want, free: free.len() });
         }
         let chosen = &free[..want];
         let cids = chosen.iter().map(|c| c.cid).collect();
@@ -105,10 +93,7 @@ pub fn choose_cpus(
         }
     }
     if candidates.len() < want {
-        return Err(CpuShortfall::Strands {
-            need: want,
-            free: candidates.len(),
-        });
+        return Err(CpuShortfall::Strands { need: want, free: candidates.len() });
     }
     candidates.sort_unstable();
     let chosen = &candidates[..want];

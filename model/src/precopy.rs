@@ -76,10 +76,8 @@ pub fn precopy_plan(
     source_control_cores: u32,
     p: &PrecopyParams,
 ) -> PrecopyPlan {
-    let bw_mib = (p
-        .bandwidth_per_core_mib_per_s
-        .saturating_mul(u64::from(source_control_cores.max(1))))
-    .clamp(1, p.bandwidth_max_mib_per_s.max(1));
+    let bw_mib = (p.bandwidth_per_core_mib_per_s.saturating_mul(u64::from(source_control_cores.max(1))))
+        .clamp(1, p.bandwidth_max_mib_per_s.max(1));
     let bw = bw_mib * MIB;
     let dirty_rate = dirty_mib_per_s.saturating_mul(MIB);
     let threshold = p.stop_threshold_mib.saturating_mul(MIB);

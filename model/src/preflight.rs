@@ -155,11 +155,7 @@ impl Report {
 pub fn preflight(q: &MigrationQuery<'_>) -> Report {
     let mut r = Report::default();
     let Some(guest) = q.source.domain(q.domain) else {
-        r.error(
-            Rule::Op(1),
-            Code::DomainNotFound,
-            format!("LDom \"{}\" was not found on {}", q.domain, q.source.name),
-        );
+        r.error(Rule::Op(1), Code::DomainNotFound, format!("LDom \"{}\" was not found on {}", q.domain, q.source.name));
         return r;
     };
     let cpu = q.source.cpu_of(&guest.name);
@@ -179,10 +175,7 @@ pub fn preflight(q: &MigrationQuery<'_>) -> Report {
         r.warn(
             Rule::Lm(16),
             Code::LicenceNote,
-            format!(
-                "middleware licences of {} may need extending to {}",
-                guest.name, q.target.name
-            ),
+            format!("middleware licences of {} may need extending to {}", guest.name, q.target.name),
         );
     }
     if r.ok()
@@ -205,10 +198,7 @@ fn check_names(q: &MigrationQuery<'_>, guest: &Domain, r: &mut Report) {
         r.error(
             Rule::Op(1),
             Code::SameServer,
-            format!(
-                "{} is already on {}; the target must be another server",
-                guest.name, q.target.name
-            ),
+            format!("{} is already on {}; the target must be another server", guest.name, q.target.name),
         );
     }
     let name = q.new_name.unwrap_or(&guest.name);
@@ -238,11 +228,8 @@ fn check_kind(guest: &Domain, r: &mut Report) {
 /// LM-03 (backends shared and visible) and LM-04 (same VDS, volume, device).
 fn check_storage(q: &MigrationQuery<'_>, guest: &Domain, r: &mut Report) {
     for disk in &guest.vdisks {
-        let src_vol = q
-            .source
-            .services
-            .vds(&disk.service)
-            .and_then(|v| v.volumes.iter().find(|vol| vol.name == disk.volume));
+        let src_vol =
+            q.source.services.vds(&disk.service).and_then(|v| v.volumes.iter().find(|vol| vol.name == disk.volume));
         let Some(src_vol) = src_vol else { continue }; // a layout error, caught by validate()
         if !src_vol.shared {
             r.error(
@@ -258,10 +245,7 @@ fn check_storage(q: &MigrationQuery<'_>, guest: &Domain, r: &mut Report) {
             r.error(
                 Rule::Lm(4),
                 Code::ServiceMissing,
-                format!(
-                    "{} has no VDS {} (needed by {}'s {})",
-                    q.target.name, disk.service, guest.name, disk.name
-                ),
+                format!("{} has no VDS {} (needed by {}'s {})", q.target.name, disk.service, guest.name, disk.name),
             );
             continue;
         };
@@ -302,10 +286,7 @@ fn check_network_and_console(q: &MigrationQuery<'_>, guest: &Domain, r: &mut Rep
             r.error(
                 Rule::Lm(4),
                 Code::ServiceMissing,
-                format!(
-                    "{} has no VSW {} (needed by {}'s {})",
-                    q.target.name, net.service, guest.name, net.name
-                ),
+                format!("{} has no VSW {} (needed by {}'s {})", q.target.name, net.service, guest.name, net.name),
             );
         }
     }
@@ -315,10 +296,7 @@ fn check_network_and_console(q: &MigrationQuery<'_>, guest: &Domain, r: &mut Rep
         r.error(
             Rule::Lm(4),
             Code::ServiceMissing,
-            format!(
-                "{} has no VCC {} (needed by {}'s console)",
-                q.target.name, c.service, guest.name
-            ),
+            format!("{} has no VCC {} (needed by {}'s console)", q.target.name, c.service, guest.name),
         );
     }
 }
@@ -329,11 +307,7 @@ fn check_threads(q: &MigrationQuery<'_>, guest: &Domain, cpu: &CpuHolding, r: &m
         r.error(
             Rule::Lm(5),
             Code::TooFewThreads,
-            format!(
-                "{} has {} CPU thread(s); a migrating guest needs at least 2",
-                guest.name,
-                cpu.strands.len()
-            ),
+            format!("{} has {} CPU thread(s); a migrating guest needs at least 2", guest.name, cpu.strands.len()),
         );
     } else if q.source.cpu.family.is_sparc64() && !cpu.whole_cores {
         r.error(
@@ -365,10 +339,7 @@ fn check_free_cpus(
             r.error(
                 Rule::Lm(6),
                 Code::TooFewFreeCpus,
-                format!(
-                    "{} has {free} free CPU thread(s); {} needs {need}",
-                    q.target.name, guest.name
-                ),
+                format!("{} has {free} free CPU thread(s); {} needs {need}", q.target.name, guest.name),
             );
             None
         }
@@ -392,10 +363,7 @@ fn check_free_cpus(
             r.error(
                 Rule::Lm(6),
                 code,
-                format!(
-                    "{} has {free} free whole core(s); {} needs {need}",
-                    q.target.name, guest.name
-                ),
+                format!("{} has {free} free whole core(s); {} needs {need}", q.target.name, guest.name),
             );
             None
         }
@@ -433,13 +401,7 @@ fn check_memory(
         r.error(
             Rule::Lm(8),
             Code::TooLittleFreeMemory,
-            format!(
-                "{} has {} free memory; {} needs {}",
-                q.target.name,
-                Size(total_free),
-                guest.name,
-                Size(need)
-            ),
+            format!("{} has {} free memory; {} needs {}", q.target.name, Size(total_free), guest.name, Size(need)),
         );
     }
     match fit_memory(blocks, &free) {
@@ -531,11 +493,7 @@ fn check_os(q: &MigrationQuery<'_>, guest: &Domain, r: &mut Report) {
                     r.error(Rule::Lm(11), Code::OsUnsupported, format!("{who} runs {p}"));
                 }
             }
-            None => r.warn(
-                Rule::Lm(11),
-                Code::OsUnknown,
-                format!("{who}'s OS version is unknown; not checked"),
-            ),
+            None => r.warn(Rule::Lm(11), Code::OsUnknown, format!("{who}'s OS version is unknown; not checked")),
         }
     }
 }
@@ -549,10 +507,7 @@ fn check_console_port(q: &MigrationQuery<'_>, guest: &Domain, r: &mut Report) ->
         r.error(
             Rule::Lm(13),
             Code::NoConsolePort,
-            format!(
-                "{} has no free console port in {} {}-{}",
-                q.target.name, vcc.name, vcc.port_min, vcc.port_max
-            ),
+            format!("{} has no free console port in {} {}-{}", q.target.name, vcc.name, vcc.port_min, vcc.port_max),
         );
     }
     port

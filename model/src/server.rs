@@ -285,17 +285,10 @@ impl Server {
 
     /// The CPU bound to `domain`.
     pub fn cpu_of(&self, domain: &str) -> CpuHolding {
-        let mut h = CpuHolding {
-            whole_cores: true,
-            ..Default::default()
-        };
+        let mut h = CpuHolding { whole_cores: true, ..Default::default() };
         for core in &self.cores {
-            let mine: Vec<u32> = core
-                .strands
-                .iter()
-                .filter(|s| s.bound.as_deref() == Some(domain))
-                .map(|s| s.id)
-                .collect();
+            let mine: Vec<u32> =
+                core.strands.iter().filter(|s| s.bound.as_deref() == Some(domain)).map(|s| s.id).collect();
             if mine.is_empty() {
                 continue;
             }
@@ -352,12 +345,8 @@ impl Server {
     /// Free memory as maximal contiguous ranges (adjacent free blocks merged), minus
     /// anything reserved, in PA order.
     pub fn free_ranges(&self, reserved: &Reserved) -> Vec<Range> {
-        let mut blocks: Vec<Range> = self
-            .memory
-            .iter()
-            .filter(|b| b.bound.is_none() && b.size > 0)
-            .map(MemoryBlock::range)
-            .collect();
+        let mut blocks: Vec<Range> =
+            self.memory.iter().filter(|b| b.bound.is_none() && b.size > 0).map(MemoryBlock::range).collect();
         blocks.sort();
         let mut merged: Vec<Range> = Vec::with_capacity(blocks.len());
         for r in blocks {
@@ -371,11 +360,7 @@ impl Server {
 
     /// Console ports already taken on a VCC: by a domain's console or a reservation.
     pub fn used_console_ports(&self, reserved: &Reserved) -> BTreeSet<u16> {
-        let mut used: BTreeSet<u16> = self
-            .domains
-            .iter()
-            .filter_map(|d| d.console.as_ref().map(|c| c.port))
-            .collect();
+        let mut used: BTreeSet<u16> = self.domains.iter().filter_map(|d| d.console.as_ref().map(|c| c.port)).collect();
         used.extend(reserved.console_ports.iter().copied());
         used
     }
@@ -413,10 +398,7 @@ impl Server {
                         errs.push(format!("CPU {} is bound to unknown domain {d:?}", s.id));
                     }
                     if !c.activated {
-                        errs.push(format!(
-                            "CPU {} is bound to {d} but core {} is not activated",
-                            s.id, c.cid
-                        ));
+                        errs.push(format!("CPU {} is bound to {d} but core {} is not activated", s.id, c.cid));
                     }
                 }
             }
@@ -425,12 +407,7 @@ impl Server {
         sorted.sort_by_key(|b| b.pa);
         for w in sorted.windows(2) {
             if w[0].range().overlaps(&w[1].range()) {
-                errs.push(format!(
-                    "memory blocks at {:#x} ({}) and {:#x} overlap",
-                    w[0].pa,
-                    Size(w[0].size),
-                    w[1].pa
-                ));
+                errs.push(format!("memory blocks at {:#x} ({}) and {:#x} overlap", w[0].pa, Size(w[0].size), w[1].pa));
             }
         }
         for b in &self.memory {
@@ -438,10 +415,7 @@ impl Server {
                 errs.push(format!("memory block at {:#x} has size 0", b.pa));
             }
             if b.pa.checked_add(b.size).is_none() {
-                errs.push(format!(
-                    "memory block at {:#x} runs past the end of the address space",
-                    b.pa
-                ));
+                errs.push(format!("memory block at {:#x} runs past the end of the address space", b.pa));
             }
             if let Some(Owner::Domain(d)) = &b.bound
                 && !names.contains(d.as_str())
@@ -473,10 +447,7 @@ impl Server {
         }
         for v in &s.vcc {
             if v.port_min > v.port_max {
-                errs.push(format!(
-                    "VCC {} port range {}-{} runs backwards",
-                    v.name, v.port_min, v.port_max
-                ));
+                errs.push(format!("VCC {} port range {}-{} runs backwards", v.name, v.port_min, v.port_max));
             }
         }
         for v in &s.vds {
@@ -494,10 +465,9 @@ impl Server {
         for d in &self.domains {
             for disk in &d.vdisks {
                 match self.services.vds(&disk.service) {
-                    None => errs.push(format!(
-                        "domain {} vdisk {} uses unknown VDS {:?}",
-                        d.name, disk.name, disk.service
-                    )),
+                    None => {
+                        errs.push(format!("domain {} vdisk {} uses unknown VDS {:?}", d.name, disk.name, disk.service))
+                    }
                     Some(vds) if !vds.volumes.iter().any(|v| v.name == disk.volume) => errs.push(format!(
                         "domain {} vdisk {} uses unknown volume {}@{}",
                         d.name, disk.name, disk.volume, disk.service
@@ -507,10 +477,7 @@ impl Server {
             }
             for net in &d.vnets {
                 if self.services.vsw(&net.service).is_none() {
-                    errs.push(format!(
-                        "domain {} vnet {} uses unknown VSW {:?}",
-                        d.name, net.name, net.service
-                    ));
+                    errs.push(format!("domain {} vnet {} uses unknown VSW {:?}", d.name, net.name, net.service));
                 }
             }
             if let Some(c) = &d.console {
@@ -523,10 +490,7 @@ impl Server {
                     Some(_) => {}
                 }
                 if let Some(other) = ports.insert(c.port, &d.name) {
-                    errs.push(format!(
-                        "console port {} is used by both {other} and {}",
-                        c.port, d.name
-                    ));
+                    errs.push(format!("console port {} is used by both {other} and {}", c.port, d.name));
                 }
             }
             if d.workload.cpu_pct > 100 {
@@ -572,21 +536,15 @@ impl Server {
             return Err(BindError::NameTaken(domain.name));
         }
         for &id in &binding.strands {
-            let core = self
-                .cores
-                .iter()
-                .find(|c| c.strands.iter().any(|s| s.id == id))
-                .ok_or(BindError::UnknownStrand(id))?;
+            let core =
+                self.cores.iter().find(|c| c.strands.iter().any(|s| s.id == id)).ok_or(BindError::UnknownStrand(id))?;
             if !core.activated {
                 return Err(BindError::StrandNotActivated(id));
             }
             if let Some(s) = core.strands.iter().find(|s| s.id == id)
                 && let Some(d) = &s.bound
             {
-                return Err(BindError::StrandBound {
-                    strand: id,
-                    domain: d.clone(),
-                });
+                return Err(BindError::StrandBound { strand: id, domain: d.clone() });
             }
         }
         // Free memory is offered as maximal ranges (`free_ranges` merges adjacent free
@@ -600,23 +558,11 @@ impl Server {
             let block = memory.remove(i);
             let mut pieces = Vec::with_capacity(3);
             if r.pa > block.pa {
-                pieces.push(MemoryBlock {
-                    pa: block.pa,
-                    size: r.pa - block.pa,
-                    bound: None,
-                });
+                pieces.push(MemoryBlock { pa: block.pa, size: r.pa - block.pa, bound: None });
             }
-            pieces.push(MemoryBlock {
-                pa: r.pa,
-                size: r.size,
-                bound: Some(Owner::Domain(domain.name.clone())),
-            });
+            pieces.push(MemoryBlock { pa: r.pa, size: r.size, bound: Some(Owner::Domain(domain.name.clone())) });
             if block.end_pa() > r.end() {
-                pieces.push(MemoryBlock {
-                    pa: r.end(),
-                    size: block.end_pa() - r.end(),
-                    bound: None,
-                });
+                pieces.push(MemoryBlock { pa: r.end(), size: block.end_pa() - r.end(), bound: None });
             }
             memory.splice(i..i, pieces);
         }
@@ -707,9 +653,6 @@ mod tests {
         // Goal: a reserved range in the middle of a free range leaves the two sides free.
         let free = [Range::new(0, 100 * MIB)];
         let holes = [Range::new(10 * MIB, 20 * MIB), Range::new(90 * MIB, 20 * MIB)];
-        assert_eq!(
-            subtract_ranges(&free, &holes),
-            vec![Range::new(0, 10 * MIB), Range::new(30 * MIB, 60 * MIB)]
-        );
+        assert_eq!(subtract_ranges(&free, &holes), vec![Range::new(0, 10 * MIB), Range::new(30 * MIB, 60 * MIB)]);
     }
 }

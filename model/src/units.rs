@@ -96,9 +96,7 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     if digits.is_empty() {
         return Err(SizeError(format!("size {text:?} does not start with a number")));
     }
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| SizeError(format!("size {text:?} is too large")))?;
+    let n: u64 = digits.parse().map_err(|_| SizeError(format!("size {text:?} is too large")))?;
     let mult = match unit.trim() {
         "" => 1,
         "K" => KIB,
@@ -106,13 +104,10 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
         "G" => GIB,
         "T" => TIB,
         other => {
-            return Err(SizeError(format!(
-                "size {text:?} has unknown unit {other:?} (use K, M, G or T)"
-            )));
+            return Err(SizeError(format!("size {text:?} has unknown unit {other:?} (use K, M, G or T)")));
         }
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| SizeError(format!("size {text:?} is too large")))
+    n.checked_mul(mult).ok_or_else(|| SizeError(format!("size {text:?} is too large")))
 }
 
 /// Parses an id list such as `0-3,8,10-11` into ascending, de-duplicated ids.
@@ -124,12 +119,8 @@ pub fn parse_id_list(text: &str) -> Result<Vec<u32>, SizeError> {
             Some((a, b)) => (a.trim(), b.trim()),
             None => (part, part),
         };
-        let lo: u32 = lo
-            .parse()
-            .map_err(|_| SizeError(format!("{part:?} is not a number or range")))?;
-        let hi: u32 = hi
-            .parse()
-            .map_err(|_| SizeError(format!("{part:?} is not a number or range")))?;
+        let lo: u32 = lo.parse().map_err(|_| SizeError(format!("{part:?} is not a number or range")))?;
+        let hi: u32 = hi.parse().map_err(|_| SizeError(format!("{part:?} is not a number or range")))?;
         if hi < lo {
             return Err(SizeError(format!("range {part:?} runs backwards")));
         }

@@ -62,25 +62,14 @@ impl OsVersion {
     /// Parses `Solaris 11.1.17.5.0`, `11.4`, `Solaris 10 1/13 150817-02 ...`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
-        let body = t
-            .strip_prefix("Solaris")
-            .or_else(|| t.strip_prefix("solaris"))
-            .unwrap_or(t)
-            .trim();
+        let body = t.strip_prefix("Solaris").or_else(|| t.strip_prefix("solaris")).unwrap_or(t).trim();
         let mut words = body.split_whitespace();
         let first = words.next().ok_or_else(|| format!("OS version {text:?} is empty"))?;
         if first == "10" {
-            let update = words
-                .next()
-                .ok_or_else(|| format!("Solaris 10 version {text:?} lacks its update, e.g. 1/13"))?;
-            let patches = words
-                .filter(|w| *w != "patch" && *w != "patches")
-                .map(str::to_string)
-                .collect();
-            return Ok(Self::Solaris10 {
-                update: update.to_string(),
-                patches,
-            });
+            let update =
+                words.next().ok_or_else(|| format!("Solaris 10 version {text:?} lacks its update, e.g. 1/13"))?;
+            let patches = words.filter(|w| *w != "patch" && *w != "patches").map(str::to_string).collect();
+            return Ok(Self::Solaris10 { update: update.to_string(), patches });
         }
         let version: Result<Vec<u32>, _> = first.split('.').map(str::parse).collect();
         match version {
@@ -110,11 +99,7 @@ impl OsVersion {
                     p.split_once('-')
                         .is_some_and(|(a, b)| a.parse() == Ok(id) && b.parse::<u32>().is_ok_and(|r| r >= rev))
                 });
-                if has_patch {
-                    None
-                } else {
-                    Some(format!("{self} lacks patch {id}-{rev:02}"))
-                }
+                if has_patch { None } else { Some(format!("{self} lacks patch {id}-{rev:02}")) }
             }
         }
     }
@@ -177,22 +162,12 @@ mod tests {
     #[test]
     fn os_rule_follows_lm_11() {
         // Goal: Solaris 11.1 SRU 17.5 or later, or Solaris 10 1/13 with 150817-02.
-        let ok = [
-            "Solaris 11.1.17.5.0",
-            "11.2",
-            "Solaris 11.4.42.111.0",
-            "Solaris 10 1/13 150817-02",
-            "10 1/13 150817-03",
-        ];
+        let ok =
+            ["Solaris 11.1.17.5.0", "11.2", "Solaris 11.4.42.111.0", "Solaris 10 1/13 150817-02", "10 1/13 150817-03"];
         for v in ok {
             assert_eq!(OsVersion::parse(v).unwrap().migration_problem(), None, "{v}");
         }
-        let bad = [
-            "Solaris 11.1",
-            "11.1.16.0.0",
-            "Solaris 10 8/11 150817-02",
-            "Solaris 10 1/13 150817-01",
-        ];
+        let bad = ["Solaris 11.1", "11.1.16.0.0", "Solaris 10 8/11 150817-02", "Solaris 10 1/13 150817-01"];
         for v in bad {
             assert!(OsVersion::parse(v).unwrap().migration_problem().is_some(), "{v}");
         }

@@ -41,10 +41,7 @@ fn places_seed_guest_248m_and_16136m_into_55800m_free() {
     let report = check(&seed_source(), &seed_target(), "ldom1");
     assert!(report.ok(), "{:#?}", report.errors);
     let b = report.binding.unwrap();
-    assert_eq!(
-        b.memory.iter().map(|r| r.size).collect::<Vec<_>>(),
-        vec![248 * MIB, 16136 * MIB]
-    );
+    assert_eq!(b.memory.iter().map(|r| r.size).collect::<Vec<_>>(), vec![248 * MIB, 16136 * MIB]);
     let free = Range::new(AFTER_PRIMARY_PA, 55800 * MIB);
     let fit = fit_memory(&[248 * MIB, 16136 * MIB], &[free]).unwrap();
     assert_eq!(fit.ranges, b.memory);
@@ -57,12 +54,7 @@ fn refuses_guest_whose_block_needs_contiguous_16g() {
     // Goal: the seed's impossible migration: one 16G block into 20G free split as
     // 10G + 10G passes LM-08 but fails LM-09 with the exact message.
     let source = source_with_one_16g_block();
-    let target = target_with(&[
-        ("", 10 * GIB),
-        ("ldom2", 25088 * MIB),
-        ("", 10 * GIB),
-        ("ldom2", 10232 * MIB),
-    ]);
+    let target = target_with(&[("", 10 * GIB), ("ldom2", 25088 * MIB), ("", 10 * GIB), ("ldom2", 10232 * MIB)]);
     let report = check(&source, &target, "ldom1");
     assert_eq!(error_ids(&report), vec![(Rule::Lm(9), Code::MemoryBlockFit)]);
     assert_eq!(
@@ -104,9 +96,7 @@ fn counts_adjacent_free_blocks_as_one_range() {
     let binding = report.binding.unwrap();
     assert_eq!(binding.memory, vec![Range::new(AFTER_PRIMARY_PA, 16 * GIB)]);
     let guest = source.domain("ldom1").unwrap().clone();
-    target
-        .bind_domain(guest, &binding)
-        .expect("a range over two free rows binds");
+    target.bind_domain(guest, &binding).expect("a range over two free rows binds");
     assert_eq!(target.memory_of("ldom1"), binding.memory);
     assert_valid(&target);
 }
@@ -117,17 +107,9 @@ fn finds_a_fit_where_naive_first_fit_fails() {
     // 5+5 | 4+3+3. First fit in the guest's order puts 5, 4 in the first range, 3, 5 in
     // the second and has no room for the last 3G.
     let blocks = [5 * GIB, 4 * GIB, 3 * GIB, 5 * GIB, 3 * GIB];
-    assert!(
-        first_fit(&blocks, &[10 * GIB, 10 * GIB]).is_none(),
-        "the case must defeat first fit"
-    );
+    assert!(first_fit(&blocks, &[10 * GIB, 10 * GIB]).is_none(), "the case must defeat first fit");
     let source = source_with_blocks(&blocks);
-    let target = target_with(&[
-        ("", 10 * GIB),
-        ("ldom2", 4 * GIB),
-        ("", 10 * GIB),
-        ("ldom2", 31224 * MIB),
-    ]);
+    let target = target_with(&[("", 10 * GIB), ("ldom2", 4 * GIB), ("", 10 * GIB), ("ldom2", 31224 * MIB)]);
     let report = check(&source, &target, "ldom1");
     assert!(report.ok(), "{:#?}", report.errors);
     let memory = report.binding.unwrap().memory;
@@ -146,14 +128,8 @@ fn finds_a_fit_where_first_fit_decreasing_fails() {
     let caps = [4 * g, 5 * g];
     let mut sorted = blocks;
     sorted.sort_unstable_by(|a, b| b.cmp(a));
-    assert!(
-        first_fit(&sorted, &caps).is_none(),
-        "the case must defeat first-fit decreasing"
-    );
-    let free = [
-        Range::new(0x7e00_0000_0000, caps[0]),
-        Range::new(0x7e00_0000_0000 + 8 * g, caps[1]),
-    ];
+    assert!(first_fit(&sorted, &caps).is_none(), "the case must defeat first-fit decreasing");
+    let free = [Range::new(0x7e00_0000_0000, caps[0]), Range::new(0x7e00_0000_0000 + 8 * g, caps[1])];
     let fit = fit_memory(&blocks, &free).expect("2+2 | 3+2 fits");
     assert_eq!(fit.ranges.iter().map(|r| r.size).collect::<Vec<_>>(), blocks.to_vec());
     assert_disjoint_inside(&fit.ranges, &free);
@@ -221,10 +197,7 @@ fn first_fit(blocks: &[u64], caps: &[u64]) -> Option<Vec<usize>> {
 
 fn assert_disjoint_inside(memory: &[Range], free: &[Range]) {
     for (i, a) in memory.iter().enumerate() {
-        assert!(
-            free.iter().any(|f| f.contains(a)),
-            "{a} is outside the free ranges {free:?}"
-        );
+        assert!(free.iter().any(|f| f.contains(a)), "{a} is outside the free ranges {free:?}");
         for b in &memory[i + 1..] {
             assert!(!a.overlaps(b), "{a} overlaps {b}");
         }

@@ -52,21 +52,19 @@ fn world() -> impl Strategy<Value = World> {
         ),
         any::<bool>(),
     )
-        .prop_map(
-            |(t4, core_states, rows, (guest_cores, threads), guest_blocks, reserved, reverse_cores)| World {
-                t4,
-                core_states,
-                rows,
-                guest_cores,
-                guest_threads: threads.filter(|_| t4),
-                guest_blocks: guest_blocks.iter().map(|g| g * ALIGN).collect(),
-                reserved_strands: reserved.0,
-                reserved_memory: reserved.1,
-                reserved_ports: reserved.2,
-                neighbour_port: reserved.3,
-                reverse_cores,
-            },
-        )
+        .prop_map(|(t4, core_states, rows, (guest_cores, threads), guest_blocks, reserved, reverse_cores)| World {
+            t4,
+            core_states,
+            rows,
+            guest_cores,
+            guest_threads: threads.filter(|_| t4),
+            guest_blocks: guest_blocks.iter().map(|g| g * ALIGN).collect(),
+            reserved_strands: reserved.0,
+            reserved_memory: reserved.1,
+            reserved_ports: reserved.2,
+            neighbour_port: reserved.3,
+            reverse_cores,
+        })
 }
 
 struct Built {
@@ -89,11 +87,7 @@ fn build(w: &World) -> Built {
             let base = first * source.threads_per_core;
             set_strands(&mut source, "ldom1", &(base..base + n).collect::<Vec<_>>());
         }
-        None => bind_cores(
-            &mut source,
-            "ldom1",
-            &(first..first + w.guest_cores).collect::<Vec<_>>(),
-        ),
+        None => bind_cores(&mut source, "ldom1", &(first..first + w.guest_cores).collect::<Vec<_>>()),
     }
     let rows: Vec<(&str, u64)> = w.guest_blocks.iter().map(|&b| ("ldom1", b)).collect();
     lay_out_after_primary(&mut source, &rows);
@@ -139,9 +133,7 @@ fn build(w: &World) -> Built {
         let block = after[row % after.len()];
         if block.bound.is_none() {
             let offset = (offset_mib * MIB) % block.size;
-            reserved
-                .memory
-                .push(Range::new(block.pa + offset, (size_mib * MIB).min(block.size - offset)));
+            reserved.memory.push(Range::new(block.pa + offset, (size_mib * MIB).min(block.size - offset)));
         }
     }
     if w.reverse_cores {
@@ -149,11 +141,7 @@ fn build(w: &World) -> Built {
     }
     assert_valid(&source);
     assert_valid(&target);
-    Built {
-        source,
-        target,
-        reserved,
-    }
+    Built { source, target, reserved }
 }
 
 /// Everything wrong with `binding` as a placement of `ldom1` from `source` on `target`.
@@ -172,11 +160,7 @@ fn binding_problems(b: &Built, binding: &Binding) -> Vec<String> {
         if !free.iter().any(|f| f.contains(m)) {
             bad.push(format!("{m} is not inside a free unreserved range"));
         }
-        if let Some(blk) = t
-            .memory
-            .iter()
-            .find(|blk| blk.bound.is_some() && blk.range().overlaps(m))
-        {
+        if let Some(blk) = t.memory.iter().find(|blk| blk.bound.is_some() && blk.range().overlaps(m)) {
             bad.push(format!("{m} overlaps memory bound to {:?}", blk.bound));
         }
         if let Some(h) = r.memory.iter().find(|h| h.overlaps(m)) {
@@ -207,12 +191,8 @@ fn binding_problems(b: &Built, binding: &Binding) -> Vec<String> {
             Some(_) => {}
         }
     }
-    let mut touched: Vec<u32> = t
-        .cores
-        .iter()
-        .filter(|c| c.strands.iter().any(|s| strands.contains(&s.id)))
-        .map(|c| c.cid)
-        .collect();
+    let mut touched: Vec<u32> =
+        t.cores.iter().filter(|c| c.strands.iter().any(|s| strands.contains(&s.id))).map(|c| c.cid).collect();
     touched.sort_unstable();
     if touched != binding.cids || !binding.strands.is_sorted() {
         bad.push(format!(
@@ -221,18 +201,11 @@ fn binding_problems(b: &Built, binding: &Binding) -> Vec<String> {
         ));
     }
     if binding.whole_cores != guest.whole_cores {
-        bad.push(format!(
-            "whole_cores {} for a guest with {}",
-            binding.whole_cores, guest.whole_cores
-        ));
+        bad.push(format!("whole_cores {} for a guest with {}", binding.whole_cores, guest.whole_cores));
     }
     // LM-12: the amount of CPU (threads) does not change, whatever the core size.
     if binding.strands.len() != guest.strands.len() {
-        bad.push(format!(
-            "{} strands for a guest of {}",
-            binding.strands.len(),
-            guest.strands.len()
-        ));
+        bad.push(format!("{} strands for a guest of {}", binding.strands.len(), guest.strands.len()));
     }
     if guest.whole_cores {
         for c in t.cores.iter().filter(|c| binding.cids.contains(&c.cid)) {

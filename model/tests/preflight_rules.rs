@@ -55,11 +55,7 @@ const LM13: Rule = Rule::Lm(13);
 const OP05: Rule = Rule::Op(5);
 
 fn volume_mut<'a>(server: &'a mut Server, name: &str) -> &'a mut tern_model::Volume {
-    server.services.vds[0]
-        .volumes
-        .iter_mut()
-        .find(|v| v.name == name)
-        .expect("seed volume")
+    server.services.vds[0].volumes.iter_mut().find(|v| v.name == name).expect("seed volume")
 }
 
 /// A T4 -> T4 pair whose guest holds two strands of one core (not a whole core).
@@ -81,17 +77,9 @@ fn fill_console_range(f: &mut Fixture) {
 fn cases() -> Vec<Case> {
     vec![
         // The seed's pair passes every rule.
-        Case {
-            name: "seed pair",
-            change: |_| {},
-            errors: &[],
-        },
+        Case { name: "seed pair", change: |_| {}, errors: &[] },
         // LM-01: only guest domains migrate.
-        Case {
-            name: "LM-01 a guest domain",
-            change: |_| {},
-            errors: &[],
-        },
+        Case { name: "LM-01 a guest domain", change: |_| {}, errors: &[] },
         Case {
             name: "LM-01 control domain under a new name",
             change: |f| {
@@ -169,11 +157,7 @@ fn cases() -> Vec<Case> {
             errors: &[(LM04, Code::ServiceMissing)],
         },
         // LM-05: at least 2 threads; on SPARC M10 at least one whole core.
-        Case {
-            name: "LM-05 two threads of a core on SPARC T4",
-            change: t4_thread_guest,
-            errors: &[],
-        },
+        Case { name: "LM-05 two threads of a core on SPARC T4", change: t4_thread_guest, errors: &[] },
         Case {
             name: "LM-05 one thread",
             change: |f| set_strands(&mut f.source, "ldom1", &[8]),
@@ -256,10 +240,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "LM-07 sparc64-class1 between SPARC64 X and X+",
             change: |f| {
-                f.source.cpu = CpuType {
-                    family: CpuFamily::Sparc64X,
-                    frequency_mhz: 2800,
-                };
+                f.source.cpu = CpuType { family: CpuFamily::Sparc64X, frequency_mhz: 2800 };
                 f.source.domain_mut("ldom1").unwrap().cpu_arch = tern_model::CpuArch::Sparc64Class1;
             },
             errors: &[],
@@ -279,12 +260,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "LM-07 native between SPARC64 X and X+",
-            change: |f| {
-                f.source.cpu = CpuType {
-                    family: CpuFamily::Sparc64X,
-                    frequency_mhz: 3200,
-                }
-            },
+            change: |f| f.source.cpu = CpuType { family: CpuFamily::Sparc64X, frequency_mhz: 3200 },
             errors: &[(LM07, Code::CpuArchMismatch)],
         },
         Case {
@@ -324,12 +300,7 @@ fn cases() -> Vec<Case> {
                 add_domain(&mut f.target, plain_domain("ldom2", DomainKind::Guest));
                 lay_out_after_primary(
                     &mut f.target,
-                    &[
-                        ("", 248 * MIB),
-                        ("ldom2", 4 * GIB),
-                        ("", 16136 * MIB),
-                        ("ldom2", 35320 * MIB),
-                    ],
+                    &[("", 248 * MIB), ("ldom2", 4 * GIB), ("", 16136 * MIB), ("ldom2", 35320 * MIB)],
                 );
             },
             errors: &[],
@@ -471,12 +442,7 @@ fn each_rule_passes_and_fails_with_its_own_id_and_code() {
             continue;
         }
         if report.ok() != report.binding.is_some() {
-            failures.push(format!(
-                "{}: ok={} but binding={:?}",
-                case.name,
-                report.ok(),
-                report.binding
-            ));
+            failures.push(format!("{}: ok={} but binding={:?}", case.name, report.ok(), report.binding));
         }
         for e in &report.errors {
             if !e.to_string().starts_with(&e.rule.to_string()) {
@@ -492,16 +458,11 @@ fn every_checked_rule_has_a_pass_and_a_fail_case() {
     // Goal: the table above covers LM-01, LM-03..LM-13 and OP-05 both ways.
     let table = cases();
     let failing: std::collections::BTreeSet<Rule> = table.iter().flat_map(|c| c.errors.iter().map(|e| e.0)).collect();
-    let rules = [
-        LM01, LM03, LM04, LM05, LM06, LM07, LM08, LM09, LM10, LM11, LM12, LM13, OP05,
-    ];
+    let rules = [LM01, LM03, LM04, LM05, LM06, LM07, LM08, LM09, LM10, LM11, LM12, LM13, OP05];
     for rule in rules {
         assert!(failing.contains(&rule), "no failing case for {rule}");
         let prefix = rule.to_string();
-        assert!(
-            table.iter().any(|c| c.errors.is_empty() && c.name.starts_with(&prefix)),
-            "no passing case for {rule}"
-        );
+        assert!(table.iter().any(|c| c.errors.is_empty() && c.name.starts_with(&prefix)), "no passing case for {rule}");
     }
 }
 
@@ -518,12 +479,7 @@ fn reports_every_violation_of_a_target_failing_many_rules() {
     bind_cores(&mut target, "ldom2", &(4..14).collect::<Vec<_>>());
     lay_out_after_primary(
         &mut target,
-        &[
-            ("", 10 * GIB),
-            ("ldom2", 25088 * MIB),
-            ("", 10 * GIB),
-            ("ldom2", 10232 * MIB),
-        ],
+        &[("", 10 * GIB), ("ldom2", 25088 * MIB), ("", 10 * GIB), ("ldom2", 10232 * MIB)],
     );
     assert_valid(&target);
     let report = check(&source, &target, "ldom1");
@@ -553,15 +509,8 @@ fn keeps_warnings_apart_from_errors() {
     let report = check(&source, &target, "ldom1");
     assert!(report.ok(), "{:#?}", report.errors);
     assert!(report.binding.is_some());
-    assert_eq!(
-        warning_ids(&report),
-        vec![(LM10, Code::FirmwareMismatch), (Rule::Lm(16), Code::LicenceNote)]
-    );
-    let mismatch = report
-        .warnings
-        .iter()
-        .find(|w| w.code == Code::FirmwareMismatch)
-        .unwrap();
+    assert_eq!(warning_ids(&report), vec![(LM10, Code::FirmwareMismatch), (Rule::Lm(16), Code::LicenceNote)]);
+    let mismatch = report.warnings.iter().find(|w| w.code == Code::FirmwareMismatch).unwrap();
     assert!(mismatch.message.contains("XCP2210") && mismatch.message.contains("XCP2290"));
 
     let same = check(&source, &seed_target(), "ldom1");
@@ -639,20 +588,14 @@ fn refuses_an_unknown_domain() {
     // Goal: a guest that is not on the source is reported by name, and nothing else.
     let report = check(&seed_source(), &seed_target(), "ldom9");
     assert_eq!(error_ids(&report), vec![(Rule::Op(1), Code::DomainNotFound)]);
-    assert_eq!(
-        report.errors[0].to_string(),
-        "OP-01 LDom \"ldom9\" was not found on m10-1-1"
-    );
+    assert_eq!(report.errors[0].to_string(), "OP-01 LDom \"ldom9\" was not found on m10-1-1");
 }
 
 #[test]
 fn refuses_the_control_domain_and_its_name() {
     // Goal: migrating `primary` as is breaks LM-01 and OP-05 together.
     let report = check(&seed_source(), &seed_target(), "primary");
-    assert_eq!(
-        error_ids(&report),
-        vec![(LM01, Code::NotAGuest), (OP05, Code::NameTaken)]
-    );
+    assert_eq!(error_ids(&report), vec![(LM01, Code::NotAGuest), (OP05, Code::NameTaken)]);
     assert_eq!(
         report.errors.iter().find(|e| e.rule == LM01).unwrap().to_string(),
         "LM-01 primary is a control domain; only guest domains can be migrated"

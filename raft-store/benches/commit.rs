@@ -25,17 +25,11 @@ const GUESTS: u32 = 256;
 const LEASE_MS: u64 = 600_000;
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn request(command: Command) -> Request {
-    Request {
-        proposed_at_ms: now_ms(),
-        actor: "bench".into(),
-        command,
-    }
+    Request { proposed_at_ms: now_ms(), actor: "bench".into(), command }
 }
 
 struct Level {
@@ -72,13 +66,7 @@ async fn setup(raft: &Raft) -> Vec<u64> {
     must(raft, Command::RegisterHost { host: spec("a") }).await;
     must(raft, Command::RegisterHost { host: spec("b") }).await;
     must(raft, Command::ReportInventory { server: a }).await;
-    must(
-        raft,
-        Command::ReportInventory {
-            server: server("b", GUESTS + 4, u64::from(GUESTS) + 8),
-        },
-    )
-    .await;
+    must(raft, Command::ReportInventory { server: server("b", GUESTS + 4, u64::from(GUESTS) + 8) }).await;
     let mut ops = Vec::new();
     for g in 0..GUESTS {
         let kind = OperationKind::Migration {
@@ -136,10 +124,8 @@ async fn level(raft: &Raft, ops: &[u64], proposers: usize, measure: Duration) ->
     let stop = warm_until + measure;
     let mut tasks = Vec::new();
     for p in 0..proposers {
-        let mine: Vec<(u32, u64)> = (0..GUESTS)
-            .filter(|g| *g as usize % proposers == p)
-            .map(|g| (g, ops[g as usize]))
-            .collect();
+        let mine: Vec<(u32, u64)> =
+            (0..GUESTS).filter(|g| *g as usize % proposers == p).map(|g| (g, ops[g as usize])).collect();
         tasks.push(tokio::spawn(proposer(raft.clone(), mine, warm_until, stop)));
     }
     let mut all = Vec::new();
@@ -147,13 +133,7 @@ async fn level(raft: &Raft, ops: &[u64], proposers: usize, measure: Duration) ->
         all.extend(t.await.expect("proposer task"));
     }
     all.sort_unstable();
-    Level {
-        proposers,
-        reserves: all.len(),
-        elapsed: measure,
-        p50: percentile(&all, 0.50),
-        p99: percentile(&all, 0.99),
-    }
+    Level { proposers, reserves: all.len(), elapsed: measure, p50: percentile(&all, 0.50), p99: percentile(&all, 0.99) }
 }
 
 /// Sequential synced single-entry writes straight to RocksDB, entry-sized values.
@@ -178,15 +158,8 @@ fn raw_synced_writes(count: usize, value_bytes: usize) -> (f64, Duration, Durati
 }
 
 fn main() {
-    let secs: u64 = std::env::var("TERN_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let secs: u64 = std::env::var("TERN_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     println!("stores under {}", cluster::bench_dir().display());
     let (rate, p50, p99) = raw_synced_writes(2_000, 400);
     println!("raw RocksDB synced put (400 B, sequential): {rate:.0}/s  p50 {p50:?}  p99 {p99:?}");
@@ -200,14 +173,7 @@ fn main() {
         for proposers in [1, 16, 256] {
             let l = level(&raft, &ops, proposers, Duration::from_secs(secs)).await;
             let per_s = l.reserves as f64 / l.elapsed.as_secs_f64();
-            println!(
-                "{:>9}  {:>10.0}  {:>10.0}  {:<9?}  {:?}",
-                l.proposers,
-                per_s,
-                2.0 * per_s,
-                l.p50,
-                l.p99
-            );
+            println!("{:>9}  {:>10.0}  {:>10.0}  {:<9?}  {:?}", l.proposers, per_s, 2.0 * per_s, l.p50, l.p99);
         }
         c.shutdown().await;
     });

@@ -16,9 +16,7 @@ pub const PASSWORD_BYTES_MAX: usize = 1024;
 /// Hashes `password` with argon2id (default parameters) and a fresh salt from the OS RNG.
 pub fn hash_password(password: &str) -> Result<String, Error> {
     if password.is_empty() || password.len() > PASSWORD_BYTES_MAX {
-        return Err(Error::Password(format!(
-            "a password must be 1 to {PASSWORD_BYTES_MAX} bytes long"
-        )));
+        return Err(Error::Password(format!("a password must be 1 to {PASSWORD_BYTES_MAX} bytes long")));
     }
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
@@ -46,10 +44,7 @@ pub(crate) fn check_phc(hash: &str) -> Result<(), Rejection> {
         Err(e) => return bad(format!("password hash is not a PHC string: {e}")),
     };
     if !parsed.algorithm.as_str().starts_with("argon2") {
-        return bad(format!(
-            "password hash uses {}; only argon2 is accepted",
-            parsed.algorithm
-        ));
+        return bad(format!("password hash uses {}; only argon2 is accepted", parsed.algorithm));
     }
     if parsed.salt.is_none() || parsed.hash.is_none() {
         return bad("password hash lacks its salt or hash".into());

@@ -101,28 +101,17 @@ pub(crate) fn encode<T: Serialize>(kind: Kind, value: &T) -> Result<Vec<u8>, Cod
 /// Decodes `bytes` as `kind`, refusing anything over `max` bytes.
 pub(crate) fn decode<T: DeserializeOwned>(kind: Kind, bytes: &[u8], max: usize) -> Result<T, CodecError> {
     if bytes.len() > max {
-        return Err(CodecError::TooLarge {
-            kind,
-            len: bytes.len(),
-            max,
-        });
+        return Err(CodecError::TooLarge { kind, len: bytes.len(), max });
     }
     if bytes.len() < HEADER_BYTES || bytes[..2] != MAGIC {
         return Err(CodecError::BadHeader);
     }
     if bytes[2] != kind.byte() {
-        return Err(CodecError::WrongKind {
-            expected: kind,
-            found: bytes[2],
-        });
+        return Err(CodecError::WrongKind { expected: kind, found: bytes[2] });
     }
     let version = bytes[3];
     let body = &bytes[HEADER_BYTES..];
-    let json_err = |e: serde_json::Error| CodecError::Body {
-        kind,
-        version,
-        message: e.to_string(),
-    };
+    let json_err = |e: serde_json::Error| CodecError::Body { kind, version, message: e.to_string() };
     match version {
         1 => serde_json::from_slice(body).map_err(json_err),
         found => Err(CodecError::UnknownVersion { kind, found }),
@@ -161,26 +150,14 @@ mod tests {
         assert_eq!(decode::<u64>(Kind::Row, &good, 100), Ok(42));
         assert_eq!(decode::<u64>(Kind::Row, b"TN", 100), Err(CodecError::BadHeader));
         assert_eq!(decode::<u64>(Kind::Row, b"XXR\x0142", 100), Err(CodecError::BadHeader));
-        assert!(matches!(
-            decode::<u64>(Kind::Entry, &good, 100),
-            Err(CodecError::WrongKind { .. })
-        ));
+        assert!(matches!(decode::<u64>(Kind::Entry, &good, 100), Err(CodecError::WrongKind { .. })));
         let mut future = good.clone();
         future[3] = 2;
         assert_eq!(
             decode::<u64>(Kind::Row, &future, 100),
-            Err(CodecError::UnknownVersion {
-                kind: Kind::Row,
-                found: 2
-            })
+            Err(CodecError::UnknownVersion { kind: Kind::Row, found: 2 })
         );
-        assert!(matches!(
-            decode::<u64>(Kind::Row, &good, 3),
-            Err(CodecError::TooLarge { .. })
-        ));
-        assert!(matches!(
-            decode::<u64>(Kind::Row, b"TNR\x01{oops", 100),
-            Err(CodecError::Body { .. })
-        ));
+        assert!(matches!(decode::<u64>(Kind::Row, &good, 3), Err(CodecError::TooLarge { .. })));
+        assert!(matches!(decode::<u64>(Kind::Row, b"TNR\x01{oops", 100), Err(CodecError::Body { .. })));
     }
 }

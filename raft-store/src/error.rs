@@ -18,10 +18,7 @@ pub enum Error {
     Rejected(#[from] Rejection),
     /// This member is not the leader. Send the request to `leader` when it is known.
     #[error("not the leader; the leader is {leader:?} at {address:?}")]
-    NotLeader {
-        leader: Option<NodeId>,
-        address: Option<String>,
-    },
+    NotLeader { leader: Option<NodeId>, address: Option<String> },
     /// Raft stopped, its storage failed, or a membership change is in the way. Retry
     /// later or on another member.
     #[error("raft is unavailable: {0}")]

@@ -85,17 +85,10 @@ pub async fn propose(raft: &Raft, request: Request) -> Result<Applied, Error> {
     use openraft::error::{ClientWriteError, RaftError};
     request.validate()?;
     match raft.client_write(request).await {
-        Ok(written) => written
-            .data
-            .map(|outcome| Applied {
-                log_id: written.log_id,
-                outcome,
-            })
-            .map_err(Error::Rejected),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Error::NotLeader {
-            leader: f.leader_id,
-            address: f.leader_node.map(|n| n.addr),
-        }),
+        Ok(written) => written.data.map(|outcome| Applied { log_id: written.log_id, outcome }).map_err(Error::Rejected),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(Error::NotLeader { leader: f.leader_id, address: f.leader_node.map(|n| n.addr) })
+        }
         Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Err(Error::Unavailable(e.to_string())),
         Err(RaftError::Fatal(f)) => Err(Error::Unavailable(f.to_string())),
     }

@@ -50,10 +50,7 @@ impl MemStore {
     /// A log store and a state machine over this storage, for `Raft::new`. Call again
     /// after the previous Raft instance is gone to "restart" the member.
     pub fn open(&self) -> (MemLogStore, MemStateMachine) {
-        (
-            MemLogStore { store: self.clone() },
-            MemStateMachine { store: self.clone() },
-        )
+        (MemLogStore { store: self.clone() }, MemStateMachine { store: self.clone() })
     }
 
     /// A read handle on the applied state.
@@ -89,10 +86,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let log = self.log();
         let last = log.entries.values().next_back().map(|e| e.log_id).or(log.last_purged);
-        Ok(LogState {
-            last_purged_log_id: log.last_purged,
-            last_log_id: last,
-        })
+        Ok(LogState { last_purged_log_id: log.last_purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -168,10 +162,7 @@ impl RaftSnapshotBuilder<TypeConfig> for MemSnapshotBuilder {
         };
         let (meta, data) = sm::build_snapshot(&self.image, sequence)?;
         *lock(&self.store.shared.snapshot) = Some((meta.clone(), data.clone()));
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
@@ -197,10 +188,7 @@ impl RaftStateMachine<TypeConfig> for MemStateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         let image = self.store.shared.machine.lock_read().image();
-        MemSnapshotBuilder {
-            store: self.store.clone(),
-            image,
-        }
+        MemSnapshotBuilder { store: self.store.clone(), image }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -220,9 +208,8 @@ impl RaftStateMachine<TypeConfig> for MemStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(lock(&self.store.shared.snapshot).as_ref().map(|(meta, data)| Snapshot {
-            meta: meta.clone(),
-            snapshot: Box::new(Cursor::new(data.clone())),
-        }))
+        Ok(lock(&self.store.shared.snapshot)
+            .as_ref()
+            .map(|(meta, data)| Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(data.clone())) }))
     }
 }

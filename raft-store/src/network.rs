@@ -50,10 +50,7 @@ impl LocalRouter {
 
     /// The network factory member `from` gives to `Raft::new`.
     pub fn network(&self, from: NodeId) -> LocalNetwork {
-        LocalNetwork {
-            from,
-            router: self.clone(),
-        }
+        LocalNetwork { from, router: self.clone() }
     }
 
     /// Makes `raft` reachable as member `id`.
@@ -97,11 +94,7 @@ impl RaftNetworkFactory<TypeConfig> for LocalNetwork {
     type Network = LocalConnection;
 
     async fn new_client(&mut self, target: NodeId, _node: &Node) -> Self::Network {
-        LocalConnection {
-            from: self.from,
-            target,
-            router: self.router.clone(),
-        }
+        LocalConnection { from: self.from, target, router: self.router.clone() }
     }
 }
 
@@ -126,18 +119,11 @@ impl LocalConnection {
         F: FnOnce(Raft) -> Fut,
         Fut: Future<Output = Result<R, RaftError<NodeId, E>>>,
     {
-        let raft = self
-            .router
-            .route(self.from, self.target)
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let raft =
+            self.router.route(self.from, self.target).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let ttl = option.hard_ttl();
         match tokio::time::timeout(ttl, f(raft)).await {
-            Err(_) => Err(RPCError::Timeout(Timeout {
-                action,
-                id: self.from,
-                target: self.target,
-                timeout: ttl,
-            })),
+            Err(_) => Err(RPCError::Timeout(Timeout { action, id: self.from, target: self.target, timeout: ttl })),
             Ok(Err(RaftError::Fatal(fatal))) => Err(RPCError::Network(NetworkError::new(&fatal))),
             Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
             Ok(Ok(r)) => Ok(r),
@@ -151,10 +137,7 @@ impl RaftNetwork<TypeConfig> for LocalConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.call(RPCTypes::AppendEntries, &option, |raft| async move {
-            raft.append_entries(rpc).await
-        })
-        .await
+        self.call(RPCTypes::AppendEntries, &option, |raft| async move { raft.append_entries(rpc).await }).await
     }
 
     async fn install_snapshot(
@@ -162,10 +145,7 @@ impl RaftNetwork<TypeConfig> for LocalConnection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>> {
-        self.call(RPCTypes::InstallSnapshot, &option, |raft| async move {
-            raft.install_snapshot(rpc).await
-        })
-        .await
+        self.call(RPCTypes::InstallSnapshot, &option, |raft| async move { raft.install_snapshot(rpc).await }).await
     }
 
     async fn vote(
@@ -173,7 +153,6 @@ impl RaftNetwork<TypeConfig> for LocalConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.call(RPCTypes::Vote, &option, |raft| async move { raft.vote(rpc).await })
-            .await
+        self.call(RPCTypes::Vote, &option, |raft| async move { raft.vote(rpc).await }).await
     }
 }

@@ -93,9 +93,7 @@ impl Db {
     fn get_meta<T: DeserializeOwned>(&self, cf: &str, key: &[u8]) -> Result<Option<T>, Io> {
         match self.db.get_pinned_cf(self.cf(cf)?, key).map_err(Io::other)? {
             None => Ok(None),
-            Some(bytes) => codec::decode(Kind::Meta, &bytes, META_BYTES_MAX)
-                .map(Some)
-                .map_err(Io::other),
+            Some(bytes) => codec::decode(Kind::Meta, &bytes, META_BYTES_MAX).map(Some).map_err(Io::other),
         }
     }
 
@@ -121,10 +119,7 @@ impl Db {
 /// Opens (or creates) the database at `path` and returns its two halves for `Raft::new`.
 pub fn open(path: impl AsRef<Path>) -> Result<(RocksLogStore, RocksStateMachine), Error> {
     let path = path.as_ref().to_path_buf();
-    let storage_err = |e: &dyn std::fmt::Display| Error::Storage {
-        path: path.clone(),
-        message: e.to_string(),
-    };
+    let storage_err = |e: &dyn std::fmt::Display| Error::Storage { path: path.clone(), message: e.to_string() };
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
@@ -141,16 +136,9 @@ pub fn open(path: impl AsRef<Path>) -> Result<(RocksLogStore, RocksStateMachine)
         .name("tern-raft-flush".into())
         .spawn(move || flush_loop(flusher_db, rx))
         .map_err(|e| storage_err(&e))?;
-    let log = RocksLogStore {
-        db: Arc::clone(&db),
-        flusher: Some(tx),
-        flusher_thread: Some(thread),
-    };
-    let sm = RocksStateMachine {
-        db,
-        machine: StateHandle::new(machine),
-        snapshot_sequence: Arc::new(AtomicU64::new(0)),
-    };
+    let log = RocksLogStore { db: Arc::clone(&db), flusher: Some(tx), flusher_thread: Some(thread) };
+    let sm =
+        RocksStateMachine { db, machine: StateHandle::new(machine), snapshot_sequence: Arc::new(AtomicU64::new(0)) };
     Ok((log, sm))
 }
 
@@ -178,11 +166,7 @@ fn load_machine(db: &Db) -> Result<Machine, Io> {
     let state = State::from_rows(rows).map_err(Io::other)?;
     let last_applied: Option<LogId> = db.get_meta(CF_SM_META, KEY_LAST_APPLIED)?.flatten();
     let last_membership: StoredMembership = db.get_meta(CF_SM_META, KEY_MEMBERSHIP)?.unwrap_or_default();
-    Ok(Machine {
-        state,
-        last_applied,
-        last_membership,
-    })
+    Ok(Machine { state, last_applied, last_membership })
 }
 
 // ---- log store ------------------------------------------------------------------
@@ -224,10 +208,7 @@ fn read_entries<RB: RangeBounds<u64>>(db: &Db, range: RB) -> Result<Vec<Entry>, 
     };
     let from = index_key(start);
     let mut out = Vec::new();
-    for item in db
-        .db
-        .iterator_cf(db.cf(CF_LOG)?, IteratorMode::From(&from, Direction::Forward))
-    {
+    for item in db.db.iterator_cf(db.cf(CF_LOG)?, IteratorMode::From(&from, Direction::Forward)) {
         let (k, v) = item.map_err(Io::other)?;
         let index = index_of(&k)?;
         if !range.contains(&index) {
@@ -280,18 +261,13 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
         let read = || -> Result<LogState<TypeConfig>, Io> {
             let last_purged: Option<LogId> = self.db.get_meta(CF_LOG_META, KEY_LAST_PURGED)?;
             let last = self.last_entry_id()?.or(last_purged);
-            Ok(LogState {
-                last_purged_log_id: last_purged,
-                last_log_id: last,
-            })
+            Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
         };
         read().map_err(|e| StorageIOError::read_logs(&e).into())
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        RocksLogReader {
-            db: Arc::clone(&self.db),
-        }
+        RocksLogReader { db: Arc::clone(&self.db) }
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
@@ -304,9 +280,7 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.db
-            .get_meta(CF_LOG_META, KEY_VOTE)
-            .map_err(|e| StorageIOError::read_vote(&e).into())
+        self.db.get_meta(CF_LOG_META, KEY_VOTE).map_err(|e| StorageIOError::read_vote(&e).into())
     }
 
     /// Not synced: losing it only makes a restarted member re-apply from its last
@@ -419,13 +393,8 @@ impl RaftSnapshotBuilder<TypeConfig> for RocksSnapshotBuilder {
             batch.put_cf(self.db.cf(CF_SM_META)?, KEY_SNAPSHOT_DATA, &data);
             self.db.write_synced(batch).await
         };
-        write
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        write.await.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
@@ -485,9 +454,7 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
             batch.put_cf(self.db.cf(CF_SM_META)?, KEY_SNAPSHOT_DATA, &data);
             self.db.write_synced(batch).await
         };
-        write
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        write.await.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         *self.machine.lock_write() = machine;
         Ok(())
     }
@@ -503,10 +470,7 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
                 .get_cf(self.db.cf(CF_SM_META)?, KEY_SNAPSHOT_DATA)
                 .map_err(Io::other)?
                 .ok_or_else(|| Io::other("snapshot meta without snapshot data"))?;
-            Ok(Some(Snapshot {
-                meta,
-                snapshot: Box::new(Cursor::new(data)),
-            }))
+            Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
         };
         read().map_err(|e| StorageIOError::read_snapshot(None, &e).into())
     }

@@ -43,11 +43,7 @@ impl Machine {
     }
 
     pub(crate) fn from_image(image: SnapshotImage) -> Self {
-        Self {
-            state: image.state,
-            last_applied: image.last_applied,
-            last_membership: image.last_membership,
-        }
+        Self { state: image.state, last_applied: image.last_applied, last_membership: image.last_membership }
     }
 }
 
@@ -59,11 +55,8 @@ pub(crate) fn build_snapshot(image: &SnapshotImage, sequence: u64) -> Result<(Sn
         Some(l) => format!("{}-{}-{sequence}", l.leader_id, l.index),
         None => format!("empty-{sequence}"),
     };
-    let meta = SnapshotMeta {
-        last_log_id: image.last_applied,
-        last_membership: image.last_membership.clone(),
-        snapshot_id,
-    };
+    let meta =
+        SnapshotMeta { last_log_id: image.last_applied, last_membership: image.last_membership.clone(), snapshot_id };
     Ok((meta, data))
 }
 
@@ -91,9 +84,7 @@ pub struct StateHandle {
 
 impl StateHandle {
     pub(crate) fn new(machine: Machine) -> Self {
-        Self {
-            machine: Arc::new(RwLock::new(machine)),
-        }
+        Self { machine: Arc::new(RwLock::new(machine)) }
     }
 
     /// Runs `f` on the current state. Keep `f` short: apply waits for it.

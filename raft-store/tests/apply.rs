@@ -75,43 +75,28 @@ impl World {
     /// Reserves and returns (reservation, token, lease_expires_ms).
     fn reserve(&mut self, op: u64, domain: &str, binding: tern_model::Binding, lease_ms: u64) -> (u64, u64, u64) {
         match self.ok(self.reserve_cmd(op, domain, binding, lease_ms)) {
-            Outcome::Reserved {
-                reservation,
-                token,
-                lease_expires_ms,
-            } => (reservation, token, lease_expires_ms),
+            Outcome::Reserved { reservation, token, lease_expires_ms } => (reservation, token, lease_expires_ms),
             other => panic!("unexpected {other:?}"),
         }
     }
 
     fn inventory(&self, host: &str) -> tern_model::Server {
-        self.state
-            .host(host)
-            .and_then(|h| h.inventory.clone())
-            .expect("inventory")
+        self.state.host(host).and_then(|h| h.inventory.clone()).expect("inventory")
     }
 }
 
 /// Hosts a (ldom1 on cores 1-2 and [2G,3G), console 5001; ldom2 on core 3 and
 /// [3G,4G), console 5002), b (8 cores, 8 GiB free, no guests) and c (like b).
 fn world() -> World {
-    let mut w = World {
-        state: State::new(),
-        index: 0,
-        now: 1_000,
-    };
+    let mut w = World { state: State::new(), index: 0, now: 1_000 };
     for h in ["a", "b", "c"] {
         w.ok(Command::RegisterHost { host: spec(h) });
     }
     let a = with_guest(server("a", 8, 8), "ldom1", &[1, 2], gib(2), Some(5001));
     let a = with_guest(a, "ldom2", &[3], gib(3), Some(5002));
     w.ok(Command::ReportInventory { server: a });
-    w.ok(Command::ReportInventory {
-        server: server("b", 8, 8),
-    });
-    w.ok(Command::ReportInventory {
-        server: server("c", 8, 8),
-    });
+    w.ok(Command::ReportInventory { server: server("b", 8, 8) });
+    w.ok(Command::ReportInventory { server: server("c", 8, 8) });
     w
 }
 
@@ -124,12 +109,7 @@ fn ldom1_on_b() -> tern_model::Binding {
 fn inventory_reports_index_guests_and_only_guests() {
     // Goal: accepted reports index every guest on its host; control domains are not indexed.
     let w = world();
-    let domains: Vec<(&str, &str)> = w
-        .state
-        .domains()
-        .iter()
-        .map(|(n, r)| (n.as_str(), r.host.as_str()))
-        .collect();
+    let domains: Vec<(&str, &str)> = w.state.domains().iter().map(|(n, r)| (n.as_str(), r.host.as_str())).collect();
     assert_eq!(domains, vec![("ldom1", "a"), ("ldom2", "a")]);
     assert_eq!(w.state.host("a").map(|h| h.status), Some(HostStatus::Up));
 }
@@ -172,12 +152,7 @@ fn reserve_rejects_overlap_with_another_active_reservation() {
     let (r1, _, _) = w.reserve(op1, "ldom1", ldom1_on_b(), 30_000);
     let op2 = w.begin("ldom2", "a", "b", None, false);
     let cases = [
-        (
-            binding("ldom2", &[5], gib(6), Some(5004)),
-            RejectCode::StrandUnavailable,
-            Rule::Lm(6),
-            "CPU 10",
-        ),
+        (binding("ldom2", &[5], gib(6), Some(5004)), RejectCode::StrandUnavailable, Rule::Lm(6), "CPU 10"),
         (
             binding("ldom2", &[6], Range::new(4 * GIB + GIB / 2, GIB), Some(5004)),
             RejectCode::MemoryUnavailable,
@@ -207,39 +182,16 @@ fn reserve_rejects_memory_outside_one_free_block_and_wrong_shapes() {
     let mut w = world();
     let op = w.begin("ldom1", "a", "b", None, false);
     let cases = [
+        (binding("ldom1", &[4, 5], gib(1), Some(5003)), RejectCode::MemoryUnavailable, "bound to primary"),
+        (binding("ldom1", &[4, 5], gib(10), Some(5003)), RejectCode::MemoryUnavailable, "not inside one free block"),
+        (binding("ldom1", &[4], gib(4), Some(5003)), RejectCode::ShapeMismatch, "has 4 CPUs on a; the binding holds 2"),
+        (binding("ldom1", &[4, 5], Range::new(4 * GIB, 2 * GIB), Some(5003)), RejectCode::ShapeMismatch, "[1G]"),
         (
-            binding("ldom1", &[4, 5], gib(1), Some(5003)),
-            RejectCode::MemoryUnavailable,
-            "bound to primary",
-        ),
-        (
-            binding("ldom1", &[4, 5], gib(10), Some(5003)),
-            RejectCode::MemoryUnavailable,
-            "not inside one free block",
-        ),
-        (
-            binding("ldom1", &[4], gib(4), Some(5003)),
-            RejectCode::ShapeMismatch,
-            "has 4 CPUs on a; the binding holds 2",
-        ),
-        (
-            binding("ldom1", &[4, 5], Range::new(4 * GIB, 2 * GIB), Some(5003)),
-            RejectCode::ShapeMismatch,
-            "[1G]",
-        ),
-        (
-            tern_model::Binding {
-                cids: vec![4],
-                ..binding("ldom1", &[4, 5], gib(4), Some(5003))
-            },
+            tern_model::Binding { cids: vec![4], ..binding("ldom1", &[4, 5], gib(4), Some(5003)) },
             RejectCode::BindingInvalid,
             "CIDs [4]",
         ),
-        (
-            binding("ldom1", &[4, 5], gib(4), Some(6000)),
-            RejectCode::ConsolePortUnavailable,
-            "in no VCC range",
-        ),
+        (binding("ldom1", &[4, 5], gib(4), Some(6000)), RejectCode::ConsolePortUnavailable, "in no VCC range"),
         (
             binding("ldom1", &[4, 5], gib(4), None),
             RejectCode::ShapeMismatch,
@@ -272,17 +224,11 @@ fn reserve_requires_an_up_target_a_matching_operation_and_a_free_name() {
         lease_ms: 30_000,
     });
     assert_eq!(r.code, RejectCode::OperationMismatch);
-    w.ok(Command::SetHostStatus {
-        host: "b".into(),
-        status: HostStatus::Maintenance,
-    });
+    w.ok(Command::SetHostStatus { host: "b".into(), status: HostStatus::Maintenance });
     let r = w.rejected(w.reserve_cmd(op, "ldom1", ldom1_on_b(), 30_000));
     assert_eq!(r.code, RejectCode::HostStatus);
     assert!(r.message.contains("maintenance"), "{}", r.message);
-    w.ok(Command::SetHostStatus {
-        host: "b".into(),
-        status: HostStatus::Up,
-    });
+    w.ok(Command::SetHostStatus { host: "b".into(), status: HostStatus::Up });
     // b reports a domain called ldom1x; a migration renaming ldom2 to it is refused.
     let b = with_guest(server("b", 8, 8), "ldom1x", &[7], gib(9), None);
     w.ok(Command::ReportInventory { server: b });
@@ -309,11 +255,7 @@ fn an_expired_reservation_blocks_nothing_and_cannot_be_renewed_or_committed() {
     let op2 = w.begin("ldom2", "a", "b", None, false);
     // Same strands as r1 (core 4), other memory: allowed, r1 is no longer active.
     w.reserve(op2, "ldom2", binding("ldom2", &[4], gib(6), Some(5004)), 30_000);
-    let r = w.rejected(Command::Renew {
-        reservation: r1,
-        token: t1,
-        lease_ms: 30_000,
-    });
+    let r = w.rejected(Command::Renew { reservation: r1, token: t1, lease_ms: 30_000 });
     assert_eq!(r.code, RejectCode::LeaseExpired);
     assert!(r.message.contains(&format!("ended at {exp1} ms")), "{}", r.message);
     let r = w.rejected(Command::CommitMigration {
@@ -335,14 +277,7 @@ fn a_slow_proposer_clock_cannot_revive_a_lease() {
     let op = w.begin("ldom1", "a", "b", None, false);
     let (r1, t1, exp1) = w.reserve(op, "ldom1", ldom1_on_b(), 1_000);
     w.run_at(exp1 + 5, Command::Expire { now_ms: 0 }).ok();
-    let r = w.run_at(
-        exp1 - 500,
-        Command::Renew {
-            reservation: r1,
-            token: t1,
-            lease_ms: 30_000,
-        },
-    );
+    let r = w.run_at(exp1 - 500, Command::Renew { reservation: r1, token: t1, lease_ms: 30_000 });
     assert_eq!(r.map_err(|r| r.code), Err(RejectCode::ReservationUnknown));
     assert_eq!(w.state.clock_ms(), exp1 + 5);
 }
@@ -353,23 +288,10 @@ fn renew_extends_and_never_shortens() {
     let mut w = world();
     let op = w.begin("ldom1", "a", "b", None, false);
     let (r1, t1, exp1) = w.reserve(op, "ldom1", ldom1_on_b(), 60_000);
-    let short = w.ok(Command::Renew {
-        reservation: r1,
-        token: t1,
-        lease_ms: 1_000,
-    });
+    let short = w.ok(Command::Renew { reservation: r1, token: t1, lease_ms: 1_000 });
     assert_eq!(short, Outcome::Renewed { lease_expires_ms: exp1 });
-    let long = w.ok(Command::Renew {
-        reservation: r1,
-        token: t1,
-        lease_ms: 120_000,
-    });
-    assert_eq!(
-        long,
-        Outcome::Renewed {
-            lease_expires_ms: w.now + 120_000
-        }
-    );
+    let long = w.ok(Command::Renew { reservation: r1, token: t1, lease_ms: 120_000 });
+    assert_eq!(long, Outcome::Renewed { lease_expires_ms: w.now + 120_000 });
 }
 
 #[test]
@@ -380,25 +302,14 @@ fn a_stale_fencing_token_is_rejected() {
     let (r1, t1, _) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
     let stale = t1 - 1;
     let commands = [
-        Command::Renew {
-            reservation: r1,
-            token: stale,
-            lease_ms: 1_000,
-        },
-        Command::Release {
-            reservation: r1,
-            token: stale,
-        },
+        Command::Renew { reservation: r1, token: stale, lease_ms: 1_000 },
+        Command::Release { reservation: r1, token: stale },
         Command::AdvanceOperation {
             operation: op,
             token: Some(stale),
             progress: Progress::Transferring { progress_pct: 10 },
         },
-        Command::AdvanceOperation {
-            operation: op,
-            token: None,
-            progress: Progress::Transferring { progress_pct: 10 },
-        },
+        Command::AdvanceOperation { operation: op, token: None, progress: Progress::Transferring { progress_pct: 10 } },
         Command::CommitMigration {
             operation: op,
             reservation: r1,
@@ -435,11 +346,7 @@ fn commit_moves_the_domain_with_its_new_cids_and_console_port() {
         progress: Progress::Transferring { progress_pct: 50 },
     });
     assert_eq!(r.code, RejectCode::PhaseInvalid);
-    w.ok(Command::AdvanceOperation {
-        operation: op,
-        token: Some(t1),
-        progress: Progress::Committing,
-    });
+    w.ok(Command::AdvanceOperation { operation: op, token: Some(t1), progress: Progress::Committing });
     let outcome = w.ok(Command::CommitMigration {
         operation: op,
         reservation: r1,
@@ -448,17 +355,9 @@ fn commit_moves_the_domain_with_its_new_cids_and_console_port() {
         total_ms: 9_000,
         notes: vec!["LM-14: guest clock may lag; NTP is recommended".into()],
     });
-    let Outcome::Committed { moved: true, result } = outcome else {
-        panic!("unexpected {outcome:?}")
-    };
-    assert_eq!(
-        (result.old_cids.clone(), result.new_cids.clone()),
-        (vec![1, 2], vec![4, 5])
-    );
-    assert_eq!(
-        (result.old_console_port, result.new_console_port),
-        (Some(5001), Some(5003))
-    );
+    let Outcome::Committed { moved: true, result } = outcome else { panic!("unexpected {outcome:?}") };
+    assert_eq!((result.old_cids.clone(), result.new_cids.clone()), (vec![1, 2], vec![4, 5]));
+    assert_eq!((result.old_console_port, result.new_console_port), (Some(5001), Some(5003)));
     assert_eq!((result.downtime_ms, result.total_ms), (120, 9_000));
     assert!(result.notes.iter().any(|n| n.starts_with("LM-12")));
     assert!(result.notes.iter().any(|n| n.starts_with("LM-13")));
@@ -467,10 +366,7 @@ fn commit_moves_the_domain_with_its_new_cids_and_console_port() {
     let b = w.inventory("b");
     assert_eq!(b.cpu_of("ldom1").cids, vec![4, 5]);
     assert_eq!(b.memory_of("ldom1"), vec![gib(4)]);
-    assert_eq!(
-        b.domain("ldom1").and_then(|d| d.console.as_ref()).map(|c| c.port),
-        Some(5003)
-    );
+    assert_eq!(b.domain("ldom1").and_then(|d| d.console.as_ref()).map(|c| c.port), Some(5003));
     assert!(w.state.reservation(r1).is_none());
     let done = w.state.operation(op).expect("operation kept");
     assert_eq!(done.phase, Phase::Done);
@@ -537,26 +433,13 @@ fn expire_releases_passed_leases_and_rolls_their_operations_back() {
     let op2 = w.begin("ldom2", "a", "b", None, false);
     let (r2, _, _) = w.reserve(op2, "ldom2", binding("ldom2", &[6], gib(6), Some(5004)), 60_000);
     let outcome = w.ok(Command::Expire { now_ms: exp1 });
-    assert_eq!(
-        outcome,
-        Outcome::Expired {
-            released: vec![r1],
-            rolled_back: vec![op1]
-        }
-    );
+    assert_eq!(outcome, Outcome::Expired { released: vec![r1], rolled_back: vec![op1] });
     assert_eq!(
         w.state.operation(op1).map(|o| o.phase.clone()),
-        Some(Phase::RolledBack {
-            reason: "lease expired".into()
-        })
+        Some(Phase::RolledBack { reason: "lease expired".into() })
     );
     assert!(w.state.reservation(r2).is_some());
-    assert!(
-        w.state
-            .reservations()
-            .values()
-            .all(|r| r.lease_expires_ms > w.state.clock_ms())
-    );
+    assert!(w.state.reservations().values().all(|r| r.lease_expires_ms > w.state.clock_ms()));
 }
 
 #[test]
@@ -576,17 +459,11 @@ fn one_running_operation_per_domain_and_abort_releases() {
         },
     });
     assert_eq!(r.code, RejectCode::OperationRunning);
-    let outcome = w.ok(Command::AbortOperation {
-        operation: op,
-        outcome: AbortOutcome::Cancelled,
-    });
+    let outcome = w.ok(Command::AbortOperation { operation: op, outcome: AbortOutcome::Cancelled });
     assert!(matches!(outcome, Outcome::Aborted { released } if released.len() == 1));
     assert_eq!(w.state.operation(op).map(|o| o.phase.clone()), Some(Phase::Cancelled));
     assert!(w.state.reservations().is_empty());
-    let r = w.rejected(Command::AbortOperation {
-        operation: op,
-        outcome: AbortOutcome::Cancelled,
-    });
+    let r = w.rejected(Command::AbortOperation { operation: op, outcome: AbortOutcome::Cancelled });
     assert_eq!(r.code, RejectCode::OperationFinished);
     w.begin("ldom1", "a", "c", None, false);
 }
@@ -613,10 +490,7 @@ fn migrations_need_a_guest_a_live_source_and_two_servers() {
     let r = begin("nope", "a", "b");
     assert_eq!(r.code, RejectCode::DomainUnknown);
     assert!(r.message.contains("LDom \"nope\" was not found on a"));
-    w.ok(Command::SetHostStatus {
-        host: "a".into(),
-        status: HostStatus::Lost,
-    });
+    w.ok(Command::SetHostStatus { host: "a".into(), status: HostStatus::Lost });
     let r = w.rejected(Command::BeginOperation {
         kind: OperationKind::Migration {
             domain: "ldom1".into(),
@@ -628,12 +502,8 @@ fn migrations_need_a_guest_a_live_source_and_two_servers() {
     });
     assert_eq!((r.code, r.rule), (RejectCode::HostStatus, Some(Rule::Lm(2))));
     // Failover of a lost host may start; of a live one it may not.
-    w.ok(Command::BeginOperation {
-        kind: OperationKind::Failover { host: "a".into() },
-    });
-    let r = w.rejected(Command::BeginOperation {
-        kind: OperationKind::Failover { host: "b".into() },
-    });
+    w.ok(Command::BeginOperation { kind: OperationKind::Failover { host: "a".into() } });
+    let r = w.rejected(Command::BeginOperation { kind: OperationKind::Failover { host: "b".into() } });
     assert_eq!(r.code, RejectCode::HostStatus);
 }
 
@@ -644,17 +514,8 @@ fn losing_a_host_rolls_back_its_migrations() {
     let mut w = world();
     let op = w.begin("ldom1", "a", "b", None, false);
     let (r, _, _) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
-    let outcome = w.ok(Command::SetHostStatus {
-        host: "a".into(),
-        status: HostStatus::Lost,
-    });
-    assert_eq!(
-        outcome,
-        Outcome::HostStatusSet {
-            rolled_back: vec![op],
-            released: vec![r]
-        }
-    );
+    let outcome = w.ok(Command::SetHostStatus { host: "a".into(), status: HostStatus::Lost });
+    assert_eq!(outcome, Outcome::HostStatusSet { rolled_back: vec![op], released: vec![r] });
     let phase = w.state.operation(op).map(|o| o.phase.clone());
     assert!(matches!(phase, Some(Phase::RolledBack { reason }) if reason.contains("HA-07")));
 }
@@ -678,14 +539,10 @@ fn a_report_may_not_drop_or_rebind_a_reserved_resource() {
     assert_eq!(rej.code, RejectCode::InventoryDropsReserved);
     assert!(rej.message.contains("memory"), "{}", rej.message);
     // The reserved core disappeared (a 4-core report).
-    let rej = w.rejected(Command::ReportInventory {
-        server: server("b", 4, 8),
-    });
+    let rej = w.rejected(Command::ReportInventory { server: server("b", 4, 8) });
     assert!(rej.message.contains("lacks CPU 8"), "{}", rej.message);
     // Memory shrank below the reserved range.
-    let rej = w.rejected(Command::ReportInventory {
-        server: server("b", 8, 2),
-    });
+    let rej = w.rejected(Command::ReportInventory { server: server("b", 8, 2) });
     assert!(rej.message.contains("lacks memory"), "{}", rej.message);
 }
 
@@ -695,9 +552,7 @@ fn a_guest_recorded_elsewhere_appears_only_as_an_incoming_migration() {
     // for it; the report does not move the index; commit then does.
     let mut w = world();
     let incoming = with_guest(server("b", 8, 8), "ldom1", &[4, 5], gib(4), Some(5003));
-    let rej = w.rejected(Command::ReportInventory {
-        server: incoming.clone(),
-    });
+    let rej = w.rejected(Command::ReportInventory { server: incoming.clone() });
     assert_eq!(rej.code, RejectCode::DomainOnOtherHost);
     assert!(rej.message.contains("records on a"), "{}", rej.message);
     let op = w.begin("ldom1", "a", "b", None, false);
@@ -711,13 +566,7 @@ fn a_guest_recorded_elsewhere_appears_only_as_an_incoming_migration() {
         a
     };
     let outcome = w.ok(Command::ReportInventory { server: a_without });
-    assert_eq!(
-        outcome,
-        Outcome::InventoryAccepted {
-            indexed: vec![],
-            unindexed: vec![]
-        }
-    );
+    assert_eq!(outcome, Outcome::InventoryAccepted { indexed: vec![], unindexed: vec![] });
     w.ok(Command::CommitMigration {
         operation: op,
         reservation: r,
@@ -743,9 +592,7 @@ fn releasing_drops_the_incoming_copy_from_the_target() {
     w.ok(Command::ReportInventory { server: incoming });
     w.ok(Command::AbortOperation {
         operation: op,
-        outcome: AbortOutcome::RolledBack {
-            reason: "transfer failed".into(),
-        },
+        outcome: AbortOutcome::RolledBack { reason: "transfer failed".into() },
     });
     assert!(w.inventory("b").domain("ldom1").is_none());
     assert!(w.inventory("a").domain("ldom1").is_some());
@@ -760,9 +607,7 @@ fn an_invalid_report_is_refused_with_its_problems() {
     let r = w.rejected(Command::ReportInventory { server: bad });
     assert_eq!(r.code, RejectCode::InventoryInvalid);
     assert!(r.message.contains("ghost"), "{}", r.message);
-    let r = w.rejected(Command::ReportInventory {
-        server: server("zz", 2, 2),
-    });
+    let r = w.rejected(Command::ReportInventory { server: server("zz", 2, 2) });
     assert_eq!(r.code, RejectCode::HostUnknown);
 }
 
@@ -824,12 +669,7 @@ fn users_are_added_replaced_and_removed_with_argon2_hashes_only() {
         replace: false,
     });
     assert_eq!(dup.code, RejectCode::UserExists);
-    w.ok(Command::AddUser {
-        name: "alice".into(),
-        password_hash: hash,
-        profiles: BTreeSet::new(),
-        replace: true,
-    });
+    w.ok(Command::AddUser { name: "alice".into(), password_hash: hash, profiles: BTreeSet::new(), replace: true });
     assert!(!w.state.user("alice").expect("user").may_migrate());
     let bad = w.rejected(Command::AddUser {
         name: "bob".into(),
@@ -849,46 +689,17 @@ fn requests_over_a_limit_are_refused_by_the_proposer_and_by_apply() {
     let mut w = world();
     let bad = [
         req(1, Command::RegisterHost { host: spec("bad:name") }),
-        req(
-            1,
-            Command::RegisterHost {
-                host: spec(&"x".repeat(65)),
-            },
-        ),
-        Request {
-            actor: String::new(),
-            ..req(1, Command::RemoveUser { name: "u".into() })
-        },
-        req(
-            1,
-            Command::AbortOperation {
-                operation: 1,
-                outcome: AbortOutcome::Failed {
-                    reason: "two\nlines".into(),
-                },
-            },
-        ),
+        req(1, Command::RegisterHost { host: spec(&"x".repeat(65)) }),
+        Request { actor: String::new(), ..req(1, Command::RemoveUser { name: "u".into() }) },
+        req(1, Command::AbortOperation { operation: 1, outcome: AbortOutcome::Failed { reason: "two\nlines".into() } }),
     ];
     for r in bad {
-        assert_eq!(
-            r.validate().map_err(|e| e.code),
-            Err(RejectCode::InvalidRequest),
-            "{r:?}"
-        );
+        assert_eq!(r.validate().map_err(|e| e.code), Err(RejectCode::InvalidRequest), "{r:?}");
         w.index += 1;
         let applied = w.state.apply(w.index, &r);
         assert_eq!(applied.map_err(|e| e.code), Err(RejectCode::InvalidRequest));
     }
-    assert!(
-        req(
-            1,
-            Command::RegisterHost {
-                host: spec("ok-name.1")
-            }
-        )
-        .validate()
-        .is_ok()
-    );
+    assert!(req(1, Command::RegisterHost { host: spec("ok-name.1") }).validate().is_ok());
 }
 
 #[test]

@@ -14,9 +14,7 @@ use tern_raft_store::{Command, NodeId, Outcome, State};
 const WAIT: Duration = Duration::from_secs(20);
 
 fn register(i: u64) -> Command {
-    Command::RegisterHost {
-        host: spec(&format!("h{i}")),
-    }
+    Command::RegisterHost { host: spec(&format!("h{i}")) }
 }
 
 /// Writes `n` RegisterHost commands from `first`; returns the last applied log index.
@@ -75,11 +73,7 @@ async fn crashed_member_restarts_from_its_storage(storage: Storage) {
     c.add_member(follower).await;
     // It comes back with what it had, then catches up with what it missed.
     let had = c.members[&follower].state.snapshot();
-    assert!(
-        had.hosts().len() >= 3,
-        "restarted member lost its state: {}",
-        had.hosts().len()
-    );
+    assert!(had.hosts().len() >= 3, "restarted member lost its state: {}", had.hosts().len());
     c.wait_applied(follower, last, WAIT).await;
     let s = c.members[&follower].state.snapshot();
     assert_eq!(s.hosts().len(), 6);
@@ -109,17 +103,11 @@ async fn a_new_learner_catches_up_through_a_snapshot() {
     let leader = c.leader(WAIT).await;
     c.raft(leader)
         .wait(Some(WAIT))
-        .metrics(
-            |m| m.purged.is_some_and(|p| p.index >= 10),
-            "leader snapshotted and purged its log",
-        )
+        .metrics(|m| m.purged.is_some_and(|p| p.index >= 10), "leader snapshotted and purged its log")
         .await
         .expect("purged");
     c.add_member(4).await;
-    c.raft(leader)
-        .add_learner(4, node(4), true)
-        .await
-        .expect("learner added");
+    c.raft(leader).add_learner(4, node(4), true).await.expect("learner added");
     let last = last.max(c.raft(leader).metrics().borrow().last_log_index.unwrap_or(0));
     c.wait_applied(4, last, WAIT).await;
     let m = c.raft(4).metrics().borrow().clone();

@@ -23,9 +23,7 @@ fn entries() -> Vec<Entry> {
         Command::RegisterHost { host: spec("a") },
         Command::RegisterHost { host: spec("b") },
         Command::ReportInventory { server: a },
-        Command::ReportInventory {
-            server: server("b", 4, 4),
-        },
+        Command::ReportInventory { server: server("b", 4, 4) },
         Command::BeginOperation {
             kind: OperationKind::Migration {
                 domain: "ldom1".into(),
@@ -49,10 +47,7 @@ fn entries() -> Vec<Entry> {
         payload: EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1, 2, 3])], None)),
     }];
     for (i, c) in commands.into_iter().enumerate() {
-        out.push(Entry {
-            log_id: log_id(1, i as u64 + 2),
-            payload: EntryPayload::Normal(req(1_000 + i as u64, c)),
-        });
+        out.push(Entry { log_id: log_id(1, i as u64 + 2), payload: EntryPayload::Normal(req(1_000 + i as u64, c)) });
     }
     out
 }
@@ -92,10 +87,7 @@ async fn check_reopened(dir: &Path, expected: &State) {
     let (applied, membership) = sm.applied_state().await.expect("applied");
     assert_eq!(applied, Some(all[all.len() - 1].log_id));
     assert_eq!(membership.log_id(), &Some(log_id(1, 1)));
-    assert!(
-        sm.state().snapshot() == *expected,
-        "the applied state differs after reopening"
-    );
+    assert!(sm.state().snapshot() == *expected, "the applied state differs after reopening");
 }
 
 #[tokio::test]
@@ -135,12 +127,7 @@ async fn purge_and_truncate_survive_reopening() {
     let state = log2.get_log_state().await.expect("state");
     assert_eq!(state.last_purged_log_id, Some(log_id(1, 3)));
     assert_eq!(state.last_log_id, Some(log_id(1, 5)));
-    let found: Vec<u64> = log2
-        .try_get_log_entries(0..100)
-        .await
-        .expect("entries")
-        .iter()
-        .map(|e| e.log_id.index)
-        .collect();
+    let found: Vec<u64> =
+        log2.try_get_log_entries(0..100).await.expect("entries").iter().map(|e| e.log_id.index).collect();
     assert_eq!(found, vec![4, 5]);
 }

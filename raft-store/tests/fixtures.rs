@@ -32,9 +32,7 @@ fn commands() -> Vec<Command> {
         Command::RegisterHost { host: spec("a") },
         Command::RegisterHost { host: spec("b") },
         Command::ReportInventory { server: a },
-        Command::ReportInventory {
-            server: server("b", 4, 4),
-        },
+        Command::ReportInventory { server: server("b", 4, 4) },
         Command::BeginOperation {
             kind: OperationKind::Migration {
                 domain: "ldom1".into(),
@@ -69,33 +67,15 @@ fn membership() -> Membership<u64, openraft::BasicNode> {
 fn entry_fixtures() -> Vec<(&'static str, Entry)> {
     let cmds = commands();
     vec![
-        (
-            "entry-v1-membership.bin",
-            Entry {
-                log_id: log_id(1),
-                payload: EntryPayload::Membership(membership()),
-            },
-        ),
-        (
-            "entry-v1-blank.bin",
-            Entry {
-                log_id: log_id(2),
-                payload: EntryPayload::Blank,
-            },
-        ),
+        ("entry-v1-membership.bin", Entry { log_id: log_id(1), payload: EntryPayload::Membership(membership()) }),
+        ("entry-v1-blank.bin", Entry { log_id: log_id(2), payload: EntryPayload::Blank }),
         (
             "entry-v1-report-inventory.bin",
-            Entry {
-                log_id: log_id(5),
-                payload: EntryPayload::Normal(req(1_700_000_000_000, cmds[2].clone())),
-            },
+            Entry { log_id: log_id(5), payload: EntryPayload::Normal(req(1_700_000_000_000, cmds[2].clone())) },
         ),
         (
             "entry-v1-reserve.bin",
-            Entry {
-                log_id: log_id(8),
-                payload: EntryPayload::Normal(req(1_700_000_000_500, cmds[5].clone())),
-            },
+            Entry { log_id: log_id(8), payload: EntryPayload::Normal(req(1_700_000_000_500, cmds[5].clone())) },
         ),
     ]
 }
@@ -176,8 +156,5 @@ fn versions_this_build_cannot_read_are_refused_by_number() {
         Err(CodecError::UnknownVersion { found, .. }) if found == CURRENT_VERSION + 1
     ));
     bytes[3] = 0;
-    assert!(matches!(
-        codec::decode_entry(&bytes),
-        Err(CodecError::UnknownVersion { found: 0, .. })
-    ));
+    assert!(matches!(codec::decode_entry(&bytes), Err(CodecError::UnknownVersion { found: 0, .. })));
 }

@@ -33,10 +33,7 @@ pub enum TlsError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
-    move |source| TlsError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    move |source| TlsError::Io { path: path.display().to_string(), source }
 }
 
 /// Installs ring as rustls's process-wide crypto provider. Call first thing in `main`
@@ -56,11 +53,7 @@ pub struct TlsFiles {
 impl TlsFiles {
     /// The identity `name` in certificates folder `dir`.
     pub fn in_dir(dir: &Path, name: &str) -> Self {
-        Self {
-            ca: dir.join("ca.pem"),
-            cert: dir.join(format!("{name}.pem")),
-            key: dir.join(format!("{name}-key.pem")),
-        }
+        Self { ca: dir.join("ca.pem"), cert: dir.join(format!("{name}.pem")), key: dir.join(format!("{name}-key.pem")) }
     }
 
     fn read(&self) -> Result<(String, String, String), TlsError> {
@@ -70,27 +63,20 @@ impl TlsFiles {
     /// Server side: our identity, and client certificates must chain to the CA.
     pub fn server_config(&self) -> Result<ServerTlsConfig, TlsError> {
         let (ca, cert, key) = self.read()?;
-        Ok(ServerTlsConfig::new()
-            .identity(Identity::from_pem(cert, key))
-            .client_ca_root(Certificate::from_pem(ca)))
+        Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).client_ca_root(Certificate::from_pem(ca)))
     }
 
     /// Client side: our identity, and the server's certificate must chain to the CA.
     pub fn client_config(&self) -> Result<ClientTlsConfig, TlsError> {
         let (ca, cert, key) = self.read()?;
-        Ok(ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(ca))
-            .identity(Identity::from_pem(cert, key)))
+        Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).identity(Identity::from_pem(cert, key)))
     }
 }
 
 fn read_pem(path: &Path) -> Result<String, TlsError> {
     let len = std::fs::metadata(path).map_err(io(path))?.len();
     if len > PEM_BYTES_MAX {
-        return Err(TlsError::Invalid(format!(
-            "{}: {len} bytes is too large for a PEM file",
-            path.display()
-        )));
+        return Err(TlsError::Invalid(format!("{}: {len} bytes is too large for a PEM file", path.display())));
     }
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     if !text.contains("-----BEGIN ") {
@@ -110,14 +96,9 @@ fn write_new(path: &Path, text: &str, private: bool) -> Result<(), TlsError> {
     }
     let mut f = opts.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            TlsError::Exists {
-                path: path.display().to_string(),
-            }
+            TlsError::Exists { path: path.display().to_string() }
         } else {
-            TlsError::Io {
-                path: path.display().to_string(),
-                source: e,
-            }
+            TlsError::Io { path: path.display().to_string(), source: e }
         }
     })?;
     f.write_all(text.as_bytes()).map_err(io(path))?;
@@ -133,20 +114,14 @@ pub fn init_ca(dir: &Path, cluster: &str) -> Result<PathBuf, TlsError> {
     dn.push(DnType::CommonName, format!("tern cluster CA {cluster}"));
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     params.not_after = rcgen::date_time_ymd(2046, 1, 1);
     let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
     let ca = dir.join("ca.pem");
     let ca_key = dir.join("ca-key.pem");
     if ca.exists() || ca_key.exists() {
-        return Err(TlsError::Exists {
-            path: ca.display().to_string(),
-        });
+        return Err(TlsError::Exists { path: ca.display().to_string() });
     }
     write_new(&ca_key, &key.serialize_pem(), true)?;
     write_new(&ca, &cert.pem(), false)?;
@@ -157,14 +132,8 @@ pub fn init_ca(dir: &Path, cluster: &str) -> Result<PathBuf, TlsError> {
 /// client. Its subject alternative names are `name`, `localhost`, 127.0.0.1, ::1 and
 /// `extra_sans` (host names or IP addresses the agent is reached by).
 pub fn issue(dir: &Path, name: &str, extra_sans: &[String]) -> Result<TlsFiles, TlsError> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(TlsError::Invalid(format!(
-            "certificate name {name:?} must be letters, digits, '-', '_' or '.'"
-        )));
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(TlsError::Invalid(format!("certificate name {name:?} must be letters, digits, '-', '_' or '.'")));
     }
     let ca_pem = read_pem(&dir.join("ca.pem"))?;
     let ca_key_path = dir.join("ca-key.pem");

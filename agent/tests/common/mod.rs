@@ -16,9 +16,7 @@ const POLL: Duration = Duration::from_millis(50);
 pub const LAYOUTS: [&str; 5] = ["m10-1-1", "m10-1-2", "m10-1-3", "m10-1-fragmented", "t4-1"];
 
 pub fn layout(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/layouts")
-        .join(format!("{name}.toml"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/layouts").join(format!("{name}.toml"))
 }
 
 pub struct Agent {
@@ -32,6 +30,8 @@ pub struct Cluster {
     pub tmp: tempfile::TempDir,
     pub certs: PathBuf,
     pub agents: Vec<Agent>,
+    /// Simulated ms per real ms for agents added from now on.
+    pub time_scale: u32,
 }
 
 impl Drop for Cluster {
@@ -52,11 +52,7 @@ impl Cluster {
         let certs = tmp.path().join("certs");
         tern_tls::init_ca(&certs, "test").unwrap();
         tern_tls::issue(&certs, "ternctl", &[]).unwrap();
-        Self {
-            tmp,
-            certs,
-            agents: Vec::new(),
-        }
+        Self { tmp, certs, agents: Vec::new(), time_scale: 50 }
     }
 
     /// Writes the config of agent `name` running layout `layout`, joining `join`.
@@ -68,20 +64,16 @@ impl Cluster {
         let config = format!(
             "name = \"{name}\"\nlisten_addr = \"127.0.0.1:0\"\nmetrics_addr = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
 join = [{join}]\nvoters = 3\n[tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/{name}.pem\"\nkey = \"{c}/{name}-key.pem\"\n\
-[hypervisor]\nkind = \"sim\"\nlayout = \"{l}\"\ntime_scale = 50\n\
+[hypervisor]\nkind = \"sim\"\nlayout = \"{l}\"\ntime_scale = {ts}\n\
 [timeouts]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\n\
 rpc_timeout_ms = 1000\nconnect_timeout_ms = 500\nvoter_replace_after_ms = 3000\ninventory_poll_ms = 200\n\
 inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n",
             c = self.certs.display(),
             l = layout(layout_name).display(),
+            ts = self.time_scale,
         );
         std::fs::write(dir.join("ternd.toml"), config).unwrap();
-        self.agents.push(Agent {
-            name: name.to_string(),
-            dir,
-            child: None,
-            addr: None,
-        });
+        self.agents.push(Agent { name: name.to_string(), dir, child: None, addr: None });
         self.agents.len() - 1
     }
 
@@ -90,11 +82,7 @@ inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n",
         let a = &mut self.agents[i];
         let file = a.dir.join("data/ternd.addr");
         let before = std::fs::metadata(&file).and_then(|m| m.modified()).ok();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(a.dir.join("ternd.log"))
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(a.dir.join("ternd.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ternd"))
             .arg("--config")
             .arg(a.dir.join("ternd.toml"))
@@ -107,10 +95,7 @@ inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n",
         a.child = Some(child);
         let start = Instant::now();
         loop {
-            let fresh = std::fs::metadata(&file)
-                .and_then(|m| m.modified())
-                .ok()
-                .is_some_and(|m| Some(m) != before);
+            let fresh = std::fs::metadata(&file).and_then(|m| m.modified()).ok().is_some_and(|m| Some(m) != before);
             if fresh
                 && let Ok(t) = std::fs::read_to_string(&file)
                 && let Some(addr) = t.lines().next()
@@ -144,9 +129,7 @@ inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n",
     }
 
     pub async fn channel(&self, i: usize) -> Channel {
-        let tls = tern_tls::TlsFiles::in_dir(&self.certs, "ternctl")
-            .client_config()
-            .unwrap();
+        let tls = tern_tls::TlsFiles::in_dir(&self.certs, "ternctl").client_config().unwrap();
         Endpoint::from_shared(format!("https://{}", self.addr(i)))
             .unwrap()
             .tls_config(tls)
@@ -163,9 +146,7 @@ inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n",
 
     pub async fn domains(&self, i: usize) -> Result<Vec<pb::DomainInfo>, tonic::Status> {
         let mut c = pb::inventory_client::InventoryClient::new(self.channel(i).await);
-        c.list_domains(pb::ListDomainsRequest::default())
-            .await
-            .map(|r| r.into_inner().domains)
+        c.list_domains(pb::ListDomainsRequest::default()).await.map(|r| r.into_inner().domains)
     }
 
     /// Waits until `cond` holds on agent `i`'s status; returns that status.
@@ -185,11 +166,7 @@ inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n",
             }
             tokio::time::sleep(POLL).await;
         }
-        panic!(
-            "waited {WAIT:?} for {what} on {}; last: {last}\nlog:\n{}",
-            self.agents[i].name,
-            self.log(i)
-        );
+        panic!("waited {WAIT:?} for {what} on {}; last: {last}\nlog:\n{}", self.agents[i].name, self.log(i));
     }
 
     /// Starts a 3-agent cluster on the seed's first three layouts; waits for it to form
@@ -203,12 +180,7 @@ inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n",
             c.start(i);
         }
         c.wait_status(0, "3 voters and a leader", |s| {
-            s.leader_id != 0
-                && s.members
-                    .iter()
-                    .filter(|m| m.role == pb::MemberRole::Voter as i32)
-                    .count()
-                    == 3
+            s.leader_id != 0 && s.members.iter().filter(|m| m.role == pb::MemberRole::Voter as i32).count() == 3
         })
         .await;
         c.wait_domains(0, 5).await;
@@ -224,20 +196,115 @@ inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n",
             {
                 return d;
             }
-            assert!(
-                start.elapsed() < WAIT,
-                "agent {i} never listed {n} domains: {}",
-                self.log(i)
-            );
+            assert!(start.elapsed() < WAIT, "agent {i} never listed {n} domains: {}", self.log(i));
             tokio::time::sleep(POLL).await;
         }
     }
 
     pub fn index_of(&self, status: &pb::ClusterStatus, id: u64) -> usize {
         let addr = &status.members.iter().find(|m| m.node_id == id).expect("member").address;
-        self.agents
-            .iter()
-            .position(|a| a.addr.as_deref() == Some(addr))
-            .expect("agent for member")
+        self.agents.iter().position(|a| a.addr.as_deref() == Some(addr)).expect("agent for member")
+    }
+}
+
+impl Cluster {
+    /// Starts one agent per layout (the first bootstraps); waits until every host has
+    /// reported its inventory.
+    pub async fn with_layouts(names: &[&str], time_scale: u32) -> Self {
+        let mut c = Self::new();
+        c.time_scale = time_scale;
+        c.add(names[0], names[0], &[]);
+        let first = c.start(0);
+        for n in &names[1..] {
+            let i = c.add(n, n, std::slice::from_ref(&first));
+            c.start(i);
+        }
+        c.wait_status(0, "every member and a leader", |s| s.leader_id != 0 && s.members.len() == names.len()).await;
+        let start = Instant::now();
+        loop {
+            let hosts: std::collections::BTreeSet<String> =
+                c.domains(0).await.unwrap_or_default().into_iter().map(|d| d.host).collect();
+            if hosts.len() == names.len() {
+                break;
+            }
+            assert!(start.elapsed() < WAIT, "inventories never all arrived: {hosts:?}");
+            tokio::time::sleep(POLL).await;
+        }
+        c
+    }
+
+    pub async fn add_user(&self, name: &str, password: &str, profiles: &[&str]) {
+        let mut c = pb::users_client::UsersClient::new(self.channel(0).await);
+        let req = pb::AddUserRequest {
+            name: name.into(),
+            password: password.into(),
+            profiles: profiles.iter().map(|p| p.to_string()).collect(),
+            replace: true,
+        };
+        c.add_user(req).await.unwrap();
+    }
+
+    /// Index of the agent running host `name`.
+    pub fn host(&self, name: &str) -> usize {
+        self.agents.iter().position(|a| a.name == name).expect("host")
+    }
+
+    /// Starts a migration on agent `i`; returns its event stream.
+    #[allow(clippy::too_many_arguments)] // mirrors MigrateRequest's fields, in order
+    pub async fn migrate(
+        &self,
+        i: usize,
+        domain: &str,
+        target: &str,
+        new_name: &str,
+        dry_run: bool,
+        user: &str,
+        password: &str,
+    ) -> Result<tonic::Streaming<pb::MigrateEvent>, tonic::Status> {
+        let mut c = pb::migration_client::MigrationClient::new(self.stream_channel(i).await);
+        let req = pb::MigrateRequest {
+            domain: domain.into(),
+            target: target.into(),
+            new_name: new_name.into(),
+            user: user.into(),
+            password: password.into(),
+            dry_run,
+        };
+        c.migrate(req).await.map(tonic::Response::into_inner)
+    }
+
+    /// A channel without a per-request deadline, for long streams.
+    pub async fn stream_channel(&self, i: usize) -> Channel {
+        let tls = tern_tls::TlsFiles::in_dir(&self.certs, "ternctl").client_config().unwrap();
+        Endpoint::from_shared(format!("https://{}", self.addr(i))).unwrap().tls_config(tls).unwrap().connect_lazy()
+    }
+
+    /// Reads a migration's events to its end: the report, or the refusal, or an error.
+    pub async fn outcome(mut s: tonic::Streaming<pb::MigrateEvent>) -> Result<pb::migrate_event::Event, tonic::Status> {
+        while let Some(e) = s.message().await? {
+            match e.event {
+                Some(pb::migrate_event::Event::Progress(_)) | None => {}
+                Some(other) => return Ok(other),
+            }
+        }
+        Err(tonic::Status::aborted("stream ended without an outcome"))
+    }
+
+    pub async fn operations(&self, i: usize) -> Vec<pb::OperationInfo> {
+        let mut c = pb::migration_client::MigrationClient::new(self.channel(i).await);
+        c.list_operations(pb::ListOperationsRequest { limit: 0 }).await.unwrap().into_inner().operations
+    }
+
+    /// Waits until `cond` holds on the operations as agent `i` sees them.
+    pub async fn wait_operations(&self, i: usize, what: &str, cond: impl Fn(&[pb::OperationInfo]) -> bool) {
+        let start = Instant::now();
+        loop {
+            let ops = self.operations(i).await;
+            if cond(&ops) {
+                return;
+            }
+            assert!(start.elapsed() < WAIT, "waited for {what}; operations: {ops:?}");
+            tokio::time::sleep(POLL).await;
+        }
     }
 }

@@ -63,10 +63,7 @@ fn fake_dir() -> Option<PathBuf> {
         return Some(PathBuf::from(d));
     }
     let argv0 = PathBuf::from(std::env::args_os().next()?);
-    argv0
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
+    argv0.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf)
 }
 
 fn log(line: &str) {
@@ -121,10 +118,7 @@ fn password_check(dir: &Path, args: &[String]) -> Result<(), ExitCode> {
         return Err(fail("exit=1\nOption -p requires a file name\n"));
     };
     let Ok(meta) = std::fs::metadata(&file) else {
-        return Err(fail(&format!(
-            "exit=1\nUnable to read password file {}\n",
-            file.display()
-        )));
+        return Err(fail(&format!("exit=1\nUnable to read password file {}\n", file.display())));
     };
     let content = read(&file).unwrap_or_default();
     let expected = read(&dir.join("migrate-domain.password"));
@@ -134,11 +128,7 @@ fn password_check(dir: &Path, args: &[String]) -> Result<(), ExitCode> {
         meta.permissions().mode() & 0o777,
         if matches { "yes" } else { "no" }
     ));
-    if matches {
-        Ok(())
-    } else {
-        Err(fail("exit=1\nAuthentication failed\n"))
-    }
+    if matches { Ok(()) } else { Err(fail("exit=1\nAuthentication failed\n")) }
 }
 
 fn main() -> ExitCode {

@@ -176,11 +176,7 @@ impl LdmHypervisor {
     /// Runs a command that must succeed; its failure becomes a classified error.
     async fn run_ok(&self, a: &[String]) -> Result<LdmOutput, HvError> {
         let out = self.run(a, self.opts.command_deadline).await?;
-        if out.success() {
-            Ok(out)
-        } else {
-            Err(classify(&out.stdout, &out.stderr).into_error())
-        }
+        if out.success() { Ok(out) } else { Err(classify(&out.stdout, &out.stderr).into_error()) }
     }
 
     async fn capture<T>(&self, a: &[&str], parse: fn(&str) -> Result<T, ParseError>) -> Result<T, HvError> {
@@ -195,11 +191,7 @@ impl LdmHypervisor {
         let a = migrate_args(Some("-n"), &file.path, req);
         let out = self.run(&a, self.opts.command_deadline).await?;
         drop(file);
-        if out.success() {
-            Ok(())
-        } else {
-            Err(classify(&out.stdout, &out.stderr).into_error())
-        }
+        if out.success() { Ok(()) } else { Err(classify(&out.stdout, &out.stderr).into_error()) }
     }
 
     fn password_file(&self, target: &str) -> Result<PasswordFile, HvError> {
@@ -265,26 +257,15 @@ impl PasswordFile {
     fn create(dir: &Path, n: u64, password: &str) -> Result<Self, HvError> {
         use std::os::unix::fs::OpenOptionsExt;
         if password.contains('\n') || password.contains('\r') {
-            return Err(HvError::Invalid(
-                "OP-03 a target password cannot contain a line break".into(),
-            ));
+            return Err(HvError::Invalid("OP-03 a target password cannot contain a line break".into()));
         }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let path = dir.join(format!(".tern-ldm-password-{}-{n}-{nanos}", std::process::id()));
         let io = |e: std::io::Error| HvError::Io(format!("password file {}: {e}", path.display()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io)?;
         let file = Self { path: path.clone() };
-        f.write_all(password.as_bytes())
-            .and_then(|()| f.write_all(b"\n"))
-            .map_err(io)?;
+        f.write_all(password.as_bytes()).and_then(|()| f.write_all(b"\n")).map_err(io)?;
         Ok(file)
     }
 }
@@ -325,14 +306,8 @@ impl Hypervisor for LdmHypervisor {
             list_devices: Some(list_devices),
             list_services: Some(list_services),
         };
-        build_server(
-            &self.opts.host,
-            &self.opts.facts,
-            &captures,
-            &self.opts.shared_storage,
-            &self.opts.inactive_cids,
-        )
-        .map_err(inventory_error)
+        build_server(&self.opts.host, &self.opts.facts, &captures, &self.opts.shared_storage, &self.opts.inactive_cids)
+            .map_err(inventory_error)
     }
 
     async fn bind(&self, domain: Domain, binding: &Binding) -> Result<(), HvError> {
@@ -350,20 +325,11 @@ impl Hypervisor for LdmHypervisor {
             steps.push(args(&["add-core", &format!("cid={}", cids.join(",")), name]));
         }
         if !binding.memory.is_empty() {
-            let blocks: Vec<String> = binding
-                .memory
-                .iter()
-                .map(|r| format!("{:#x}:{}", r.pa, Size(r.size)))
-                .collect();
+            let blocks: Vec<String> = binding.memory.iter().map(|r| format!("{:#x}:{}", r.pa, Size(r.size))).collect();
             steps.push(args(&["add-memory", &format!("mblock={}", blocks.join(",")), name]));
         }
         for v in &domain.vdisks {
-            steps.push(args(&[
-                "add-vdisk",
-                &v.name,
-                &format!("{}@{}", v.volume, v.service),
-                name,
-            ]));
+            steps.push(args(&["add-vdisk", &v.name, &format!("{}@{}", v.volume, v.service), name]));
         }
         for v in &domain.vnets {
             steps.push(args(&["add-vnet", &v.name, &v.service, name]));
@@ -432,10 +398,7 @@ impl Hypervisor for LdmHypervisor {
         {
             let mut flights = lock(&self.flights);
             if flights.contains_key(&req.domain) {
-                return Err(HvError::Busy(format!(
-                    "a migration of {} is already running",
-                    req.domain
-                )));
+                return Err(HvError::Busy(format!("a migration of {} is already running", req.domain)));
             }
             flights.insert(req.domain.clone(), Flight::default());
         }
@@ -462,9 +425,7 @@ impl Hypervisor for LdmHypervisor {
         };
         drop(migrate);
         drop(file);
-        let cancelled = lock(&self.flights)
-            .remove(&req.domain)
-            .is_some_and(|f| f.cancel_requested);
+        let cancelled = lock(&self.flights).remove(&req.domain).is_some_and(|f| f.cancel_requested);
         let out = finished.map_err(|e| match e {
             HvError::Io(m) => HvError::Io(format!(
                 "{m}; killing `ldm migrate-domain` aborts the migration and {} resumes on the source",
@@ -478,11 +439,7 @@ impl Hypervisor for LdmHypervisor {
             }
             return Err(classify(&out.stdout, &out.stderr).into_error());
         }
-        let _ = progress.try_send(Progress {
-            pct: 100,
-            round: 0,
-            suspended: true,
-        });
+        let _ = progress.try_send(Progress { pct: 100, round: 0, suspended: true });
         Ok(MigrationOutcome {
             total_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             downtime_ms: 0,

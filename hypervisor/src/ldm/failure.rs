@@ -83,12 +83,7 @@ pub fn classify(stdout: &str, stderr: &str) -> LdmFailure {
         .map(|l| l.to_ascii_lowercase())
         .filter(|l| !l.starts_with("domain migration of ldom"))
         .find_map(|l| RULES.iter().find(|(p, _)| l.contains(p)).map(|(_, r)| *r));
-    LdmFailure {
-        rule: if not_found.is_some() { None } else { rule },
-        message,
-        not_found,
-        dry_run,
-    }
+    LdmFailure { rule: if not_found.is_some() { None } else { rule }, message, not_found, dry_run }
 }
 
 /// `LDom "ldom1" was not found` -> `ldom1`.
@@ -132,10 +127,7 @@ mod tests {
                 "Free memory layout and congruency requirements prevent binding the memory block with PA 0x880000000, RA 0x400000000, and size 6G\nDomain Migration of LDom ldg1 would fail if attempted",
                 Some(Rule::Lm(9)),
             ),
-            (
-                "Not enough free CPUs on target\nDomain Migration of LDom ldom1 failed",
-                Some(Rule::Lm(6)),
-            ),
+            ("Not enough free CPUs on target\nDomain Migration of LDom ldom1 failed", Some(Rule::Lm(6))),
             ("Invalid cpu-arch for the target machine", Some(Rule::Lm(7))),
             ("Something nobody has seen\nDomain Migration of LDom ldom1 failed", None),
         ];

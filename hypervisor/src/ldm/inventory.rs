@@ -103,10 +103,7 @@ pub fn build_server(
     let (cores, threads_per_core) = build_cores(devices, &domains, inactive_cids)?;
     let memory = build_memory(devices)?;
     let services = build_services(captures, &domains, shared)?;
-    let domains = domains
-        .iter()
-        .map(|d| build_domain(d, &services))
-        .collect::<Result<Vec<_>, _>>()?;
+    let domains = domains.iter().map(|d| build_domain(d, &services)).collect::<Result<Vec<_>, _>>()?;
     let server = Server {
         name: name.to_string(),
         model: facts.model.clone(),
@@ -119,9 +116,7 @@ pub fn build_server(
         services,
         domains,
     };
-    server
-        .validate()
-        .map_err(|errs| InventoryError::Inconsistent(errs.join("; ")))?;
+    server.validate().map_err(|errs| InventoryError::Inconsistent(errs.join("; ")))?;
     Ok(server)
 }
 
@@ -224,19 +219,9 @@ fn build_cores(
     }
     let mut cores = Vec::with_capacity(devices.cores.len());
     for c in &devices.cores {
-        let strands: Vec<Strand> = c
-            .cpuset
-            .iter()
-            .map(|&id| Strand {
-                id,
-                bound: owner.get(&id).map(|d| d.to_string()),
-            })
-            .collect();
-        cores.push(Core {
-            cid: c.cid,
-            activated: !inactive_cids.contains(&c.cid),
-            strands,
-        });
+        let strands: Vec<Strand> =
+            c.cpuset.iter().map(|&id| Strand { id, bound: owner.get(&id).map(|d| d.to_string()) }).collect();
+        cores.push(Core { cid: c.cid, activated: !inactive_cids.contains(&c.cid), strands });
     }
     // A strand ldm calls busy must belong to a domain we know; otherwise the domain
     // listing is incomplete (e.g. captured for one domain only) and free CPU would be
@@ -279,12 +264,7 @@ fn build_services(c: &Captures, domains: &[LdmDomain], shared: &SharedStorage) -
     let mut provider: BTreeMap<&str, &str> = BTreeMap::new();
     for d in domains {
         let s = &d.services;
-        for n in s
-            .vds
-            .iter()
-            .map(|v| &v.name)
-            .chain(s.vsw.iter().map(|v| &v.name))
-            .chain(s.vcc.iter().map(|v| &v.name))
+        for n in s.vds.iter().map(|v| &v.name).chain(s.vsw.iter().map(|v| &v.name)).chain(s.vcc.iter().map(|v| &v.name))
         {
             provider.insert(n.as_str(), d.name.as_str());
         }
@@ -319,11 +299,7 @@ fn build_services(c: &Captures, domains: &[LdmDomain], shared: &SharedStorage) -
             volumes: v
                 .volumes
                 .iter()
-                .map(|x| Volume {
-                    name: x.name.clone(),
-                    device: x.device.clone(),
-                    shared: shared.is_shared(&x.device),
-                })
+                .map(|x| Volume { name: x.name.clone(), device: x.device.clone(), shared: shared.is_shared(&x.device) })
                 .collect(),
         });
     }
@@ -350,11 +326,7 @@ pub fn domain_kind(d: &LdmDomain) -> DomainKind {
     let flag = |f: &str| d.flags.iter().any(|x| x == f);
     if flag("control") || d.name == CONTROL_DOMAIN {
         DomainKind::Control
-    } else if d
-        .io
-        .iter()
-        .any(|io| io.dev.starts_with("pci@") && !io.dev.contains('/'))
-    {
+    } else if d.io.iter().any(|io| io.dev.starts_with("pci@") && !io.dev.contains('/')) {
         DomainKind::IoRoot
     } else if flag("vio-service")
         || !d.services.vds.is_empty()
@@ -381,9 +353,7 @@ fn build_domain(d: &LdmDomain, services: &Services) -> Result<Domain, InventoryE
         None => return missing(format!("line {}: domain {} has no state=", d.line, d.name)),
     };
     let cpu_arch = match d.cpu_arch.as_deref() {
-        Some(a) => a
-            .parse::<CpuArch>()
-            .map_err(|e| InventoryError::Inconsistent(format!("domain {}: {e}", d.name)))?,
+        Some(a) => a.parse::<CpuArch>().map_err(|e| InventoryError::Inconsistent(format!("domain {}: {e}", d.name)))?,
         None => CpuArch::Native,
     };
     Ok(Domain {
@@ -395,20 +365,9 @@ fn build_domain(d: &LdmDomain, services: &Services) -> Result<Domain, InventoryE
         vdisks: d
             .vdisks
             .iter()
-            .map(|v| VDisk {
-                name: v.name.clone(),
-                volume: v.volume.clone(),
-                service: v.service.clone(),
-            })
+            .map(|v| VDisk { name: v.name.clone(), volume: v.volume.clone(), service: v.service.clone() })
             .collect(),
-        vnets: d
-            .vnets
-            .iter()
-            .map(|v| VNet {
-                name: v.name.clone(),
-                service: v.service.clone(),
-            })
-            .collect(),
+        vnets: d.vnets.iter().map(|v| VNet { name: v.name.clone(), service: v.service.clone() }).collect(),
         console: console_of(d, services)?,
         workload: Workload {
             cpu_pct: d.util.map(|u| u.round().clamp(0.0, 100.0) as u32).unwrap_or(0),
@@ -423,26 +382,14 @@ fn console_of(d: &LdmDomain, services: &Services) -> Result<Option<Console>, Inv
     if let Some(c) = &d.console
         && let (Some(service), Some(port)) = (&c.service, c.port)
     {
-        return Ok(Some(Console {
-            service: service.clone(),
-            port,
-            logging: c.logging.unwrap_or(true),
-        }));
+        return Ok(Some(Console { service: service.clone(), port, logging: c.logging.unwrap_or(true) }));
     }
     let Some(port) = d.cons.as_deref().and_then(|c| c.parse::<u16>().ok()) else {
         return Ok(None);
     };
-    let holders: Vec<&Vcc> = services
-        .vcc
-        .iter()
-        .filter(|v| v.port_min <= port && port <= v.port_max)
-        .collect();
+    let holders: Vec<&Vcc> = services.vcc.iter().filter(|v| v.port_min <= port && port <= v.port_max).collect();
     match holders.as_slice() {
-        [one] => Ok(Some(Console {
-            service: one.name.clone(),
-            port,
-            logging: true,
-        })),
+        [one] => Ok(Some(Console { service: one.name.clone(), port, logging: true })),
         [] => missing(format!(
             "domain {}: console port {port} is in no VCC's range; capture `ldm list-services -p`",
             d.name

@@ -49,10 +49,7 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 fn err<T>(line: usize, message: impl Into<String>) -> Result<T, ParseError> {
-    Err(ParseError {
-        line,
-        message: message.into(),
-    })
+    Err(ParseError { line, message: message.into() })
 }
 
 /// One parsed line: a record (`head` = its type) or a continuation row (`head` = None).
@@ -66,20 +63,13 @@ struct Line<'a> {
 impl<'a> Line<'a> {
     /// The field's value; `None` when absent or empty (ldm prints `key=` for "unset").
     fn get(&self, key: &str) -> Option<&'a str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| *v)
-            .filter(|v| !v.is_empty())
+        self.fields.iter().find(|(k, _)| *k == key).map(|(_, v)| *v).filter(|v| !v.is_empty())
     }
 
     fn require(&self, key: &str) -> Result<&'a str, ParseError> {
         match self.get(key) {
             Some(v) => Ok(v),
-            None => err(
-                self.no,
-                format!("{} record lacks {key}=", self.head.unwrap_or("continuation")),
-            ),
+            None => err(self.no, format!("{} record lacks {key}=", self.head.unwrap_or("continuation"))),
         }
     }
 }
@@ -115,10 +105,7 @@ fn split_fields(no: usize, rest: &str) -> Result<Vec<(&str, &str)>, ParseError> 
 /// unknown records themselves) are skipped whatever they hold; anything else that is
 /// neither a record nor a continuation row is an error.
 fn tokenize<'a>(text: &'a str, known: &[&str]) -> Result<Document<'a>, ParseError> {
-    let mut doc = Document {
-        version: None,
-        lines: Vec::new(),
-    };
+    let mut doc = Document { version: None, lines: Vec::new() };
     // Whether the record type we are under is one the caller reads.
     let mut in_known = true;
     for (i, raw) in text.lines().enumerate() {
@@ -147,13 +134,7 @@ fn tokenize<'a>(text: &'a str, known: &[&str]) -> Result<Document<'a>, ParseErro
         let head = head.trim();
         if !is_record_type(head) {
             if in_known {
-                return err(
-                    no,
-                    format!(
-                        "{:?} is neither a record (TYPE|key=value) nor a |key=value row",
-                        clip(t)
-                    ),
-                );
+                return err(no, format!("{:?} is neither a record (TYPE|key=value) nor a |key=value row", clip(t)));
             }
             continue;
         }
@@ -162,11 +143,7 @@ fn tokenize<'a>(text: &'a str, known: &[&str]) -> Result<Document<'a>, ParseErro
             continue;
         }
         let fields = split_fields(no, rest)?;
-        doc.lines.push(Line {
-            no,
-            head: Some(head),
-            fields,
-        });
+        doc.lines.push(Line { no, head: Some(head), fields });
     }
     Ok(doc)
 }
@@ -181,13 +158,11 @@ fn clip(s: &str) -> String {
 }
 
 fn parse_u32(no: usize, key: &str, v: &str) -> Result<u32, ParseError> {
-    v.parse()
-        .or_else(|_| err(no, format!("{key}={v:?} is not a whole number")))
+    v.parse().or_else(|_| err(no, format!("{key}={v:?} is not a whole number")))
 }
 
 fn parse_u16(no: usize, key: &str, v: &str) -> Result<u16, ParseError> {
-    v.parse()
-        .or_else(|_| err(no, format!("{key}={v:?} is not a port number")))
+    v.parse().or_else(|_| err(no, format!("{key}={v:?} is not a port number")))
 }
 
 /// `0x7e0000800000` or a decimal byte address.
@@ -264,12 +239,7 @@ pub fn flag_words(v: &str) -> Vec<String> {
     const LETTERS: &str = "-sntdrcve";
     let letters = v.chars().count() == 6 && !v.contains(',') && v.chars().all(|c| LETTERS.contains(c));
     if !letters {
-        return v
-            .split(',')
-            .map(str::trim)
-            .filter(|w| !w.is_empty())
-            .map(str::to_string)
-            .collect();
+        return v.split(',').map(str::trim).filter(|w| !w.is_empty()).map(str::to_string).collect();
     }
     let mut out = Vec::new();
     for (pos, c) in v.chars().enumerate() {
@@ -412,17 +382,13 @@ pub struct DomainListing {
     pub domains: Vec<LdmDomain>,
 }
 
-const DOMAIN_RECORDS: &[&str] = &[
-    "DOMAIN", "CONTROL", "CORE", "VCPU", "MEMORY", "IO", "VDISK", "VNET", "VCONS", "VDS", "VSW", "VCC",
-];
+const DOMAIN_RECORDS: &[&str] =
+    &["DOMAIN", "CONTROL", "CORE", "VCPU", "MEMORY", "IO", "VDISK", "VNET", "VCONS", "VDS", "VSW", "VCC"];
 
 /// Parses `ldm list-domain -p`, `ldm list-domain -l -p` and `ldm list-bindings -p`.
 pub fn parse_domain_listing(text: &str) -> Result<DomainListing, ParseError> {
     let doc = tokenize(text, DOMAIN_RECORDS)?;
-    let mut out = DomainListing {
-        version: doc.version,
-        domains: Vec::new(),
-    };
+    let mut out = DomainListing { version: doc.version, domains: Vec::new() };
     let mut section: Option<&str> = None;
     for line in &doc.lines {
         if line.head == Some("DOMAIN") {
@@ -433,10 +399,7 @@ pub fn parse_domain_listing(text: &str) -> Result<DomainListing, ParseError> {
         let Some(domain) = out.domains.last_mut() else {
             return err(
                 line.no,
-                format!(
-                    "{} record before any DOMAIN record",
-                    line.head.unwrap_or("a |key=value row")
-                ),
+                format!("{} record before any DOMAIN record", line.head.unwrap_or("a |key=value row")),
             );
         };
         if let Some(head) = line.head {
@@ -479,10 +442,9 @@ fn domain_record(d: &mut LdmDomain, kind: &str, line: &Line<'_>) -> Result<(), P
             pa: parse_address(no, "pa", line.require("pa")?)?,
             size: parse_bytes(no, "size", line.require("size")?)?,
         }),
-        "IO" => d.io.push(DomainIo {
-            dev: line.require("dev")?.to_string(),
-            alias: line.get("alias").map(str::to_string),
-        }),
+        "IO" => {
+            d.io.push(DomainIo { dev: line.require("dev")?.to_string(), alias: line.get("alias").map(str::to_string) })
+        }
         "VDISK" if header => {
             let name = line.require("name")?.to_string();
             let (volume, service) = match split_at_domain(line.require("vol")?) {
@@ -565,10 +527,7 @@ const SERVICE_RECORDS: &[&str] = &["DOMAIN", "VDS", "VSW", "VCC"];
 /// records and releases that print `ldom=` on each service are both read.
 pub fn parse_service_listing(text: &str) -> Result<ServiceListing, ParseError> {
     let doc = tokenize(text, SERVICE_RECORDS)?;
-    let mut out = ServiceListing {
-        version: doc.version,
-        ..Default::default()
-    };
+    let mut out = ServiceListing { version: doc.version, ..Default::default() };
     let mut domain: Option<String> = None;
     let mut section: Option<&str> = None;
     for line in &doc.lines {
@@ -621,22 +580,13 @@ fn service_record(
             let name = line.require("name")?.to_string();
             let range = line.require("port-range")?;
             let (lo, hi) = match range.split_once('-') {
-                Some((a, b)) => (
-                    parse_u16(no, "port-range", a.trim())?,
-                    parse_u16(no, "port-range", b.trim())?,
-                ),
+                Some((a, b)) => (parse_u16(no, "port-range", a.trim())?, parse_u16(no, "port-range", b.trim())?),
                 None => return err(no, format!("VCC {name}: port-range={range:?} is not LOW-HIGH")),
             };
             if lo > hi {
                 return err(no, format!("VCC {name}: port-range={range:?} runs backwards"));
             }
-            out.vcc.push(VccRecord {
-                line: no,
-                name,
-                domain: owner(),
-                port_min: lo,
-                port_max: hi,
-            });
+            out.vcc.push(VccRecord { line: no, name, domain: owner(), port_min: lo, port_max: hi });
         }
         _ => {}
     }
@@ -689,10 +639,7 @@ const DEVICE_RECORDS: &[&str] = &["CORE", "VCPU", "MEMORY"];
 /// `MAU`, `CWQ`, `IO` and other resource types are skipped.
 pub fn parse_device_listing(text: &str) -> Result<DeviceListing, ParseError> {
     let doc = tokenize(text, DEVICE_RECORDS)?;
-    let mut out = DeviceListing {
-        version: doc.version,
-        ..Default::default()
-    };
+    let mut out = DeviceListing { version: doc.version, ..Default::default() };
     let mut section: Option<&str> = None;
     for line in &doc.lines {
         if let Some(head) = line.head {
@@ -777,12 +724,8 @@ pub fn parse_status(text: &str) -> Result<DomainStatus, ParseError> {
 
 fn parse_status_table(text: &str) -> Result<DomainStatus, ParseError> {
     let mut out = DomainStatus::default();
-    let lines: Vec<(usize, &str)> = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim()))
-        .filter(|(_, l)| !l.is_empty())
-        .collect();
+    let lines: Vec<(usize, &str)> =
+        text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty()).collect();
     for (i, (_, l)) in lines.iter().enumerate() {
         if *l == "NAME" {
             out.name = lines.get(i + 1).map(|(_, n)| n.to_string());
@@ -813,10 +756,7 @@ mod tests {
     fn letter_flags_spell_out_like_long_flags() {
         // Goal: `-n-cv-` and `normal,control,vio-service` mean the same.
         assert_eq!(flag_words("-n-cv-"), vec!["normal", "control", "vio-service"]);
-        assert_eq!(
-            flag_words("normal,control,vio-service"),
-            vec!["normal", "control", "vio-service"]
-        );
+        assert_eq!(flag_words("normal,control,vio-service"), vec!["normal", "control", "vio-service"]);
         assert_eq!(flag_words("-n----"), vec!["normal"]);
         assert_eq!(flag_words("normal"), vec!["normal"]);
         assert_eq!(flag_words("-t---s"), vec!["transition", "source"]);

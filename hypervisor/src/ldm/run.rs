@@ -48,10 +48,7 @@ enum ReadFail {
 async fn read_bounded<R: AsyncRead + Unpin>(r: R, max: usize, stream: &'static str) -> Result<Vec<u8>, ReadFail> {
     let mut buf = Vec::new();
     let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-    r.take(limit)
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| ReadFail::Io(stream, e))?;
+    r.take(limit).read_to_end(&mut buf).await.map_err(|e| ReadFail::Io(stream, e))?;
     if buf.len() > max {
         return Err(ReadFail::TooLarge(stream));
     }
@@ -106,10 +103,7 @@ pub async fn run_ldm(
         Ok(Err(ReadFail::Io(stream, e))) => HvError::Io(format!("`{shown}` (pid {pid}): reading its {stream}: {e}")),
         Err(_) => {
             tracing::warn!(command = %shown, pid, deadline_ms = deadline.as_millis() as u64, "ldm hung; killing it");
-            HvError::Io(format!(
-                "`{shown}` (pid {pid}) did not finish within {} ms; killed it",
-                deadline.as_millis()
-            ))
+            HvError::Io(format!("`{shown}` (pid {pid}) did not finish within {} ms; killed it", deadline.as_millis()))
         }
     };
     let _ = child.start_kill();

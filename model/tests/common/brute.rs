@@ -25,9 +25,7 @@ pub fn fits(blocks: &[u64], free: &[Range]) -> bool {
     let n = blocks.len();
     let full = (1usize << n) - 1;
     let items: Vec<u64> = blocks.iter().map(|b| b.div_ceil(ALIGN) * ALIGN).collect();
-    let sum: Vec<u64> = (0..=full)
-        .map(|mask| (0..n).filter(|i| mask >> i & 1 == 1).map(|i| items[i]).sum())
-        .collect();
+    let sum: Vec<u64> = (0..=full).map(|mask| (0..n).filter(|i| mask >> i & 1 == 1).map(|i| items[i]).sum()).collect();
     let mut reachable = vec![false; full + 1];
     reachable[0] = true;
     for cap in free.iter().map(usable) {

@@ -18,11 +18,8 @@ use tern_model::{
 
 /// Where the seed's `_sys_` blocks and the control domain's 8G lie, and where the
 /// rest of memory starts (`ldm list-devices -a memory` on the seed's M10-1).
-pub const SYS_ROWS: [(u64, u64); 3] = [
-    (0x7e00_0080_0000, GIB),
-    (0x7e00_4080_0000, 384 * MIB),
-    (0x7e00_5880_0000, 128 * MIB),
-];
+pub const SYS_ROWS: [(u64, u64); 3] =
+    [(0x7e00_0080_0000, GIB), (0x7e00_4080_0000, 384 * MIB), (0x7e00_5880_0000, 128 * MIB)];
 pub const PRIMARY_PA: u64 = 0x7e00_6080_0000;
 pub const PRIMARY_SIZE: u64 = 8 * GIB;
 /// First PA after the control domain: `0x7e0260800000`.
@@ -40,17 +37,11 @@ pub fn os(text: &str) -> OsVersion {
 }
 
 pub fn sparc64_x_plus() -> CpuType {
-    CpuType {
-        family: CpuFamily::Sparc64XPlus,
-        frequency_mhz: 3200,
-    }
+    CpuType { family: CpuFamily::Sparc64XPlus, frequency_mhz: 3200 }
 }
 
 pub fn sparc_t4() -> CpuType {
-    CpuType {
-        family: CpuFamily::SparcT4,
-        frequency_mhz: 2850,
-    }
+    CpuType { family: CpuFamily::SparcT4, frequency_mhz: 2850 }
 }
 
 /// A domain with no devices: the control domain, or a neighbour that only holds
@@ -74,26 +65,11 @@ pub fn plain_domain(name: &str, kind: DomainKind) -> Domain {
 pub fn guest_domain(name: &str, port: u16) -> Domain {
     Domain {
         vdisks: vec![
-            VDisk {
-                name: "vdisk0".into(),
-                volume: "vol0".into(),
-                service: VDS.into(),
-            },
-            VDisk {
-                name: "vdisk1".into(),
-                volume: "vol1".into(),
-                service: VDS.into(),
-            },
+            VDisk { name: "vdisk0".into(), volume: "vol0".into(), service: VDS.into() },
+            VDisk { name: "vdisk1".into(), volume: "vol1".into(), service: VDS.into() },
         ],
-        vnets: vec![VNet {
-            name: "vnet0".into(),
-            service: VSW.into(),
-        }],
-        console: Some(Console {
-            service: VCC.into(),
-            port,
-            logging: true,
-        }),
+        vnets: vec![VNet { name: "vnet0".into(), service: VSW.into() }],
+        console: Some(Console { service: VCC.into(), port, logging: true }),
         ..plain_domain(name, DomainKind::Guest)
     }
 }
@@ -106,29 +82,12 @@ pub fn seed_services() -> Services {
             name: VDS.into(),
             domain: "primary".into(),
             volumes: vec![
-                Volume {
-                    name: "vol0".into(),
-                    device: "/dev/dsk/c0t6d0s2".into(),
-                    shared: true,
-                },
-                Volume {
-                    name: "vol1".into(),
-                    device: "/dev/dsk/c0t7d0s2".into(),
-                    shared: true,
-                },
+                Volume { name: "vol0".into(), device: "/dev/dsk/c0t6d0s2".into(), shared: true },
+                Volume { name: "vol1".into(), device: "/dev/dsk/c0t7d0s2".into(), shared: true },
             ],
         }],
-        vsw: vec![Vsw {
-            name: VSW.into(),
-            domain: "primary".into(),
-            nic: "net0".into(),
-        }],
-        vcc: vec![Vcc {
-            name: VCC.into(),
-            domain: "primary".into(),
-            port_min: 5000,
-            port_max: 6000,
-        }],
+        vsw: vec![Vsw { name: VSW.into(), domain: "primary".into(), nic: "net0".into() }],
+        vcc: vec![Vcc { name: VCC.into(), domain: "primary".into(), port_min: 5000, port_max: 6000 }],
     }
 }
 
@@ -157,24 +116,10 @@ pub fn bare_server(
                 .collect(),
         })
         .collect();
-    let mut memory: Vec<MemoryBlock> = SYS_ROWS
-        .iter()
-        .map(|&(pa, size)| MemoryBlock {
-            pa,
-            size,
-            bound: Some(Owner::System),
-        })
-        .collect();
-    memory.push(MemoryBlock {
-        pa: PRIMARY_PA,
-        size: PRIMARY_SIZE,
-        bound: Some(Owner::Domain("primary".into())),
-    });
-    memory.push(MemoryBlock {
-        pa: AFTER_PRIMARY_PA,
-        size: AFTER_PRIMARY_SIZE,
-        bound: None,
-    });
+    let mut memory: Vec<MemoryBlock> =
+        SYS_ROWS.iter().map(|&(pa, size)| MemoryBlock { pa, size, bound: Some(Owner::System) }).collect();
+    memory.push(MemoryBlock { pa: PRIMARY_PA, size: PRIMARY_SIZE, bound: Some(Owner::Domain("primary".into())) });
+    memory.push(MemoryBlock { pa: AFTER_PRIMARY_PA, size: AFTER_PRIMARY_SIZE, bound: None });
     let server = Server {
         name: name.to_string(),
         model: model.to_string(),
@@ -208,15 +153,8 @@ pub fn seed_source() -> Server {
     let mut s = m10_1("m10-1-1");
     add_domain(&mut s, guest_domain("ldom1", 5001));
     bind_cores(&mut s, "ldom1", &[4, 5, 6, 7]);
-    lay_out_after_primary(
-        &mut s,
-        &[("ldom1", 248 * MIB), ("ldom1", 16136 * MIB), ("", 39416 * MIB)],
-    );
-    assert_eq!(
-        s.memory_of("ldom1")[1].pa,
-        0x7e02_7000_0000,
-        "the seed's PA for ldom1's second block"
-    );
+    lay_out_after_primary(&mut s, &[("ldom1", 248 * MIB), ("ldom1", 16136 * MIB), ("", 39416 * MIB)]);
+    assert_eq!(s.memory_of("ldom1")[1].pa, 0x7e02_7000_0000, "the seed's PA for ldom1's second block");
     assert_eq!(s.memory[6].pa, 0x7e06_6080_0000, "the seed's PA for the free block");
     assert_valid(&s);
     s
@@ -285,13 +223,7 @@ pub fn check_with(
     new_name: Option<&str>,
     reserved: &Reserved,
 ) -> Report {
-    tern_model::preflight(&MigrationQuery {
-        source,
-        target,
-        domain,
-        new_name,
-        target_reserved: reserved,
-    })
+    tern_model::preflight(&MigrationQuery { source, target, domain, new_name, target_reserved: reserved })
 }
 
 /// The (rule, code) of each error, sorted, so a test can compare the whole list.

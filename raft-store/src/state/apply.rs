@@ -50,13 +50,7 @@ impl State {
         let now = self.meta.clock_ms;
         match &req.command {
             Command::RegisterHost { host } => self.register_host(now, host),
-            Command::UpdateHost {
-                name,
-                address,
-                cpu,
-                firmware,
-                os,
-            } => {
+            Command::UpdateHost { name, address, cpu, firmware, os } => {
                 let h = self.host_checked(name)?;
                 let mut h = h.clone();
                 if let Some(a) = address {
@@ -76,19 +70,10 @@ impl State {
             }
             Command::ReportInventory { server } => self.report_inventory(now, server),
             Command::SetHostStatus { host, status } => self.set_host_status(now, host, *status),
-            Command::Reserve {
-                operation,
-                target,
-                source,
-                domain,
-                binding,
-                lease_ms,
-            } => self.reserve(now, *operation, target, source, domain, binding, *lease_ms),
-            Command::Renew {
-                reservation,
-                token,
-                lease_ms,
-            } => self.renew(now, *reservation, *token, *lease_ms),
+            Command::Reserve { operation, target, source, domain, binding, lease_ms } => {
+                self.reserve(now, *operation, target, source, domain, binding, *lease_ms)
+            }
+            Command::Renew { reservation, token, lease_ms } => self.renew(now, *reservation, *token, *lease_ms),
             Command::Release { reservation, token } => {
                 self.reservation_checked(*reservation, *token)?;
                 self.release(*reservation);
@@ -99,19 +84,12 @@ impl State {
                 Ok(self.expire())
             }
             Command::BeginOperation { kind } => self.begin_operation(now, &req.actor, kind),
-            Command::AdvanceOperation {
-                operation,
-                token,
-                progress,
-            } => self.advance_operation(now, *operation, *token, *progress),
-            Command::CommitMigration {
-                operation,
-                reservation,
-                token,
-                downtime_ms,
-                total_ms,
-                notes,
-            } => self.commit_migration(now, *operation, *reservation, *token, (*downtime_ms, *total_ms), notes),
+            Command::AdvanceOperation { operation, token, progress } => {
+                self.advance_operation(now, *operation, *token, *progress)
+            }
+            Command::CommitMigration { operation, reservation, token, downtime_ms, total_ms, notes } => {
+                self.commit_migration(now, *operation, *reservation, *token, (*downtime_ms, *total_ms), notes)
+            }
             Command::AbortOperation { operation, outcome } => {
                 self.running_operation_checked(*operation)?;
                 let phase = match outcome {
@@ -122,12 +100,9 @@ impl State {
                 let released = self.finish_operation(now, *operation, phase, None);
                 Ok(Outcome::Aborted { released })
             }
-            Command::AddUser {
-                name,
-                password_hash,
-                profiles,
-                replace,
-            } => self.add_user(now, name, password_hash, profiles, *replace),
+            Command::AddUser { name, password_hash, profiles, replace } => {
+                self.add_user(now, name, password_hash, profiles, *replace)
+            }
             Command::RemoveUser { name } => {
                 if self.users.remove(name).is_none() {
                     return reject(RejectCode::UserUnknown, format!("no user named {name}"));
@@ -150,10 +125,7 @@ impl State {
     fn inventory_checked<'a>(&self, host: &'a Host) -> Checked<&'a Server> {
         match &host.inventory {
             Some(i) => Ok(i),
-            None => reject(
-                RejectCode::NoInventory,
-                format!("host {} has not reported its inventory yet", host.name),
-            ),
+            None => reject(RejectCode::NoInventory, format!("host {} has not reported its inventory yet", host.name)),
         }
     }
 
@@ -276,10 +248,7 @@ impl State {
             );
         }
         if self.hosts.len() >= HOSTS_MAX {
-            return reject(
-                RejectCode::LimitReached,
-                format!("the cluster already has {HOSTS_MAX} hosts"),
-            );
+            return reject(RejectCode::LimitReached, format!("the cluster already has {HOSTS_MAX} hosts"));
         }
         self.put_host(Host {
             name: spec.name.clone(),
@@ -331,12 +300,7 @@ impl State {
                 released.extend(self.finish_operation(now, id, Phase::RolledBack { reason }, None));
                 rolled_back.push(id);
             }
-            let stranded: Vec<u64> = self
-                .reservations
-                .values()
-                .filter(|r| r.target == name)
-                .map(|r| r.id)
-                .collect();
+            let stranded: Vec<u64> = self.reservations.values().filter(|r| r.target == name).map(|r| r.id).collect();
             for id in stranded {
                 self.release(id);
                 released.push(id);
@@ -379,12 +343,8 @@ impl State {
         }
         // Accepted: index new guests, unindex the ones gone (unless an operation runs on them).
         let incoming: BTreeSet<String> = active.iter().map(|r| r.binding.domain.clone()).collect();
-        let reported: BTreeSet<&str> = server
-            .domains
-            .iter()
-            .filter(|d| d.kind == DomainKind::Guest)
-            .map(|d| d.name.as_str())
-            .collect();
+        let reported: BTreeSet<&str> =
+            server.domains.iter().filter(|d| d.kind == DomainKind::Guest).map(|d| d.name.as_str()).collect();
         let mut indexed = Vec::new();
         for name in &reported {
             if !self.domains.contains_key(*name) && !incoming.contains(*name) {
@@ -399,11 +359,8 @@ impl State {
             .map(|(n, _)| n.clone())
             .collect();
         for name in &indexed {
-            let rec = DomainRecord {
-                host: server.name.clone(),
-                ha_priority: HaPriority::default(),
-                affinity_group: None,
-            };
+            let rec =
+                DomainRecord { host: server.name.clone(), ha_priority: HaPriority::default(), affinity_group: None };
             self.set_domain(name, Some(rec));
         }
         for name in &unindexed {
@@ -445,19 +402,13 @@ impl State {
             );
         }
         if self.reservations.len() >= RESERVATIONS_MAX {
-            return reject(
-                RejectCode::LimitReached,
-                format!("{RESERVATIONS_MAX} reservations are held already"),
-            );
+            return reject(RejectCode::LimitReached, format!("{RESERVATIONS_MAX} reservations are held already"));
         }
         let target_host = self.host_checked(target)?;
         if target_host.status != HostStatus::Up {
             return reject(
                 RejectCode::HostStatus,
-                format!(
-                    "target host {target} is {}; only an up host receives domains",
-                    target_host.status
-                ),
+                format!("target host {target} is {}; only an up host receives domains", target_host.status),
             );
         }
         let source_host = self.host_checked(source)?;
@@ -501,11 +452,7 @@ impl State {
                 op.phase = Phase::Reserved;
             }
         }
-        Ok(Outcome::Reserved {
-            reservation: id,
-            token,
-            lease_expires_ms,
-        })
+        Ok(Outcome::Reserved { reservation: id, token, lease_expires_ms })
     }
 
     /// The reservation fits its operation: same hosts and domain, the target name the
@@ -520,23 +467,12 @@ impl State {
         binding: &Binding,
     ) -> Checked<()> {
         let mismatch = |what: String| {
-            reject(
-                RejectCode::OperationMismatch,
-                format!("operation {} ({}) {what}", op.id, op.kind.name()),
-            )
+            reject(RejectCode::OperationMismatch, format!("operation {} ({}) {what}", op.id, op.kind.name()))
         };
         match &op.kind {
-            OperationKind::Migration {
-                domain: d,
-                source: s,
-                target: t,
-                new_name,
-                ..
-            } => {
+            OperationKind::Migration { domain: d, source: s, target: t, new_name, .. } => {
                 if d != domain || s != source || t != target {
-                    return mismatch(format!(
-                        "moves {d} from {s} to {t}, not {domain} from {source} to {target}"
-                    ));
+                    return mismatch(format!("moves {d} from {s} to {t}, not {domain} from {source} to {target}"));
                 }
                 let want = new_name.as_deref().unwrap_or(d);
                 if binding.domain != want {
@@ -585,10 +521,7 @@ impl State {
                 RejectCode::DomainUnknown,
                 format!("{domain} is recorded on {}, not on {}", rec.host, source_inv.name),
             ),
-            None => reject(
-                RejectCode::DomainUnknown,
-                format!("{domain} is not in the domain index"),
-            ),
+            None => reject(RejectCode::DomainUnknown, format!("{domain} is not in the domain index")),
         }
     }
 
@@ -599,10 +532,7 @@ impl State {
             reject_rule(
                 RejectCode::NameTaken,
                 Rule::Op(5),
-                format!(
-                    "the name {name} is taken on {} ({by}); give a new name",
-                    target_inv.name
-                ),
+                format!("the name {name} is taken on {} ({by}); give a new name", target_inv.name),
             )
         };
         if target_inv.domain(name).is_some() {
@@ -613,10 +543,7 @@ impl State {
         {
             return taken(format!("guest {name} runs on {}", rec.host));
         }
-        if let Some(r) = self
-            .active_reservations_on(&target_inv.name, now)
-            .find(|r| r.binding.domain == name)
-        {
+        if let Some(r) = self.active_reservations_on(&target_inv.name, now).find(|r| r.binding.domain == name) {
             return taken(format!("reservation {} holds it", r.id));
         }
         Ok(())
@@ -631,9 +558,7 @@ impl State {
             r.lease_expires_ms = expires;
         }
         self.touch(RowKey::Reservation(id));
-        Ok(Outcome::Renewed {
-            lease_expires_ms: expires,
-        })
+        Ok(Outcome::Renewed { lease_expires_ms: expires })
     }
 
     /// Removes reservation `id` from the state and its operation; drops the target's
@@ -646,11 +571,8 @@ impl State {
         }
         let name = &r.binding.domain;
         let indexed_here = self.domains.get(name).is_some_and(|rec| rec.host == r.target);
-        let reported = self
-            .hosts
-            .get(&r.target)
-            .and_then(|h| h.inventory.as_ref())
-            .is_some_and(|i| i.domain(name).is_some());
+        let reported =
+            self.hosts.get(&r.target).and_then(|h| h.inventory.as_ref()).is_some_and(|i| i.domain(name).is_some());
         if reported
             && !indexed_here
             && let Some(Some(inv)) = self.inventory_mut(&r.target)
@@ -661,12 +583,8 @@ impl State {
 
     fn expire(&mut self) -> Outcome {
         let now = self.meta.clock_ms;
-        let expired: Vec<(u64, u64)> = self
-            .reservations
-            .values()
-            .filter(|r| !r.is_active(now))
-            .map(|r| (r.id, r.operation))
-            .collect();
+        let expired: Vec<(u64, u64)> =
+            self.reservations.values().filter(|r| !r.is_active(now)).map(|r| (r.id, r.operation)).collect();
         let mut released = Vec::new();
         let mut rolled_back = Vec::new();
         for (id, operation) in expired {
@@ -695,10 +613,8 @@ impl State {
                 format!("{running} operations are running; the limit is {RUNNING_OPERATIONS_MAX}"),
             );
         }
-        if let Some(other) = self
-            .operations
-            .values()
-            .find(|o| !o.phase.is_terminal() && o.kind.subject() == kind.subject())
+        if let Some(other) =
+            self.operations.values().find(|o| !o.phase.is_terminal() && o.kind.subject() == kind.subject())
         {
             return reject(
                 RejectCode::OperationRunning,
@@ -712,23 +628,16 @@ impl State {
             );
         }
         match kind {
-            OperationKind::Migration {
-                domain,
-                source,
-                target,
-                new_name,
-                ..
-            } => self.check_migration_start(domain, source, target, new_name.as_deref())?,
+            OperationKind::Migration { domain, source, target, new_name, .. } => {
+                self.check_migration_start(domain, source, target, new_name.as_deref())?
+            }
             OperationKind::Evacuation { host } => {
                 let h = self.host_checked(host)?;
                 if h.status.is_down() {
                     return reject_rule(
                         RejectCode::HostStatus,
                         Rule::Lm(2),
-                        format!(
-                            "{host} is {}; evacuation migrates from it, so it must be running",
-                            h.status
-                        ),
+                        format!("{host} is {}; evacuation migrates from it, so it must be running", h.status),
                     );
                 }
             }
@@ -776,10 +685,7 @@ impl State {
             return reject_rule(
                 RejectCode::HostStatus,
                 Rule::Lm(2),
-                format!(
-                    "source {source} is {}: migration needs its control domain; HA failover is the path",
-                    s.status
-                ),
+                format!("source {source} is {}: migration needs its control domain; HA failover is the path", s.status),
             );
         }
         if t.status != HostStatus::Up {
@@ -800,10 +706,7 @@ impl State {
         match self.domains.get(domain) {
             Some(rec) if rec.host == source => {}
             Some(rec) => {
-                return reject(
-                    RejectCode::DomainUnknown,
-                    format!("{domain} runs on {}, not on {source}", rec.host),
-                );
+                return reject(RejectCode::DomainUnknown, format!("{domain} runs on {}, not on {source}", rec.host));
             }
             None => {
                 return reject_rule(
@@ -830,18 +733,11 @@ impl State {
         let op = self.running_operation_checked(id)?;
         match token {
             Some(t) => {
-                let Some(r) = op
-                    .reservations
-                    .iter()
-                    .filter_map(|rid| self.reservations.get(rid))
-                    .find(|r| r.token == t)
+                let Some(r) =
+                    op.reservations.iter().filter_map(|rid| self.reservations.get(rid)).find(|r| r.token == t)
                 else {
-                    let held: Vec<u64> = op
-                        .reservations
-                        .iter()
-                        .filter_map(|rid| self.reservations.get(rid))
-                        .map(|r| r.token)
-                        .collect();
+                    let held: Vec<u64> =
+                        op.reservations.iter().filter_map(|rid| self.reservations.get(rid)).map(|r| r.token).collect();
                     return reject(
                         RejectCode::StaleToken,
                         format!("fencing token {t} is not held by operation {id} (it holds {held:?})"),
@@ -866,10 +762,7 @@ impl State {
         let bare = op.reservations.is_empty();
         let next = match (&op.phase, progress) {
             (_, Progress::Transferring { progress_pct }) if progress_pct > 100 => {
-                return reject(
-                    RejectCode::InvalidRequest,
-                    format!("progress {progress_pct}% is above 100%"),
-                );
+                return reject(RejectCode::InvalidRequest, format!("progress {progress_pct}% is above 100%"));
             }
             (Phase::Reserved, Progress::Transferring { progress_pct }) => Phase::Transferring { progress_pct },
             (Phase::Preparing, Progress::Transferring { progress_pct }) if bare => Phase::Transferring { progress_pct },
@@ -899,11 +792,8 @@ impl State {
     /// Ends operation `id` in `phase` (a terminal one), releasing what it holds.
     /// Returns the released reservation ids.
     fn finish_operation(&mut self, now: u64, id: u64, phase: Phase, result: Option<OperationResult>) -> Vec<u64> {
-        let held: Vec<u64> = self
-            .operations
-            .get(&id)
-            .map(|o| o.reservations.iter().copied().collect())
-            .unwrap_or_default();
+        let held: Vec<u64> =
+            self.operations.get(&id).map(|o| o.reservations.iter().copied().collect()).unwrap_or_default();
         for r in &held {
             self.release(*r);
         }
@@ -927,11 +817,8 @@ impl State {
     /// (see `report_inventory`); once nothing runs on it, the last report decides.
     fn reconcile_index(&mut self, domain: &str) {
         let Some(rec) = self.domains.get(domain) else { return };
-        let reported = self
-            .hosts
-            .get(&rec.host)
-            .and_then(|h| h.inventory.as_ref())
-            .is_some_and(|i| i.domain(domain).is_some());
+        let reported =
+            self.hosts.get(&rec.host).and_then(|h| h.inventory.as_ref()).is_some_and(|i| i.domain(domain).is_some());
         if !reported && self.running_operation_for_domain(domain).is_none() {
             self.set_domain(domain, None);
         }
@@ -939,12 +826,7 @@ impl State {
 
     /// Keeps at most `FINISHED_OPERATIONS_KEPT_MAX` finished operations, dropping the oldest.
     fn prune_finished(&mut self) {
-        let finished: Vec<u64> = self
-            .operations
-            .values()
-            .filter(|o| o.phase.is_terminal())
-            .map(|o| o.id)
-            .collect();
+        let finished: Vec<u64> = self.operations.values().filter(|o| o.phase.is_terminal()).map(|o| o.id).collect();
         let excess = finished.len().saturating_sub(FINISHED_OPERATIONS_KEPT_MAX);
         for id in finished.into_iter().take(excess) {
             self.operations.remove(&id);
@@ -962,14 +844,7 @@ impl State {
         notes: &[String],
     ) -> Response {
         let op = self.running_operation_checked(id)?;
-        let OperationKind::Migration {
-            domain,
-            source,
-            target,
-            dry_run,
-            ..
-        } = &op.kind
-        else {
+        let OperationKind::Migration { domain, source, target, dry_run, .. } = &op.kind else {
             return reject(
                 RejectCode::OperationMismatch,
                 format!("operation {id} is a {}, not a migration", op.kind.name()),
@@ -979,23 +854,14 @@ impl State {
         if r.operation != id {
             return reject(
                 RejectCode::OperationMismatch,
-                format!(
-                    "reservation {reservation} belongs to operation {}, not {id}",
-                    r.operation
-                ),
+                format!("reservation {reservation} belongs to operation {}, not {id}", r.operation),
             );
         }
         Self::lease_checked(r, now)?;
-        if !matches!(
-            op.phase,
-            Phase::Reserved | Phase::Transferring { .. } | Phase::Committing
-        ) {
+        if !matches!(op.phase, Phase::Reserved | Phase::Transferring { .. } | Phase::Committing) {
             return reject(
                 RejectCode::PhaseInvalid,
-                format!(
-                    "operation {id} is {}; only a reserved or transferring migration commits",
-                    op.phase
-                ),
+                format!("operation {id} is {}; only a reserved or transferring migration commits", op.phase),
             );
         }
         let (domain, source, target, dry_run) = (domain.clone(), source.clone(), target.clone(), *dry_run);
@@ -1003,10 +869,7 @@ impl State {
         let source_host = self.host_checked(&source)?;
         let target_host = self.host_checked(&target)?;
         if target_host.status.is_down() {
-            return reject(
-                RejectCode::HostStatus,
-                format!("target {target} is {}", target_host.status),
-            );
+            return reject(RejectCode::HostStatus, format!("target {target} is {}", target_host.status));
         }
         let source_inv = self.inventory_checked(source_host)?;
         let target_inv = self.inventory_checked(target_host)?;
@@ -1014,19 +877,14 @@ impl State {
         let mut result = OperationResult {
             old_cids: old_cpu.cids.clone(),
             new_cids: binding.cids.clone(),
-            old_console_port: source_inv
-                .domain(&domain)
-                .and_then(|d| d.console.as_ref())
-                .map(|c| c.port),
+            old_console_port: source_inv.domain(&domain).and_then(|d| d.console.as_ref()).map(|c| c.port),
             new_console_port: binding.console_port,
             downtime_ms,
             total_ms,
             notes: notes.to_vec(),
         };
         if dry_run {
-            result
-                .notes
-                .push("OP-02 dry run: every check passed; nothing moved".into());
+            result.notes.push("OP-02 dry run: every check passed; nothing moved".into());
             let result = clip_notes(result);
             self.finish_operation(now, id, Phase::Done, Some(result.clone()));
             return Ok(Outcome::Committed { moved: false, result });
@@ -1037,10 +895,7 @@ impl State {
             return reject_rule(
                 RejectCode::NameTaken,
                 Rule::Op(5),
-                format!(
-                    "the name {} was taken by a guest on {} meanwhile",
-                    binding.domain, rec.host
-                ),
+                format!("the name {} was taken by a guest on {} meanwhile", binding.domain, rec.host),
             );
         }
         // Work on copies; nothing changes unless both sides succeed.
@@ -1075,10 +930,7 @@ impl State {
             ));
         }
         let result = clip_notes(result);
-        let record = self.domains.get(&domain).cloned().map(|rec| DomainRecord {
-            host: target.clone(),
-            ..rec
-        });
+        let record = self.domains.get(&domain).cloned().map(|rec| DomainRecord { host: target.clone(), ..rec });
         if let Some(inv) = self.inventory_mut(&source) {
             *inv = Some(new_source);
         }
@@ -1116,10 +968,7 @@ impl State {
     ) -> Response {
         let exists = self.users.contains_key(name);
         if exists && !replace {
-            return reject(
-                RejectCode::UserExists,
-                format!("user {name} exists; set replace to change it"),
-            );
+            return reject(RejectCode::UserExists, format!("user {name} exists; set replace to change it"));
         }
         if !exists && self.users.len() >= USERS_MAX {
             return reject(RejectCode::LimitReached, format!("{USERS_MAX} users exist already"));
@@ -1168,10 +1017,7 @@ fn check_shape(source_inv: &Server, domain: &str, binding: &Binding) -> Checked<
             if has_console {
                 format!("{domain} has a console; the binding must give it a port on the target's VCC")
             } else {
-                format!(
-                    "{domain} has no console; the binding gives it port {:?}",
-                    binding.console_port
-                )
+                format!("{domain} has no console; the binding gives it port {:?}", binding.console_port)
             },
         );
     }
@@ -1206,11 +1052,7 @@ fn check_strands(target: &Server, binding: &Binding, others: &[&Reservation]) ->
     let strands: BTreeMap<u32, (u32, bool, Option<&String>)> = target
         .cores
         .iter()
-        .flat_map(|c| {
-            c.strands
-                .iter()
-                .map(move |s| (s.id, (c.cid, c.activated, s.bound.as_ref())))
-        })
+        .flat_map(|c| c.strands.iter().map(move |s| (s.id, (c.cid, c.activated, s.bound.as_ref()))))
         .collect();
     let unavailable = |m: String| reject_rule(RejectCode::StrandUnavailable, Rule::Lm(6), m);
     for id in &binding.strands {
@@ -1256,11 +1098,8 @@ fn check_memory(target: &Server, binding: &Binding, others: &[&Reservation]) -> 
     for r in &binding.memory {
         let in_free_block = target.memory.iter().any(|b| b.bound.is_none() && b.range().contains(r));
         if !in_free_block {
-            let holder = target
-                .memory
-                .iter()
-                .find(|b| b.bound.is_some() && b.range().overlaps(r))
-                .map(|b| match &b.bound {
+            let holder =
+                target.memory.iter().find(|b| b.bound.is_some() && b.range().overlaps(r)).map(|b| match &b.bound {
                     Some(Owner::Domain(d)) => format!("block {} bound to {d}", b.range()),
                     _ => format!("block {} held by _sys_", b.range()),
                 });
@@ -1273,9 +1112,8 @@ fn check_memory(target: &Server, binding: &Binding, others: &[&Reservation]) -> 
                 },
             );
         }
-        if let Some((o, m)) = others
-            .iter()
-            .find_map(|o| o.binding.memory.iter().find(|m| m.overlaps(r)).map(|m| (o, m)))
+        if let Some((o, m)) =
+            others.iter().find_map(|o| o.binding.memory.iter().find(|m| m.overlaps(r)).map(|m| (o, m)))
         {
             return reject_rule(
                 RejectCode::MemoryUnavailable,
@@ -1297,19 +1135,10 @@ fn check_console(target: &Server, binding: &Binding, others: &[&Reservation]) ->
         return Ok(());
     };
     let unavailable = |m: String| reject_rule(RejectCode::ConsolePortUnavailable, Rule::Lm(13), m);
-    if !target
-        .services
-        .vcc
-        .iter()
-        .any(|v| (v.port_min..=v.port_max).contains(&port))
-    {
+    if !target.services.vcc.iter().any(|v| (v.port_min..=v.port_max).contains(&port)) {
         return unavailable(format!("console port {port} is in no VCC range of {}", target.name));
     }
-    if let Some(d) = target
-        .domains
-        .iter()
-        .find(|d| d.console.as_ref().is_some_and(|c| c.port == port))
-    {
+    if let Some(d) = target.domains.iter().find(|d| d.console.as_ref().is_some_and(|c| c.port == port)) {
         return unavailable(format!("console port {port} on {} is used by {}", target.name, d.name));
     }
     if let Some(o) = others.iter().find(|o| o.binding.console_port == Some(port)) {
@@ -1335,10 +1164,7 @@ fn check_report_keeps(server: &Server, r: &Reservation) -> Checked<()> {
         )
     };
     for id in &r.binding.strands {
-        let found = server
-            .cores
-            .iter()
-            .find_map(|c| c.strands.iter().find(|s| s.id == *id).map(|s| (c, s)));
+        let found = server.cores.iter().find_map(|c| c.strands.iter().find(|s| s.id == *id).map(|s| (c, s)));
         match found {
             None => return drops(format!("lacks CPU {id}")),
             Some((c, _)) if !c.activated => return drops(format!("shows core {} of CPU {id} deactivated", c.cid)),
@@ -1366,10 +1192,8 @@ fn check_report_keeps(server: &Server, r: &Reservation) -> Checked<()> {
         }
     }
     if let Some(port) = r.binding.console_port
-        && let Some(d) = server
-            .domains
-            .iter()
-            .find(|d| d.name != mine && d.console.as_ref().is_some_and(|c| c.port == port))
+        && let Some(d) =
+            server.domains.iter().find(|d| d.name != mine && d.console.as_ref().is_some_and(|c| c.port == port))
     {
         return drops(format!("gives console port {port} to {}", d.name));
     }
@@ -1389,26 +1213,14 @@ fn summarize(c: &Command) -> String {
             server.domains.len()
         ),
         Command::SetHostStatus { host, status } => format!("host {host} is {status}"),
-        Command::Reserve {
-            operation,
-            target,
-            binding,
-            lease_ms,
-            ..
-        } => format!("reserve for operation {operation} on {target} for {lease_ms} ms: {binding}"),
-        Command::Renew {
-            reservation, lease_ms, ..
-        } => format!("renew reservation {reservation} by {lease_ms} ms"),
+        Command::Reserve { operation, target, binding, lease_ms, .. } => {
+            format!("reserve for operation {operation} on {target} for {lease_ms} ms: {binding}")
+        }
+        Command::Renew { reservation, lease_ms, .. } => format!("renew reservation {reservation} by {lease_ms} ms"),
         Command::Release { reservation, .. } => format!("release reservation {reservation}"),
         Command::Expire { now_ms } => format!("expire leases at {now_ms} ms"),
         Command::BeginOperation { kind } => match kind {
-            OperationKind::Migration {
-                domain,
-                source,
-                target,
-                new_name,
-                dry_run,
-            } => format!(
+            OperationKind::Migration { domain, source, target, new_name, dry_run } => format!(
                 "begin {}migration of {domain} from {source} to {target}{}",
                 if *dry_run { "dry-run " } else { "" },
                 new_name.as_ref().map(|n| format!(" as {n}")).unwrap_or_default()
@@ -1416,15 +1228,10 @@ fn summarize(c: &Command) -> String {
             OperationKind::Evacuation { host } => format!("begin evacuation of {host}"),
             OperationKind::Failover { host } => format!("begin failover of {host}"),
         },
-        Command::AdvanceOperation {
-            operation, progress, ..
-        } => format!("advance operation {operation}: {progress:?}"),
-        Command::CommitMigration {
-            operation,
-            reservation,
-            downtime_ms,
-            ..
-        } => format!("commit operation {operation} with reservation {reservation}, downtime {downtime_ms} ms"),
+        Command::AdvanceOperation { operation, progress, .. } => format!("advance operation {operation}: {progress:?}"),
+        Command::CommitMigration { operation, reservation, downtime_ms, .. } => {
+            format!("commit operation {operation} with reservation {reservation}, downtime {downtime_ms} ms")
+        }
         Command::AbortOperation { operation, outcome } => format!("abort operation {operation}: {outcome:?}"),
         Command::AddUser { name, profiles, .. } => {
             let p: Vec<&str> = profiles.iter().map(Profile::as_str).collect();

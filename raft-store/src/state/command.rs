@@ -232,19 +232,11 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(code: RejectCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            rule: None,
-            message: message.into(),
-        }
+        Self { code, rule: None, message: message.into() }
     }
 
     pub fn with_rule(code: RejectCode, rule: Rule, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            rule: Some(rule),
-            message: message.into(),
-        }
+        Self { code, rule: Some(rule), message: message.into() }
     }
 
     fn display(&self) -> String {
@@ -368,11 +360,7 @@ impl Request {
         if bytes.len() > limits::REQUEST_BYTES_MAX {
             return Err(Rejection::new(
                 RejectCode::InvalidRequest,
-                format!(
-                    "request encodes to {} bytes; the limit is {}",
-                    bytes.len(),
-                    limits::REQUEST_BYTES_MAX
-                ),
+                format!("request encodes to {} bytes; the limit is {}", bytes.len(), limits::REQUEST_BYTES_MAX),
             ));
         }
         Ok(())

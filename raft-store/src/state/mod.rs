@@ -185,9 +185,7 @@ impl State {
 
     /// Reservations on `host` that are active at `now_ms`.
     pub fn active_reservations_on<'a>(&'a self, host: &'a str, now_ms: u64) -> impl Iterator<Item = &'a Reservation> {
-        self.reservations
-            .values()
-            .filter(move |r| r.target == host && r.is_active(now_ms))
+        self.reservations.values().filter(move |r| r.target == host && r.is_active(now_ms))
     }
 
     /// What is promised on `host` at `now_ms`, in the form `tern_model::preflight` and
@@ -255,10 +253,7 @@ impl State {
                 if let Some(c) = &d.console
                     && let Some(other) = ports.insert(c.port, d.name.clone())
                 {
-                    out.push(format!(
-                        "{}: console port {} used by {other} and {}",
-                        host.name, c.port, d.name
-                    ));
+                    out.push(format!("{}: console port {} used by {other} and {}", host.name, c.port, d.name));
                 }
             }
         }
@@ -308,10 +303,7 @@ impl State {
             };
             let present = host.inventory.as_ref().is_some_and(|i| i.domain(name).is_some());
             if !present && self.running_operation_for_domain(name).is_none() {
-                out.push(format!(
-                    "domain {name} is recorded on {} but not in its inventory",
-                    rec.host
-                ));
+                out.push(format!("domain {name} is recorded on {} but not in its inventory", rec.host));
             }
         }
         for host in self.hosts.values() {
@@ -319,17 +311,13 @@ impl State {
             for d in inv.domains.iter().filter(|d| d.kind == tern_model::DomainKind::Guest) {
                 // An incoming migration: a reservation on this host is for it (a lapsed
                 // one too, until `Expire` removes it and the incoming copy with it).
-                let incoming = self
-                    .reservations
-                    .values()
-                    .any(|r| r.target == host.name && r.binding.domain == d.name);
+                let incoming = self.reservations.values().any(|r| r.target == host.name && r.binding.domain == d.name);
                 match self.domains.get(&d.name) {
                     Some(rec) if rec.host == host.name => {}
                     _ if incoming => {}
-                    Some(rec) => out.push(format!(
-                        "domain {} is on {} and recorded on {}",
-                        d.name, host.name, rec.host
-                    )),
+                    Some(rec) => {
+                        out.push(format!("domain {} is on {} and recorded on {}", d.name, host.name, rec.host))
+                    }
                     None => out.push(format!("domain {} on {} is not indexed", d.name, host.name)),
                 }
             }
@@ -347,10 +335,7 @@ impl State {
             }
             match self.operations.get(&r.operation) {
                 Some(op) if !op.phase.is_terminal() && op.reservations.contains(&r.id) => {}
-                _ => out.push(format!(
-                    "reservation {} is not held by running operation {}",
-                    r.id, r.operation
-                )),
+                _ => out.push(format!("reservation {} is not held by running operation {}", r.id, r.operation)),
             }
         }
         for op in self.operations.values() {

@@ -22,54 +22,16 @@ const FREE_GIB: u64 = 6;
 /// most commands are plausible and many succeed.
 #[derive(Clone, Debug)]
 enum Step {
-    Begin {
-        guest: u8,
-        target: u8,
-        rename: bool,
-        dry_run: bool,
-    },
-    Reserve {
-        op: u8,
-        first_core: u8,
-        wrong_shape: bool,
-        mem_gib: u8,
-        port: Option<u8>,
-        lease_ms: u16,
-    },
-    Renew {
-        res: u8,
-        stale: bool,
-        lease_ms: u16,
-    },
-    Release {
-        res: u8,
-        stale: bool,
-    },
-    Expire {
-        ahead_ms: u16,
-    },
-    Advance {
-        op: u8,
-        pct: u8,
-        committing: bool,
-    },
-    Commit {
-        op: u8,
-        res: u8,
-    },
-    Abort {
-        op: u8,
-        how: u8,
-    },
-    Status {
-        host: u8,
-        status: u8,
-    },
-    Report {
-        host: u8,
-        mutation: u8,
-        pick: u8,
-    },
+    Begin { guest: u8, target: u8, rename: bool, dry_run: bool },
+    Reserve { op: u8, first_core: u8, wrong_shape: bool, mem_gib: u8, port: Option<u8>, lease_ms: u16 },
+    Renew { res: u8, stale: bool, lease_ms: u16 },
+    Release { res: u8, stale: bool },
+    Expire { ahead_ms: u16 },
+    Advance { op: u8, pct: u8, committing: bool },
+    Commit { op: u8, res: u8 },
+    Abort { op: u8, how: u8 },
+    Status { host: u8, status: u8 },
+    Report { host: u8, mutation: u8, pick: u8 },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -108,28 +70,14 @@ fn initial_servers() -> Vec<Server> {
 /// Builds the command for `step` against `s`, or `None` when the step makes no sense now.
 fn interpret(s: &State, step: &Step, now: u64) -> Option<Command> {
     let all_ops: Vec<u64> = s.operations().keys().copied().collect();
-    let running: Vec<u64> = s
-        .operations()
-        .values()
-        .filter(|o| !o.phase.is_terminal())
-        .map(|o| o.id)
-        .collect();
+    let running: Vec<u64> = s.operations().values().filter(|o| !o.phase.is_terminal()).map(|o| o.id).collect();
     // Mostly running operations, sometimes any (finished ones must be refused).
     let ops = |i: u8| {
-        if i.is_multiple_of(5) || running.is_empty() {
-            pick(&all_ops, i / 5)
-        } else {
-            pick(&running, i)
-        }
+        if i.is_multiple_of(5) || running.is_empty() { pick(&all_ops, i / 5) } else { pick(&running, i) }
     };
     let res: Vec<u64> = s.reservations().keys().copied().collect();
     Some(match step {
-        Step::Begin {
-            guest,
-            target,
-            rename,
-            dry_run,
-        } => {
+        Step::Begin { guest, target, rename, dry_run } => {
             let domain = pick(&GUESTS, *guest)?;
             let source = s.domain(domain).map(|d| d.host.clone()).unwrap_or_else(|| "a".into());
             let target = pick(&HOSTS, *target)?;
@@ -143,23 +91,9 @@ fn interpret(s: &State, step: &Step, now: u64) -> Option<Command> {
                 },
             }
         }
-        Step::Reserve {
-            op,
-            first_core,
-            wrong_shape,
-            mem_gib,
-            port,
-            lease_ms,
-        } => {
+        Step::Reserve { op, first_core, wrong_shape, mem_gib, port, lease_ms } => {
             let op = s.operation(ops(*op)?)?;
-            let OperationKind::Migration {
-                domain,
-                source,
-                target,
-                new_name,
-                ..
-            } = &op.kind
-            else {
+            let OperationKind::Migration { domain, source, target, new_name, .. } = &op.kind else {
                 return None;
             };
             let inv = s.host(source)?.inventory.as_ref()?;
@@ -186,46 +120,21 @@ fn interpret(s: &State, step: &Step, now: u64) -> Option<Command> {
                 lease_ms: u64::from(*lease_ms),
             }
         }
-        Step::Renew {
-            res: r,
-            stale,
-            lease_ms,
-        } => {
+        Step::Renew { res: r, stale, lease_ms } => {
             let r = s.reservation(pick(&res, *r)?)?;
-            Command::Renew {
-                reservation: r.id,
-                token: r.token - u64::from(*stale),
-                lease_ms: u64::from(*lease_ms),
-            }
+            Command::Renew { reservation: r.id, token: r.token - u64::from(*stale), lease_ms: u64::from(*lease_ms) }
         }
         Step::Release { res: r, stale } => {
             let r = s.reservation(pick(&res, *r)?)?;
-            Command::Release {
-                reservation: r.id,
-                token: r.token - u64::from(*stale),
-            }
+            Command::Release { reservation: r.id, token: r.token - u64::from(*stale) }
         }
-        Step::Expire { ahead_ms } => Command::Expire {
-            now_ms: now + u64::from(*ahead_ms),
-        },
+        Step::Expire { ahead_ms } => Command::Expire { now_ms: now + u64::from(*ahead_ms) },
         Step::Advance { op, pct, committing } => {
             let op = s.operation(ops(*op)?)?;
-            let token = op
-                .reservations
-                .iter()
-                .next()
-                .and_then(|r| s.reservation(*r))
-                .map(|r| r.token);
-            let progress = if *committing {
-                Progress::Committing
-            } else {
-                Progress::Transferring { progress_pct: *pct }
-            };
-            Command::AdvanceOperation {
-                operation: op.id,
-                token,
-                progress,
-            }
+            let token = op.reservations.iter().next().and_then(|r| s.reservation(*r)).map(|r| r.token);
+            let progress =
+                if *committing { Progress::Committing } else { Progress::Transferring { progress_pct: *pct } };
+            Command::AdvanceOperation { operation: op.id, token, progress }
         }
         Step::Commit { op, res: r } => {
             let r = s.reservation(pick(&res, *r)?)?;
@@ -245,10 +154,7 @@ fn interpret(s: &State, step: &Step, now: u64) -> Option<Command> {
                 1 => AbortOutcome::RolledBack { reason: "test".into() },
                 _ => AbortOutcome::Failed { reason: "test".into() },
             };
-            Command::AbortOperation {
-                operation: ops(*op)?,
-                outcome,
-            }
+            Command::AbortOperation { operation: ops(*op)?, outcome }
         }
         Step::Status { host, status } => {
             let statuses = [
@@ -261,16 +167,9 @@ fn interpret(s: &State, step: &Step, now: u64) -> Option<Command> {
                 HostStatus::Fenced,
                 HostStatus::Maintenance,
             ];
-            Command::SetHostStatus {
-                host: pick(&HOSTS, *host)?.into(),
-                status: pick(&statuses, *status)?,
-            }
+            Command::SetHostStatus { host: pick(&HOSTS, *host)?.into(), status: pick(&statuses, *status)? }
         }
-        Step::Report {
-            host,
-            mutation,
-            pick: p,
-        } => {
+        Step::Report { host, mutation, pick: p } => {
             let host = pick(&HOSTS, *host)?;
             let server = mutate_report(s, host, *mutation, *p, now)?;
             Command::ReportInventory { server }
@@ -297,19 +196,14 @@ fn mutate_report(s: &State, host: &str, mutation: u8, p: u8, now: u64) -> Option
             // A local guest appears on some core and GiB (perhaps reserved ones).
             let core = u32::from(p) % CORES;
             let b = binding(&format!("l{p}"), &[core], gib(u64::from(p) % (FREE_GIB + 2)), None);
-            inv.bind_domain(domain(&b.domain, tern_model::DomainKind::Guest, None), &b)
-                .ok()?;
+            inv.bind_domain(domain(&b.domain, tern_model::DomainKind::Guest, None), &b).ok()?;
         }
         _ => {
             // The target shows an incoming migration on its reservation.
             let incoming: Vec<_> = s.active_reservations_on(host, now).cloned().collect();
             let r = pick(&incoming, p)?;
             let port = r.binding.console_port;
-            inv.bind_domain(
-                domain(&r.binding.domain, tern_model::DomainKind::Guest, port),
-                &r.binding,
-            )
-            .ok()?;
+            inv.bind_domain(domain(&r.binding.domain, tern_model::DomainKind::Guest, port), &r.binding).ok()?;
         }
     }
     Some(inv)
@@ -346,10 +240,7 @@ fn check_step(before: &State, after: &State, request: &Request, response: &Respo
     prop_assert!(after.meta().last_fencing_token >= before.meta().last_fencing_token);
     for r in after.reservations().values() {
         if before.reservation(r.id).is_none() {
-            prop_assert!(
-                r.token > before.meta().last_fencing_token,
-                "a new token must exceed every old one"
-            );
+            prop_assert!(r.token > before.meta().last_fencing_token, "a new token must exceed every old one");
         }
     }
     if response.is_err() {
@@ -367,11 +258,7 @@ fn check_step(before: &State, after: &State, request: &Request, response: &Respo
     if let Some(r) = touched.and_then(|id| before.reservation(id))
         && r.lease_expires_ms <= now
     {
-        prop_assert!(
-            response.is_err(),
-            "an expired reservation was used: {:?}",
-            request.command
-        );
+        prop_assert!(response.is_err(), "an expired reservation was used: {:?}", request.command);
     }
     if matches!(request.command, Command::Expire { .. }) {
         prop_assert!(after.reservations().values().all(|r| r.lease_expires_ms > now));

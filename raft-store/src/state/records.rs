@@ -125,13 +125,7 @@ impl Reservation {
 #[serde(rename_all = "kebab-case")]
 pub enum OperationKind {
     /// `migrate-domain [-n] <domain> <target>[:<new_name>]` (OP-01, OP-02, OP-05).
-    Migration {
-        domain: String,
-        source: String,
-        target: String,
-        new_name: Option<String>,
-        dry_run: bool,
-    },
+    Migration { domain: String, source: String, target: String, new_name: Option<String>, dry_run: bool },
     /// Move every guest off a host (UC-1).
     Evacuation { host: String },
     /// Restart a lost host's guests elsewhere (UC-3, HA-*).
@@ -189,10 +183,7 @@ pub enum Phase {
 
 impl Phase {
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            Self::Done | Self::Failed { .. } | Self::Cancelled | Self::RolledBack { .. }
-        )
+        matches!(self, Self::Done | Self::Failed { .. } | Self::Cancelled | Self::RolledBack { .. })
     }
 
     pub fn name(&self) -> &'static str {

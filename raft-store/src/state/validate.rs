@@ -33,10 +33,7 @@ pub fn name(what: &str, value: &str) -> Result<(), Rejection> {
 /// Free text kept on one line: at most 256 bytes, no control characters.
 pub fn text(what: &str, value: &str) -> Result<(), Rejection> {
     if value.len() > TEXT_BYTES_MAX {
-        return Err(invalid(format!(
-            "{what} is {} bytes long; the limit is {TEXT_BYTES_MAX}",
-            value.len()
-        )));
+        return Err(invalid(format!("{what} is {} bytes long; the limit is {TEXT_BYTES_MAX}", value.len())));
     }
     if value.chars().any(char::is_control) {
         return Err(invalid(format!("{what} may not hold control characters")));
@@ -67,12 +64,7 @@ fn command(command: &Command) -> Result<(), Rejection> {
             text("address", &host.address)?;
             text("firmware", &host.firmware.0)
         }
-        Command::UpdateHost {
-            name: host,
-            address,
-            firmware,
-            ..
-        } => {
+        Command::UpdateHost { name: host, address, firmware, .. } => {
             name("host name", host)?;
             if let Some(a) = address {
                 text("address", a)?;
@@ -84,13 +76,7 @@ fn command(command: &Command) -> Result<(), Rejection> {
         }
         Command::ReportInventory { server } => inventory(server),
         Command::SetHostStatus { host, .. } => name("host name", host),
-        Command::Reserve {
-            target,
-            source,
-            domain,
-            binding: b,
-            ..
-        } => {
+        Command::Reserve { target, source, domain, binding: b, .. } => {
             name("target host", target)?;
             name("source host", source)?;
             name("domain", domain)?;
@@ -107,12 +93,7 @@ fn command(command: &Command) -> Result<(), Rejection> {
             AbortOutcome::Cancelled => Ok(()),
             AbortOutcome::RolledBack { reason } | AbortOutcome::Failed { reason } => text("reason", reason),
         },
-        Command::AddUser {
-            name: user,
-            password_hash,
-            profiles,
-            ..
-        } => {
+        Command::AddUser { name: user, password_hash, profiles, .. } => {
             name("user name", user)?;
             if password_hash.len() > PASSWORD_HASH_BYTES_MAX {
                 return Err(invalid(format!(
@@ -134,13 +115,7 @@ fn command(command: &Command) -> Result<(), Rejection> {
 
 fn operation_kind(kind: &OperationKind) -> Result<(), Rejection> {
     match kind {
-        OperationKind::Migration {
-            domain,
-            source,
-            target,
-            new_name,
-            ..
-        } => {
+        OperationKind::Migration { domain, source, target, new_name, .. } => {
             name("domain", domain)?;
             name("source host", source)?;
             name("target host", target)?;
@@ -176,10 +151,7 @@ pub fn binding(b: &Binding) -> Result<(), Rejection> {
     ranges.sort();
     for r in &ranges {
         if r.size == 0 {
-            return Err(malformed(format!(
-                "binding for {} has an empty memory range at {:#x}",
-                b.domain, r.pa
-            )));
+            return Err(malformed(format!("binding for {} has an empty memory range at {:#x}", b.domain, r.pa)));
         }
         if r.pa.checked_add(r.size).is_none() {
             return Err(malformed(format!(
@@ -189,10 +161,7 @@ pub fn binding(b: &Binding) -> Result<(), Rejection> {
         }
     }
     if let Some(w) = ranges.windows(2).find(|w| w[0].overlaps(&w[1])) {
-        return Err(malformed(format!(
-            "binding for {} has overlapping memory ranges {} and {}",
-            b.domain, w[0], w[1]
-        )));
+        return Err(malformed(format!("binding for {} has overlapping memory ranges {} and {}", b.domain, w[0], w[1])));
     }
     Ok(())
 }
@@ -208,11 +177,7 @@ fn inventory(server: &Server) -> Result<(), Rejection> {
     count("memory blocks", server.memory.len(), INVENTORY_MEMORY_BLOCKS_MAX)?;
     count("domains", server.domains.len(), INVENTORY_DOMAINS_MAX)?;
     let s = &server.services;
-    count(
-        "services",
-        s.vds.len() + s.vsw.len() + s.vcc.len(),
-        INVENTORY_SERVICES_MAX,
-    )?;
+    count("services", s.vds.len() + s.vsw.len() + s.vcc.len(), INVENTORY_SERVICES_MAX)?;
     for vds in &s.vds {
         count("volumes of one VDS", vds.volumes.len(), INVENTORY_VOLUMES_MAX)?;
     }

@@ -14,10 +14,7 @@ pub const VCC_PORT_MIN: u16 = 5000;
 pub const VCC_PORT_MAX: u16 = 5015;
 
 pub fn cpu() -> CpuType {
-    CpuType {
-        family: CpuFamily::Sparc64XPlus,
-        frequency_mhz: 3700,
-    }
+    CpuType { family: CpuFamily::Sparc64XPlus, frequency_mhz: 3700 }
 }
 
 pub fn os() -> OsVersion {
@@ -35,11 +32,7 @@ pub fn spec(name: &str) -> HostSpec {
 }
 
 pub fn req(at_ms: u64, command: Command) -> Request {
-    Request {
-        proposed_at_ms: at_ms,
-        actor: "test".into(),
-        command,
-    }
+    Request { proposed_at_ms: at_ms, actor: "test".into(), command }
 }
 
 /// A server with `cores` activated cores of two strands (core c holds strands 2c and
@@ -51,29 +44,14 @@ pub fn server(name: &str, cores: u32, free_gib: u64) -> Server {
             cid: c,
             activated: true,
             strands: (0..THREADS)
-                .map(|t| Strand {
-                    id: c * THREADS + t,
-                    bound: (c == 0).then(|| "primary".to_string()),
-                })
+                .map(|t| Strand { id: c * THREADS + t, bound: (c == 0).then(|| "primary".to_string()) })
                 .collect(),
         })
         .collect();
     let memory = vec![
-        MemoryBlock {
-            pa: 0,
-            size: GIB,
-            bound: Some(Owner::System),
-        },
-        MemoryBlock {
-            pa: GIB,
-            size: GIB,
-            bound: Some(Owner::Domain("primary".into())),
-        },
-        MemoryBlock {
-            pa: 2 * GIB,
-            size: free_gib * GIB,
-            bound: None,
-        },
+        MemoryBlock { pa: 0, size: GIB, bound: Some(Owner::System) },
+        MemoryBlock { pa: GIB, size: GIB, bound: Some(Owner::Domain("primary".into())) },
+        MemoryBlock { pa: 2 * GIB, size: free_gib * GIB, bound: None },
     ];
     Server {
         name: name.into(),
@@ -88,17 +66,9 @@ pub fn server(name: &str, cores: u32, free_gib: u64) -> Server {
             vds: vec![Vds {
                 name: "primary-vds0".into(),
                 domain: "primary".into(),
-                volumes: vec![Volume {
-                    name: "vol0".into(),
-                    device: "/dev/dsk/c0t6d0s2".into(),
-                    shared: true,
-                }],
+                volumes: vec![Volume { name: "vol0".into(), device: "/dev/dsk/c0t6d0s2".into(), shared: true }],
             }],
-            vsw: vec![Vsw {
-                name: "primary-vsw0".into(),
-                domain: "primary".into(),
-                nic: "net0".into(),
-            }],
+            vsw: vec![Vsw { name: "primary-vsw0".into(), domain: "primary".into(), nic: "net0".into() }],
             vcc: vec![Vcc {
                 name: "primary-vcc0".into(),
                 domain: "primary".into(),
@@ -120,11 +90,7 @@ pub fn domain(name: &str, kind: DomainKind, port: Option<u16>) -> Domain {
         os: Some(os()),
         vdisks: vec![],
         vnets: vec![],
-        console: port.map(|p| Console {
-            service: "primary-vcc0".into(),
-            port: p,
-            logging: true,
-        }),
+        console: port.map(|p| Console { service: "primary-vcc0".into(), port: p, logging: true }),
         workload: Workload::default(),
     }
 }
@@ -144,9 +110,7 @@ pub fn binding(name: &str, cores: &[u32], mem: Range, port: Option<u16>) -> Bind
 /// `server` with guest `name` bound on `cores` and `mem`.
 pub fn with_guest(mut server: Server, name: &str, cores: &[u32], mem: Range, port: Option<u16>) -> Server {
     let b = binding(name, cores, mem, port);
-    server
-        .bind_domain(domain(name, DomainKind::Guest, port), &b)
-        .expect("guest binds");
+    server.bind_domain(domain(name, DomainKind::Guest, port), &b).expect("guest binds");
     server
 }
 

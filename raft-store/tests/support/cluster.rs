@@ -82,17 +82,13 @@ impl Cluster {
             Storage::Rocks => {
                 let (log, sm) = rocks::open(self.dir.path().join(format!("node-{id}"))).expect("open store");
                 let state = sm.state();
-                let raft = Raft::new(id, self.config.clone(), network, log, sm)
-                    .await
-                    .expect("raft");
+                let raft = Raft::new(id, self.config.clone(), network, log, sm).await.expect("raft");
                 (raft, state)
             }
             Storage::Memory => {
                 let store = self.mem_stores.entry(id).or_default().clone();
                 let (log, sm) = store.open();
-                let raft = Raft::new(id, self.config.clone(), network, log, sm)
-                    .await
-                    .expect("raft");
+                let raft = Raft::new(id, self.config.clone(), network, log, sm).await.expect("raft");
                 (raft, store.state())
             }
         };
@@ -167,7 +163,5 @@ impl Cluster {
 
 /// Where temporary stores go: `$TERN_BENCH_DIR`, else the system temp dir.
 pub fn bench_dir() -> std::path::PathBuf {
-    std::env::var_os("TERN_BENCH_DIR")
-        .map(Into::into)
-        .unwrap_or_else(std::env::temp_dir)
+    std::env::var_os("TERN_BENCH_DIR").map(Into::into).unwrap_or_else(std::env::temp_dir)
 }

@@ -1,0 +1,174 @@
+//! End to end: live migration through real agents: reservations before anything moves,
+//! refusals with their rule ids, cancel and failures that never lose a guest.
+
+mod common;
+
+use common::Cluster;
+use tern_proto::v1 as pb;
+use tern_proto::v1::migrate_event::Event;
+
+const PW: &str = "s3cret-pass";
+
+async fn seed_cluster(layouts: &[&str], time_scale: u32) -> Cluster {
+    let c = Cluster::with_layouts(layouts, time_scale).await;
+    c.add_user("root", PW, &["System Administrator"]).await;
+    c
+}
+
+fn rules(event: &Event) -> Vec<String> {
+    match event {
+        Event::Refused(r) => r.errors.iter().map(|v| v.rule.clone()).collect(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_with_rename_moves_the_guest_and_reports_new_cids_and_port() {
+    // Goal: OP-05 rename; the report names old -> new CIDs and console port 5001 -> 5000;
+    // the guest is on the target under its new name and gone from the source.
+    let c = seed_cluster(&["m10-1-1", "m10-1-2", "m10-1-3"], 50).await;
+    let src = c.host("m10-1-1");
+    let s = c.migrate(src, "ldom1", "m10-1-2", "ldom9", false, "root", PW).await.unwrap();
+    let Event::Report(r) = Cluster::outcome(s).await.unwrap() else { panic!("no report") };
+    assert_eq!((r.source.as_str(), r.target.as_str(), r.new_name.as_str()), ("m10-1-1", "m10-1-2", "ldom9"));
+    assert_eq!(r.old_cids, vec![4, 5, 6, 7]);
+    assert_eq!(r.new_cids.len(), 4);
+    assert_eq!((r.old_console_port, r.new_console_port), (5001, 5000));
+    assert!(r.downtime_ms > 0 && r.downtime_ms < r.total_ms, "{r:?}");
+    assert!(r.notes.iter().any(|n| n.starts_with("LM-14")), "{r:?}");
+    let start = std::time::Instant::now();
+    loop {
+        let d = c.domains(0).await.unwrap();
+        let on = |host: &str, name: &str| d.iter().any(|x| x.host == host && x.name == name);
+        if on("m10-1-2", "ldom9") && !on("m10-1-1", "ldom1") {
+            let moved = d.iter().find(|x| x.name == "ldom9").unwrap();
+            assert_eq!(moved.state, "active");
+            assert_eq!(moved.console.as_ref().unwrap().port, 5000);
+            break;
+        }
+        assert!(start.elapsed() < common::WAIT, "domain never moved: {d:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    c.wait_operations(0, "the operation done", |ops| ops.iter().any(|o| o.phase == "done" && !o.dry_run)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_refuses_each_seed_failure_with_its_rule() {
+    // Goal: OP-02 dry runs: the 10G+10G target (LM-09), cpu-arch (LM-07), a target
+    // without vol1 and too few free cores (LM-04, LM-06), a control domain (LM-01);
+    // and a passing dry run leaves nothing reserved.
+    let c = seed_cluster(&["m10-1-1", "m10-1-2", "m10-1-3", "m10-1-fragmented", "t4-1"], 50).await;
+    let src = c.host("m10-1-1");
+    let cases: [(&str, &str, &str, &[&str]); 4] = [
+        ("ldom1", "m10-1-fragmented", "", &["LM-09"]),
+        ("ldom1", "t4-1", "", &["LM-07"]),
+        ("ldom1", "m10-1-3", "", &["LM-04", "LM-06"]),
+        ("primary", "m10-1-2", "primary2", &["LM-01"]),
+    ];
+    for (domain, target, new_name, want) in cases {
+        let s = c.migrate(src, domain, target, new_name, true, "root", PW).await.unwrap();
+        let got = rules(&Cluster::outcome(s).await.unwrap());
+        for w in want {
+            assert!(got.iter().any(|g| g == w), "{domain} -> {target}: want {w} in {got:?}");
+        }
+    }
+    let s = c.migrate(src, "ldom1", "m10-1-2", "", true, "root", PW).await.unwrap();
+    let Event::Report(r) = Cluster::outcome(s).await.unwrap() else { panic!("dry run refused") };
+    assert!(r.dry_run && r.new_cids.len() == 4);
+    let mut inv = pb::inventory_client::InventoryClient::new(c.channel(0).await);
+    let free = inv
+        .list_devices(pb::ListDevicesRequest { host: "m10-1-2".into(), all: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .hosts[0]
+        .cores
+        .len();
+    assert_eq!(free, 12, "a dry run must leave nothing reserved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_and_missing_profile_are_permission_denied() {
+    // Goal: OP-04: a bad password and a user without the profile get PERMISSION_DENIED.
+    let c = seed_cluster(&["m10-1-1", "m10-1-2", "m10-1-3"], 50).await;
+    c.add_user("guest", "guest-pass", &["Basic Solaris User"]).await;
+    let src = c.host("m10-1-1");
+    let e = Cluster::outcome(c.migrate(src, "ldom1", "m10-1-2", "", true, "root", "wrong").await.unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    assert!(e.message().contains("authentication failed for user root"), "{e}");
+    let e = Cluster::outcome(c.migrate(src, "ldom1", "m10-1-2", "", true, "guest", "guest-pass").await.unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    assert!(e.message().contains("LDoms Management"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_mid_transfer_keeps_the_guest_on_the_source() {
+    // Goal: OP-09: cancel-operation during the transfer rolls back; ldom1 still runs on
+    // m10-1-1 and m10-1-2's cores are free again.
+    let c = seed_cluster(&["m10-1-1", "m10-1-2", "m10-1-3"], 2).await;
+    let src = c.host("m10-1-1");
+    let mut s = c.migrate(src, "ldom1", "m10-1-2", "", false, "root", PW).await.unwrap();
+    loop {
+        match s.message().await.unwrap().and_then(|e| e.event) {
+            Some(Event::Progress(p)) if p.pct >= 5 => break,
+            Some(Event::Progress(_)) => {}
+            other => panic!("migration ended before it could be cancelled: {other:?}"),
+        }
+    }
+    let mut m = pb::migration_client::MigrationClient::new(c.channel(c.host("m10-1-3")).await);
+    m.cancel(pb::CancelRequest { operation: "migration".into(), domain: "ldom1".into() }).await.unwrap();
+    let outcome = Cluster::outcome(s).await.unwrap();
+    assert_eq!(rules(&outcome), vec!["OP-09".to_string()]);
+    c.wait_operations(0, "the operation cancelled", |ops| ops.iter().any(|o| o.phase == "cancelled")).await;
+    let d = c.domains(0).await.unwrap();
+    assert!(d.iter().any(|x| x.host == "m10-1-1" && x.name == "ldom1"), "{d:?}");
+    assert!(!d.iter().any(|x| x.host == "m10-1-2" && x.name == "ldom1"), "{d:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_killed_mid_transfer_rolls_back_to_the_source() {
+    // Goal: kill -9 of the target during the transfer: the coordinator rolls back, the
+    // reservation is released and the guest keeps running on the source.
+    let mut c = seed_cluster(&["m10-1-1", "m10-1-3", "m10-1-2"], 2).await;
+    let src = c.host("m10-1-1");
+    let mut s = c.migrate(src, "ldom1", "m10-1-2", "", false, "root", PW).await.unwrap();
+    loop {
+        match s.message().await.unwrap().and_then(|e| e.event) {
+            Some(Event::Progress(p)) if p.pct >= 5 => break,
+            Some(Event::Progress(_)) => {}
+            other => panic!("migration ended early: {other:?}"),
+        }
+    }
+    let target = c.host("m10-1-2");
+    c.kill(target);
+    let outcome = Cluster::outcome(s).await.unwrap();
+    let Event::Refused(r) = &outcome else { panic!("expected a rollback, got {outcome:?}") };
+    assert!(r.errors[0].message.contains("m10-1-2 stopped answering"), "{r:?}");
+    c.wait_operations(0, "rolled back", |ops| ops.iter().any(|o| o.phase == "rolled-back")).await;
+    let d = c.domains(0).await.unwrap();
+    assert!(d.iter().any(|x| x.host == "m10-1-1" && x.name == "ldom1"), "{d:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_migrations_racing_for_the_last_cores_never_double_book() {
+    // Goal: ldom2 (6 cores) and tldom1 (16 threads = 8 M10 cores) both want m10-1-2's 12
+    // free cores at once: exactly one wins, the other is refused, nothing is double-booked.
+    let c = seed_cluster(&["m10-1-fragmented", "m10-1-2", "t4-1"], 5).await;
+    let (a, b) = (c.host("m10-1-fragmented"), c.host("t4-1"));
+    let (s1, s2) = tokio::join!(
+        c.migrate(a, "ldom2", "m10-1-2", "", false, "root", PW),
+        c.migrate(b, "tldom1", "m10-1-2", "", false, "root", PW)
+    );
+    let (o1, o2) = tokio::join!(Cluster::outcome(s1.unwrap()), Cluster::outcome(s2.unwrap()));
+    let (o1, o2) = (o1.unwrap(), o2.unwrap());
+    let wins = [&o1, &o2].iter().filter(|o| matches!(o, Event::Report(_))).count();
+    assert_eq!(wins, 1, "exactly one migration wins: {o1:?} / {o2:?}");
+    let mut inv = pb::inventory_client::InventoryClient::new(c.channel(0).await);
+    let dev = inv.list_devices(pb::ListDevicesRequest { host: "m10-1-2".into(), all: true }).await.unwrap();
+    let cores = &dev.into_inner().hosts[0].cores;
+    assert!(cores.iter().all(|c| c.free_pct == 0 || c.free_pct == 100), "{cores:?}");
+}

@@ -1,0 +1,377 @@
+//! The source's side: the whole migration, from `BeginOperation` to commit or rollback.
+
+use crate::codec;
+use crate::report::{ranges, standard_notes};
+use crate::{Cluster, LEASE_MS, PREPARE_TIMEOUT_MS, RENEW_EVERY_MS, TARGET_MISSES_MAX, agent_actor};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tern_hypervisor::{HvError, MigrateOut, Progress};
+use tern_model::{Binding, Server};
+use tern_proto::v1 as pb;
+use tern_raft_store::{AbortOutcome, Command, Outcome, Progress as Step};
+use tokio::sync::mpsc;
+use tonic::Status;
+use tracing::{info, instrument, warn};
+
+/// Where the events of one migration go (the client's stream).
+pub type Events = mpsc::Sender<Result<pb::MigrateEvent, Status>>;
+
+async fn emit(tx: &Events, event: pb::migrate_event::Event) {
+    // A client that went away does not stop the migration: it runs to its end.
+    let _ = tx.send(Ok(pb::MigrateEvent { event: Some(event) })).await;
+}
+
+fn progress(pct: u32, phase: &str, round: u32) -> pb::migrate_event::Event {
+    pb::migrate_event::Event::Progress(pb::MigrationProgress { pct, phase: phase.into(), round })
+}
+
+/// `target` as a host name of the cluster or an agent address: (host, address).
+fn resolve_target(c: &dyn Cluster, target: &str) -> Result<(String, String), Status> {
+    c.state().read(|s| {
+        s.host(target)
+            .map(|h| (h.name.clone(), h.address.clone()))
+            .or_else(|| s.hosts().values().find(|h| h.address == target).map(|h| (h.name.clone(), h.address.clone())))
+            .ok_or_else(|| Status::not_found(format!("no host or agent {target:?} in the cluster")))
+    })
+}
+
+/// Runs one migration (or dry run) of `req.domain` from this host; events go to `tx`.
+#[instrument(skip_all, fields(node = %c.host(), domain = %req.domain))]
+pub async fn migrate(c: Arc<dyn Cluster>, req: pb::MigrateRequest, tx: Events) -> Result<(), Status> {
+    let (target, target_addr) = resolve_target(c.as_ref(), &req.target)?;
+    let source: Server = c.hypervisor().inventory().await.map_err(|e| Status::unavailable(e.to_string()))?;
+    if source.domain(&req.domain).is_none() {
+        return Err(Status::not_found(format!("LDom \"{}\" was not found", req.domain)));
+    }
+    if target == c.host() {
+        return Err(Status::invalid_argument(format!("OP-01 {} is already on {target}", req.domain)));
+    }
+    let new_name = (!req.new_name.is_empty()).then(|| req.new_name.clone());
+    let kind = tern_raft_store::OperationKind::Migration {
+        domain: req.domain.clone(),
+        source: c.host().to_string(),
+        target: target.clone(),
+        new_name: new_name.clone(),
+        dry_run: req.dry_run,
+    };
+    let operation = match c.propose(&agent_actor(c.as_ref()), Command::BeginOperation { kind }).await {
+        Ok(Outcome::OperationBegun { operation }) => operation,
+        Ok(other) => return Err(Status::internal(format!("BeginOperation answered {other:?}"))),
+        // The state machine refused (LM-01, OP-01, OP-05, a running operation...): a
+        // "no" for the user, printed like the target's refusals.
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            let refusal = pb::Refusal { operation_id: 0, errors: vec![violation_from_message(s.message())] };
+            emit(&tx, pb::migrate_event::Event::Refused(refusal)).await;
+            return Ok(());
+        }
+        Err(s) => return Err(s),
+    };
+    info!(operation, %target, dry_run = req.dry_run, "migration begun");
+    emit(&tx, progress(0, "preparing", 0)).await;
+    let prepare = pb::PrepareRequest {
+        operation_id: operation,
+        domain: req.domain.clone(),
+        new_name: req.new_name.clone(),
+        source: c.host().to_string(),
+        source_server: codec::encode(&source)?,
+        user: req.user.clone(),
+        password: req.password.clone(),
+        dry_run: req.dry_run,
+        lease_ms: LEASE_MS,
+    };
+    let prepared = call_prepare(c.as_ref(), &target_addr, prepare).await;
+    let prepared = match prepared {
+        Ok(p) if p.errors.is_empty() => p,
+        Ok(p) => {
+            let reason = p.errors.first().map_or_else(String::new, |v| format!("{} {}", v.rule, v.message));
+            abort(c.as_ref(), operation, AbortOutcome::Failed { reason }).await;
+            emit(&tx, pb::migrate_event::Event::Refused(pb::Refusal { operation_id: operation, errors: p.errors }))
+                .await;
+            return Ok(());
+        }
+        Err(s) => {
+            abort(c.as_ref(), operation, AbortOutcome::Failed { reason: s.message().to_string() }).await;
+            return Err(s);
+        }
+    };
+    let binding: Binding = codec::decode(&prepared.binding, "binding")?;
+    let plan = Plan {
+        operation,
+        reservation: prepared.reservation_id,
+        token: prepared.token,
+        domain: req.domain.clone(),
+        new_name: binding.domain.clone(),
+        target,
+        target_addr,
+        binding,
+        warnings: prepared.warnings,
+    };
+    if req.dry_run {
+        let commit = commit_command(&plan, 0, 0, vec![]);
+        c.propose(&agent_actor(c.as_ref()), commit).await?;
+        emit(&tx, pb::migrate_event::Event::Report(report(&source, &plan, 0, 0, vec![], true))).await;
+        return Ok(());
+    }
+    transfer(c, source, plan, tx).await
+}
+
+struct Plan {
+    operation: u64,
+    reservation: u64,
+    token: u64,
+    domain: String,
+    new_name: String,
+    target: String,
+    target_addr: String,
+    binding: Binding,
+    warnings: Vec<pb::Violation>,
+}
+
+async fn call_prepare(c: &dyn Cluster, addr: &str, req: pb::PrepareRequest) -> Result<pb::PrepareResponse, Status> {
+    let mut client = pb::migration_client::MigrationClient::new(c.channel(addr)?);
+    let mut request = tonic::Request::new(req);
+    request.set_timeout(Duration::from_millis(PREPARE_TIMEOUT_MS));
+    client.prepare(request).await.map(tonic::Response::into_inner)
+}
+
+async fn abort(c: &dyn Cluster, operation: u64, outcome: AbortOutcome) {
+    if let Err(e) = c.propose(&agent_actor(c), Command::AbortOperation { operation, outcome }).await {
+        // The lease will expire and the leader releases the reservation.
+        warn!(operation, error = %e, "aborting the operation failed");
+    }
+}
+
+fn commit_command(plan: &Plan, downtime_ms: u64, total_ms: u64, notes: Vec<String>) -> Command {
+    Command::CommitMigration {
+        operation: plan.operation,
+        reservation: plan.reservation,
+        token: plan.token,
+        downtime_ms,
+        total_ms,
+        notes,
+    }
+}
+
+fn report(
+    source: &Server,
+    plan: &Plan,
+    downtime_ms: u64,
+    total_ms: u64,
+    notes: Vec<String>,
+    dry_run: bool,
+) -> pb::MigrationReport {
+    let old_port = source.domain(&plan.domain).and_then(|d| d.console.as_ref()).map_or(0, |c| u32::from(c.port));
+    pb::MigrationReport {
+        operation_id: plan.operation,
+        domain: plan.domain.clone(),
+        new_name: plan.new_name.clone(),
+        source: source.name.clone(),
+        target: plan.target.clone(),
+        old_cids: source.cpu_of(&plan.domain).cids,
+        new_cids: plan.binding.cids.clone(),
+        old_console_port: old_port,
+        new_console_port: plan.binding.console_port.map_or(0, u32::from),
+        downtime_ms,
+        total_ms,
+        notes,
+        dry_run,
+        old_memory: ranges(&source.memory_of(&plan.domain)),
+        new_memory: ranges(&plan.binding.memory),
+        warnings: plan.warnings.clone(),
+    }
+}
+
+/// The transfer with progress, lease renewal and a watch on the target; then commit
+/// or roll back.
+async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -> Result<(), Status> {
+    let actor = agent_actor(c.as_ref());
+    let advance = |pct: u8| Command::AdvanceOperation {
+        operation: plan.operation,
+        token: Some(plan.token),
+        progress: Step::Transferring { progress_pct: pct },
+    };
+    c.propose(&actor, advance(0)).await?;
+    let target_lost = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let renewer = tokio::spawn(renew_lease(c.clone(), plan.reservation, plan.token, stop_rx.clone()));
+    let watcher = tokio::spawn(watch_target(
+        c.clone(),
+        plan.target_addr.clone(),
+        plan.domain.clone(),
+        target_lost.clone(),
+        stop_rx,
+    ));
+    let (ptx, mut prx) = mpsc::channel::<Progress>(64);
+    let request = MigrateOut {
+        domain: plan.domain.clone(),
+        target: plan.target.clone(),
+        new_name: Some(plan.new_name.clone()),
+        binding: plan.binding.clone(),
+    };
+    let hv = c.hypervisor().clone();
+    let mut run = tokio::spawn(async move { hv.migrate_out(request, ptx).await });
+    let mut recorded: u8 = 0;
+    let result = loop {
+        tokio::select! {
+            done = &mut run => break done.map_err(|e| HvError::Failed(e.to_string())).and_then(|r| r),
+            Some(p) = prx.recv() => {
+                let phase = if p.suspended { "suspended" } else { "transferring" };
+                emit(&tx, progress(u32::from(p.pct), phase, p.round)).await;
+                if p.pct >= recorded.saturating_add(5) && p.pct < 100 {
+                    recorded = p.pct;
+                    if let Err(e) = c.propose(&actor, advance(p.pct)).await {
+                        warn!(error = %e, "recording progress failed");
+                    }
+                }
+            }
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = renewer.await;
+    let _ = watcher.await;
+    match result {
+        Ok(outcome) => {
+            emit(&tx, progress(100, "committing", outcome.rounds)).await;
+            let committing = Command::AdvanceOperation {
+                operation: plan.operation,
+                token: Some(plan.token),
+                progress: Step::Committing,
+            };
+            c.propose(&actor, committing).await?;
+            let notes = standard_notes(outcome.downtime_ms);
+            c.propose(&actor, commit_command(&plan, outcome.downtime_ms, outcome.total_ms, notes.clone())).await?;
+            finish_target(c.as_ref(), &plan, true).await;
+            info!(operation = plan.operation, "migration committed");
+            emit(
+                &tx,
+                pb::migrate_event::Event::Report(report(
+                    &source,
+                    &plan,
+                    outcome.downtime_ms,
+                    outcome.total_ms,
+                    notes,
+                    false,
+                )),
+            )
+            .await;
+            Ok(())
+        }
+        Err(e) => {
+            let (outcome, message) = match (&e, target_lost.load(Ordering::SeqCst)) {
+                (_, true) => {
+                    let reason = format!("target {} stopped answering; rolled back", plan.target);
+                    (AbortOutcome::RolledBack { reason: reason.clone() }, reason)
+                }
+                (HvError::Cancelled(_), false) => (AbortOutcome::Cancelled, e.to_string()),
+                _ => (AbortOutcome::RolledBack { reason: e.to_string() }, e.to_string()),
+            };
+            abort(c.as_ref(), plan.operation, outcome).await;
+            finish_target(c.as_ref(), &plan, false).await;
+            let code = if matches!(e, HvError::Cancelled(_)) { "cancelled" } else { "rolled-back" };
+            let v = pb::Violation {
+                rule: if code == "cancelled" { "OP-09".into() } else { String::new() },
+                code: code.into(),
+                message: format!("{message}; {} keeps running on {}", plan.domain, source.name),
+            };
+            emit(&tx, pb::migrate_event::Event::Refused(pb::Refusal { operation_id: plan.operation, errors: vec![v] }))
+                .await;
+            Ok(())
+        }
+    }
+}
+
+/// Tells the target to activate or drop its copy; a target that is gone is told by
+/// its own recovery (the operation record) when it returns.
+async fn finish_target(c: &dyn Cluster, plan: &Plan, committed: bool) {
+    let req = pb::FinishRequest { operation_id: plan.operation, domain: plan.new_name.clone(), committed };
+    let result = match c.channel(&plan.target_addr) {
+        Ok(ch) => pb::migration_client::MigrationClient::new(ch).finish(req).await.map(|_| ()),
+        Err(s) => Err(s),
+    };
+    if let Err(s) = result {
+        warn!(target = %plan.target, committed, error = %s, "telling the target failed");
+    }
+}
+
+async fn renew_lease(c: Arc<dyn Cluster>, reservation: u64, token: u64, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let actor = agent_actor(c.as_ref());
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(Duration::from_millis(RENEW_EVERY_MS)) => {}
+        }
+        if let Err(e) = c.propose(&actor, Command::Renew { reservation, token, lease_ms: LEASE_MS }).await {
+            warn!(reservation, error = %e, "renewing the lease failed");
+        }
+    }
+}
+
+/// Checks the target every second; after [`TARGET_MISSES_MAX`] misses in a row the
+/// transfer is cancelled (the guest keeps running on the source).
+async fn watch_target(
+    c: Arc<dyn Cluster>,
+    addr: String,
+    domain: String,
+    lost: Arc<AtomicBool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut misses = 0;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let ok = match c.channel(&addr) {
+            Ok(ch) => {
+                let mut req = tonic::Request::new(pb::StatusRequest {});
+                req.set_timeout(Duration::from_secs(1));
+                pb::cluster_client::ClusterClient::new(ch).status(req).await.is_ok()
+            }
+            Err(_) => false,
+        };
+        misses = if ok { 0 } else { misses + 1 };
+        if misses >= TARGET_MISSES_MAX {
+            warn!(%addr, "target stopped answering; cancelling the transfer");
+            lost.store(true, Ordering::SeqCst);
+            let _ = c.hypervisor().cancel_migration(&domain).await;
+            return;
+        }
+    }
+}
+
+/// Cancels the running migration of `domain` (OP-09), here or at its coordinator.
+pub async fn cancel(c: &dyn Cluster, domain: &str) -> Result<u64, Status> {
+    let running = c.state().read(|s| {
+        s.running_operation_for_domain(domain).map(|op| {
+            let source = match &op.kind {
+                tern_raft_store::OperationKind::Migration { source, .. } => source.clone(),
+                _ => String::new(),
+            };
+            (op.id, source.clone(), s.host(&source).map(|h| h.address.clone()))
+        })
+    });
+    let Some((id, source, addr)) = running else {
+        return Err(Status::not_found(format!("no migration of {domain} is running")));
+    };
+    if source == c.host() {
+        c.hypervisor().cancel_migration(domain).await.map_err(|e| Status::failed_precondition(e.to_string()))?;
+        return Ok(id);
+    }
+    let addr = addr.ok_or_else(|| Status::unavailable(format!("source {source} has no known address")))?;
+    let req = pb::CancelRequest { operation: "migration".into(), domain: domain.to_string() };
+    pb::migration_client::MigrationClient::new(c.channel(&addr)?).cancel(req).await.map(|r| r.into_inner().operation_id)
+}
+
+/// A state-machine rejection's text (`LM-01 [not-a-guest] message`) as a violation.
+fn violation_from_message(text: &str) -> pb::Violation {
+    let (rule, rest) = match text.split_once(' ') {
+        Some((first, rest)) if ["LM-", "OP-", "HA-", "RB-"].iter().any(|p| first.starts_with(p)) => (first, rest),
+        _ => ("", text),
+    };
+    let (code, message) = match rest.strip_prefix('[').and_then(|r| r.split_once("] ")) {
+        Some((code, message)) => (code, message),
+        None => ("", rest),
+    };
+    pb::Violation { rule: rule.into(), code: code.into(), message: message.into() }
+}
