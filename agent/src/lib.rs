@@ -158,6 +158,7 @@ where
         clock: seams.clock,
     };
     let mut tasks = tokio::task::JoinSet::new();
+    let registry = Arc::new(tern_migrate::coordinator::Registry::new(node.now_ms()));
     let router = tonic::transport::Server::builder()
         .tls_config(tls.server_config()?)?
         .timeout(Duration::from_millis(node.config.timeouts.rpc_timeout_ms.max(30_000)))
@@ -169,9 +170,10 @@ where
         )
         .add_service(pb::cluster_server::ClusterServer::new(services::ClusterService(node.clone())))
         .add_service(pb::inventory_server::InventoryServer::new(services::InventoryService(node.clone())))
-        .add_service(pb::migration_server::MigrationServer::new(tern_migrate::service::MigrationService(Arc::new(
-            node.clone(),
-        ))))
+        .add_service(pb::migration_server::MigrationServer::new(tern_migrate::service::MigrationService {
+            cluster: Arc::new(node.clone()),
+            registry: registry.clone(),
+        }))
         .add_service(pb::users_server::UsersServer::new(tern_migrate::service::UsersService(Arc::new(node.clone()))));
     let stop = shutdown.clone();
     tasks.spawn(async move {
@@ -189,6 +191,8 @@ where
     }
     tasks.spawn(inventory::run(node.clone(), shutdown.clone()));
     tasks.spawn(membership::run(node.clone(), shutdown.clone()));
+    let stop = shutdown.clone();
+    tasks.spawn(tern_migrate::recovery::run(Arc::new(node.clone()), registry, async move { stop.cancelled().await }));
     info!(node = %node.name, id, address = %node.address, "agent serving");
     Ok(Running { node, tasks })
 }

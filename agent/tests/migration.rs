@@ -172,3 +172,45 @@ async fn two_migrations_racing_for_the_last_cores_never_double_book() {
     let cores = &dev.into_inner().hosts[0].cores;
     assert!(cores.iter().all(|c| c.free_pct == 0 || c.free_pct == 100), "{cores:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_killed_mid_transfer_rolls_back_and_the_guest_survives_its_restart() {
+    // Goal: kill -9 of the source (coordinator) mid-transfer: the lease expires, the
+    // leader releases the reservation, the target drops its copy; restarted, the source
+    // still runs ldom1 and the target's cores are free again.
+    let mut c = seed_cluster(&["m10-1-2", "m10-1-3", "m10-1-1"], 2).await;
+    let src = c.host("m10-1-1");
+    let mut s = c.migrate(src, "ldom1", "m10-1-2", "", false, "root", PW).await.unwrap();
+    loop {
+        match s.message().await.unwrap().and_then(|e| e.event) {
+            Some(Event::Progress(p)) if p.pct >= 5 => break,
+            Some(Event::Progress(_)) => {}
+            other => panic!("migration ended early: {other:?}"),
+        }
+    }
+    c.kill(src);
+    c.wait_operations(0, "the lease expired and the migration rolled back", |ops| {
+        ops.iter().any(|o| o.phase == "rolled-back")
+    })
+    .await;
+    c.start(src);
+    let start = std::time::Instant::now();
+    loop {
+        let d = c.domains(0).await.unwrap();
+        let mut inv = pb::inventory_client::InventoryClient::new(c.channel(0).await);
+        let free = inv
+            .list_devices(pb::ListDevicesRequest { host: "m10-1-2".into(), all: false })
+            .await
+            .unwrap()
+            .into_inner()
+            .hosts[0]
+            .cores
+            .len();
+        let on_source = d.iter().any(|x| x.host == "m10-1-1" && x.name == "ldom1" && x.state == "active");
+        if on_source && free == 12 && !d.iter().any(|x| x.host == "m10-1-2" && x.name == "ldom1") {
+            break;
+        }
+        assert!(start.elapsed() < common::WAIT, "never settled: free cores {free}, domains {d:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -108,10 +108,18 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Target side: the migration committed (`ok`) or was rolled back.
     async fn finish_receive(&self, domain: &str, ok: bool) -> Result<(), HvError>;
 
-    /// Source side: live-migrate `req.domain`, sending progress; on success the domain
-    /// is gone from this server.
+    /// Source side: live-migrate `req.domain`, sending progress. On success the guest is
+    /// copied and suspended; [`Hypervisor::finish_migrate_out`] settles it.
     async fn migrate_out(&self, req: MigrateOut, progress: mpsc::Sender<Progress>)
     -> Result<MigrationOutcome, HvError>;
+
+    /// Source side, after the migration's fate is committed in the replicated state:
+    /// `committed` removes the guest from this server; otherwise it resumes here. The
+    /// commit point is the Raft commit, so a crash between copy and commit loses nothing.
+    async fn finish_migrate_out(&self, domain: &str, committed: bool) -> Result<(), HvError>;
+
+    /// Target side: domains received but not yet finished (for recovery after a restart).
+    async fn incoming(&self) -> Result<Vec<String>, HvError>;
 
     /// Source side: abort a running migration (OP-09). Too late once the guest is suspended.
     async fn cancel_migration(&self, domain: &str) -> Result<(), HvError>;

@@ -300,15 +300,8 @@ impl Hypervisor for SimHypervisor {
             }
             tokio::time::sleep(PROGRESS_TICK).await;
         }
-        let result = self.mutate(|i| {
-            i.outgoing.remove(&req.domain);
-            i.server.unbind_domain(&req.domain).ok_or_else(|| not_found(&req.domain))?;
-            Ok(())
-        });
-        if result.is_err() {
-            self.lock().outgoing.remove(&req.domain);
-        }
-        result?;
+        // The copy is done and the guest stays suspended here until the coordinator
+        // commits (`finish_migrate_out`): the Raft commit, not the copy, moves it.
         let _ = progress.try_send(Progress { pct: 100, round: plan.rounds.len() as u32, suspended: true });
         Ok(MigrationOutcome {
             total_ms: plan.total_ms,
@@ -316,6 +309,22 @@ impl Hypervisor for SimHypervisor {
             rounds: plan.rounds.len() as u32,
             converged: plan.converged,
         })
+    }
+
+    async fn finish_migrate_out(&self, name: &str, committed: bool) -> Result<(), HvError> {
+        self.mutate(|i| {
+            i.outgoing.remove(name);
+            if committed {
+                i.server.unbind_domain(name).ok_or_else(|| not_found(name))?;
+            } else if i.server.domain(name).is_none() {
+                return Err(not_found(name));
+            }
+            Ok(())
+        })
+    }
+
+    async fn incoming(&self) -> Result<Vec<String>, HvError> {
+        Ok(self.lock().incoming.iter().cloned().collect())
     }
 
     async fn cancel_migration(&self, name: &str) -> Result<(), HvError> {

@@ -48,7 +48,23 @@ async fn migration_reports_rising_progress_then_removes_the_domain() {
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
     assert_eq!(seen.last(), Some(&100));
     assert!(outcome.downtime_ms < outcome.total_ms);
+    assert!(src.inventory().await.unwrap().domain("ldom1").is_some(), "suspended until the commit");
+    src.finish_migrate_out("ldom1", true).await.unwrap();
     assert!(src.inventory().await.unwrap().domain("ldom1").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_uncommitted_migration_resumes_the_guest_on_the_source() {
+    // Goal: a copy that was never committed leaves the guest on the source, usable again.
+    let src = open("m10-1-1", None);
+    let dst = open("m10-1-2", None);
+    let req = plan_ldom1(&src, &dst).await;
+    let (tx, _rx) = mpsc::channel::<Progress>(1024);
+    src.migrate_out(req, tx).await.unwrap();
+    assert!(matches!(src.stop("ldom1").await, Err(HvError::Busy(_))), "held while the fate is open");
+    src.finish_migrate_out("ldom1", false).await.unwrap();
+    assert_eq!(src.inventory().await.unwrap().cpu_of("ldom1").cids.len(), 4);
+    src.stop("ldom1").await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]

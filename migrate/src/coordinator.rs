@@ -36,9 +36,46 @@ fn resolve_target(c: &dyn Cluster, target: &str) -> Result<(String, String), Sta
     })
 }
 
+/// The operations this process coordinates right now. Recovery leaves them alone and
+/// rolls back any other running operation whose source is this host (its coordinator
+/// died with a previous process).
+pub struct Registry {
+    active: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    /// When this process started (proposer clock): operations begun earlier cannot be ours.
+    pub started_ms: u64,
+}
+
+impl Registry {
+    pub fn new(started_ms: u64) -> Self {
+        Self { active: Default::default(), started_ms }
+    }
+
+    /// Whether this process may still be coordinating `op` (begun since it started).
+    pub fn may_own(&self, op: &tern_raft_store::Operation) -> bool {
+        op.started_ms >= self.started_ms || self.lock().contains(&op.id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u64>> {
+        self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn insert(&self, operation: u64) {
+        self.lock().insert(operation);
+    }
+
+    fn remove(&self, operation: u64) {
+        self.lock().remove(&operation);
+    }
+}
+
 /// Runs one migration (or dry run) of `req.domain` from this host; events go to `tx`.
 #[instrument(skip_all, fields(node = %c.host(), domain = %req.domain))]
-pub async fn migrate(c: Arc<dyn Cluster>, req: pb::MigrateRequest, tx: Events) -> Result<(), Status> {
+pub async fn migrate(
+    c: Arc<dyn Cluster>,
+    registry: Arc<Registry>,
+    req: pb::MigrateRequest,
+    tx: Events,
+) -> Result<(), Status> {
     let (target, target_addr) = resolve_target(c.as_ref(), &req.target)?;
     let source: Server = c.hypervisor().inventory().await.map_err(|e| Status::unavailable(e.to_string()))?;
     if source.domain(&req.domain).is_none() {
@@ -67,6 +104,22 @@ pub async fn migrate(c: Arc<dyn Cluster>, req: pb::MigrateRequest, tx: Events) -
         }
         Err(s) => return Err(s),
     };
+    registry.insert(operation);
+    let result = run_begun(c, operation, target, target_addr, source, req, &tx).await;
+    registry.remove(operation);
+    result
+}
+
+async fn run_begun(
+    c: Arc<dyn Cluster>,
+    operation: u64,
+    target: String,
+    target_addr: String,
+    source: Server,
+    req: pb::MigrateRequest,
+    tx: &Events,
+) -> Result<(), Status> {
+    let tx = tx.clone();
     info!(operation, %target, dry_run = req.dry_run, "migration begun");
     emit(&tx, progress(0, "preparing", 0)).await;
     let prepare = pb::PrepareRequest {
@@ -240,7 +293,19 @@ async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -
             };
             c.propose(&actor, committing).await?;
             let notes = standard_notes(outcome.downtime_ms);
-            c.propose(&actor, commit_command(&plan, outcome.downtime_ms, outcome.total_ms, notes.clone())).await?;
+            if let Err(s) =
+                c.propose(&actor, commit_command(&plan, outcome.downtime_ms, outcome.total_ms, notes.clone())).await
+            {
+                // Not committed (lease lost, token stale): the guest resumes here.
+                warn!(operation = plan.operation, error = %s, "commit refused; resuming the guest on the source");
+                let _ = c.hypervisor().finish_migrate_out(&plan.domain, false).await;
+                abort(c.as_ref(), plan.operation, AbortOutcome::RolledBack { reason: s.message().to_string() }).await;
+                finish_target(c.as_ref(), &plan, false).await;
+                return Err(s);
+            }
+            if let Err(e) = c.hypervisor().finish_migrate_out(&plan.domain, true).await {
+                warn!(operation = plan.operation, error = %e, "removing the migrated guest from the source failed; recovery will retry");
+            }
             finish_target(c.as_ref(), &plan, true).await;
             info!(operation = plan.operation, "migration committed");
             emit(

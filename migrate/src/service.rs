@@ -14,7 +14,10 @@ pub const EVENTS_QUEUE_MAX: usize = 256;
 /// At most this many operations are listed.
 pub const OPERATIONS_LISTED_MAX: u32 = 1000;
 
-pub struct MigrationService(pub Arc<dyn Cluster>);
+pub struct MigrationService {
+    pub cluster: Arc<dyn Cluster>,
+    pub registry: Arc<coordinator::Registry>,
+}
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::MigrateEvent, Status>> + Send>>;
 
@@ -28,11 +31,11 @@ impl pb::migration_server::Migration for MigrationService {
             return Err(Status::invalid_argument("a migration needs a domain and a target"));
         }
         let (tx, rx) = tokio::sync::mpsc::channel(EVENTS_QUEUE_MAX);
-        let cluster = self.0.clone();
+        let (cluster, registry) = (self.cluster.clone(), self.registry.clone());
         // The migration runs to its end even if the client disconnects (like ldm's).
         tokio::spawn(async move {
             let errors = tx.clone();
-            if let Err(s) = coordinator::migrate(cluster, req, tx).await {
+            if let Err(s) = coordinator::migrate(cluster, registry, req, tx).await {
                 let _ = errors.send(Err(s)).await;
             }
         });
@@ -40,11 +43,11 @@ impl pb::migration_server::Migration for MigrationService {
     }
 
     async fn prepare(&self, req: Request<pb::PrepareRequest>) -> Result<Response<pb::PrepareResponse>, Status> {
-        target::prepare(self.0.as_ref(), req.into_inner()).await.map(Response::new)
+        target::prepare(self.cluster.as_ref(), req.into_inner()).await.map(Response::new)
     }
 
     async fn finish(&self, req: Request<pb::FinishRequest>) -> Result<Response<pb::FinishResponse>, Status> {
-        target::finish(self.0.as_ref(), req.into_inner()).await.map(Response::new)
+        target::finish(self.cluster.as_ref(), req.into_inner()).await.map(Response::new)
     }
 
     async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result<Response<pb::CancelResponse>, Status> {
@@ -52,7 +55,7 @@ impl pb::migration_server::Migration for MigrationService {
         if req.operation != "migration" {
             return Err(Status::invalid_argument(format!("cannot cancel {:?}; only \"migration\"", req.operation)));
         }
-        let id = coordinator::cancel(self.0.as_ref(), &req.domain).await?;
+        let id = coordinator::cancel(self.cluster.as_ref(), &req.domain).await?;
         Ok(Response::new(pb::CancelResponse { operation_id: id }))
     }
 
@@ -64,7 +67,8 @@ impl pb::migration_server::Migration for MigrationService {
             0 => OPERATIONS_LISTED_MAX,
             n => n.min(OPERATIONS_LISTED_MAX),
         } as usize;
-        let operations = self.0.state().read(|s| s.operations().values().rev().take(limit).map(operation).collect());
+        let operations =
+            self.cluster.state().read(|s| s.operations().values().rev().take(limit).map(operation).collect());
         Ok(Response::new(pb::ListOperationsResponse { operations }))
     }
 }

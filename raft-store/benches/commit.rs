@@ -161,8 +161,12 @@ fn main() {
     let secs: u64 = std::env::var("TERN_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     println!("stores under {}", cluster::bench_dir().display());
-    let (rate, p50, p99) = raw_synced_writes(2_000, 400);
-    println!("raw RocksDB synced put (400 B, sequential): {rate:.0}/s  p50 {p50:?}  p99 {p99:?}");
+    let raw = |when: &str| {
+        let (rate, p50, p99) = raw_synced_writes(2_000, 400);
+        println!("raw RocksDB synced put (400 B, sequential), {when}: {rate:.0}/s  p50 {p50:?}  p99 {p99:?}");
+    };
+    // Before and after: the disk is shared, so this brackets its speed during the run.
+    raw("before");
     runtime.block_on(async {
         let c = Cluster::start(&[1, 2, 3], Storage::Rocks, cluster::config(10_000)).await;
         let leader = c.leader(Duration::from_secs(10)).await;
@@ -177,4 +181,5 @@ fn main() {
         }
         c.shutdown().await;
     });
+    raw("after");
 }

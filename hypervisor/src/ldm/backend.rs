@@ -448,6 +448,16 @@ impl Hypervisor for LdmHypervisor {
         })
     }
 
+    async fn finish_migrate_out(&self, _domain: &str, _committed: bool) -> Result<(), HvError> {
+        // ldm's migrate-domain completes (or fails) the move itself; nothing is pending.
+        Ok(())
+    }
+
+    async fn incoming(&self) -> Result<Vec<String>, HvError> {
+        // ldmd on the target receives domains itself; tern holds nothing in between.
+        Ok(Vec::new())
+    }
+
     async fn cancel_migration(&self, domain: &str) -> Result<(), HvError> {
         {
             let mut flights = lock(&self.flights);
