@@ -174,6 +174,7 @@ where
             cluster: Arc::new(node.clone()),
             registry: registry.clone(),
         }))
+        .add_service(pb::hosts_server::HostsServer::new(tern_migrate::service::HostsService(Arc::new(node.clone()))))
         .add_service(pb::users_server::UsersServer::new(tern_migrate::service::UsersService(Arc::new(node.clone()))));
     let stop = shutdown.clone();
     tasks.spawn(async move {

@@ -214,3 +214,39 @@ async fn source_killed_mid_transfer_rolls_back_and_the_guest_survives_its_restar
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evacuation_moves_what_fits_reports_the_rest_and_restore_brings_them_back() {
+    // Goal: UC-1: evacuating m10-1-3 reports ldom5 (internal disk, LM-03) as staying;
+    // evacuating m10-1-1 moves ldom1 and marks it maintenance; restore brings ldom1 home.
+    let c = seed_cluster(&["m10-1-1", "m10-1-2", "m10-1-3"], 50).await;
+    let host_op = |host: &'static str, restore: bool| {
+        let c = &c;
+        async move {
+            let mut h = pb::hosts_client::HostsClient::new(c.stream_channel(0).await);
+            let req = pb::HostRequest { host: host.into(), user: "root".into(), password: PW.into() };
+            let mut s = if restore { h.restore(req).await } else { h.evacuate(req).await }.unwrap().into_inner();
+            let mut guests = Vec::new();
+            while let Some(e) = s.message().await.unwrap() {
+                match e.event.unwrap() {
+                    pb::host_event::Event::Guest(g) => guests.push(g),
+                    pb::host_event::Event::Done(d) => return (guests, d),
+                }
+            }
+            panic!("no summary");
+        }
+    };
+    let (guests, done) = host_op("m10-1-3", false).await;
+    assert_eq!(done.stayed, 1, "{guests:?}");
+    assert!(guests[0].reasons.iter().any(|v| v.rule == "LM-03"), "{guests:?}");
+    let (guests, done) = host_op("m10-1-1", false).await;
+    assert_eq!((done.moved, done.stayed, done.status.as_str()), (1, 0, "maintenance"), "{guests:?}");
+    assert_eq!(guests[0].target, "m10-1-2");
+    let st = c.status(0).await.unwrap();
+    let m1 = st.members.iter().find(|m| m.name == "m10-1-1").unwrap();
+    assert_eq!(m1.host_status, pb::HostStatus::Maintenance as i32);
+    let (guests, done) = host_op("m10-1-1", true).await;
+    assert_eq!((done.moved, done.status.as_str()), (1, "up"), "{guests:?}");
+    let d = c.domains(0).await.unwrap();
+    assert!(d.iter().any(|x| x.host == "m10-1-1" && x.name == "ldom1"), "{d:?}");
+}

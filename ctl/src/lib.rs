@@ -131,6 +131,9 @@ Exit codes: 0 migrated (or the dry run passed); 1 refused, cancelled or rolled b
     /// Users who may migrate to the cluster's servers (OP-04).
     #[command(subcommand)]
     User(UserCommand),
+    /// Hardware maintenance (UC-1): evacuate a host's guests, restore them afterwards.
+    #[command(subcommand)]
+    Host(HostCommand),
     /// Start a local 3-agent cluster, show the domains, dry-run and then live-migrate
     /// ldom1 to m10-1-2 with progress, print the report, and stop.
     Demo(demo::DemoArgs),
@@ -155,6 +158,24 @@ Exit codes: 0 migrated (or the dry run passed); 1 refused, cancelled or rolled b
     /// Run a cluster of real ternd processes on this machine (simulated servers).
     #[command(subcommand)]
     LocalCluster(LocalCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HostCommand {
+    /// Live-migrate every guest off HOST (each to the server that fits it best), report
+    /// any guest that cannot move and why, and mark HOST in maintenance.
+    Evacuate {
+        host: String,
+        /// root's password on the targets, from FILE (else asked for).
+        #[arg(short = 'p', value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// Mark HOST up again and bring back the guests evacuated from it.
+    Restore {
+        host: String,
+        #[arg(short = 'p', value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -252,6 +273,12 @@ pub fn run(cli: Cli) -> i32 {
         Command::User(UserCommand::Remove { name }) => block_on(migrate::user_remove(&agent, &name)),
         Command::User(UserCommand::List) => block_on(migrate::user_list(&agent, json)),
         Command::Demo(args) => block_on(demo::run(&args)),
+        Command::Host(HostCommand::Evacuate { host, password_file }) => {
+            block_on(migrate::host_op(&agent, &host, false, password_file.as_deref(), json))
+        }
+        Command::Host(HostCommand::Restore { host, password_file }) => {
+            block_on(migrate::host_op(&agent, &host, true, password_file.as_deref(), json))
+        }
         Command::ListServices { host } => block_on(cluster::list_services(&agent, host.as_deref(), json)),
         Command::ImportLdm(args) => import::run(&args, json),
         Command::Cluster(ClusterCommand::Status) => block_on(cluster::status(&agent, json)),

@@ -292,3 +292,62 @@ pub async fn user_list(agent: &AgentArgs, json: bool) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
+
+/// `ternctl host evacuate|restore HOST` (UC-1): one line per guest, then the summary.
+pub async fn host_op(
+    agent: &AgentArgs,
+    host: &str,
+    restore: bool,
+    file: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let password = password(file, "Target Password: ")?;
+    let mut client = pb::hosts_client::HostsClient::new(agent.connect().await?);
+    let req = pb::HostRequest { host: host.to_string(), user: "root".into(), password };
+    let mut stream = if restore { client.restore(req).await } else { client.evacuate(req).await }
+        .map_err(|s| anyhow!(status_message(&s)))?
+        .into_inner();
+    let mut rows = Vec::new();
+    let mut stayed = 0;
+    while let Some(event) = stream.next().await {
+        match event.map_err(|s| anyhow!(status_message(&s)))?.event {
+            Some(pb::host_event::Event::Guest(g)) => {
+                if !g.moved {
+                    stayed += 1;
+                }
+                if json {
+                    rows.push(serde_json::json!({"domain": g.domain, "target": g.target, "moved": g.moved,
+                        "reasons": g.reasons.iter().map(|v| format!("{} {}", v.rule, v.message).trim().to_string()).collect::<Vec<_>>()}));
+                } else if g.moved {
+                    let r = g.report.unwrap_or_default();
+                    println!(
+                        "{:<10} -> {:<16} moved: CID {} -> {}, port {} -> {}, downtime {} ms",
+                        g.domain,
+                        g.target,
+                        join(&r.old_cids),
+                        join(&r.new_cids),
+                        r.old_console_port,
+                        r.new_console_port,
+                        r.downtime_ms
+                    );
+                } else {
+                    println!("{:<10} stays on {host}:", g.domain);
+                    for v in &g.reasons {
+                        println!("    {} {}", v.rule, v.message);
+                    }
+                }
+            }
+            Some(pb::host_event::Event::Done(d)) => {
+                if json {
+                    let doc = serde_json::json!({"host": host, "moved": d.moved, "stayed": d.stayed, "status": d.status, "guests": rows});
+                    println!("{}", serde_json::to_string_pretty(&doc)?);
+                } else {
+                    println!("{host}: {} guest(s) moved, {} stayed; host is now {}", d.moved, d.stayed, d.status);
+                }
+                return Ok(if stayed == 0 { 0 } else { EXIT_NO });
+            }
+            None => {}
+        }
+    }
+    bail!("the agent closed the stream before the {} ended", if restore { "restore" } else { "evacuation" })
+}

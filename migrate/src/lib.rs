@@ -20,6 +20,7 @@
 
 pub mod codec;
 pub mod coordinator;
+pub mod hosts;
 pub mod recovery;
 pub mod report;
 pub mod service;

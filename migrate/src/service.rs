@@ -92,3 +92,42 @@ impl pb::users_server::Users for UsersService {
         Ok(Response::new(users::list(self.0.as_ref())))
     }
 }
+
+pub struct HostsService(pub Arc<dyn Cluster>);
+
+type HostStream = Pin<Box<dyn Stream<Item = Result<pb::HostEvent, Status>> + Send>>;
+
+impl HostsService {
+    fn spawn<F, Fut>(&self, req: pb::HostRequest, run: F) -> Result<Response<HostStream>, Status>
+    where
+        F: FnOnce(Arc<dyn Cluster>, pb::HostRequest, crate::hosts::HostEvents) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), Status>> + Send + 'static,
+    {
+        if req.host.is_empty() {
+            return Err(Status::invalid_argument("name the host"));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(EVENTS_QUEUE_MAX);
+        let cluster = self.0.clone();
+        tokio::spawn(async move {
+            let errors = tx.clone();
+            if let Err(s) = run(cluster, req, tx).await {
+                let _ = errors.send(Err(s)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::hosts_server::Hosts for HostsService {
+    type EvacuateStream = HostStream;
+    type RestoreStream = HostStream;
+
+    async fn evacuate(&self, req: Request<pb::HostRequest>) -> Result<Response<HostStream>, Status> {
+        self.spawn(req.into_inner(), crate::hosts::evacuate)
+    }
+
+    async fn restore(&self, req: Request<pb::HostRequest>) -> Result<Response<HostStream>, Status> {
+        self.spawn(req.into_inner(), crate::hosts::restore)
+    }
+}

@@ -7,6 +7,7 @@
 //! - [`server`]: cores and strands, memory blocks, services, domains.
 //! - [`preflight`]: every LM rule as its own check, all violations reported.
 //! - [`fit`]: exact memory-block fitting (LM-09).
+//! - [`planner`]: choosing a target among servers (evacuation; later HA and rebalancing).
 //! - [`placement`]: concrete CIDs and console ports on a target (LM-06, LM-12, LM-13).
 //! - [`cpu`]: CPU types and the cpu-arch table (LM-07).
 //! - [`version`]: firmware (LM-10) and OS (LM-11) versions.
@@ -16,6 +17,7 @@
 pub mod cpu;
 pub mod fit;
 pub mod placement;
+pub mod planner;
 pub mod precopy;
 pub mod preflight;
 pub mod server;
