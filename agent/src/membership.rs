@@ -140,7 +140,9 @@ async fn probe(node: &Node, metrics: &Metrics, last_ok: &mut HashMap<NodeId, Ins
                     let mut c = pb::cluster_client::ClusterClient::new(ch);
                     let mut req = tonic::Request::new(pb::StatusRequest {});
                     req.set_timeout(TICK);
-                    c.status(req).await.is_ok()
+                    // The member itself must answer, not an agent that took over its
+                    // address with a new id (a replaced disk).
+                    c.status(req).await.is_ok_and(|r| r.get_ref().node_id == id)
                 }
                 Err(_) => false,
             };
@@ -164,11 +166,30 @@ async fn reconcile_voters(
     replace_after: Duration,
 ) -> Result<(), openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, tern_raft_store::Node>>> {
     let membership = metrics.membership_config.membership();
-    if membership.get_joint_config().len() > 1 {
-        return Ok(()); // a change is in flight
+    if let [_, goal] = membership.get_joint_config().as_slice() {
+        // A joint configuration outlives the leader that was changing it (openraft
+        // does not finish it): nothing of ours is in flight now, so finish it.
+        info!(node = %node.name, to = ?goal, "finishing an interrupted voter change");
+        node.raft.change_membership(ChangeMembers::ReplaceAllVoters(goal.clone()), true).await?;
+        return Ok(());
     }
     let now = Instant::now();
     let alive = |id: &NodeId| last_ok.get(id).is_some_and(|t| now.duration_since(*t) < replace_after);
+    // A learner whose address another, live member answers for now was a disk that
+    // was replaced: it will never come back; stop replicating to it.
+    let superseded: BTreeSet<NodeId> = membership
+        .learner_ids()
+        .filter(|id| !alive(id))
+        .filter(|id| {
+            let addr = membership.get_node(id).map(|n| n.addr.as_str());
+            membership.nodes().any(|(other, n)| other != id && Some(n.addr.as_str()) == addr && alive(other))
+        })
+        .collect();
+    if !superseded.is_empty() {
+        info!(node = %node.name, members = ?superseded, "removing members whose disk was replaced");
+        node.raft.change_membership(ChangeMembers::RemoveNodes(superseded), false).await?;
+        return Ok(());
+    }
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let live_voters: BTreeSet<NodeId> = voters.iter().copied().filter(alive).collect();
     let last_log = metrics.last_log_index.unwrap_or(0);

@@ -19,6 +19,11 @@ use tern_raft_store::{Node, NodeId, TypeConfig};
 /// The wire version of Raft payloads; bumped when the encoding changes.
 pub const PAYLOAD_VERSION: u8 = 1;
 
+/// Metadata naming the member a Raft message is for. A member restarted on a blank
+/// disk gets a new id at the same address; answering messages meant for its old id
+/// would vote twice in a term and make the leader see a follower's log go backwards.
+pub const TARGET_ID_HEADER: &str = "tern-raft-target";
+
 /// Encodes a Raft message: a version byte, then JSON.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = vec![PAYLOAD_VERSION];
@@ -71,6 +76,9 @@ impl GrpcNetwork {
             .max_encoding_message_size(crate::transport::GRPC_MESSAGE_BYTES_MAX);
         let mut request = tonic::Request::new(pb::RaftPayload { data });
         request.set_timeout(option.hard_ttl());
+        // The member this message is for: an agent at this address with another id
+        // (a replaced disk) must not answer for it.
+        request.metadata_mut().insert(TARGET_ID_HEADER, self.target.into());
         let result = match method {
             Method::Append => client.append_entries(request).await,
             Method::Vote => client.vote(request).await,

@@ -22,19 +22,39 @@ fn reply<T: serde::Serialize>(value: &T) -> Result<Response<pb::RaftPayload>, St
 
 pub struct RaftService(pub Node);
 
+impl RaftService {
+    /// Refuses a message meant for another member id (this agent's disk was replaced
+    /// and its old id is still in the membership): UNAVAILABLE, so the sender treats
+    /// that member as unreachable.
+    fn check_target<T>(&self, req: &GrpcRequest<T>) -> Result<(), Status> {
+        let Some(value) = req.metadata().get(crate::raft_net::TARGET_ID_HEADER) else { return Ok(()) };
+        match value.to_str().ok().and_then(|v| v.parse::<NodeId>().ok()) {
+            Some(target) if target == self.0.id => Ok(()),
+            Some(target) => Err(Status::unavailable(format!(
+                "member {target} is not here: {} is member {} now",
+                self.0.address, self.0.id
+            ))),
+            None => Err(Status::invalid_argument("malformed Raft target id")),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::raft_server::Raft for RaftService {
     async fn append_entries(&self, req: GrpcRequest<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+        self.check_target(&req)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.into_inner().data).map_err(bad_payload)?;
         reply(&self.0.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: GrpcRequest<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+        self.check_target(&req)?;
         let rpc: VoteRequest<NodeId> = decode(&req.into_inner().data).map_err(bad_payload)?;
         reply(&self.0.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, req: GrpcRequest<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+        self.check_target(&req)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(&req.into_inner().data).map_err(bad_payload)?;
         reply(&self.0.raft.install_snapshot(rpc).await)
     }

@@ -57,6 +57,11 @@ impl Cluster {
 
     /// Writes the config of agent `name` running layout `layout`, joining `join`.
     pub fn add(&mut self, name: &str, layout_name: &str, join: &[String]) -> usize {
+        self.add_layout(name, &layout(layout_name), join)
+    }
+
+    /// Like [`Cluster::add`] with a layout file anywhere.
+    pub fn add_layout(&mut self, name: &str, layout_path: &Path, join: &[String]) -> usize {
         tern_tls::issue(&self.certs, name, &[]).unwrap();
         let dir = self.tmp.path().join(name);
         std::fs::create_dir_all(dir.join("data")).unwrap();
@@ -69,7 +74,7 @@ join = [{join}]\nvoters = 3\n[tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/{name}.pem
 rpc_timeout_ms = 1000\nconnect_timeout_ms = 500\nvoter_replace_after_ms = 3000\ninventory_poll_ms = 200\n\
 inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n",
             c = self.certs.display(),
-            l = layout(layout_name).display(),
+            l = layout_path.display(),
             ts = self.time_scale,
         );
         std::fs::write(dir.join("ternd.toml"), config).unwrap();
