@@ -8,6 +8,10 @@
 //! not the guest's order. Each case asserts once, outside the timed loop, that
 //! `fit_memory` finds it.
 //!
+//! A second group times the hardest inputs for the search, perfect tilings: 16 and
+//! 32 free ranges of 128M..16G, each exactly the sum of two of the guest's 32 or 64
+//! blocks (shuffled), so a fit exists and uses every byte of free memory.
+//!
 //! Run: `cargo bench -p tern-model --bench fit`
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -124,5 +128,37 @@ fn bench_fit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_fit);
+/// A perfect tiling: `ranges` free ranges of 128M..16G, each exactly the sum of two
+/// of the returned blocks, the blocks shuffled.
+fn perfect_tiling(rng: &mut XorShift, ranges: usize) -> (Vec<u64>, Vec<Range>) {
+    let (mut blocks, mut free) = (Vec::new(), Vec::new());
+    let mut pa = BASE_PA;
+    for _ in 0..ranges {
+        let granules = 32 + rng.below(4096);
+        free.push(Range::new(pa, granules * ALIGN));
+        pa += (granules + 1 + rng.below(64)) * ALIGN;
+        let first = 1 + rng.below(granules - 1);
+        blocks.push(first * ALIGN);
+        blocks.push((granules - first) * ALIGN);
+    }
+    rng.shuffle(&mut blocks);
+    (blocks, free)
+}
+
+fn bench_tight(c: &mut Criterion) {
+    let mut rng = XorShift(SEED ^ 0x7167_7167);
+    let mut group = c.benchmark_group("fit_memory_tight");
+    for count in [32, 64] {
+        let (blocks, free) = perfect_tiling(&mut rng, count / 2);
+        let fit =
+            fit_memory(&blocks, &free).unwrap_or_else(|e| panic!("tiling of {count} blocks: no fit found: {e:?}"));
+        assert_eq!(fit.largest_free_after, 0);
+        group.bench_with_input(BenchmarkId::from_parameter(count), &blocks, |b, blocks| {
+            b.iter(|| fit_memory(black_box(blocks), black_box(&free)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_fit, bench_tight);
 criterion_main!(benches);
