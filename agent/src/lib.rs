@@ -219,9 +219,10 @@ async fn join(node: Node, shutdown: CancellationToken) {
         }
         for addr in &targets {
             let result = match node.channels.get(addr) {
-                Ok(ch) => {
-                    pb::cluster_client::ClusterClient::new(ch).join(request.clone()).await.map_err(|s| s.to_string())
-                }
+                Ok(ch) => pb::cluster_client::ClusterClient::new(ch)
+                    .join(node.channels.settings().request(request.clone()))
+                    .await
+                    .map_err(|s| s.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match result {

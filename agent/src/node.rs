@@ -81,7 +81,7 @@ impl Node {
         let channel = self.channels.get(addr).map_err(|e| Status::unavailable(format!("leader {addr}: {e}")))?;
         let bytes = encode(request).map_err(|e| Status::internal(format!("encoding request: {e}")))?;
         let resp = pb::cluster_client::ClusterClient::new(channel)
-            .propose(pb::ProposeRequest { request: bytes })
+            .propose(self.channels.settings().request(pb::ProposeRequest { request: bytes }))
             .await?
             .into_inner();
         let result: Result<Outcome, tern_raft_store::Rejection> =

@@ -77,7 +77,7 @@ impl pb::cluster_server::Cluster for ClusterService {
             return match node.leader() {
                 Some((_, addr)) => {
                     let channel = node.channels.get(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
-                    pb::cluster_client::ClusterClient::new(channel).join(j).await
+                    pb::cluster_client::ClusterClient::new(channel).join(node.channels.settings().request(j)).await
                 }
                 None => Err(Status::unavailable("no leader is known yet; retry")),
             };

@@ -42,12 +42,20 @@ pub struct ClientSettings {
 }
 
 impl ClientSettings {
+    /// `msg` as a request with the unary deadline. Channels carry no blanket deadline,
+    /// because migration streams last as long as the migration; every unary call sets
+    /// its own.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.set_timeout(self.request_timeout);
+        r
+    }
+
     /// A channel to `addr` (host:port) with our TLS identity and deadlines.
     pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))?
             .connect_timeout(self.connect_timeout)
-            .timeout(self.request_timeout)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);

@@ -108,6 +108,13 @@ impl SimHypervisor {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Guests migrating out that are suspended for (or after) the final copy: the
+    /// inventory still shows them active here until the migration is finished, but
+    /// they do not run. For observers such as the chaos checker.
+    pub fn suspended(&self) -> BTreeSet<String> {
+        self.lock().outgoing.iter().filter(|(_, f)| f.suspended).map(|(name, _)| name.clone()).collect()
+    }
+
     fn persist(&self, inner: &Inner) -> Result<(), HvError> {
         let Some(path) = &self.state_file else { return Ok(()) };
         let state =

@@ -351,7 +351,7 @@ async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -
 async fn finish_target(c: &dyn Cluster, plan: &Plan, committed: bool) {
     let req = pb::FinishRequest { operation_id: plan.operation, domain: plan.new_name.clone(), committed };
     let result = match c.channel(&plan.target_addr) {
-        Ok(ch) => pb::migration_client::MigrationClient::new(ch).finish(req).await.map(|_| ()),
+        Ok(ch) => pb::migration_client::MigrationClient::new(ch).finish(with_deadline(req)).await.map(|_| ()),
         Err(s) => Err(s),
     };
     if let Err(s) = result {
@@ -425,7 +425,10 @@ pub async fn cancel(c: &dyn Cluster, domain: &str) -> Result<u64, Status> {
     }
     let addr = addr.ok_or_else(|| Status::unavailable(format!("source {source} has no known address")))?;
     let req = pb::CancelRequest { operation: "migration".into(), domain: domain.to_string() };
-    pb::migration_client::MigrationClient::new(c.channel(&addr)?).cancel(req).await.map(|r| r.into_inner().operation_id)
+    pb::migration_client::MigrationClient::new(c.channel(&addr)?)
+        .cancel(with_deadline(req))
+        .await
+        .map(|r| r.into_inner().operation_id)
 }
 
 /// A state-machine rejection's text (`LM-01 [not-a-guest] message`) as a violation.
@@ -439,4 +442,11 @@ fn violation_from_message(text: &str) -> pb::Violation {
         None => ("", rest),
     };
     pb::Violation { rule: rule.into(), code: code.into(), message: message.into() }
+}
+
+/// `msg` with the deadline of a short agent-to-agent call.
+fn with_deadline<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(Duration::from_millis(crate::CALL_TIMEOUT_MS));
+    r
 }

@@ -42,6 +42,8 @@ pub const RENEW_EVERY_MS: u64 = LEASE_MS / 3;
 pub const TARGET_MISSES_MAX: u32 = 3;
 /// Deadline of the target's Prepare (authentication, preflight, a Raft commit).
 pub const PREPARE_TIMEOUT_MS: u64 = 30_000;
+/// Deadline of the short agent-to-agent calls (Finish, Cancel).
+pub const CALL_TIMEOUT_MS: u64 = 10_000;
 
 /// What the migration code needs from the agent it runs in.
 #[async_trait]

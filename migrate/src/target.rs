@@ -10,6 +10,15 @@ use tern_raft_store::{Command, Outcome};
 use tonic::Status;
 use tracing::{info, instrument, warn};
 
+/// How many times Prepare plans again after losing a race for the same resources.
+pub const RESERVE_ATTEMPTS_MAX: u32 = 8;
+
+/// A rejection that another operation's reservation caused (plan again), as opposed to
+/// one that planning again cannot fix.
+fn lost_race(message: &str) -> bool {
+    ["[strand-unavailable]", "[memory-unavailable]", "[console-port-unavailable]"].iter().any(|c| message.contains(c))
+}
+
 /// Checks that `user` may migrate to this server with `password` (OP-04).
 pub async fn authenticate(c: &dyn Cluster, user: &str, password: &str) -> Result<(), Status> {
     let record = c.state().read(|s| s.user(user).cloned());
@@ -40,46 +49,60 @@ pub async fn prepare(c: &dyn Cluster, req: pb::PrepareRequest) -> Result<pb::Pre
     if source.name != req.source {
         return Err(Status::invalid_argument(format!("source_server is {}, not {}", source.name, req.source)));
     }
-    let target = c.hypervisor().inventory().await.map_err(|e| Status::unavailable(e.to_string()))?;
-    let now = c.now_ms();
-    let reserved = c.state().read(|s| s.reserved_on(c.host(), now));
     let new_name = (!req.new_name.is_empty()).then_some(req.new_name.as_str());
-    let report = preflight(&MigrationQuery {
-        source: &source,
-        target: &target,
-        domain: &req.domain,
-        new_name,
-        target_reserved: &reserved,
-    });
-    let warnings = report.warnings.iter().map(violation).collect();
-    let Some(binding) = report.binding.clone().filter(|_| report.ok()) else {
-        return Ok(pb::PrepareResponse {
-            errors: report.errors.iter().map(violation).collect(),
-            warnings,
-            ..Default::default()
+    // The plan is made against the replicated reservations, and the state machine
+    // arbitrates: when a concurrent operation wins the same resources first, plan again
+    // against the new state (a bounded number of times) instead of failing at once.
+    let mut attempt = 0;
+    let (binding, warnings, reservation, token) = loop {
+        attempt += 1;
+        let target = c.hypervisor().inventory().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let now = c.now_ms();
+        let reserved = c.state().read(|s| s.reserved_on(c.host(), now));
+        let report = preflight(&MigrationQuery {
+            source: &source,
+            target: &target,
+            domain: &req.domain,
+            new_name,
+            target_reserved: &reserved,
         });
-    };
-    let reserve = Command::Reserve {
-        operation: req.operation_id,
-        target: c.host().to_string(),
-        source: req.source.clone(),
-        domain: req.domain.clone(),
-        binding: binding.clone(),
-        lease_ms: req.lease_ms.clamp(1000, 10 * crate::LEASE_MS),
-    };
-    let (reservation, token) = match c.propose(&agent_actor(c), reserve).await {
-        Ok(Outcome::Reserved { reservation, token, .. }) => (reservation, token),
-        Ok(other) => return Err(Status::internal(format!("Reserve answered {other:?}"))),
-        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-            // Another operation won the resources between the check and the commit.
-            let v = pb::Violation {
-                rule: String::new(),
-                code: "reservation-refused".into(),
-                message: s.message().to_string(),
-            };
-            return Ok(pb::PrepareResponse { errors: vec![v], warnings, ..Default::default() });
+        let warnings: Vec<pb::Violation> = report.warnings.iter().map(violation).collect();
+        let Some(binding) = report.binding.clone().filter(|_| report.ok()) else {
+            return Ok(pb::PrepareResponse {
+                errors: report.errors.iter().map(violation).collect(),
+                warnings,
+                ..Default::default()
+            });
+        };
+        let reserve = Command::Reserve {
+            operation: req.operation_id,
+            target: c.host().to_string(),
+            source: req.source.clone(),
+            domain: req.domain.clone(),
+            binding: binding.clone(),
+            lease_ms: req.lease_ms.clamp(1000, 10 * crate::LEASE_MS),
+        };
+        match c.propose(&agent_actor(c), reserve).await {
+            Ok(Outcome::Reserved { reservation, token, .. }) => break (binding, warnings, reservation, token),
+            Ok(other) => return Err(Status::internal(format!("Reserve answered {other:?}"))),
+            Err(s)
+                if s.code() == tonic::Code::FailedPrecondition
+                    && lost_race(s.message())
+                    && attempt < RESERVE_ATTEMPTS_MAX =>
+            {
+                // Let this member's state catch up with the winner's reservation.
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt as u64)).await;
+            }
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                let v = pb::Violation {
+                    rule: String::new(),
+                    code: "reservation-refused".into(),
+                    message: s.message().to_string(),
+                };
+                return Ok(pb::PrepareResponse { errors: vec![v], warnings, ..Default::default() });
+            }
+            Err(s) => return Err(s),
         }
-        Err(s) => return Err(s),
     };
     if !req.dry_run {
         let domain = source.domain(&req.domain).cloned().ok_or_else(|| Status::not_found("domain vanished"))?;
