@@ -1,0 +1,376 @@
+//! The nemesis: faults drawn from the seed and applied between simulation steps.
+//!
+//! Network faults (one at a time): partitions, isolating the leader, message loss
+//! (turmoil breaks a link at random, which kills TCP connections as a lossy network
+//! does), long delays, held messages. Process faults (one at a time): crash and
+//! restart later, bounce (restart at once), disk loss (the agent comes back on a
+//! blank disk as a new member), clock skew. Decisions are taken every
+//! [`DECISION_MS`] of simulated time, so the draws do not depend on the tick.
+//!
+//! Every fault ends by itself; [`Nemesis::heal`] ends them all at once.
+
+use crate::cluster::{CLIENT, Shared};
+use crate::rng::SimRng;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use turmoil::Sim;
+
+/// How often the nemesis decides.
+pub const DECISION_MS: u64 = 500;
+
+/// The kinds of fault, in the order of [`NemesisOptions::weights`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Partition,
+    IsolateLeader,
+    Loss,
+    Delay,
+    Hold,
+    Crash,
+    Bounce,
+    DiskLoss,
+    Skew,
+}
+
+pub const KINDS: [Kind; 9] = [
+    Kind::Partition,
+    Kind::IsolateLeader,
+    Kind::Loss,
+    Kind::Delay,
+    Kind::Hold,
+    Kind::Crash,
+    Kind::Bounce,
+    Kind::DiskLoss,
+    Kind::Skew,
+];
+
+impl Kind {
+    fn is_network(self) -> bool {
+        matches!(self, Self::Partition | Self::IsolateLeader | Self::Loss | Self::Delay | Self::Hold)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NemesisOptions {
+    /// Chance (per mille) per decision of starting a fault when a slot is free.
+    pub start_per_mille: u64,
+    /// Relative weights of [`KINDS`].
+    pub weights: [u64; 9],
+    /// How long a fault lasts (ms, uniform).
+    pub duration_ms: (u64, u64),
+    /// Disk losses per run, at most.
+    pub disk_losses_max: u32,
+}
+
+impl Default for NemesisOptions {
+    fn default() -> Self {
+        Self {
+            start_per_mille: 300,
+            weights: [4, 3, 2, 2, 2, 4, 2, 1, 1],
+            duration_ms: (1000, 8000),
+            disk_losses_max: 1,
+        }
+    }
+}
+
+impl NemesisOptions {
+    /// No faults at all (a baseline run).
+    pub fn quiet() -> Self {
+        Self { start_per_mille: 0, ..Self::default() }
+    }
+}
+
+/// A fault in force and how to end it.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Links between the two sides are cut.
+    Cut {
+        a: Vec<String>,
+        b: Vec<String>,
+    },
+    Loss {
+        host: String,
+        others: Vec<String>,
+    },
+    Delay {
+        host: String,
+        others: Vec<String>,
+    },
+    Hold {
+        host: String,
+        others: Vec<String>,
+    },
+    /// The host is down; it restarts when the fault ends (on a blank disk if `wipe`).
+    Down {
+        host: String,
+        wipe: bool,
+    },
+    Skew {
+        host: String,
+    },
+}
+
+struct Active {
+    fault: Fault,
+    until_ms: u64,
+}
+
+/// The fault injector of one run.
+pub struct Nemesis {
+    rng: SimRng,
+    opts: NemesisOptions,
+    network: Option<Active>,
+    process: Option<Active>,
+    next_decision_ms: u64,
+    disk_losses: u32,
+    /// What it did, with the simulated time: printed when a run fails.
+    pub log: Vec<(u64, String)>,
+}
+
+impl Nemesis {
+    pub fn new(seed: u64, opts: NemesisOptions) -> Self {
+        Self {
+            rng: SimRng::derive(seed, "nemesis"),
+            opts,
+            network: None,
+            process: None,
+            next_decision_ms: 0,
+            disk_losses: 0,
+            log: Vec::new(),
+        }
+    }
+
+    pub fn note(&mut self, now_ms: u64, what: impl Into<String>) {
+        self.log.push((now_ms, what.into()));
+    }
+
+    /// Called before every step of the fault phase.
+    pub fn step(&mut self, sim: &mut Sim<'_>, shared: &Shared, now_ms: u64) {
+        if now_ms < self.next_decision_ms {
+            return;
+        }
+        self.next_decision_ms = now_ms + DECISION_MS;
+        if self.network.as_ref().is_some_and(|a| a.until_ms <= now_ms) {
+            let a = self.network.take().expect("checked");
+            self.end(sim, shared, now_ms, a.fault);
+        }
+        if self.process.as_ref().is_some_and(|a| a.until_ms <= now_ms) {
+            let a = self.process.take().expect("checked");
+            self.end(sim, shared, now_ms, a.fault);
+        }
+        if !self.rng.chance(self.opts.start_per_mille) {
+            return;
+        }
+        let kind = KINDS[self.rng.weighted(&self.opts.weights)];
+        let busy = if kind.is_network() { self.network.is_some() } else { self.process.is_some() };
+        if busy || (kind == Kind::DiskLoss && self.disk_losses >= self.opts.disk_losses_max) {
+            return;
+        }
+        let duration = self.rng.between(self.opts.duration_ms.0, self.opts.duration_ms.1);
+        if let Some(fault) = self.start(sim, shared, now_ms, kind, duration) {
+            let active = Some(Active { fault, until_ms: now_ms + duration });
+            if kind.is_network() {
+                self.network = active;
+            } else {
+                self.process = active;
+            }
+        }
+    }
+
+    /// Ends every fault: the network is whole, every host runs, clocks agree.
+    pub fn heal(&mut self, sim: &mut Sim<'_>, shared: &Shared, now_ms: u64) {
+        for a in [self.network.take(), self.process.take()].into_iter().flatten() {
+            self.end(sim, shared, now_ms, a.fault);
+        }
+        let names: Vec<String> = shared.hosts.iter().map(|h| h.name.clone()).collect();
+        for h in &shared.hosts {
+            if !sim.is_host_running(h.name.as_str()) {
+                sim.bounce(h.name.as_str());
+            }
+            h.skew_ms.store(0, Ordering::SeqCst);
+        }
+        for (i, a) in names.iter().enumerate() {
+            for b in names[i + 1..].iter().chain([&CLIENT.to_string()]) {
+                sim.repair(a.as_str(), b.as_str());
+            }
+        }
+        shared.reset_latencies(sim);
+        self.note(now_ms, "heal: network repaired, every host running, clocks agree");
+    }
+
+    /// Applies `fault` now for `ms` (a scenario's scripted fault); a fault of the same
+    /// class already in force ends first.
+    pub fn inject(&mut self, sim: &mut Sim<'_>, shared: &Shared, now_ms: u64, fault: Fault, ms: u64) {
+        let network = !matches!(fault, Fault::Down { .. } | Fault::Skew { .. });
+        let slot = if network { self.network.take() } else { self.process.take() };
+        if let Some(a) = slot {
+            self.end(sim, shared, now_ms, a.fault);
+        }
+        self.apply(sim, shared, now_ms, &fault, ms);
+        let active = Some(Active { fault, until_ms: now_ms + ms });
+        if network {
+            self.network = active;
+        } else {
+            self.process = active;
+        }
+    }
+
+    fn start(&mut self, sim: &mut Sim<'_>, shared: &Shared, now_ms: u64, kind: Kind, ms: u64) -> Option<Fault> {
+        let names: Vec<String> = shared.hosts.iter().map(|h| h.name.clone()).collect();
+        let pick = |rng: &mut SimRng| rng.pick(&names).cloned();
+        let fault = match kind {
+            Kind::Partition => {
+                let mut shuffled = names.clone();
+                self.rng.shuffle(&mut shuffled);
+                let cut = self.rng.between(1, (shuffled.len() as u64 / 2).max(1)) as usize;
+                let b = shuffled.split_off(cut);
+                let mut a = shuffled;
+                if self.rng.chance(300) {
+                    a.push(CLIENT.into()); // the client is cut off with the minority
+                }
+                Fault::Cut { a, b }
+            }
+            Kind::IsolateLeader => {
+                let leader = leader_name(shared).or_else(|| pick(&mut self.rng))?;
+                let b = names.iter().filter(|n| **n != leader).cloned().collect();
+                Fault::Cut { a: vec![leader], b }
+            }
+            Kind::Loss | Kind::Delay | Kind::Hold => {
+                let host = pick(&mut self.rng)?;
+                let others = names.iter().filter(|n| **n != host).cloned().chain([CLIENT.to_string()]).collect();
+                match kind {
+                    Kind::Loss => Fault::Loss { host, others },
+                    Kind::Delay => Fault::Delay { host, others },
+                    _ => Fault::Hold { host, others },
+                }
+            }
+            Kind::Crash | Kind::Bounce | Kind::DiskLoss => {
+                let host = pick(&mut self.rng)?;
+                if !sim.is_host_running(host.as_str()) {
+                    return None;
+                }
+                if kind == Kind::Bounce {
+                    self.note(now_ms, format!("bounce {host}"));
+                    shared.host(&host)?.clear_raft();
+                    sim.bounce(host.as_str());
+                    return None;
+                }
+                Fault::Down { host, wipe: kind == Kind::DiskLoss }
+            }
+            Kind::Skew => Fault::Skew { host: pick(&mut self.rng)? },
+        };
+        self.apply(sim, shared, now_ms, &fault, ms);
+        Some(fault)
+    }
+
+    fn apply(&mut self, sim: &mut Sim<'_>, shared: &Shared, now_ms: u64, fault: &Fault, ms: u64) {
+        match fault {
+            Fault::Cut { a, b } => {
+                for x in a {
+                    for y in b {
+                        sim.partition(x.as_str(), y.as_str());
+                    }
+                }
+                self.note(now_ms, format!("partition {a:?} | {b:?} for {ms} ms"));
+            }
+            Fault::Loss { host, others } => {
+                let rate = self.rng.between(5, 50) as f64 / 1000.0;
+                for o in others {
+                    sim.set_link_fail_rate(host.as_str(), o.as_str(), rate);
+                }
+                self.note(now_ms, format!("message loss {rate} on {host}'s links for {ms} ms"));
+            }
+            Fault::Delay { host, others } => {
+                let delay = self.rng.between(200, 1500);
+                for o in others {
+                    sim.set_link_latency(host.as_str(), o.as_str(), Duration::from_millis(delay));
+                }
+                self.note(now_ms, format!("delay of {delay} ms on {host}'s links for {ms} ms"));
+            }
+            Fault::Hold { host, others } => {
+                for o in others {
+                    sim.hold(host.as_str(), o.as_str());
+                }
+                self.note(now_ms, format!("hold {host}'s messages for {ms} ms"));
+            }
+            Fault::Down { host, wipe } => {
+                if let Some(h) = shared.host(host) {
+                    h.clear_raft();
+                }
+                sim.crash(host.as_str());
+                if *wipe {
+                    self.disk_losses += 1;
+                }
+                let what = if *wipe { "crash, losing its disk," } else { "crash" };
+                self.note(now_ms, format!("{what} {host} for {ms} ms"));
+            }
+            Fault::Skew { host } => {
+                let skew = self.rng.between(0, 3000) as i64 - 1500;
+                if let Some(h) = shared.host(host) {
+                    h.skew_ms.store(skew, Ordering::SeqCst);
+                }
+                self.note(now_ms, format!("clock of {host} off by {skew} ms for {ms} ms"));
+            }
+        }
+    }
+
+    fn end(&mut self, sim: &mut Sim<'_>, shared: &Shared, now_ms: u64, fault: Fault) {
+        match fault {
+            Fault::Cut { a, b } => {
+                for x in &a {
+                    for y in &b {
+                        sim.repair(x.as_str(), y.as_str());
+                    }
+                }
+                self.note(now_ms, format!("repair {a:?} | {b:?}"));
+            }
+            Fault::Loss { host, others } => {
+                for o in &others {
+                    sim.set_link_fail_rate(host.as_str(), o.as_str(), 0.0);
+                    sim.repair(host.as_str(), o.as_str());
+                }
+                self.note(now_ms, format!("no more loss on {host}'s links"));
+            }
+            Fault::Delay { host, others } => {
+                for o in &others {
+                    sim.set_link_latency(host.as_str(), o.as_str(), shared.latency(&host, o));
+                }
+                self.note(now_ms, format!("normal latency on {host}'s links"));
+            }
+            Fault::Hold { host, others } => {
+                for o in &others {
+                    sim.release(host.as_str(), o.as_str());
+                }
+                self.note(now_ms, format!("release {host}'s messages"));
+            }
+            Fault::Down { host, wipe } => {
+                if wipe && let Some(h) = shared.host(&host) {
+                    let d = h.replace_disk();
+                    self.note(now_ms, format!("{host} gets a blank disk: new member id {}", d.node_id));
+                }
+                sim.bounce(host.as_str());
+                self.note(now_ms, format!("restart {host}"));
+            }
+            Fault::Skew { host } => {
+                if let Some(h) = shared.host(&host) {
+                    h.skew_ms.store(0, Ordering::SeqCst);
+                }
+                self.note(now_ms, format!("clock of {host} correct again"));
+            }
+        }
+    }
+}
+
+/// The host whose running member believes it leads (the highest term wins).
+pub fn leader_name(shared: &Shared) -> Option<String> {
+    shared
+        .hosts
+        .iter()
+        .filter_map(|h| {
+            let raft = h.raft()?;
+            let m = raft.metrics().borrow().clone();
+            (m.state == openraft::ServerState::Leader).then(|| (m.current_term, h.name.clone()))
+        })
+        .max()
+        .map(|(_, n)| n)
+}

@@ -1,0 +1,316 @@
+//! Named scenarios: one migration (or two) with a fault aimed at a precise moment of
+//! the protocol. A trigger watches the replicated state (the phase of the migration's
+//! operation on any member) and injects the fault the step it becomes true; the
+//! random nemesis stays quiet. The same checker and healing demands apply.
+
+use crate::cluster::{Options, Shared, layout_host, seed_layout};
+use crate::history::MigrationEnd;
+use crate::nemesis::{Fault, Nemesis, NemesisOptions, leader_name};
+use crate::run::RunReport;
+use crate::workload::{ScriptedMigration, WorkloadOptions};
+use std::path::{Path, PathBuf};
+use tern_raft_store::{OperationKind, Phase};
+use turmoil::Sim;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// The leader is cut off while the target's Prepare proposes its reservation.
+    LeaderPartitionedDuringPrepare,
+    /// The source's agent crashes during the transfer, for longer than the lease.
+    SourceCrashMidTransfer,
+    /// The target's agent crashes once the operation is Committing.
+    TargetCrashMidCommit,
+    /// Two migrations want the target's last two cores at once; one must lose.
+    RaceForLastCores,
+    /// Source and target are cut off from the leader (and the majority) mid-transfer,
+    /// for longer than the lease.
+    PartitionSourceTargetFromLeader,
+    /// A voter's disk is lost; it comes back blank, as a new member.
+    DiskReplacedRejoin,
+    /// The leader applies the commit, and its answer to the source is lost.
+    CommitAnswerLost,
+    /// The source's agent crashes right after the commit is applied, before it
+    /// removes its (suspended) copy of the guest.
+    SourceCrashAfterCommit,
+    /// A guest migrates away, its old host's agent restarts, the guest comes back
+    /// (what UC-1 evacuate, a reboot for maintenance, then restore do).
+    RoundTrip,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 9] = [
+        Self::LeaderPartitionedDuringPrepare,
+        Self::SourceCrashMidTransfer,
+        Self::TargetCrashMidCommit,
+        Self::RaceForLastCores,
+        Self::PartitionSourceTargetFromLeader,
+        Self::DiskReplacedRejoin,
+        Self::RoundTrip,
+        Self::CommitAnswerLost,
+        Self::SourceCrashAfterCommit,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LeaderPartitionedDuringPrepare => "leader-partitioned-during-prepare",
+            Self::SourceCrashMidTransfer => "source-crash-mid-transfer",
+            Self::TargetCrashMidCommit => "target-crash-mid-commit",
+            Self::RaceForLastCores => "race-for-last-cores",
+            Self::PartitionSourceTargetFromLeader => "partition-source-target-from-leader",
+            Self::DiskReplacedRejoin => "disk-replaced-rejoin",
+            Self::RoundTrip => "round-trip",
+            Self::CommitAnswerLost => "commit-answer-lost",
+            Self::SourceCrashAfterCommit => "source-crash-after-commit",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The cluster, workload and durations the scenario needs.
+    pub fn adjust(self, opts: &mut Options) {
+        opts.nemesis = NemesisOptions::quiet();
+        opts.faults_ms = 30_000;
+        // The founder leads at first: t4-1, so that the leader is neither the source
+        // (m10-1-1) nor the target (m10-1-2) of the scripted migration.
+        opts.layouts = ["t4-1", "m10-1-1", "m10-1-2", "m10-1-3"].iter().map(|n| seed_layout(n)).collect();
+        let migrate = |domain: &str, target: &str| ScriptedMigration {
+            after_ms: 1000,
+            domain: domain.into(),
+            target: target.into(),
+            dry_run: false,
+        };
+        match self {
+            Self::LeaderPartitionedDuringPrepare
+            | Self::SourceCrashMidTransfer
+            | Self::TargetCrashMidCommit
+            | Self::CommitAnswerLost
+            | Self::SourceCrashAfterCommit => {
+                opts.workload = WorkloadOptions::scripted(vec![migrate("ldom1", "m10-1-2")]);
+            }
+            Self::RaceForLastCores => {
+                opts.layouts = ["race-w", "race-a", "race-b", "race-t"].iter().map(|n| chaos_layout(n)).collect();
+                opts.workload = WorkloadOptions::scripted(vec![migrate("ga", "race-t"), migrate("gb", "race-t")]);
+            }
+            Self::PartitionSourceTargetFromLeader => {
+                // Five voters, the founder (and leader) away from source and target:
+                // cut off together they are a minority.
+                opts.layouts = ["t4-1", "m10-1-3", "m10-1-fragmented", "m10-1-1", "m10-1-2"]
+                    .iter()
+                    .map(|n| seed_layout(n))
+                    .collect();
+                opts.voters = 5;
+                opts.workload = WorkloadOptions::scripted(vec![migrate("ldom1", "m10-1-2")]);
+            }
+            Self::DiskReplacedRejoin => {
+                opts.workload = WorkloadOptions { weights: [2, 1, 0, 4, 0], ..WorkloadOptions::default() };
+            }
+            Self::RoundTrip => {
+                let back = ScriptedMigration { after_ms: 15_000, ..migrate("ldom1", "m10-1-1") };
+                opts.workload = WorkloadOptions::scripted(vec![migrate("ldom1", "m10-1-2"), back]);
+            }
+        }
+    }
+
+    pub fn script(self) -> Script {
+        Script { scenario: self, fired: false, started_ms: None }
+    }
+
+    /// What the scenario demands beyond the checker's invariants.
+    pub fn verify(self, report: &RunReport) -> Vec<String> {
+        let mut out = Vec::new();
+        match self {
+            Self::RaceForLastCores => {
+                let done = report
+                    .history
+                    .migrations
+                    .iter()
+                    .filter(|m| matches!(m.end, MigrationEnd::Reported { dry_run: false, .. }))
+                    .count();
+                if done != 1 {
+                    out.push(format!(
+                        "{done} of the two racing migrations committed; exactly one fits: {:?}",
+                        report.history.migrations
+                    ));
+                }
+            }
+            Self::SourceCrashMidTransfer | Self::PartitionSourceTargetFromLeader => {
+                // The commit point is a Raft commit the source proposes: a source that
+                // crashed, or was cut off from the majority past its lease, cannot
+                // have committed; the guest must be running on the source.
+                let on = report.placement.get("ldom1").cloned().unwrap_or_default();
+                if on != ["m10-1-1"] {
+                    out.push(format!("ldom1 is active on {on:?}; the migration cannot have committed"));
+                }
+            }
+            Self::RoundTrip => {
+                let done =
+                    report.history.migrations.iter().filter(|m| matches!(m.end, MigrationEnd::Reported { .. })).count();
+                let on = report.placement.get("ldom1").cloned().unwrap_or_default();
+                if done != 2 || on != ["m10-1-1"] {
+                    out.push(format!(
+                        "{done} of 2 migrations reported; ldom1 is active on {on:?}, not back on m10-1-1"
+                    ));
+                }
+            }
+            Self::CommitAnswerLost | Self::SourceCrashAfterCommit => {
+                // The commit is in the log: the guest must end on the target.
+                let on = report.placement.get("ldom1").cloned().unwrap_or_default();
+                if on != ["m10-1-2"] {
+                    out.push(format!("ldom1 is active on {on:?}; its migration committed, so it belongs on m10-1-2"));
+                }
+            }
+            Self::LeaderPartitionedDuringPrepare | Self::TargetCrashMidCommit | Self::DiskReplacedRejoin => {}
+        }
+        if !report.nemesis_log.iter().any(|(_, w)| w.starts_with("scenario:")) {
+            out.push("the scenario's trigger never fired".into());
+        }
+        out
+    }
+}
+
+/// A layout of `chaos/layouts/`.
+pub fn chaos_layout(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts").join(format!("{name}.toml"))
+}
+
+/// A scenario in progress: waits for its trigger, then injects its fault once.
+pub struct Script {
+    scenario: Scenario,
+    fired: bool,
+    /// When the fault phase began (the first step seen).
+    started_ms: Option<u64>,
+}
+
+impl Script {
+    pub fn step(&mut self, sim: &mut Sim<'_>, shared: &Shared, nemesis: &mut Nemesis, now_ms: u64) {
+        let started = *self.started_ms.get_or_insert(now_ms);
+        if self.fired {
+            return;
+        }
+        let names: Vec<String> = shared.opts.layouts.iter().map(|p| layout_host(p)).collect();
+        let (fault, ms) = match self.scenario {
+            Scenario::LeaderPartitionedDuringPrepare => {
+                if !migration_phase(shared, "ldom1").is_some_and(|p| p == Phase::Preparing) {
+                    return;
+                }
+                let Some(leader) = leader_name(shared) else { return };
+                let b = names.iter().filter(|n| **n != leader).cloned().collect();
+                (Fault::Cut { a: vec![leader], b }, 8000)
+            }
+            Scenario::SourceCrashMidTransfer => {
+                if !migration_phase(shared, "ldom1")
+                    .is_some_and(|p| matches!(p, Phase::Transferring { progress_pct } if progress_pct >= 10))
+                {
+                    return;
+                }
+                (Fault::Down { host: "m10-1-1".into(), wipe: false }, 20_000)
+            }
+            Scenario::TargetCrashMidCommit => {
+                if migration_phase(shared, "ldom1") != Some(Phase::Committing) {
+                    return;
+                }
+                (Fault::Down { host: "m10-1-2".into(), wipe: false }, 10_000)
+            }
+            Scenario::RaceForLastCores => {
+                // No fault: the race itself is the test.
+                if migration_phase(shared, "ga").is_none() && migration_phase(shared, "gb").is_none() {
+                    return;
+                }
+                nemesis.note(now_ms, "scenario: both migrations asked for race-t's last cores");
+                self.fired = true;
+                return;
+            }
+            Scenario::PartitionSourceTargetFromLeader => {
+                if !migration_phase(shared, "ldom1")
+                    .is_some_and(|p| matches!(p, Phase::Transferring { progress_pct } if progress_pct >= 10))
+                {
+                    return;
+                }
+                let a = vec!["m10-1-1".to_string(), "m10-1-2".to_string()];
+                let b = names.iter().filter(|n| !a.contains(n)).cloned().collect();
+                (Fault::Cut { a, b }, 25_000)
+            }
+            Scenario::CommitAnswerLost | Scenario::SourceCrashAfterCommit => {
+                // The step the leader applies the commit: cut the source off from it
+                // (the answer in flight is dropped), or crash the source.
+                let Some(leader) = leader_name(shared) else { return };
+                if !committed_on(shared, &leader, "ldom1") || leader == "m10-1-1" {
+                    return;
+                }
+                if self.scenario == Scenario::CommitAnswerLost {
+                    (Fault::Cut { a: vec!["m10-1-1".into()], b: vec![leader] }, 5000)
+                } else {
+                    (Fault::Down { host: "m10-1-1".into(), wipe: false }, 3000)
+                }
+            }
+            Scenario::RoundTrip => {
+                // Between the two migrations: m10-1-1's agent restarts (maintenance).
+                if now_ms < started + 12_000 {
+                    return;
+                }
+                (Fault::Down { host: "m10-1-1".into(), wipe: false }, 1000)
+            }
+            Scenario::DiskReplacedRejoin => {
+                if now_ms < started + 5000 {
+                    return;
+                }
+                let leader = leader_name(shared);
+                let voter = shared.hosts.iter().find(|h| {
+                    Some(&h.name) != leader.as_ref()
+                        && h.raft().is_some_and(|r| {
+                            r.metrics()
+                                .borrow()
+                                .membership_config
+                                .membership()
+                                .voter_ids()
+                                .any(|v| v == h.disk().node_id)
+                        })
+                });
+                let Some(voter) = voter else { return };
+                (Fault::Down { host: voter.name.clone(), wipe: true }, 3000)
+            }
+        };
+        nemesis.note(now_ms, format!("scenario: {} fires", self.scenario.name()));
+        nemesis.inject(sim, shared, now_ms, fault, ms);
+        self.fired = true;
+    }
+}
+
+/// Whether `host`'s applied state has a (real) migration of `domain` Done.
+fn committed_on(shared: &Shared, host: &str, domain: &str) -> bool {
+    shared.host(host).is_some_and(|h| {
+        h.state().read(|s| {
+            s.operations().values().any(|o| {
+                o.phase == Phase::Done
+                    && matches!(&o.kind, OperationKind::Migration { domain: d, dry_run: false, .. } if d == domain)
+            })
+        })
+    })
+}
+
+/// The phase of the running migration of `domain` that has progressed furthest on
+/// any member.
+fn migration_phase(shared: &Shared, domain: &str) -> Option<Phase> {
+    let rank = |p: &Phase| match p {
+        Phase::Preparing => 0,
+        Phase::Reserved => 1,
+        Phase::Transferring { progress_pct } => 2 + u32::from(*progress_pct),
+        Phase::Committing => 200,
+        _ => 300,
+    };
+    shared
+        .hosts
+        .iter()
+        .filter_map(|h| {
+            h.state().read(|s| {
+                s.operations()
+                    .values()
+                    .filter(|o| !o.phase.is_terminal())
+                    .find(|o| matches!(&o.kind, OperationKind::Migration { domain: d, .. } if d == domain))
+                    .map(|o| o.phase.clone())
+            })
+        })
+        .max_by_key(rank)
+}
