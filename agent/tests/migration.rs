@@ -112,13 +112,7 @@ async fn cancel_mid_transfer_keeps_the_guest_on_the_source() {
     let c = seed_cluster(&["m10-1-1", "m10-1-2", "m10-1-3"], 2).await;
     let src = c.host("m10-1-1");
     let mut s = c.migrate(src, "ldom1", "m10-1-2", "", false, "root", PW).await.unwrap();
-    loop {
-        match s.message().await.unwrap().and_then(|e| e.event) {
-            Some(Event::Progress(p)) if p.pct >= 5 => break,
-            Some(Event::Progress(_)) => {}
-            other => panic!("migration ended before it could be cancelled: {other:?}"),
-        }
-    }
+    Cluster::wait_progress(&mut s, 5).await;
     let mut m = pb::migration_client::MigrationClient::new(c.channel(c.host("m10-1-3")).await);
     m.cancel(pb::CancelRequest { operation: "migration".into(), domain: "ldom1".into() }).await.unwrap();
     let outcome = Cluster::outcome(s).await.unwrap();
@@ -136,13 +130,7 @@ async fn target_killed_mid_transfer_rolls_back_to_the_source() {
     let mut c = seed_cluster(&["m10-1-1", "m10-1-3", "m10-1-2"], 2).await;
     let src = c.host("m10-1-1");
     let mut s = c.migrate(src, "ldom1", "m10-1-2", "", false, "root", PW).await.unwrap();
-    loop {
-        match s.message().await.unwrap().and_then(|e| e.event) {
-            Some(Event::Progress(p)) if p.pct >= 5 => break,
-            Some(Event::Progress(_)) => {}
-            other => panic!("migration ended early: {other:?}"),
-        }
-    }
+    Cluster::wait_progress(&mut s, 5).await;
     let target = c.host("m10-1-2");
     c.kill(target);
     let outcome = Cluster::outcome(s).await.unwrap();
@@ -181,13 +169,7 @@ async fn source_killed_mid_transfer_rolls_back_and_the_guest_survives_its_restar
     let mut c = seed_cluster(&["m10-1-2", "m10-1-3", "m10-1-1"], 2).await;
     let src = c.host("m10-1-1");
     let mut s = c.migrate(src, "ldom1", "m10-1-2", "", false, "root", PW).await.unwrap();
-    loop {
-        match s.message().await.unwrap().and_then(|e| e.event) {
-            Some(Event::Progress(p)) if p.pct >= 5 => break,
-            Some(Event::Progress(_)) => {}
-            other => panic!("migration ended early: {other:?}"),
-        }
-    }
+    Cluster::wait_progress(&mut s, 5).await;
     c.kill(src);
     c.wait_operations(0, "the lease expired and the migration rolled back", |ops| {
         ops.iter().any(|o| o.phase == "rolled-back")

@@ -284,6 +284,17 @@ impl Cluster {
         Endpoint::from_shared(format!("https://{}", self.addr(i))).unwrap().tls_config(tls).unwrap().connect_lazy()
     }
 
+    /// Reads progress events until the transfer reaches `pct`; panics if it ends first.
+    pub async fn wait_progress(s: &mut tonic::Streaming<pb::MigrateEvent>, pct: u32) {
+        loop {
+            match s.message().await.unwrap().and_then(|e| e.event) {
+                Some(pb::migrate_event::Event::Progress(p)) if p.pct >= pct => return,
+                Some(pb::migrate_event::Event::Progress(_)) => {}
+                other => panic!("the migration ended before {pct}%: {other:?}"),
+            }
+        }
+    }
+
     /// Reads a migration's events to its end: the report, or the refusal, or an error.
     pub async fn outcome(mut s: tonic::Streaming<pb::MigrateEvent>) -> Result<pb::migrate_event::Event, tonic::Status> {
         while let Some(e) = s.message().await? {
