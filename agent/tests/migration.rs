@@ -75,15 +75,7 @@ async fn dry_run_refuses_each_seed_failure_with_its_rule() {
     let s = c.migrate(src, "ldom1", "m10-1-2", "", true, "root", PW).await.unwrap();
     let Event::Report(r) = Cluster::outcome(s).await.unwrap() else { panic!("dry run refused") };
     assert!(r.dry_run && r.new_cids.len() == 4);
-    let mut inv = pb::inventory_client::InventoryClient::new(c.channel(0).await);
-    let free = inv
-        .list_devices(pb::ListDevicesRequest { host: "m10-1-2".into(), all: false })
-        .await
-        .unwrap()
-        .into_inner()
-        .hosts[0]
-        .cores
-        .len();
+    let free = c.free_cores("m10-1-2").await;
     assert_eq!(free, 12, "a dry run must leave nothing reserved");
 }
 
@@ -179,15 +171,7 @@ async fn source_killed_mid_transfer_rolls_back_and_the_guest_survives_its_restar
     let start = std::time::Instant::now();
     loop {
         let d = c.domains(0).await.unwrap();
-        let mut inv = pb::inventory_client::InventoryClient::new(c.channel(0).await);
-        let free = inv
-            .list_devices(pb::ListDevicesRequest { host: "m10-1-2".into(), all: false })
-            .await
-            .unwrap()
-            .into_inner()
-            .hosts[0]
-            .cores
-            .len();
+        let free = c.free_cores("m10-1-2").await;
         let on_source = d.iter().any(|x| x.host == "m10-1-1" && x.name == "ldom1" && x.state == "active");
         if on_source && free == 12 && !d.iter().any(|x| x.host == "m10-1-2" && x.name == "ldom1") {
             break;

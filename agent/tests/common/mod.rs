@@ -249,6 +249,13 @@ impl Cluster {
         c.add_user(req).await.unwrap();
     }
 
+    /// How many of `host`'s cores have a free (unbound, unreserved) thread, as agent 0 sees it.
+    pub async fn free_cores(&self, host: &str) -> usize {
+        let mut inv = pb::inventory_client::InventoryClient::new(self.channel(0).await);
+        let req = pb::ListDevicesRequest { host: host.into(), all: false };
+        inv.list_devices(req).await.unwrap().into_inner().hosts[0].cores.len()
+    }
+
     /// Index of the agent running host `name`.
     pub fn host(&self, name: &str) -> usize {
         self.agents.iter().position(|a| a.name == name).expect("host")
