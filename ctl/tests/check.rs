@@ -1,11 +1,11 @@
 //! `ternctl check` and `list-devices` as a user runs them: the real binary on the
 //! shipped layouts, its output and its exit codes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn layouts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/layouts")
+    manifest_dir().join("../deploy/layouts")
 }
 
 fn ternctl(args: &[&str]) -> Output {
@@ -102,4 +102,9 @@ fn list_devices_prints_the_seeds_memory_table() {
         vec!["0x7e0660800000", "39416M"],
     ];
     assert_eq!(rows, want, "{text}");
+}
+
+/// This package's folder, read at run time first: one target folder serves every checkout.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }

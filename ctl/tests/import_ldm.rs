@@ -6,11 +6,11 @@ use std::process::{Command, Output};
 use tern_hypervisor::layout::load_layout;
 
 fn captures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../hypervisor/tests/fixtures/ldm/seed")
+    manifest_dir().join("../hypervisor/tests/fixtures/ldm/seed")
 }
 
 fn layouts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/layouts")
+    manifest_dir().join("../deploy/layouts")
 }
 
 fn ternctl(args: &[&str]) -> (i32, String) {
@@ -143,4 +143,9 @@ fn a_malformed_capture_names_its_file_and_line() {
     ]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("devices.txt: line 3: size="), "{text}");
+}
+
+/// This package's folder, read at run time first: one target folder serves every checkout.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }

@@ -1,12 +1,12 @@
 //! Layout files: the seed's servers load exactly, and bad files say where they are bad.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tern_hypervisor::layout::{load_layout, parse_layout};
 use tern_model::units::{GIB, MIB};
 use tern_model::{Range, Reserved};
 
 fn deploy(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/layouts").join(name)
+    manifest_dir().join("../deploy/layouts").join(name)
 }
 
 #[test]
@@ -116,4 +116,9 @@ fn file_errors_name_the_file() {
     std::fs::write(&garbage, "this is [not toml").unwrap();
     let err = load_layout(&garbage).unwrap_err().to_string();
     assert!(err.contains("g.toml") && err.contains("line 1"), "{err}");
+}
+
+/// This package's folder, read at run time first: one target folder serves every checkout.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }

@@ -1,13 +1,13 @@
 //! The layout writer: every shipped layout survives layout -> Server -> TOML -> Server.
 
-use std::path::Path;
+use std::path::PathBuf;
 use tern_hypervisor::layout::{load_layout, parse_layout, write_layout};
 use tern_model::{Core, Strand};
 
 #[test]
 fn every_shipped_layout_round_trips_through_the_writer() {
     // Goal: write_layout(load(x)) parses back to the very same Server, for each deploy/layouts file.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/layouts");
+    let dir = manifest_dir().join("../deploy/layouts");
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     assert!(files.len() >= 5);
@@ -22,7 +22,7 @@ fn every_shipped_layout_round_trips_through_the_writer() {
 #[test]
 fn a_core_the_format_cannot_describe_is_refused() {
     // Goal: a CPUSET that is not cid*threads_per_core.. is an error, never a silently different layout.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/layouts");
+    let dir = manifest_dir().join("../deploy/layouts");
     let mut server = load_layout(&dir.join("m10-1-2.toml")).unwrap();
     server.cores.push(Core {
         cid: 99,
@@ -31,4 +31,9 @@ fn a_core_the_format_cannot_describe_is_refused() {
     });
     let e = write_layout(&server).unwrap_err();
     assert!(e.contains("core 99"), "{e}");
+}
+
+/// This package's folder, read at run time first: one target folder serves every checkout.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }

@@ -1,7 +1,7 @@
 //! The ldm parsers on every fixture (see tests/fixtures/ldm/README.md for their sources):
 //! each record type tern reads, with its values.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tern_hypervisor::ldm::classify;
 use tern_hypervisor::ldm::parse::{
     flag_words, parse_device_listing, parse_domain_listing, parse_service_listing, parse_status,
@@ -10,7 +10,7 @@ use tern_model::Rule;
 use tern_model::units::{GIB, MIB};
 
 fn fixture(rel: &str) -> String {
-    let p: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ldm").join(rel);
+    let p: PathBuf = manifest_dir().join("tests/fixtures/ldm").join(rel);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -205,4 +205,9 @@ fn malformed_records_name_their_line() {
     }
     let e = parse_service_listing("VCC|name=c|port-range=6000-5000\n").unwrap_err();
     assert!(e.message.contains("backwards"), "{e}");
+}
+
+/// This package's folder, read at run time first: one target folder serves every checkout.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }

@@ -3,14 +3,14 @@
 //! `fuzz/` do the same without a time limit.)
 
 use proptest::prelude::*;
-use std::path::Path;
+use std::path::PathBuf;
 use tern_hypervisor::ldm::classify;
 use tern_hypervisor::ldm::inventory::{Captures, ServerFacts, SharedStorage, build_server};
 use tern_hypervisor::ldm::parse::{parse_device_listing, parse_domain_listing, parse_service_listing, parse_status};
 use tern_model::{CpuFamily, CpuType, Firmware, OsVersion};
 
 fn fixtures() -> Vec<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ldm");
+    let root = manifest_dir().join("tests/fixtures/ldm");
     let mut out = Vec::new();
     for dir in ["oracle", "public", "seed"] {
         let mut files: Vec<_> = std::fs::read_dir(root.join(dir)).unwrap().map(|e| e.unwrap().path()).collect();
@@ -148,4 +148,9 @@ proptest! {
         let text = apply(&all[which % all.len()], &edits);
         run_all(&text);
     }
+}
+
+/// This package's folder, read at run time first: one target folder serves every checkout.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }

@@ -16,7 +16,7 @@ const POLL: Duration = Duration::from_millis(50);
 pub const LAYOUTS: [&str; 5] = ["m10-1-1", "m10-1-2", "m10-1-3", "m10-1-fragmented", "t4-1"];
 
 pub fn layout(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/layouts").join(format!("{name}.toml"))
+    manifest_dir().join("../deploy/layouts").join(format!("{name}.toml"))
 }
 
 pub struct Agent {
@@ -330,4 +330,9 @@ impl Cluster {
             tokio::time::sleep(POLL).await;
         }
     }
+}
+
+/// This package's folder, read at run time first: one target folder serves every checkout.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
