@@ -158,7 +158,7 @@ where
         clock: seams.clock,
     };
     let mut tasks = tokio::task::JoinSet::new();
-    let registry = Arc::new(tern_migrate::coordinator::Registry::new(node.now_ms()));
+    let registry = Arc::new(tern_migrate::coordinator::Registry::new());
     let router = tonic::transport::Server::builder()
         .tls_config(tls.server_config()?)?
         .timeout(Duration::from_millis(node.config.timeouts.rpc_timeout_ms.max(30_000)))

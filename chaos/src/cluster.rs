@@ -147,7 +147,7 @@ impl HostSlot {
     /// suspended for the final copy of an outgoing migration is shown bound, not
     /// active (it does not run, whatever the inventory says).
     pub fn physical(&self) -> Option<Server> {
-        let suspended = lock(&self.hypervisor).as_ref()?.suspended();
+        let suspended = lock(&self.hypervisor).as_ref()?.suspended_now();
         let mut server = self.server()?;
         for d in server.domains.iter_mut().filter(|d| suspended.contains(&d.name)) {
             d.state = tern_model::DomainState::Bound;
@@ -217,7 +217,7 @@ impl Default for Options {
 
 /// A layout of `deploy/layouts/` (the seed's servers).
 pub fn seed_layout(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/layouts").join(format!("{name}.toml"))
+    manifest_dir().join("../deploy/layouts").join(format!("{name}.toml"))
 }
 
 /// The host name a layout file gives its server (its stem, as `load_layout` does).
@@ -406,4 +406,9 @@ pub async fn boot(shared: Arc<Shared>, i: usize) -> turmoil::Result {
     *lock(&slot.raft) = Some(running.node.raft.clone());
     running.wait(shutdown).await;
     Ok(())
+}
+
+/// tern-chaos's folder, read at run time first: one target folder serves every checkout.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }

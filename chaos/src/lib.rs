@@ -25,13 +25,12 @@
 //! random seeds replayed to the same digest (`--check-determinism`), and every
 //! failing seed found so far reproduced on replay.
 //!
-//! Bugs found and not fixed yet are listed in [`known`] by the signature of their
-//! failure; each is also reproduced on purpose by a [`Scenario`].
+//! Every bug the simulation found has a [`Scenario`] that aims at it (see the list in
+//! [`scenario`]), so that it stays fixed.
 
 pub mod check;
 pub mod cluster;
 pub mod history;
-pub mod known;
 pub mod nemesis;
 pub mod net;
 pub mod rng;
@@ -99,13 +98,8 @@ pub fn describe(report: &RunReport, replay: &str) -> String {
             report.digest
         ),
         Some(f) => {
-            let known =
-                known::known_bug(f).map(|b| format!("\n  known bug {}: {}", b.id, b.summary)).unwrap_or_default();
-            let mut out = format!(
-                "seed {}{what}: FAILED {}{known}\n  replay: {replay}\n  ({stats})\n",
-                report.seed,
-                f.headline()
-            );
+            let mut out =
+                format!("seed {}{what}: FAILED {}\n  replay: {replay}\n  ({stats})\n", report.seed, f.headline());
             for line in f.details().iter().take(20) {
                 out.push_str(&format!("  | {line}\n"));
             }

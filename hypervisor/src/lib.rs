@@ -53,6 +53,9 @@ pub struct MigrateOut {
     pub new_name: Option<String>,
     /// The reserved resources on the target (the sim honours them; ldm chooses its own).
     pub binding: Binding,
+    /// The replicated operation this migration is. The sim keeps it with a suspended
+    /// guest, so that recovery reads that very record (never another migration's).
+    pub operation: u64,
 }
 
 /// Progress of a running migration (OP-06).
@@ -80,6 +83,17 @@ pub struct Incoming {
     pub domain: Domain,
     pub binding: Binding,
     pub source: String,
+    /// The replicated operation this migration is (see [`MigrateOut::operation`]).
+    pub operation: u64,
+}
+
+/// A guest held by an unfinished migration (incoming, or suspended outgoing) and the
+/// replicated operation whose verdict settles it. Operation 0: unknown (a state file
+/// written before operations were recorded with the guest).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Pending {
+    pub domain: String,
+    pub operation: u64,
 }
 
 /// The server an agent manages. Implementations are cheap to share (`Arc`) and safe
@@ -119,7 +133,13 @@ pub trait Hypervisor: Send + Sync + 'static {
     async fn finish_migrate_out(&self, domain: &str, committed: bool) -> Result<(), HvError>;
 
     /// Target side: domains received but not yet finished (for recovery after a restart).
-    async fn incoming(&self) -> Result<Vec<String>, HvError>;
+    async fn incoming(&self) -> Result<Vec<Pending>, HvError>;
+
+    /// Source side: guests suspended after their final copy and waiting for
+    /// [`Hypervisor::finish_migrate_out`]. They stay suspended across restarts of the
+    /// agent (and of the control domain's software) until the verdict is given, so that
+    /// recovery can give it from the operation record.
+    async fn suspended(&self) -> Result<Vec<Pending>, HvError>;
 
     /// Source side: abort a running migration (OP-09). Too late once the guest is suspended.
     async fn cancel_migration(&self, domain: &str) -> Result<(), HvError>;

@@ -1,8 +1,12 @@
 //! The simulated server: a layout file brought to life.
 //!
-//! State (the `Server` and any incoming domains) is kept in memory and written to a
-//! state file after every change (write, fsync, rename), so a restarted agent finds
-//! the server as it left it; the layout is read only when no state file exists yet.
+//! State (the `Server`, the incoming domains and the outgoing guests suspended after
+//! their final copy) is kept in memory and written to a state file after every change
+//! (write, fsync, rename), so a restarted agent finds the server as it left it; the
+//! layout is read only when no state file exists yet. A migration still copying when
+//! the agent dies is gone (the guest keeps running here, as with ldmd), but a guest
+//! already suspended stays suspended until its migration's verdict is given
+//! (`finish_migrate_out`): resuming it on its own could run it twice.
 //!
 //! Migration follows the pre-copy model of [`tern_model::precopy`]: its duration
 //! grows with the guest's memory and dirty rate and shrinks with the source control
@@ -11,7 +15,7 @@
 //! turmoil's simulated time.
 
 use crate::layout::load_layout;
-use crate::{HvError, Hypervisor, Incoming, MigrateOut, MigrationOutcome, Progress};
+use crate::{HvError, Hypervisor, Incoming, MigrateOut, MigrationOutcome, Pending, Progress};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,7 +32,8 @@ use tokio::time::Instant;
 pub const PROGRESS_TICK: Duration = Duration::from_millis(50);
 /// The largest state file read back.
 pub const STATE_BYTES_MAX: u64 = 16 * 1024 * 1024;
-const STATE_VERSION: u32 = 1;
+/// Version 2 keeps each pending guest's operation id; version 1 files are read too.
+const STATE_VERSION: u32 = 2;
 
 /// How to build a simulated server.
 #[derive(Clone, Debug)]
@@ -45,20 +50,47 @@ pub struct SimOptions {
 #[derive(Serialize, Deserialize)]
 struct PersistedState {
     version: u32,
+    #[serde(flatten)]
+    durable: Durable,
+}
+
+/// The first state format: incoming domains by name only, nothing suspended.
+#[derive(Deserialize)]
+struct PersistedV1 {
     server: Server,
     incoming: BTreeSet<String>,
 }
 
-#[derive(Default)]
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: u32,
+}
+
 struct Flight {
+    operation: u64,
     cancel: bool,
     suspended: bool,
 }
 
-struct Inner {
+/// Everything that survives a restart. Pending guests map to their operation id.
+#[derive(Clone, Serialize, Deserialize)]
+struct Durable {
     server: Server,
-    incoming: BTreeSet<String>,
+    incoming: BTreeMap<String, u64>,
+    /// Outgoing guests suspended for (or after) their final copy, awaiting the verdict.
+    suspended: BTreeMap<String, u64>,
+}
+
+struct Inner {
+    durable: Durable,
     outgoing: BTreeMap<String, Flight>,
+}
+
+impl Inner {
+    /// A migration holds `name`: copying out, or suspended awaiting its verdict.
+    fn migrating(&self, name: &str) -> bool {
+        self.outgoing.contains_key(name) || self.durable.suspended.contains_key(name)
+    }
 }
 
 /// A simulated SPARC server.
@@ -76,25 +108,32 @@ impl SimHypervisor {
         if opts.time_scale == 0 {
             return Err(HvError::Invalid("time_scale must be at least 1".into()));
         }
-        let (server, incoming) = match &opts.state_file {
+        let durable = match &opts.state_file {
             Some(p) if p.exists() => read_state(p)?,
-            _ => (load_layout(&opts.layout).map_err(|e| HvError::Invalid(e.to_string()))?, BTreeSet::new()),
+            _ => Durable {
+                server: load_layout(&opts.layout).map_err(|e| HvError::Invalid(e.to_string()))?,
+                incoming: BTreeMap::new(),
+                suspended: BTreeMap::new(),
+            },
         };
         let sim = Self {
-            inner: Mutex::new(Inner { server, incoming, outgoing: BTreeMap::new() }),
+            inner: Mutex::new(Inner { durable, outgoing: BTreeMap::new() }),
             state_file: opts.state_file,
             time_scale: opts.time_scale,
             precopy: opts.precopy,
             epoch: Instant::now(),
         };
-        sim.persist(&sim.lock())?;
+        sim.persist(&sim.lock().durable)?;
         Ok(sim)
     }
 
     /// A simulated server held in memory only (tests, turmoil).
     pub fn from_server(server: Server, time_scale: u32) -> Self {
         Self {
-            inner: Mutex::new(Inner { server, incoming: BTreeSet::new(), outgoing: BTreeMap::new() }),
+            inner: Mutex::new(Inner {
+                durable: Durable { server, incoming: BTreeMap::new(), suspended: BTreeMap::new() },
+                outgoing: BTreeMap::new(),
+            }),
             state_file: None,
             time_scale: time_scale.max(1),
             precopy: PrecopyParams::default(),
@@ -111,14 +150,13 @@ impl SimHypervisor {
     /// Guests migrating out that are suspended for (or after) the final copy: the
     /// inventory still shows them active here until the migration is finished, but
     /// they do not run. For observers such as the chaos checker.
-    pub fn suspended(&self) -> BTreeSet<String> {
-        self.lock().outgoing.iter().filter(|(_, f)| f.suspended).map(|(name, _)| name.clone()).collect()
+    pub fn suspended_now(&self) -> BTreeSet<String> {
+        self.lock().durable.suspended.keys().cloned().collect()
     }
 
-    fn persist(&self, inner: &Inner) -> Result<(), HvError> {
+    fn persist(&self, durable: &Durable) -> Result<(), HvError> {
         let Some(path) = &self.state_file else { return Ok(()) };
-        let state =
-            PersistedState { version: STATE_VERSION, server: inner.server.clone(), incoming: inner.incoming.clone() };
+        let state = PersistedState { version: STATE_VERSION, durable: durable.clone() };
         let bytes = serde_json::to_vec_pretty(&state).map_err(|e| HvError::Io(format!("encoding sim state: {e}")))?;
         write_durably(path, &bytes).map_err(|e| HvError::Io(format!("{}: {e}", path.display())))
     }
@@ -126,34 +164,45 @@ impl SimHypervisor {
     /// Applies `change` to the server and persists it; on error nothing changes.
     fn mutate<T>(&self, change: impl FnOnce(&mut Inner) -> Result<T, HvError>) -> Result<T, HvError> {
         let mut guard = self.lock();
-        let before = (guard.server.clone(), guard.incoming.clone());
+        let before = guard.durable.clone();
         let out = change(&mut guard)?;
-        if let Err(e) = self.persist(&guard) {
-            (guard.server, guard.incoming) = before;
+        if let Err(e) = self.persist(&guard.durable) {
+            guard.durable = before;
             return Err(e);
         }
         Ok(out)
     }
 }
 
-fn read_state(path: &Path) -> Result<(Server, BTreeSet<String>), HvError> {
+fn read_state(path: &Path) -> Result<Durable, HvError> {
     let io = |e: std::io::Error| HvError::Io(format!("{}: {e}", path.display()));
     let len = std::fs::metadata(path).map_err(io)?.len();
     if len > STATE_BYTES_MAX {
         return Err(HvError::Io(format!("{}: {len} bytes exceeds the {STATE_BYTES_MAX}-byte limit", path.display())));
     }
     let bytes = std::fs::read(path).map_err(io)?;
-    let state: PersistedState = serde_json::from_slice(&bytes)
-        .map_err(|e| HvError::Io(format!("{}: not a sim state file: {e}", path.display())))?;
-    if state.version != STATE_VERSION {
-        return Err(HvError::Io(format!(
-            "{}: sim state version {} is not supported (expected {STATE_VERSION})",
-            path.display(),
-            state.version
-        )));
+    let bad = |e: serde_json::Error| HvError::Io(format!("{}: not a sim state file: {e}", path.display()));
+    let durable = match serde_json::from_slice::<VersionOnly>(&bytes).map_err(bad)?.version {
+        1 => {
+            let v1: PersistedV1 = serde_json::from_slice(&bytes).map_err(bad)?;
+            let incoming = v1.incoming.into_iter().map(|name| (name, 0)).collect();
+            Durable { server: v1.server, incoming, suspended: BTreeMap::new() }
+        }
+        STATE_VERSION => serde_json::from_slice::<PersistedState>(&bytes).map_err(bad)?.durable,
+        other => {
+            return Err(HvError::Io(format!(
+                "{}: sim state version {other} is not supported (expected 1 or {STATE_VERSION})",
+                path.display()
+            )));
+        }
+    };
+    durable.server.validate().map_err(|e| HvError::Io(format!("{}: {}", path.display(), e.join("; "))))?;
+    if let Some(name) =
+        durable.incoming.keys().chain(durable.suspended.keys()).find(|n| durable.server.domain(n).is_none())
+    {
+        return Err(HvError::Io(format!("{}: pending guest {name} is not on the server", path.display())));
     }
-    state.server.validate().map_err(|e| HvError::Io(format!("{}: {}", path.display(), e.join("; "))))?;
-    Ok((state.server, state.incoming))
+    Ok(durable)
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new file.
@@ -189,31 +238,34 @@ impl Hypervisor for SimHypervisor {
     }
 
     async fn inventory(&self) -> Result<Server, HvError> {
-        Ok(self.lock().server.clone())
+        Ok(self.lock().durable.server.clone())
     }
 
     async fn bind(&self, domain: Domain, binding: &Binding) -> Result<(), HvError> {
-        self.mutate(|i| i.server.bind_domain(domain, binding).map_err(|e| HvError::Invalid(e.to_string())))
+        self.mutate(|i| i.durable.server.bind_domain(domain, binding).map_err(|e| HvError::Invalid(e.to_string())))
     }
 
     async fn unbind(&self, name: &str) -> Result<(), HvError> {
         self.mutate(|i| {
-            let d = i.server.domain(name).ok_or_else(|| not_found(name))?;
+            let d = i.durable.server.domain(name).ok_or_else(|| not_found(name))?;
             if d.state == DomainState::Active {
                 return Err(HvError::Busy(format!("LDom {name} must be stopped before it can be unbound")));
             }
-            if i.outgoing.contains_key(name) {
+            if i.migrating(name) {
                 return Err(HvError::Busy(format!("LDom {name} is being migrated")));
             }
-            i.server.unbind_domain(name);
-            i.incoming.remove(name);
+            i.durable.server.unbind_domain(name);
+            i.durable.incoming.remove(name);
             Ok(())
         })
     }
 
     async fn start(&self, name: &str) -> Result<(), HvError> {
         self.mutate(|i| {
-            let d = i.server.domain_mut(name).ok_or_else(|| not_found(name))?;
+            if i.migrating(name) {
+                return Err(HvError::Busy(format!("LDom {name} is being migrated")));
+            }
+            let d = i.durable.server.domain_mut(name).ok_or_else(|| not_found(name))?;
             d.state = DomainState::Active;
             Ok(())
         })
@@ -221,10 +273,10 @@ impl Hypervisor for SimHypervisor {
 
     async fn stop(&self, name: &str) -> Result<(), HvError> {
         self.mutate(|i| {
-            if i.outgoing.contains_key(name) {
+            if i.migrating(name) {
                 return Err(HvError::Busy(format!("LDom {name} is being migrated")));
             }
-            let d = i.server.domain_mut(name).ok_or_else(|| not_found(name))?;
+            let d = i.durable.server.domain_mut(name).ok_or_else(|| not_found(name))?;
             if d.kind == DomainKind::Control {
                 return Err(HvError::Invalid("the control domain cannot be stopped by tern".into()));
             }
@@ -237,21 +289,21 @@ impl Hypervisor for SimHypervisor {
         self.mutate(|i| {
             let mut domain = incoming.domain;
             domain.state = DomainState::Bound;
-            i.server.bind_domain(domain, &incoming.binding).map_err(|e| HvError::Invalid(e.to_string()))?;
-            i.incoming.insert(incoming.binding.domain.clone());
+            i.durable.server.bind_domain(domain, &incoming.binding).map_err(|e| HvError::Invalid(e.to_string()))?;
+            i.durable.incoming.insert(incoming.binding.domain.clone(), incoming.operation);
             Ok(())
         })
     }
 
     async fn finish_receive(&self, name: &str, ok: bool) -> Result<(), HvError> {
         self.mutate(|i| {
-            if !i.incoming.remove(name) {
+            if i.durable.incoming.remove(name).is_none() {
                 return Err(HvError::Invalid(format!("no incoming migration of {name}")));
             }
             if ok {
-                i.server.domain_mut(name).ok_or_else(|| not_found(name))?.state = DomainState::Active;
+                i.durable.server.domain_mut(name).ok_or_else(|| not_found(name))?.state = DomainState::Active;
             } else {
-                i.server.unbind_domain(name);
+                i.durable.server.unbind_domain(name);
             }
             Ok(())
         })
@@ -264,20 +316,26 @@ impl Hypervisor for SimHypervisor {
     ) -> Result<MigrationOutcome, HvError> {
         let plan = {
             let mut i = self.lock();
-            let d = i.server.domain(&req.domain).ok_or_else(|| not_found(&req.domain))?;
+            let d = i.durable.server.domain(&req.domain).ok_or_else(|| not_found(&req.domain))?;
             if d.kind != DomainKind::Guest {
                 return Err(HvError::Invalid(format!("LM-01 {} is a {}; only guest domains migrate", d.name, d.kind)));
             }
-            if i.incoming.contains(&req.domain) {
+            if i.durable.incoming.contains_key(&req.domain) {
                 return Err(HvError::Busy(format!("{} is still migrating in", req.domain)));
             }
             let dirty = d.workload.dirty_mib_per_s;
             if i.outgoing.contains_key(&req.domain) {
                 return Err(HvError::Busy(format!("a migration of {} is already running", req.domain)));
             }
-            let memory: u64 = i.server.memory_of(&req.domain).iter().map(|r| r.size).sum();
-            let cores = i.server.cpu_of(CONTROL_DOMAIN).cids.len() as u32;
-            i.outgoing.insert(req.domain.clone(), Flight::default());
+            if i.durable.suspended.contains_key(&req.domain) {
+                return Err(HvError::Busy(format!(
+                    "{} is suspended awaiting the verdict of its last migration",
+                    req.domain
+                )));
+            }
+            let memory: u64 = i.durable.server.memory_of(&req.domain).iter().map(|r| r.size).sum();
+            let cores = i.durable.server.cpu_of(CONTROL_DOMAIN).cids.len() as u32;
+            i.outgoing.insert(req.domain.clone(), Flight { operation: req.operation, cancel: false, suspended: false });
             precopy_plan(memory, dirty, cores, &self.precopy)
         };
         let start = Instant::now();
@@ -288,12 +346,24 @@ impl Hypervisor for SimHypervisor {
             let suspended = sim_ms >= plan.suspend_at_ms();
             {
                 let mut i = self.lock();
-                let flight = i.outgoing.get_mut(&req.domain).expect("flight registered above");
+                let Some(flight) = i.outgoing.get_mut(&req.domain) else {
+                    return Err(HvError::Failed(format!("the migration of {} was settled while copying", req.domain)));
+                };
                 if flight.cancel && !flight.suspended {
                     i.outgoing.remove(&req.domain);
                     return Err(HvError::Cancelled(req.domain));
                 }
-                flight.suspended = suspended;
+                if suspended && !flight.suspended {
+                    // The suspension is durable before the final copy begins.
+                    flight.suspended = true;
+                    let operation = flight.operation;
+                    i.durable.suspended.insert(req.domain.clone(), operation);
+                    if let Err(e) = self.persist(&i.durable) {
+                        i.durable.suspended.remove(&req.domain);
+                        i.outgoing.remove(&req.domain);
+                        return Err(e);
+                    }
+                }
             }
             if sim_ms >= plan.total_ms {
                 break;
@@ -321,17 +391,22 @@ impl Hypervisor for SimHypervisor {
     async fn finish_migrate_out(&self, name: &str, committed: bool) -> Result<(), HvError> {
         self.mutate(|i| {
             i.outgoing.remove(name);
+            i.durable.suspended.remove(name);
             if committed {
-                i.server.unbind_domain(name).ok_or_else(|| not_found(name))?;
-            } else if i.server.domain(name).is_none() {
+                i.durable.server.unbind_domain(name).ok_or_else(|| not_found(name))?;
+            } else if i.durable.server.domain(name).is_none() {
                 return Err(not_found(name));
             }
             Ok(())
         })
     }
 
-    async fn incoming(&self) -> Result<Vec<String>, HvError> {
-        Ok(self.lock().incoming.iter().cloned().collect())
+    async fn incoming(&self) -> Result<Vec<Pending>, HvError> {
+        Ok(pending(&self.lock().durable.incoming))
+    }
+
+    async fn suspended(&self) -> Result<Vec<Pending>, HvError> {
+        Ok(pending(&self.lock().durable.suspended))
     }
 
     async fn cancel_migration(&self, name: &str) -> Result<(), HvError> {
@@ -348,7 +423,8 @@ impl Hypervisor for SimHypervisor {
     async fn utilisation(&self) -> Result<BTreeMap<String, u32>, HvError> {
         let t = self.epoch.elapsed().as_secs_f64() * f64::from(self.time_scale);
         let i = self.lock();
-        Ok(i.server
+        Ok(i.durable
+            .server
             .domains
             .iter()
             .filter(|d| d.state == DomainState::Active)
@@ -359,6 +435,10 @@ impl Hypervisor for SimHypervisor {
             })
             .collect())
     }
+}
+
+fn pending(by_name: &BTreeMap<String, u64>) -> Vec<Pending> {
+    by_name.iter().map(|(domain, &operation)| Pending { domain: domain.clone(), operation }).collect()
 }
 
 fn round_at(plan: &tern_model::PrecopyPlan, sim_ms: u64) -> u32 {

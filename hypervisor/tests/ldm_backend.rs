@@ -22,7 +22,7 @@ struct FakeLdm {
 impl FakeLdm {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ldm/seed");
+        let fx = manifest_dir().join("tests/fixtures/ldm/seed");
         for (from, to) in [
             ("list-domain-l-p.txt", "list-domain-l.out"),
             ("list-bindings-p.txt", "list-bindings.out"),
@@ -99,6 +99,7 @@ fn ldom1_to(target: &str, new_name: Option<&str>) -> MigrateOut {
         target: target.into(),
         new_name: new_name.map(str::to_string),
         binding: Binding::default(),
+        operation: 1,
     }
 }
 
@@ -174,10 +175,9 @@ async fn cancel_stops_a_running_migration() {
 async fn memory_layout_failure_is_reported_as_lm_09() {
     // Goal: Oracle's "Unable to bind ... memory region" failure comes back as LM-09 with ldm's words.
     let fake = FakeLdm::new();
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ldm/oracle/migrate-unable-to-bind.stderr.txt"),
-    )
-    .unwrap();
+    let text =
+        std::fs::read_to_string(manifest_dir().join("tests/fixtures/ldm/oracle/migrate-unable-to-bind.stderr.txt"))
+            .unwrap();
     fake.set("migrate-domain.fail", &format!("exit=1\n{text}"));
     let hv = fake.hypervisor();
     hv.set_target_password("m10-1-2", "pw");
@@ -196,10 +196,9 @@ async fn memory_layout_failure_is_reported_as_lm_09() {
 async fn dry_run_failure_is_reported_with_its_rule() {
     // Goal: OP-02's `migrate-domain -n` failure ("would fail if attempted") maps to LM-09.
     let fake = FakeLdm::new();
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ldm/oracle/migrate-n-congruency.stderr.txt"),
-    )
-    .unwrap();
+    let text =
+        std::fs::read_to_string(manifest_dir().join("tests/fixtures/ldm/oracle/migrate-n-congruency.stderr.txt"))
+            .unwrap();
     fake.set("migrate-domain.fail", &format!("exit=1\n{text}"));
     let hv = fake.hypervisor();
     hv.set_target_password("m10-1-2", "pw");
@@ -311,4 +310,9 @@ async fn bind_creates_the_domain_on_named_resources_and_cleans_up_on_failure() {
     let err = hv.bind(domain, &binding).await.unwrap_err();
     assert!(err.to_string().starts_with("LM-09"), "{err}");
     assert_eq!(fake.commands().last().map(String::as_str), Some("remove-domain ldom7"));
+}
+
+/// This package's folder, read at run time first: one target folder serves every checkout.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }

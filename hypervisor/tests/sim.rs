@@ -1,14 +1,14 @@
 //! The simulated server: migration with progress and cancel, receive, persistence.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tern_hypervisor::sim::{SimHypervisor, SimOptions};
-use tern_hypervisor::{HvError, Hypervisor, Incoming, MigrateOut, Progress};
+use tern_hypervisor::{HvError, Hypervisor, Incoming, MigrateOut, Pending, Progress};
 use tern_model::precopy::PrecopyParams;
 use tern_model::{MigrationQuery, Reserved, preflight};
 use tokio::sync::mpsc;
 
 fn layout(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/layouts").join(format!("{name}.toml"))
+    manifest_dir().join("../deploy/layouts").join(format!("{name}.toml"))
 }
 
 fn open(name: &str, state: Option<PathBuf>) -> SimHypervisor {
@@ -30,7 +30,13 @@ async fn plan_ldom1(src: &SimHypervisor, dst: &SimHypervisor) -> MigrateOut {
         new_name: None,
         target_reserved: &Reserved::default(),
     });
-    MigrateOut { domain: "ldom1".into(), target: t.name.clone(), new_name: None, binding: report.binding.unwrap() }
+    MigrateOut {
+        domain: "ldom1".into(),
+        target: t.name.clone(),
+        new_name: None,
+        binding: report.binding.unwrap(),
+        operation: 7,
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -99,7 +105,10 @@ async fn receive_then_rollback_frees_the_reserved_resources() {
     let before = dst.inventory().await.unwrap();
     let req = plan_ldom1(&src, &dst).await;
     let domain = src.inventory().await.unwrap().domain("ldom1").unwrap().clone();
-    dst.receive(Incoming { domain, binding: req.binding.clone(), source: "m10-1-1".into() }).await.unwrap();
+    dst.receive(Incoming { domain, binding: req.binding.clone(), source: "m10-1-1".into(), operation: 7 })
+        .await
+        .unwrap();
+    assert_eq!(dst.incoming().await.unwrap(), [Pending { domain: "ldom1".into(), operation: 7 }]);
     let during = dst.inventory().await.unwrap();
     assert_eq!(during.cpu_of("ldom1").strands, req.binding.strands);
     dst.finish_receive("ldom1", false).await.unwrap();
@@ -118,6 +127,75 @@ async fn state_survives_a_restart() {
     }
     let again = open("m10-1-1", Some(state.clone()));
     assert!(again.inventory().await.unwrap().domain("ldom1").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_guest_suspended_for_its_final_copy_stays_suspended_across_a_restart() {
+    // Goal: a restarted agent finds a copied guest still suspended (not running) until the verdict, either way.
+    let dir = tempfile::tempdir().unwrap();
+    for committed in [true, false] {
+        let (state, dst) = (dir.path().join(format!("sim-{committed}.json")), open("m10-1-2", None));
+        {
+            let src = open("m10-1-1", Some(state.clone()));
+            let req = plan_ldom1(&src, &dst).await;
+            let (tx, _rx) = mpsc::channel::<Progress>(1024);
+            src.migrate_out(req, tx).await.unwrap();
+        }
+        let again = open("m10-1-1", Some(state.clone()));
+        assert_eq!(again.suspended().await.unwrap(), [Pending { domain: "ldom1".into(), operation: 7 }]);
+        assert!(matches!(again.start("ldom1").await, Err(HvError::Busy(_))), "not resumed on its own");
+        assert!(matches!(again.stop("ldom1").await, Err(HvError::Busy(_))));
+        let (tx, _rx) = mpsc::channel::<Progress>(1);
+        let req = plan_ldom1(&again, &dst).await;
+        assert!(matches!(again.migrate_out(req, tx).await, Err(HvError::Busy(_))), "no second copy before the verdict");
+        again.finish_migrate_out("ldom1", committed).await.unwrap();
+        assert!(again.suspended().await.unwrap().is_empty());
+        let third = open("m10-1-1", Some(state));
+        assert_eq!(third.inventory().await.unwrap().domain("ldom1").is_some(), !committed);
+        assert!(third.suspended().await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_migration_still_copying_when_the_agent_dies_leaves_the_guest_running() {
+    // Goal: a pre-copy that had not suspended the guest is gone after a restart; the guest runs on the source.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("sim-state.json");
+    let dst = open("m10-1-2", None);
+    {
+        let src = open("m10-1-1", Some(state.clone()));
+        let req = plan_ldom1(&src, &dst).await;
+        let (tx, mut rx) = mpsc::channel::<Progress>(1024);
+        let copy = src.migrate_out(req, tx);
+        tokio::pin!(copy);
+        loop {
+            tokio::select! {
+                _ = &mut copy => panic!("the copy finished before it could be interrupted"),
+                Some(p) = rx.recv() => if p.pct >= 30 { assert!(!p.suspended); break },
+            }
+        }
+    }
+    let again = open("m10-1-1", Some(state));
+    assert!(again.suspended().await.unwrap().is_empty());
+    again.stop("ldom1").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_version_1_state_file_is_read_with_its_incoming_guests_of_unknown_operation() {
+    // Goal: a state file from before operation ids were kept still opens; its incoming guest is pending on operation 0.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("sim-state.json");
+    let (src, dst) = (open("m10-1-1", None), open("m10-1-2", None));
+    let req = plan_ldom1(&src, &dst).await;
+    let domain = src.inventory().await.unwrap().domain("ldom1").unwrap().clone();
+    dst.receive(Incoming { domain, binding: req.binding, source: "m10-1-1".into(), operation: 7 }).await.unwrap();
+    let v1 = serde_json::json!({ "version": 1, "server": dst.inventory().await.unwrap(), "incoming": ["ldom1"] });
+    std::fs::write(&state, serde_json::to_vec(&v1).unwrap()).unwrap();
+    let again = open("m10-1-2", Some(state.clone()));
+    assert_eq!(again.incoming().await.unwrap(), [Pending { domain: "ldom1".into(), operation: 0 }]);
+    again.finish_receive("ldom1", true).await.unwrap();
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(text.contains("\"version\": 2"), "rewritten in the current format: {text}");
 }
 
 #[tokio::test]
@@ -143,4 +221,9 @@ async fn an_active_domain_cannot_be_unbound() {
     let src = open("m10-1-1", None);
     assert!(matches!(src.unbind("ldom1").await, Err(HvError::Busy(_))));
     assert!(matches!(src.unbind("nosuch").await, Err(HvError::NotFound(_))));
+}
+
+/// This package's folder, read at run time first: one target folder serves every checkout.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }

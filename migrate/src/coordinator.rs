@@ -3,13 +3,14 @@
 use crate::codec;
 use crate::report::{ranges, standard_notes};
 use crate::{Cluster, LEASE_MS, PREPARE_TIMEOUT_MS, RENEW_EVERY_MS, TARGET_MISSES_MAX, agent_actor};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tern_hypervisor::{HvError, MigrateOut, Progress};
 use tern_model::{Binding, Server};
 use tern_proto::v1 as pb;
-use tern_raft_store::{AbortOutcome, Command, Outcome, Progress as Step};
+use tern_raft_store::{AbortOutcome, Command, Outcome, Phase, Progress as Step};
 use tokio::sync::mpsc;
 use tonic::Status;
 use tracing::{info, instrument, warn};
@@ -37,34 +38,84 @@ fn resolve_target(c: &dyn Cluster, target: &str) -> Result<(String, String), Sta
 }
 
 /// The operations this process coordinates right now. Recovery leaves them alone and
-/// rolls back any other running operation whose source is this host (its coordinator
-/// died with a previous process).
+/// settles every other running operation whose source is this host: its coordinator
+/// died with a previous process, or gave up (an abort it could not get through, a
+/// `BeginOperation` whose answer was lost).
+#[derive(Default)]
 pub struct Registry {
-    active: std::sync::Mutex<std::collections::BTreeSet<u64>>,
-    /// When this process started (proposer clock): operations begun earlier cannot be ours.
-    pub started_ms: u64,
+    owned: std::sync::Mutex<Owned>,
+}
+
+#[derive(Default)]
+struct Owned {
+    operations: BTreeSet<u64>,
+    /// Domains with a `BeginOperation` in flight: the operation may be applied before
+    /// its id is known here.
+    beginning: BTreeMap<String, usize>,
 }
 
 impl Registry {
-    pub fn new(started_ms: u64) -> Self {
-        Self { active: Default::default(), started_ms }
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Whether this process may still be coordinating `op` (begun since it started).
-    pub fn may_own(&self, op: &tern_raft_store::Operation) -> bool {
-        op.started_ms >= self.started_ms || self.lock().contains(&op.id)
+    /// Whether a coordinator of this process holds `op` (or may be about to: a
+    /// `BeginOperation` for its domain has not been answered yet).
+    pub fn owns(&self, op: &tern_raft_store::Operation) -> bool {
+        let owned = self.lock();
+        owned.operations.contains(&op.id)
+            || matches!(op.kind.subject(), tern_raft_store::Subject::Domain(d) if owned.beginning.contains_key(d))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u64>> {
-        self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Whether a coordinator of this process holds operation `id`.
+    pub fn holds(&self, id: u64) -> bool {
+        self.lock().operations.contains(&id)
     }
 
-    fn insert(&self, operation: u64) {
-        self.lock().insert(operation);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Owned> {
+        self.owned.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn remove(&self, operation: u64) {
-        self.lock().remove(&operation);
+    /// Marks a `BeginOperation` for `domain` in flight until the guard drops.
+    fn beginning(&self, domain: &str) -> Held<'_> {
+        *self.lock().beginning.entry(domain.to_string()).or_default() += 1;
+        Held { registry: self, what: Hold::Beginning(domain.to_string()) }
+    }
+
+    /// Holds `operation` for this coordinator until the guard drops.
+    fn hold(&self, operation: u64) -> Held<'_> {
+        self.lock().operations.insert(operation);
+        Held { registry: self, what: Hold::Operation(operation) }
+    }
+}
+
+enum Hold {
+    Beginning(String),
+    Operation(u64),
+}
+
+/// What a coordinator holds in the [`Registry`]; released on drop, however it returns.
+struct Held<'a> {
+    registry: &'a Registry,
+    what: Hold,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut owned = self.registry.lock();
+        match &self.what {
+            Hold::Operation(id) => {
+                owned.operations.remove(id);
+            }
+            Hold::Beginning(domain) => {
+                if let Some(n) = owned.beginning.get_mut(domain) {
+                    *n -= 1;
+                    if *n == 0 {
+                        owned.beginning.remove(domain);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -92,7 +143,9 @@ pub async fn migrate(
         new_name: new_name.clone(),
         dry_run: req.dry_run,
     };
-    let operation = match c.propose(&agent_actor(c.as_ref()), Command::BeginOperation { kind }).await {
+    let beginning = registry.beginning(&req.domain);
+    let begun = c.propose(&agent_actor(c.as_ref()), Command::BeginOperation { kind }).await;
+    let operation = match begun {
         Ok(Outcome::OperationBegun { operation }) => operation,
         Ok(other) => return Err(Status::internal(format!("BeginOperation answered {other:?}"))),
         // The state machine refused (LM-01, OP-01, OP-05, a running operation...): a
@@ -104,10 +157,9 @@ pub async fn migrate(
         }
         Err(s) => return Err(s),
     };
-    registry.insert(operation);
-    let result = run_begun(c, operation, target, target_addr, source, req, &tx).await;
-    registry.remove(operation);
-    result
+    let _held = registry.hold(operation);
+    drop(beginning);
+    run_begun(c, operation, target, target_addr, source, req, &tx).await
 }
 
 async fn run_begun(
@@ -162,7 +214,10 @@ async fn run_begun(
     };
     if req.dry_run {
         let commit = commit_command(&plan, 0, 0, vec![]);
-        c.propose(&agent_actor(c.as_ref()), commit).await?;
+        if let Err(s) = c.propose(&agent_actor(c.as_ref()), commit).await {
+            abort(c.as_ref(), operation, AbortOutcome::Failed { reason: s.message().to_string() }).await;
+            return Err(s);
+        }
         emit(&tx, pb::migrate_event::Event::Report(report(&source, &plan, 0, 0, vec![], true))).await;
         return Ok(());
     }
@@ -188,10 +243,63 @@ async fn call_prepare(c: &dyn Cluster, addr: &str, req: pb::PrepareRequest) -> R
     client.prepare(request).await.map(tonic::Response::into_inner)
 }
 
+/// Ends `operation` without committing, trying a few times. A refusal is final (the
+/// operation has already ended: the state machine decided). If every attempt fails
+/// the coordinator gives up: its lease expires, and this host's recovery, which
+/// settles every running operation no coordinator holds, aborts it later.
 async fn abort(c: &dyn Cluster, operation: u64, outcome: AbortOutcome) {
-    if let Err(e) = c.propose(&agent_actor(c), Command::AbortOperation { operation, outcome }).await {
-        // The lease will expire and the leader releases the reservation.
-        warn!(operation, error = %e, "aborting the operation failed");
+    let mut wait = RETRY_FIRST;
+    for attempt in 1..=ABORT_ATTEMPTS_MAX {
+        let command = Command::AbortOperation { operation, outcome: outcome.clone() };
+        match c.propose(&agent_actor(c), command).await {
+            Ok(_) => return,
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                info!(operation, answer = %s.message(), "the operation had already ended");
+                return;
+            }
+            Err(s) => {
+                warn!(operation, attempt, error = %s, "aborting the operation failed");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_MAX);
+            }
+        }
+    }
+    warn!(operation, "giving up the abort; recovery will settle the operation");
+}
+
+/// How often [`abort`] tries before leaving the operation to recovery.
+pub const ABORT_ATTEMPTS_MAX: u32 = 5;
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Whether `operation` ended Done, once the log has decided it.
+///
+/// Called when a `CommitMigration` was not confirmed (refused, or its answer lost on
+/// the way back: it may be in the log all the same). The guest stays suspended until
+/// the answer is known, because resuming it while the commit stands would run it on
+/// two servers. The log decides: this member's applied state is read, and an
+/// `AbortOperation` is proposed, which the state machine refuses if the commit (or a
+/// lease expiry) got in first. Loops until the answer is known; the reservation's
+/// lease bounds how long the operation can stay undecided in the log.
+pub async fn decide(c: &dyn Cluster, operation: u64, why: &str) -> bool {
+    let mut wait = RETRY_FIRST;
+    loop {
+        let phase = c.state().read(|s| s.operations().get(&operation).map(|op| op.phase.clone()));
+        if let Some(p) = phase.filter(Phase::is_terminal) {
+            info!(operation, phase = %p, "the operation's fate is in the log");
+            return p == Phase::Done;
+        }
+        let outcome = AbortOutcome::RolledBack { reason: format!("commit not confirmed: {why}") };
+        match c.propose(&agent_actor(c), Command::AbortOperation { operation, outcome }).await {
+            Ok(_) => return false,
+            // Already ended: this member will apply how.
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => tokio::time::sleep(RETRY_FIRST).await,
+            Err(s) => {
+                warn!(operation, error = %s, "cannot settle the operation yet; the guest stays suspended");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_MAX);
+            }
+        }
     }
 }
 
@@ -244,7 +352,11 @@ async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -
         token: Some(plan.token),
         progress: Step::Transferring { progress_pct: pct },
     };
-    c.propose(&actor, advance(0)).await?;
+    if let Err(s) = c.propose(&actor, advance(0)).await {
+        abort(c.as_ref(), plan.operation, AbortOutcome::Failed { reason: s.message().to_string() }).await;
+        finish_target(c.as_ref(), &plan, false).await;
+        return Err(s);
+    }
     let target_lost = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let renewer = tokio::spawn(renew_lease(c.clone(), plan.reservation, plan.token, stop_rx.clone()));
@@ -261,6 +373,7 @@ async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -
         target: plan.target.clone(),
         new_name: Some(plan.new_name.clone()),
         binding: plan.binding.clone(),
+        operation: plan.operation,
     };
     let hv = c.hypervisor().clone();
     let mut run = tokio::spawn(async move { hv.migrate_out(request, ptx).await });
@@ -286,22 +399,30 @@ async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -
     match result {
         Ok(outcome) => {
             emit(&tx, progress(100, "committing", outcome.rounds)).await;
+            // From here the guest is suspended on this host and only the log decides
+            // where it runs: no early return may leave it suspended.
             let committing = Command::AdvanceOperation {
                 operation: plan.operation,
                 token: Some(plan.token),
                 progress: Step::Committing,
             };
-            c.propose(&actor, committing).await?;
+            if let Err(s) = c.propose(&actor, committing).await {
+                warn!(operation = plan.operation, error = %s, "recording the commit phase failed; committing anyway");
+            }
             let notes = standard_notes(outcome.downtime_ms);
-            if let Err(s) =
-                c.propose(&actor, commit_command(&plan, outcome.downtime_ms, outcome.total_ms, notes.clone())).await
-            {
-                // Not committed (lease lost, token stale): the guest resumes here.
-                warn!(operation = plan.operation, error = %s, "commit refused; resuming the guest on the source");
-                let _ = c.hypervisor().finish_migrate_out(&plan.domain, false).await;
-                abort(c.as_ref(), plan.operation, AbortOutcome::RolledBack { reason: s.message().to_string() }).await;
-                finish_target(c.as_ref(), &plan, false).await;
-                return Err(s);
+            let commit = commit_command(&plan, outcome.downtime_ms, outcome.total_ms, notes.clone());
+            if let Err(s) = c.propose(&actor, commit).await {
+                warn!(operation = plan.operation, error = %s, "commit not confirmed; asking the log");
+                if !decide(c.as_ref(), plan.operation, s.message()).await {
+                    warn!(operation = plan.operation, "not committed; resuming the guest on the source");
+                    if let Err(e) = c.hypervisor().finish_migrate_out(&plan.domain, false).await {
+                        warn!(operation = plan.operation, error = %e, "resuming the guest failed; recovery will retry");
+                    }
+                    finish_target(c.as_ref(), &plan, false).await;
+                    let why = format!("commit not confirmed ({}); rolled back", s.message());
+                    undone(&tx, &plan, &source.name, false, &why).await;
+                    return Ok(());
+                }
             }
             if let Err(e) = c.hypervisor().finish_migrate_out(&plan.domain, true).await {
                 warn!(operation = plan.operation, error = %e, "removing the migrated guest from the source failed; recovery will retry");
@@ -333,17 +454,21 @@ async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -
             };
             abort(c.as_ref(), plan.operation, outcome).await;
             finish_target(c.as_ref(), &plan, false).await;
-            let code = if matches!(e, HvError::Cancelled(_)) { "cancelled" } else { "rolled-back" };
-            let v = pb::Violation {
-                rule: if code == "cancelled" { "OP-09".into() } else { String::new() },
-                code: code.into(),
-                message: format!("{message}; {} keeps running on {}", plan.domain, source.name),
-            };
-            emit(&tx, pb::migrate_event::Event::Refused(pb::Refusal { operation_id: plan.operation, errors: vec![v] }))
-                .await;
+            let cancelled = matches!(e, HvError::Cancelled(_));
+            undone(&tx, &plan, &source.name, cancelled, &message).await;
             Ok(())
         }
     }
+}
+
+/// Tells the client that the migration was undone and the guest runs on the source.
+async fn undone(tx: &Events, plan: &Plan, source: &str, cancelled: bool, why: &str) {
+    let v = pb::Violation {
+        rule: if cancelled { "OP-09".into() } else { String::new() },
+        code: if cancelled { "cancelled" } else { "rolled-back" }.into(),
+        message: format!("{why}; {} keeps running on {source}", plan.domain),
+    };
+    emit(tx, pb::migrate_event::Event::Refused(pb::Refusal { operation_id: plan.operation, errors: vec![v] })).await;
 }
 
 /// Tells the target to activate or drop its copy; a target that is gone is told by

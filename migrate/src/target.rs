@@ -106,7 +106,8 @@ pub async fn prepare(c: &dyn Cluster, req: pb::PrepareRequest) -> Result<pb::Pre
     };
     if !req.dry_run {
         let domain = source.domain(&req.domain).cloned().ok_or_else(|| Status::not_found("domain vanished"))?;
-        let incoming = Incoming { domain, binding: binding.clone(), source: req.source.clone() };
+        let incoming =
+            Incoming { domain, binding: binding.clone(), source: req.source.clone(), operation: req.operation_id };
         if let Err(e) = c.hypervisor().receive(incoming).await {
             warn!(error = %e, "the hypervisor refused the incoming domain; releasing");
             let _ = c.propose(&agent_actor(c), Command::Release { reservation, token }).await;

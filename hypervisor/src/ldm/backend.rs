@@ -29,7 +29,7 @@ use crate::ldm::failure::classify;
 use crate::ldm::inventory::{Captures, InventoryError, ServerFacts, SharedStorage, build_server};
 use crate::ldm::parse::{ParseError, parse_device_listing, parse_domain_listing, parse_service_listing, parse_status};
 use crate::ldm::run::{LdmOutput, run_ldm, show};
-use crate::{HvError, Hypervisor, Incoming, MigrateOut, MigrationOutcome, Progress};
+use crate::{HvError, Hypervisor, Incoming, MigrateOut, MigrationOutcome, Pending, Progress};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -453,8 +453,13 @@ impl Hypervisor for LdmHypervisor {
         Ok(())
     }
 
-    async fn incoming(&self) -> Result<Vec<String>, HvError> {
+    async fn incoming(&self) -> Result<Vec<Pending>, HvError> {
         // ldmd on the target receives domains itself; tern holds nothing in between.
+        Ok(Vec::new())
+    }
+
+    async fn suspended(&self) -> Result<Vec<Pending>, HvError> {
+        // `ldm migrate-domain` resumes or removes the guest before it returns.
         Ok(Vec::new())
     }
 
