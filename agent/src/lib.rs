@@ -203,14 +203,20 @@ where
 async fn join(node: Node, shutdown: CancellationToken) {
     let request = pb::JoinRequest { node_id: node.id, name: node.name.clone(), address: node.address.clone() };
     let mut attempt = 0u32;
+    let mut answered = false;
     loop {
-        // The configured members, then every member this agent's log knows of: an
-        // agent restarted on a new address reaches the cluster either way.
-        let known = node.raft.metrics().borrow().membership_config.clone();
-        let listed = known.membership().get_node(&node.id).is_some_and(|n| n.addr == node.address);
-        if listed && node.config.join.is_empty() {
+        // Done once this member has applied a membership that lists it at its address
+        // (and, with members to join, once one of them admitted it): an admission whose
+        // entry a new leader's log replaced is retried.
+        let metrics = node.raft.metrics().borrow().clone();
+        let known = metrics.membership_config.clone();
+        let listed = known.membership().get_node(&node.id).is_some_and(|n| n.addr == node.address)
+            && membership::membership_applied(&metrics);
+        if listed && (answered || node.config.join.is_empty()) {
             return;
         }
+        // The configured members, then every member this agent's log knows of: an
+        // agent restarted on a new address reaches the cluster either way.
         let mut targets: Vec<String> = node.config.join.clone();
         for (id, n) in known.membership().nodes() {
             if *id != node.id && !targets.contains(&n.addr) {
@@ -227,8 +233,9 @@ async fn join(node: Node, shutdown: CancellationToken) {
             };
             match result {
                 Ok(_) => {
-                    info!(node = %node.name, via = %addr, "joined the cluster");
-                    return;
+                    info!(node = %node.name, via = %addr, "admitted; waiting to apply the membership");
+                    answered = true;
+                    break;
                 }
                 Err(e) => warn!(node = %node.name, via = %addr, error = %e, "join failed; will retry"),
             }

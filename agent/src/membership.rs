@@ -26,10 +26,16 @@ type Metrics = openraft::RaftMetrics<NodeId, tern_raft_store::Node>;
 
 /// Adds `id` at `address` as a learner (idempotent; a changed address is updated).
 pub async fn admit(node: &Node, id: NodeId, name: &str, address: &str) -> Result<(), Status> {
-    let membership = node.raft.metrics().borrow().membership_config.clone();
+    let metrics = node.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.clone();
     let m = membership.membership();
     match m.get_node(&id) {
-        Some(n) if n.addr == address => return Ok(()),
+        // Only a committed membership counts: an entry still in flight may be replaced
+        // by the next leader's log, and the joiner would wait for replication forever.
+        Some(n) if n.addr == address && membership_applied(&metrics) => return Ok(()),
+        Some(n) if n.addr == address => {
+            return Err(Status::unavailable(format!("{name} is in a membership change not committed yet; retry")));
+        }
         Some(_) => {
             let nodes = BTreeMap::from([(id, tern_raft_store::Node { addr: address.to_string() })]);
             node.raft
@@ -45,6 +51,11 @@ pub async fn admit(node: &Node, id: NodeId, name: &str, address: &str) -> Result
         .await
         .map_err(|e| Status::unavailable(format!("adding {name} as learner: {e}")))?;
     Ok(())
+}
+
+/// Whether this member's effective membership is committed (it has applied it).
+pub fn membership_applied(m: &Metrics) -> bool {
+    m.membership_config.log_id() <= &m.last_applied
 }
 
 /// The commit index as far as this member can tell: on the leader, the highest index
@@ -99,27 +110,54 @@ pub fn members(node: &Node) -> Vec<pb::Member> {
     })
 }
 
-/// The leader's loop: probe, promote, replace, expire leases. Idle on followers.
+/// The leader's two loops, idle on followers: probe, promote and replace voters; and,
+/// apart so that a slow probe or a membership change waiting for a quorum never
+/// delays it, expire leases.
 pub async fn run(node: Node, shutdown: CancellationToken) {
+    tokio::join!(manage_voters(&node, &shutdown), expire_leases_while_leading(&node, &shutdown));
+}
+
+async fn manage_voters(node: &Node, shutdown: &CancellationToken) {
     let replace_after = Duration::from_millis(node.config.timeouts.voter_replace_after_ms);
     let mut last_ok: HashMap<NodeId, Instant> = HashMap::new();
-    let mut ticker = tokio::time::interval(TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let metrics = node.raft.metrics().borrow().clone();
-        if metrics.current_leader != Some(node.id) {
+    let mut ticks = LeaderTicks::new();
+    while let Some(leading) = ticks.next(node, shutdown).await {
+        if !leading {
             last_ok.clear();
             continue;
         }
-        probe(&node, &metrics, &mut last_ok).await;
-        if let Err(e) = reconcile_voters(&node, &metrics, &last_ok, replace_after).await {
+        let metrics = node.raft.metrics().borrow().clone();
+        probe(node, &metrics, &mut last_ok).await;
+        if let Err(e) = reconcile_voters(node, &metrics, &last_ok, replace_after).await {
             warn!(node = %node.name, error = %e, "changing the voter set failed; will retry");
         }
-        expire_leases(&node).await;
+    }
+}
+
+async fn expire_leases_while_leading(node: &Node, shutdown: &CancellationToken) {
+    let mut ticks = LeaderTicks::new();
+    while let Some(leading) = ticks.next(node, shutdown).await {
+        if leading {
+            expire_leases(node).await;
+        }
+    }
+}
+
+/// A [`TICK`] that says whether this member leads, or `None` at shutdown.
+struct LeaderTicks(tokio::time::Interval);
+
+impl LeaderTicks {
+    fn new() -> Self {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self(ticker)
+    }
+
+    async fn next(&mut self, node: &Node, shutdown: &CancellationToken) -> Option<bool> {
+        tokio::select! {
+            () = shutdown.cancelled() => None,
+            _ = self.0.tick() => Some(node.raft.metrics().borrow().current_leader == Some(node.id)),
+        }
     }
 }
 
