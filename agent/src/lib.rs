@@ -110,6 +110,9 @@ pub struct Seams<I> {
     pub node_id: NodeId,
     /// The proposer's clock ([`node::system_clock`] outside simulations).
     pub clock: node::Clock,
+    /// Run CPU-heavy work inline instead of on tokio's blocking pool: a simulation
+    /// must not depend on how fast the machine is (see `tern_migrate::blocking`).
+    pub inline_blocking: bool,
 }
 
 /// A started agent.
@@ -156,6 +159,7 @@ where
         channels,
         config: Arc::new(config),
         clock: seams.clock,
+        inline_blocking: seams.inline_blocking,
     };
     let mut tasks = tokio::task::JoinSet::new();
     let registry = Arc::new(tern_migrate::coordinator::Registry::new());
@@ -189,6 +193,15 @@ where
         info!(node = %node.name, id, "initialised a new cluster");
     } else {
         tasks.spawn(join(node.clone(), shutdown.clone()));
+    }
+    let members = node.raft.metrics().borrow().membership_config.membership().nodes().count();
+    if node.config.join.is_empty() && initialized && members > 1 {
+        warn!(
+            node = %node.name,
+            members,
+            "join is empty: should this data directory be lost, this agent would found a new, separate \
+             cluster; list the other members' addresses in join"
+        );
     }
     tasks.spawn(inventory::run(node.clone(), shutdown.clone()));
     tasks.spawn(membership::run(node.clone(), shutdown.clone()));
@@ -296,6 +309,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         hypervisor,
         node_id: node_id(&data_dir, &config.name)?,
         clock: node::system_clock(),
+        inline_blocking: false,
     };
     let mut running = serve(config, seams, log, sm, state, shutdown.clone()).await?;
     if let Some(l) = metrics_listener {

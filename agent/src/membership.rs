@@ -8,7 +8,7 @@
 use crate::convert;
 use crate::node::Node;
 use openraft::ChangeMembers;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tern_proto::v1 as pb;
 use tern_raft_store::{Command, NodeId};
@@ -119,7 +119,7 @@ pub async fn run(node: Node, shutdown: CancellationToken) {
 
 async fn manage_voters(node: &Node, shutdown: &CancellationToken) {
     let replace_after = Duration::from_millis(node.config.timeouts.voter_replace_after_ms);
-    let mut last_ok: HashMap<NodeId, Instant> = HashMap::new();
+    let mut last_ok: BTreeMap<NodeId, Instant> = BTreeMap::new();
     let mut ticks = LeaderTicks::new();
     while let Some(leading) = ticks.next(node, shutdown).await {
         if !leading {
@@ -161,7 +161,7 @@ impl LeaderTicks {
     }
 }
 
-async fn probe(node: &Node, metrics: &Metrics, last_ok: &mut HashMap<NodeId, Instant>) {
+async fn probe(node: &Node, metrics: &Metrics, last_ok: &mut BTreeMap<NodeId, Instant>) {
     let now = Instant::now();
     let membership = metrics.membership_config.membership().clone();
     let mut calls = Vec::new();
@@ -200,7 +200,7 @@ async fn probe(node: &Node, metrics: &Metrics, last_ok: &mut HashMap<NodeId, Ins
 async fn reconcile_voters(
     node: &Node,
     metrics: &Metrics,
-    last_ok: &HashMap<NodeId, Instant>,
+    last_ok: &BTreeMap<NodeId, Instant>,
     replace_after: Duration,
 ) -> Result<(), openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, tern_raft_store::Node>>> {
     let membership = metrics.membership_config.membership();

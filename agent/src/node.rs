@@ -37,6 +37,8 @@ pub struct Node {
     pub config: Arc<Config>,
     /// Time stamped on proposals (lease expiry, heartbeats); never read in apply.
     pub clock: Clock,
+    /// Run password hashing inline (simulations), not on the blocking pool.
+    pub inline_blocking: bool,
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the time a proposer stamps on its
@@ -172,5 +174,9 @@ impl tern_migrate::Cluster for Node {
 
     async fn propose(&self, actor: &str, command: Command) -> Result<Outcome, Status> {
         Node::propose(self, actor, command).await
+    }
+
+    fn inline_blocking(&self) -> bool {
+        self.inline_blocking
     }
 }

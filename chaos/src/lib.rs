@@ -16,14 +16,13 @@
 //! ```
 //!
 //! Determinism: the nemesis, the workload, turmoil's network (each link has one
-//! fixed, seeded latency, so an extra message never shifts later deliveries) and
-//! openraft's election timeouts (one value per member: `max = min + 1`) follow the
-//! seed. tokio's own scheduler randomness (`select!` branch order) is seeded only in
-//! builds with `--cfg tokio_unstable` (turmoil then seeds every host's runtime);
-//! without it a run replays step for step until two tasks woken in the same tick are
-//! polled in another order. Measured: scripted scenarios replay exactly; 16 of 20
-//! random seeds replayed to the same digest (`--check-determinism`), and every
-//! failing seed found so far reproduced on replay.
+//! fixed, seeded latency, so an extra message never shifts later deliveries),
+//! openraft's election timeouts (one value per member: `max = min + 1`) and tokio's
+//! scheduler randomness (`select!` fairness; the workspace builds with
+//! `--cfg tokio_unstable`, see `.cargo/config.toml`, so turmoil seeds every host's
+//! runtime) follow the seed. Password hashing runs inline in the simulation
+//! (`Seams::inline_blocking`), so that no step waits on a real thread.
+//! `--check-determinism` runs every seed twice and compares digests.
 //!
 //! Every bug the simulation found has a [`Scenario`] that aims at it (see the list in
 //! [`scenario`]), so that it stays fixed.

@@ -58,6 +58,23 @@ pub trait Cluster: Send + Sync + 'static {
     fn channel(&self, addr: &str) -> Result<Channel, Status>;
     /// Proposes `command` through Raft as `actor`, wherever the leader is.
     async fn propose(&self, actor: &str, command: Command) -> Result<Outcome, Status>;
+    /// Whether CPU-heavy work (password hashing) runs inline instead of on tokio's
+    /// blocking pool: a simulation needs it to finish within the step that started
+    /// it, or a run would depend on how fast the machine is.
+    fn inline_blocking(&self) -> bool {
+        false
+    }
+}
+
+/// Runs `work` off the async threads (or inline, see [`Cluster::inline_blocking`]).
+pub async fn blocking<T: Send + 'static>(
+    c: &dyn Cluster,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Status> {
+    if c.inline_blocking() {
+        return Ok(work());
+    }
+    tokio::task::spawn_blocking(work).await.map_err(|e| Status::internal(format!("blocking task failed: {e}")))
 }
 
 /// The agent-to-agent actor name written to the audit log.

@@ -26,9 +26,7 @@ pub async fn authenticate(c: &dyn Cluster, user: &str, password: &str) -> Result
         return Err(Status::permission_denied(format!("authentication failed for user {user} on {}", c.host())));
     };
     let (password, hash) = (password.to_string(), record.password_hash.clone());
-    let ok = tokio::task::spawn_blocking(move || tern_raft_store::verify_password(&password, &hash))
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+    let ok = crate::blocking(c, move || tern_raft_store::verify_password(&password, &hash)).await?;
     if !ok {
         return Err(Status::permission_denied(format!("authentication failed for user {user} on {}", c.host())));
     }

@@ -14,9 +14,8 @@ pub async fn add(c: &dyn Cluster, req: pb::AddUserRequest) -> Result<pb::AddUser
         ));
     }
     let password = req.password.clone();
-    let hash = tokio::task::spawn_blocking(move || tern_raft_store::hash_password(&password))
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
+    let hash = crate::blocking(c, move || tern_raft_store::hash_password(&password))
+        .await?
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let profiles: BTreeSet<Profile> = req.profiles.iter().map(|p| Profile::parse(p)).collect();
     let command = Command::AddUser { name: req.name, password_hash: hash, profiles, replace: req.replace };
