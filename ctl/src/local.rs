@@ -151,6 +151,18 @@ data_dir = \"data\"\njoin = [{join}]\nvoters = 3\n\n\
         timeout_ms: 5000,
     };
     wait_for_cluster(&agent, names.len()).await?;
+    // Now that the others have their ports, the founder joins through them when it
+    // restarts: should its data directory be lost, it rejoins this cluster instead of
+    // founding a new one (join = [] only ever makes sense the very first time).
+    let mut others = Vec::new();
+    for name in names.iter().skip(1) {
+        others.push(format!("\"{}\"", wait_for_addr(&dir.join(name)).await?));
+    }
+    if let Some(founder) = names.first() {
+        let path = dir.join(founder).join("ternd.toml");
+        let text = std::fs::read_to_string(&path)?;
+        std::fs::write(&path, text.replacen("join = []", &format!("join = [{}]", others.join(", ")), 1))?;
+    }
     let password_file = dir.join("root.password");
     let password = random_password()?;
     write_private(&password_file, &format!("{password}\n"))?;
