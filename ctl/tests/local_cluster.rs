@@ -1,0 +1,83 @@
+//! `ternctl local-cluster up|down` with real ternd processes (OP-03, OP-04; issue 5):
+//! root's password file, a founder that can rejoin, and a clean stop.
+//!
+//! ternctl starts the ternd built beside it (`cargo test --workspace` builds both).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn ternctl(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ternctl"));
+    cmd.args(args).env_remove("TERN_AGENT").env_remove("TERN_CERTS_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running ternctl")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Stops the cluster however the test ends.
+struct Down(PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = ternctl(&["local-cluster", "down", "--dir", self.0.to_str().unwrap()], &[]);
+    }
+}
+
+/// Whether the agent's process still runs (a zombie no init has reaped yet does not).
+fn pid_alive(node: &Path) -> bool {
+    let pid = std::fs::read_to_string(node.join("ternd.pid")).unwrap();
+    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+        .is_ok_and(|stat| stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"))
+}
+
+#[test]
+fn local_cluster_up_serves_root_by_its_password_file_and_down_stops_every_agent() {
+    // Goal: up starts 3 agents, root.password (0600) lets root dry-run a migration, the founder can rejoin, down stops all.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let dir_s = dir.to_str().unwrap();
+    let layouts = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap()).join("../deploy/layouts");
+    let out = ternctl(&["local-cluster", "up", "--dir", dir_s, "--layouts", layouts.to_str().unwrap()], &[]);
+    let _down = Down(dir.clone());
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = text(&out);
+    let export = printed.lines().find_map(|l| l.strip_prefix("export ")).expect("the export line");
+    let env: Vec<(&str, &str)> = export.split(' ').filter_map(|kv| kv.split_once('=')).collect();
+    assert_eq!(env.iter().map(|(k, _)| *k).collect::<Vec<_>>(), ["TERN_AGENT", "TERN_CERTS_DIR"], "{printed}");
+
+    let password = dir.join("root.password");
+    let mode = std::fs::metadata(&password).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "root.password must be readable by its owner only");
+
+    // The founder (m10-1-1) joins through the two others when it restarts.
+    let founder = std::fs::read_to_string(dir.join("m10-1-1/ternd.toml")).unwrap();
+    let join = founder.lines().find(|l| l.starts_with("join = ")).unwrap();
+    for other in ["m10-1-2", "m10-1-3"] {
+        let addr = std::fs::read_to_string(dir.join(other).join("data/ternd.addr")).unwrap();
+        assert!(join.contains(&format!("\"{}\"", addr.trim())), "{join} lacks {other}");
+    }
+
+    let dry = ternctl(&["migrate-domain", "-n", "-p", password.to_str().unwrap(), "ldom1", "root@m10-1-2"], &env);
+    assert!(dry.status.success(), "{}", text(&dry));
+    assert!(text(&dry).contains("m10-1-2"), "{}", text(&dry));
+
+    let wrong = tmp.path().join("wrong.password");
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let denied = ternctl(&["migrate-domain", "-n", "-p", wrong.to_str().unwrap(), "ldom1", "m10-1-2"], &env);
+    assert!(!denied.status.success());
+    assert!(text(&denied).contains("authentication failed for user root"), "{}", text(&denied));
+
+    let down = ternctl(&["local-cluster", "down", "--dir", dir_s], &[]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(text(&down).contains("stopped 3 agent(s)"), "{}", text(&down));
+    for node in ["m10-1-1", "m10-1-2", "m10-1-3"] {
+        assert!(!pid_alive(&dir.join(node)), "{node}'s ternd still runs");
+    }
+}
