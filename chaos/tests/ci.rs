@@ -8,7 +8,7 @@ use tern_chaos::{Certs, HOST_NAMES, RunReport, Scenario, describe, options, repl
 
 /// The CI range: small enough for a few minutes on 2 cores, varied enough to meet
 /// every kind of fault.
-const SEEDS: std::ops::Range<u64> = 0..8;
+const SEEDS: std::ops::Range<u64> = 0..24;
 const HOSTS: usize = 4;
 const FAULTS_MS: u64 = 20_000;
 
@@ -29,7 +29,7 @@ fn judge(reports: &[RunReport]) {
 
 #[test]
 fn random_faults_on_the_ci_seed_range_break_no_invariant_and_heal() {
-    // Goal: seeds 0..8 of random faults and workload keep every invariant after every step and converge after healing.
+    // Goal: seeds 0..24 of random faults and workload keep every invariant after every step and converge after healing.
     let certs = certs();
     let opts = options(HOSTS, FAULTS_MS);
     let reports: Vec<RunReport> = SEEDS.map(|seed| run_seed(seed, &opts, certs.clone(), None)).collect();
@@ -47,13 +47,15 @@ fn named_scenarios_break_no_invariant_and_heal() {
 }
 
 #[test]
-fn a_scenario_run_is_a_function_of_its_seed() {
-    // Goal: two runs of one seed (no random faults) observe the same faults, acknowledgements and final state.
+fn a_run_is_a_function_of_its_seed() {
+    // Goal: two runs of one seed observe the same faults, acknowledgements and final state, scripted or random.
     let certs = certs();
     let opts = options(HOSTS, FAULTS_MS);
-    let a = run_seed(3, &opts, certs.clone(), Some(Scenario::RaceForLastCores));
-    let b = run_seed(3, &opts, certs, Some(Scenario::RaceForLastCores));
-    assert!(a.ok(), "{}", describe(&a, &replay_command(&a, HOSTS, FAULTS_MS)));
-    assert_eq!(a.trace, b.trace, "the runs diverged");
-    assert_eq!(a.digest, b.digest);
+    for (seed, scenario) in [(3, Some(Scenario::RaceForLastCores)), (5, None), (14, None)] {
+        let a = run_seed(seed, &opts, certs.clone(), scenario);
+        let b = run_seed(seed, &opts, certs.clone(), scenario);
+        assert!(a.ok(), "{}", describe(&a, &replay_command(&a, HOSTS, FAULTS_MS)));
+        assert_eq!(a.trace, b.trace, "seed {seed} {scenario:?}: the runs diverged");
+        assert_eq!(a.digest, b.digest, "seed {seed} {scenario:?}");
+    }
 }
