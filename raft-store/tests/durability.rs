@@ -9,7 +9,7 @@ use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftLogReader};
 use std::collections::BTreeSet;
 use std::path::Path;
-use tern_raft_store::{Command, Entry, LogId, OperationKind, State, Vote, rocks};
+use tern_raft_store::{Entry, LogId, State, Vote, rocks};
 
 fn log_id(term: u64, index: u64) -> LogId {
     LogId::new(CommittedLeaderId::new(term, 1), index)
@@ -18,30 +18,7 @@ fn log_id(term: u64, index: u64) -> LogId {
 /// A membership entry, then the commands that register two hosts, report a guest and
 /// reserve it a place on the second host.
 fn entries() -> Vec<Entry> {
-    let a = with_guest(server("a", 4, 4), "ldom1", &[1], gib(2), Some(5001));
-    let commands = [
-        Command::RegisterHost { host: spec("a") },
-        Command::RegisterHost { host: spec("b") },
-        Command::ReportInventory { server: a },
-        Command::ReportInventory { server: server("b", 4, 4) },
-        Command::BeginOperation {
-            kind: OperationKind::Migration {
-                domain: "ldom1".into(),
-                source: "a".into(),
-                target: "b".into(),
-                new_name: None,
-                dry_run: false,
-            },
-        },
-        Command::Reserve {
-            operation: 1,
-            target: "b".into(),
-            source: "a".into(),
-            domain: "ldom1".into(),
-            binding: binding("ldom1", &[2], gib(3), Some(5002)),
-            lease_ms: 60_000,
-        },
-    ];
+    let commands = migration_reserved();
     let mut out = vec![Entry {
         log_id: log_id(1, 1),
         payload: EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1, 2, 3])], None)),

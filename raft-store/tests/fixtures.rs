@@ -12,7 +12,7 @@ use openraft::{CommittedLeaderId, EntryPayload, Membership};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use tern_raft_store::codec::{self, CodecError, SnapshotImage};
-use tern_raft_store::{Command, Entry, LogId, OperationKind, Profile, State, StoredMembership, codec::CURRENT_VERSION};
+use tern_raft_store::{Command, Entry, LogId, Profile, State, StoredMembership, codec::CURRENT_VERSION};
 
 /// A well-formed argon2id PHC string (made up: no password matches it), so fixtures are
 /// reproducible.
@@ -27,36 +27,14 @@ fn log_id(index: u64) -> LogId {
 }
 
 fn commands() -> Vec<Command> {
-    let a = with_guest(server("a", 4, 4), "ldom1", &[1], gib(2), Some(5001));
-    vec![
-        Command::RegisterHost { host: spec("a") },
-        Command::RegisterHost { host: spec("b") },
-        Command::ReportInventory { server: a },
-        Command::ReportInventory { server: server("b", 4, 4) },
-        Command::BeginOperation {
-            kind: OperationKind::Migration {
-                domain: "ldom1".into(),
-                source: "a".into(),
-                target: "b".into(),
-                new_name: None,
-                dry_run: false,
-            },
-        },
-        Command::Reserve {
-            operation: 1,
-            target: "b".into(),
-            source: "a".into(),
-            domain: "ldom1".into(),
-            binding: binding("ldom1", &[2], gib(3), Some(5002)),
-            lease_ms: 60_000,
-        },
-        Command::AddUser {
-            name: "admin".into(),
-            password_hash: PHC.into(),
-            profiles: BTreeSet::from([Profile::SystemAdministrator]),
-            replace: false,
-        },
-    ]
+    let mut commands = migration_reserved();
+    commands.push(Command::AddUser {
+        name: "admin".into(),
+        password_hash: PHC.into(),
+        profiles: BTreeSet::from([Profile::SystemAdministrator]),
+        replace: false,
+    });
+    commands
 }
 
 fn membership() -> Membership<u64, openraft::BasicNode> {

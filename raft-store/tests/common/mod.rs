@@ -7,7 +7,7 @@ use tern_model::{
     Binding, Console, Core, CpuArch, CpuFamily, CpuType, Domain, DomainKind, DomainState, Firmware, MemoryBlock,
     OsVersion, Owner, Range, Server, Services, Strand, Vcc, Vds, Volume, Vsw, Workload,
 };
-use tern_raft_store::{Command, HostSpec, Request};
+use tern_raft_store::{Command, HostSpec, OperationKind, Request};
 
 pub const THREADS: u32 = 2;
 pub const VCC_PORT_MIN: u16 = 5000;
@@ -117,4 +117,33 @@ pub fn with_guest(mut server: Server, name: &str, cores: &[u32], mem: Range, por
 /// The GiB-sized range starting at `gib` GiB.
 pub fn gib(gib: u64) -> Range {
     Range::new(gib * GIB, GIB)
+}
+
+/// Hosts `a` (with guest ldom1 on core 1) and `b` registered with their inventories,
+/// ldom1's migration from a to b begun (operation 1) and its place on b reserved.
+pub fn migration_reserved() -> Vec<Command> {
+    let a = with_guest(server("a", 4, 4), "ldom1", &[1], gib(2), Some(5001));
+    vec![
+        Command::RegisterHost { host: spec("a") },
+        Command::RegisterHost { host: spec("b") },
+        Command::ReportInventory { server: a },
+        Command::ReportInventory { server: server("b", 4, 4) },
+        Command::BeginOperation {
+            kind: OperationKind::Migration {
+                domain: "ldom1".into(),
+                source: "a".into(),
+                target: "b".into(),
+                new_name: None,
+                dry_run: false,
+            },
+        },
+        Command::Reserve {
+            operation: 1,
+            target: "b".into(),
+            source: "a".into(),
+            domain: "ldom1".into(),
+            binding: binding("ldom1", &[2], gib(3), Some(5002)),
+            lease_ms: 60_000,
+        },
+    ]
 }
