@@ -64,21 +64,27 @@ fn placement_problem(blocks: &[u64], free: &[Range], placed: &[Range]) -> Option
     None
 }
 
+/// fit_memory finds a valid fit exactly when exhaustive search says one exists.
+fn agrees_with_exhaustive_search(blocks: &[u64], free: &[Range]) -> Result<(), TestCaseError> {
+    let expected = brute::fits(blocks, free);
+    match fit_memory(blocks, free) {
+        Ok(fit) => {
+            prop_assert!(expected, "fit_memory placed what exhaustive search cannot: {:?}", fit.ranges);
+            prop_assert_eq!(placement_problem(blocks, free, &fit.ranges), None);
+        }
+        Err(FitError::NoFit) => prop_assert!(!expected, "a fit exists but fit_memory said NoFit"),
+        Err(e) => prop_assert!(false, "small instance gave {:?}", e),
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
 
     #[test]
     fn fit_memory_answers_exactly_as_exhaustive_search(blocks in blocks(), free in free_ranges()) {
         // Goal: exactness: fit_memory finds a fit whenever one exists and only then.
-        let expected = brute::fits(&blocks, &free);
-        match fit_memory(&blocks, &free) {
-            Ok(fit) => {
-                prop_assert!(expected, "fit_memory placed what exhaustive search cannot: {:?}", fit.ranges);
-                prop_assert_eq!(placement_problem(&blocks, &free, &fit.ranges), None);
-            }
-            Err(FitError::NoFit) => prop_assert!(!expected, "a fit exists but fit_memory said NoFit"),
-            Err(e) => prop_assert!(false, "small instance gave {:?}", e),
-        }
+        agrees_with_exhaustive_search(&blocks, &free)?;
     }
 
     #[test]
@@ -158,15 +164,7 @@ proptest! {
         // Goal: exactness past the easy sizes, where sets of several blocks per range
         // and the subset-sum pruning come into play.
         let free = ranges_from(&layout, reverse);
-        let expected = brute::fits(&blocks, &free);
-        match fit_memory(&blocks, &free) {
-            Ok(fit) => {
-                prop_assert!(expected, "fit_memory placed what exhaustive search cannot: {:?}", fit.ranges);
-                prop_assert_eq!(placement_problem(&blocks, &free, &fit.ranges), None);
-            }
-            Err(FitError::NoFit) => prop_assert!(!expected, "a fit exists but fit_memory said NoFit"),
-            Err(e) => prop_assert!(false, "small instance gave {:?}", e),
-        }
+        agrees_with_exhaustive_search(&blocks, &free)?;
     }
 
     #[test]
