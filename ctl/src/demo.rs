@@ -3,7 +3,7 @@
 //! ldom1 to m10-1-2 with progress, the report, and then it stops (or stays with --keep).
 
 use crate::client::AgentArgs;
-use crate::local::{self, UpArgs};
+use crate::local::{self, Servers, UpArgs};
 use crate::{cluster, migrate};
 use std::path::PathBuf;
 
@@ -15,15 +15,8 @@ pub struct DemoArgs {
     /// Folder for the cluster (default: a new folder under the system's temp dir).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// Folder of layout files.
-    #[arg(long, value_name = "DIR", default_value = "deploy/layouts")]
-    pub layouts: PathBuf,
-    /// Simulated milliseconds per real millisecond for the migration.
-    #[arg(long, default_value_t = 20)]
-    pub time_scale: u32,
-    /// The ternd binary (default: beside ternctl, else on PATH).
-    #[arg(long, value_name = "PATH")]
-    pub ternd: Option<PathBuf>,
+    #[command(flatten)]
+    pub servers: Servers,
 }
 
 fn say(command: &str) {
@@ -33,13 +26,7 @@ fn say(command: &str) {
 pub async fn run(args: &DemoArgs) -> anyhow::Result<i32> {
     let dir =
         args.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("tern-demo-{}", std::process::id())));
-    let up_args = UpArgs {
-        dir: dir.clone(),
-        agents: 3,
-        layouts: args.layouts.clone(),
-        time_scale: args.time_scale,
-        ternd: args.ternd.clone(),
-    };
+    let up_args = UpArgs { dir: dir.clone(), agents: 3, servers: args.servers.clone() };
     println!("Starting 3 agents (real ternd processes, mutual TLS) in {} ...", dir.display());
     let up = local::start(&up_args).await?;
     println!("cluster up: {}", up.names.join(", "));

@@ -23,6 +23,13 @@ pub struct UpArgs {
     /// Number of agents, one per simulated server.
     #[arg(long, default_value_t = 3)]
     pub agents: usize,
+    #[command(flatten)]
+    pub servers: Servers,
+}
+
+/// The simulated servers and the agent binary (`local-cluster up`, `demo`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Servers {
     /// Folder of layout files; agent i runs the i-th server (the seed's m10-1-1 and
     /// m10-1-2 first, then the rest by name).
     #[arg(long, value_name = "DIR", default_value = "deploy/layouts")]
@@ -101,10 +108,10 @@ pub async fn start(args: &UpArgs) -> anyhow::Result<Up> {
             dir.display()
         );
     }
-    let layouts = pick_layouts(&args.layouts, args.agents)?;
+    let layouts = pick_layouts(&args.servers.layouts, args.agents)?;
     tern_tls::init_ca(&certs, "local")?;
     tern_tls::issue(&certs, "ternctl", &[])?;
-    let ternd = ternd_path(args.ternd.as_deref());
+    let ternd = ternd_path(args.servers.ternd.as_deref());
     let mut first_addr: Option<String> = None;
     let mut names = Vec::new();
     for (i, layout) in layouts.iter().enumerate() {
@@ -123,7 +130,7 @@ data_dir = \"data\"\njoin = [{join}]\nvoters = 3\n\n\
             cert = certs.join(format!("{name}.pem")).display(),
             key = certs.join(format!("{name}-key.pem")).display(),
             layout = abs(layout)?.display(),
-            scale = args.time_scale,
+            scale = args.servers.time_scale,
         );
         let config_path = node.join("ternd.toml");
         std::fs::write(&config_path, config)?;
