@@ -449,15 +449,7 @@ fn one_running_operation_per_domain_and_abort_releases() {
     let mut w = world();
     let op = w.begin("ldom1", "a", "b", None, false);
     w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
-    let r = w.rejected(Command::BeginOperation {
-        kind: OperationKind::Migration {
-            domain: "ldom1".into(),
-            source: "a".into(),
-            target: "c".into(),
-            new_name: None,
-            dry_run: false,
-        },
-    });
+    let r = w.rejected(Command::BeginOperation { kind: migration("ldom1", "a", "c") });
     assert_eq!(r.code, RejectCode::OperationRunning);
     let outcome = w.ok(Command::AbortOperation { operation: op, outcome: AbortOutcome::Cancelled });
     assert!(matches!(outcome, Outcome::Aborted { released } if released.len() == 1));
@@ -473,15 +465,7 @@ fn migrations_need_a_guest_a_live_source_and_two_servers() {
     // Goal: LM-01 (only guests), LM-02 (source up), OP-01 (target differs), unknown domains.
     let mut w = world();
     let mut begin = |domain: &str, source: &str, target: &str| {
-        w.rejected(Command::BeginOperation {
-            kind: OperationKind::Migration {
-                domain: domain.into(),
-                source: source.into(),
-                target: target.into(),
-                new_name: None,
-                dry_run: false,
-            },
-        })
+        w.rejected(Command::BeginOperation { kind: migration(domain, source, target) })
     };
     let r = begin("primary", "a", "b");
     assert_eq!((r.code, r.rule), (RejectCode::NotAGuest, Some(Rule::Lm(1))));
@@ -491,15 +475,7 @@ fn migrations_need_a_guest_a_live_source_and_two_servers() {
     assert_eq!(r.code, RejectCode::DomainUnknown);
     assert!(r.message.contains("LDom \"nope\" was not found on a"));
     w.ok(Command::SetHostStatus { host: "a".into(), status: HostStatus::Lost });
-    let r = w.rejected(Command::BeginOperation {
-        kind: OperationKind::Migration {
-            domain: "ldom1".into(),
-            source: "a".into(),
-            target: "b".into(),
-            new_name: None,
-            dry_run: false,
-        },
-    });
+    let r = w.rejected(Command::BeginOperation { kind: migration("ldom1", "a", "b") });
     assert_eq!((r.code, r.rule), (RejectCode::HostStatus, Some(Rule::Lm(2))));
     // Failover of a lost host may start; of a live one it may not.
     w.ok(Command::BeginOperation { kind: OperationKind::Failover { host: "a".into() } });

@@ -128,15 +128,7 @@ pub fn migration_reserved() -> Vec<Command> {
         Command::RegisterHost { host: spec("b") },
         Command::ReportInventory { server: a },
         Command::ReportInventory { server: server("b", 4, 4) },
-        Command::BeginOperation {
-            kind: OperationKind::Migration {
-                domain: "ldom1".into(),
-                source: "a".into(),
-                target: "b".into(),
-                new_name: None,
-                dry_run: false,
-            },
-        },
+        Command::BeginOperation { kind: migration("ldom1", "a", "b") },
         Command::Reserve {
             operation: 1,
             target: "b".into(),
@@ -146,4 +138,15 @@ pub fn migration_reserved() -> Vec<Command> {
             lease_ms: 60_000,
         },
     ]
+}
+
+/// The live migration of `domain` from `source` to `target`, under its own name.
+pub fn migration(domain: &str, source: &str, target: &str) -> OperationKind {
+    OperationKind::Migration {
+        domain: domain.into(),
+        source: source.into(),
+        target: target.into(),
+        new_name: None,
+        dry_run: false,
+    }
 }
