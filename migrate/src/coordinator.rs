@@ -59,17 +59,11 @@ impl Registry {
         Self::default()
     }
 
-    /// Whether a coordinator of this process holds `op` (or may be about to: a
-    /// `BeginOperation` for its domain has not been answered yet).
-    pub fn owns(&self, op: &tern_raft_store::Operation) -> bool {
+    /// Whether a coordinator of this process holds `operation` (or may be about to: a
+    /// `BeginOperation` for `domain` has not been answered yet).
+    pub fn owns(&self, operation: u64, domain: &str) -> bool {
         let owned = self.lock();
-        owned.operations.contains(&op.id)
-            || matches!(op.kind.subject(), tern_raft_store::Subject::Domain(d) if owned.beginning.contains_key(d))
-    }
-
-    /// Whether a coordinator of this process holds operation `id`.
-    pub fn holds(&self, id: u64) -> bool {
-        self.lock().operations.contains(&id)
+        owned.operations.contains(&operation) || owned.beginning.contains_key(domain)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Owned> {

@@ -61,8 +61,8 @@ pub async fn settle(c: &dyn Cluster, registry: &Registry) {
     // Source side: running migrations nobody here coordinates.
     let ops: Vec<Operation> = c.state().read(|s| s.operations().values().cloned().collect());
     for op in &ops {
-        let OperationKind::Migration { source, .. } = &op.kind else { continue };
-        if source != &me || op.phase.is_terminal() || registry.owns(op) {
+        let OperationKind::Migration { domain, source, .. } = &op.kind else { continue };
+        if source != &me || op.phase.is_terminal() || registry.owns(op.id, domain) {
             continue;
         }
         info!(node = %me, operation = op.id, phase = %op.phase, "rolling back a migration no coordinator holds");
@@ -74,7 +74,7 @@ pub async fn settle(c: &dyn Cluster, registry: &Registry) {
     // Source side: suspended guests whose coordinator is gone.
     let Ok(suspended) = c.hypervisor().suspended().await else { return };
     for p in suspended {
-        if registry.holds(p.operation) {
+        if registry.owns(p.operation, &p.domain) {
             continue; // its coordinator decides
         }
         let Some(committed) = c.state().read(|s| verdict(s, p.operation, &p.domain, |s| !on_me(s, &p.domain))) else {
