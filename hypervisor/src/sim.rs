@@ -66,10 +66,10 @@ struct VersionOnly {
     version: u32,
 }
 
+/// A migration copying out; once the guest is suspended it is also in
+/// `Durable::suspended`.
 struct Flight {
-    operation: u64,
     cancel: bool,
-    suspended: bool,
 }
 
 /// Everything that survives a restart. Pending guests map to their operation id.
@@ -335,7 +335,7 @@ impl Hypervisor for SimHypervisor {
             }
             let memory: u64 = i.durable.server.memory_of(&req.domain).iter().map(|r| r.size).sum();
             let cores = i.durable.server.cpu_of(CONTROL_DOMAIN).cids.len() as u32;
-            i.outgoing.insert(req.domain.clone(), Flight { operation: req.operation, cancel: false, suspended: false });
+            i.outgoing.insert(req.domain.clone(), Flight { cancel: false });
             precopy_plan(memory, dirty, cores, &self.precopy)
         };
         let start = Instant::now();
@@ -346,18 +346,17 @@ impl Hypervisor for SimHypervisor {
             let suspended = sim_ms >= plan.suspend_at_ms();
             {
                 let mut i = self.lock();
-                let Some(flight) = i.outgoing.get_mut(&req.domain) else {
+                let Some(flight) = i.outgoing.get(&req.domain) else {
                     return Err(HvError::Failed(format!("the migration of {} was settled while copying", req.domain)));
                 };
-                if flight.cancel && !flight.suspended {
+                let was_suspended = i.durable.suspended.contains_key(&req.domain);
+                if flight.cancel && !was_suspended {
                     i.outgoing.remove(&req.domain);
                     return Err(HvError::Cancelled(req.domain));
                 }
-                if suspended && !flight.suspended {
+                if suspended && !was_suspended {
                     // The suspension is durable before the final copy begins.
-                    flight.suspended = true;
-                    let operation = flight.operation;
-                    i.durable.suspended.insert(req.domain.clone(), operation);
+                    i.durable.suspended.insert(req.domain.clone(), req.operation);
                     if let Err(e) = self.persist(&i.durable) {
                         i.durable.suspended.remove(&req.domain);
                         i.outgoing.remove(&req.domain);
@@ -411,11 +410,11 @@ impl Hypervisor for SimHypervisor {
 
     async fn cancel_migration(&self, name: &str) -> Result<(), HvError> {
         let mut i = self.lock();
-        let flight =
-            i.outgoing.get_mut(name).ok_or_else(|| HvError::Invalid(format!("no migration of {name} is running")))?;
-        if flight.suspended {
+        if i.durable.suspended.contains_key(name) {
             return Err(HvError::Busy(format!("{name} is suspended for the final copy; too late to cancel")));
         }
+        let flight =
+            i.outgoing.get_mut(name).ok_or_else(|| HvError::Invalid(format!("no migration of {name} is running")))?;
         flight.cancel = true;
         Ok(())
     }
