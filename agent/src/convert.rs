@@ -1,9 +1,18 @@
-//! Conversions from the replicated state and the model to `tern.v1` messages, in one
-//! place so the services stay about behaviour.
+//! Every conversion between `tern.v1` messages and the model, the replicated state
+//! and the seam's types (`tern-cluster`), and the one mapping of the seam's
+//! [`Error`] to a gRPC status and back: in one place, so the services and the peer
+//! client stay about behaviour.
 
-use tern_model::{Reserved, Server};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tern_cluster::peer::Stage;
+use tern_cluster::{Error, Finding, MigrateRequest, MigrationEvent, MigrationReport, PrepareRequest, Prepared};
+use tern_migrate::hosts::{HostEvent, HostRequest};
+use tern_model::{Range, Reserved, Rule, Server};
 use tern_proto::v1 as pb;
-use tern_raft_store::{HostStatus, OperationKind, Phase, State};
+use tern_raft_store::{HostStatus, Operation, OperationKind, Phase, RejectCode, Rejection, State};
+use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue};
+use tonic::{Code, Status};
 
 pub fn host_status(s: HostStatus) -> pb::HostStatus {
     match s {
@@ -151,5 +160,392 @@ pub fn services(server: &Server) -> pb::HostServices {
                 port_max: u32::from(v.port_max),
             })
             .collect(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors: the seam's typed error as a gRPC status and back, with the codes STYLE.md
+// names. What a caller decides on travels in metadata, never in the message text.
+
+/// Metadata of a FAILED_PRECONDITION "not the leader": the leader's agent address.
+pub const LEADER_HEADER: &str = "tern-leader";
+/// Metadata of a state-machine rejection: the [`Rejection`] itself (JSON), so the
+/// caller gets back the typed value with its rule and code.
+pub const REJECTION_HEADER: &str = "tern-rejection-bin";
+
+/// The gRPC status for `e`: not-leader is FAILED_PRECONDITION with the leader's
+/// address in [`LEADER_HEADER`]; a rejection is NOT_FOUND, INVALID_ARGUMENT or
+/// FAILED_PRECONDITION by its code, with the rejection in [`REJECTION_HEADER`];
+/// overload or partition is UNAVAILABLE; a passed deadline DEADLINE_EXCEEDED.
+pub fn status(e: Error) -> Status {
+    match e {
+        Error::NotLeader { ref leader } => {
+            let mut s = Status::failed_precondition(e.to_string());
+            if let Some(value) = leader.as_deref().and_then(|a| a.parse::<AsciiMetadataValue>().ok()) {
+                s.metadata_mut().insert(LEADER_HEADER, value);
+            }
+            s
+        }
+        Error::Rejected(r) => {
+            let mut s = Status::new(rejection_code(r.code), r.to_string());
+            if let Ok(json) = serde_json::to_vec(&r) {
+                s.metadata_mut().insert_bin(REJECTION_HEADER, BinaryMetadataValue::from_bytes(&json));
+            }
+            s
+        }
+        Error::Conflict(m) => Status::failed_precondition(m),
+        Error::Unavailable(m) => Status::unavailable(m),
+        Error::Timeout(m) => Status::deadline_exceeded(m),
+        Error::NotFound(m) => Status::not_found(m),
+        Error::InvalidInput(m) => Status::invalid_argument(m),
+        Error::PermissionDenied(m) => Status::permission_denied(m),
+        Error::Internal(m) => Status::internal(m),
+    }
+}
+
+/// The code a state-machine rejection travels with: a missing thing is NOT_FOUND,
+/// bad input INVALID_ARGUMENT, a conflict with the current state FAILED_PRECONDITION.
+pub fn rejection_code(code: RejectCode) -> Code {
+    use RejectCode as C;
+    match code {
+        C::HostUnknown | C::ReservationUnknown | C::OperationUnknown | C::UserUnknown | C::DomainUnknown => {
+            Code::NotFound
+        }
+        C::InvalidRequest | C::InventoryInvalid | C::BindingInvalid => Code::InvalidArgument,
+        _ => Code::FailedPrecondition,
+    }
+}
+
+/// The seam's error for a status another agent (or the transport) answered.
+pub fn error(s: Status) -> Error {
+    if let Some(r) = rejection(&s) {
+        return Error::Rejected(r);
+    }
+    let m = s.message().to_string();
+    match s.code() {
+        Code::FailedPrecondition if s.metadata().contains_key(LEADER_HEADER) => {
+            Error::NotLeader { leader: leader_address(&s) }
+        }
+        Code::FailedPrecondition | Code::Aborted | Code::AlreadyExists => Error::Conflict(m),
+        // tonic reports its own request timeout as CANCELLED ("Timeout expired").
+        Code::DeadlineExceeded | Code::Cancelled => Error::Timeout(m),
+        Code::Unavailable | Code::ResourceExhausted => Error::Unavailable(m),
+        Code::NotFound => Error::NotFound(m),
+        Code::InvalidArgument | Code::OutOfRange => Error::InvalidInput(m),
+        Code::PermissionDenied | Code::Unauthenticated => Error::PermissionDenied(m),
+        _ => Error::Internal(format!("{:?}: {m}", s.code())),
+    }
+}
+
+/// The leader's address a not-leader status carries in [`LEADER_HEADER`].
+pub fn leader_address(s: &Status) -> Option<String> {
+    s.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// The state-machine rejection a status carries in [`REJECTION_HEADER`].
+pub fn rejection(s: &Status) -> Option<Rejection> {
+    let bytes = s.metadata().get_bin(REJECTION_HEADER)?.to_bytes().ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+// ---------------------------------------------------------------------------
+// Model values embedded in messages (a server, a binding): a version byte, then
+// JSON. The model is the schema; the version lets a newer agent refuse (or upgrade)
+// what it cannot read.
+
+pub const EMBEDDED_VERSION: u8 = 1;
+/// The largest embedded value accepted (a server of thousands of cores fits easily);
+/// below the gRPC message limit, so a message that carries one still fits.
+pub const EMBEDDED_BYTES_MAX: usize = 8 * 1024 * 1024;
+const _: () = assert!(EMBEDDED_BYTES_MAX < crate::transport::GRPC_MESSAGE_BYTES_MAX);
+
+pub fn embed<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+    let mut out = vec![EMBEDDED_VERSION];
+    serde_json::to_writer(&mut out, value).map_err(|e| Error::Internal(format!("encoding: {e}")))?;
+    Ok(out)
+}
+
+pub fn unembed<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Error> {
+    if bytes.len() > EMBEDDED_BYTES_MAX {
+        return Err(Error::InvalidInput(format!("{what}: {} bytes exceeds {EMBEDDED_BYTES_MAX}", bytes.len())));
+    }
+    match bytes.split_first() {
+        Some((&EMBEDDED_VERSION, body)) => {
+            serde_json::from_slice(body).map_err(|e| Error::InvalidInput(format!("{what}: {e}")))
+        }
+        Some((v, _)) => Err(Error::InvalidInput(format!("{what}: encoding version {v} is not supported"))),
+        None => Err(Error::InvalidInput(format!("{what}: empty"))),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Migration messages.
+
+fn text(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// A SPEC rule id (`LM-04`) as the model's rule; anything else is no rule.
+pub fn rule(text: &str) -> Option<Rule> {
+    let (family, number) = text.split_once('-')?;
+    let n: u8 = number.parse().ok()?;
+    match family {
+        "LM" => Some(Rule::Lm(n)),
+        "OP" => Some(Rule::Op(n)),
+        "HA" => Some(Rule::Ha(n)),
+        "RB" => Some(Rule::Rb(n)),
+        _ => None,
+    }
+}
+
+pub fn finding_to_pb(f: &Finding) -> pb::Violation {
+    pb::Violation {
+        rule: f.rule.map(|r| r.to_string()).unwrap_or_default(),
+        code: f.code.clone(),
+        message: f.message.clone(),
+    }
+}
+
+pub fn finding(v: &pb::Violation) -> Finding {
+    Finding::new(rule(&v.rule), v.code.clone(), v.message.clone())
+}
+
+fn findings_to_pb(fs: &[Finding]) -> Vec<pb::Violation> {
+    fs.iter().map(finding_to_pb).collect()
+}
+
+fn findings(vs: &[pb::Violation]) -> Vec<Finding> {
+    vs.iter().map(finding).collect()
+}
+
+fn ranges_to_pb(rs: &[Range]) -> Vec<pb::MemoryRange> {
+    rs.iter().map(|r| pb::MemoryRange { pa: r.pa, size: r.size }).collect()
+}
+
+fn ranges(rs: &[pb::MemoryRange]) -> Vec<Range> {
+    rs.iter().map(|r| Range { pa: r.pa, size: r.size }).collect()
+}
+
+fn port_to_pb(p: Option<u16>) -> u32 {
+    p.map_or(0, u32::from)
+}
+
+fn port(p: u32) -> Option<u16> {
+    u16::try_from(p).ok().filter(|&p| p != 0)
+}
+
+pub fn migrate_request(r: pb::MigrateRequest) -> MigrateRequest {
+    MigrateRequest {
+        new_name: text(&r.new_name),
+        domain: r.domain,
+        target: r.target,
+        user: r.user,
+        password: r.password,
+        dry_run: r.dry_run,
+    }
+}
+
+pub fn migrate_request_to_pb(r: MigrateRequest) -> pb::MigrateRequest {
+    pb::MigrateRequest {
+        domain: r.domain,
+        target: r.target,
+        new_name: r.new_name.unwrap_or_default(),
+        user: r.user,
+        password: r.password,
+        dry_run: r.dry_run,
+    }
+}
+
+pub fn prepare_request(r: pb::PrepareRequest) -> Result<PrepareRequest, Error> {
+    Ok(PrepareRequest {
+        operation: r.operation_id,
+        new_name: text(&r.new_name),
+        source_server: unembed(&r.source_server, "source_server")?,
+        domain: r.domain,
+        source: r.source,
+        user: r.user,
+        password: r.password,
+        dry_run: r.dry_run,
+        lease_ms: r.lease_ms,
+    })
+}
+
+pub fn prepare_request_to_pb(r: PrepareRequest) -> Result<pb::PrepareRequest, Error> {
+    Ok(pb::PrepareRequest {
+        operation_id: r.operation,
+        source_server: embed(&r.source_server)?,
+        domain: r.domain,
+        new_name: r.new_name.unwrap_or_default(),
+        source: r.source,
+        user: r.user,
+        password: r.password,
+        dry_run: r.dry_run,
+        lease_ms: r.lease_ms,
+    })
+}
+
+pub fn prepared_to_pb(p: &Prepared) -> Result<pb::PrepareResponse, Error> {
+    Ok(match p {
+        Prepared::Refused { errors, warnings } => pb::PrepareResponse {
+            errors: findings_to_pb(errors),
+            warnings: findings_to_pb(warnings),
+            ..Default::default()
+        },
+        Prepared::Reserved { reservation, token, binding, warnings } => pb::PrepareResponse {
+            errors: vec![],
+            warnings: findings_to_pb(warnings),
+            reservation_id: *reservation,
+            token: *token,
+            binding: embed(binding)?,
+        },
+    })
+}
+
+pub fn prepared(r: pb::PrepareResponse) -> Result<Prepared, Error> {
+    if !r.errors.is_empty() {
+        return Ok(Prepared::Refused { errors: findings(&r.errors), warnings: findings(&r.warnings) });
+    }
+    Ok(Prepared::Reserved {
+        reservation: r.reservation_id,
+        token: r.token,
+        binding: unembed(&r.binding, "binding")?,
+        warnings: findings(&r.warnings),
+    })
+}
+
+pub fn report_to_pb(r: &MigrationReport) -> pb::MigrationReport {
+    pb::MigrationReport {
+        operation_id: r.operation,
+        domain: r.domain.clone(),
+        new_name: r.new_name.clone(),
+        source: r.source.clone(),
+        target: r.target.clone(),
+        old_cids: r.old_cids.clone(),
+        new_cids: r.new_cids.clone(),
+        old_console_port: port_to_pb(r.old_console_port),
+        new_console_port: port_to_pb(r.new_console_port),
+        downtime_ms: r.downtime_ms,
+        total_ms: r.total_ms,
+        notes: r.notes.clone(),
+        dry_run: r.dry_run,
+        old_memory: ranges_to_pb(&r.old_memory),
+        new_memory: ranges_to_pb(&r.new_memory),
+        warnings: findings_to_pb(&r.warnings),
+    }
+}
+
+pub fn report(r: pb::MigrationReport) -> MigrationReport {
+    MigrationReport {
+        operation: r.operation_id,
+        old_console_port: port(r.old_console_port),
+        new_console_port: port(r.new_console_port),
+        old_memory: ranges(&r.old_memory),
+        new_memory: ranges(&r.new_memory),
+        warnings: findings(&r.warnings),
+        domain: r.domain,
+        new_name: r.new_name,
+        source: r.source,
+        target: r.target,
+        old_cids: r.old_cids,
+        new_cids: r.new_cids,
+        downtime_ms: r.downtime_ms,
+        total_ms: r.total_ms,
+        notes: r.notes,
+        dry_run: r.dry_run,
+    }
+}
+
+pub fn event_to_pb(e: &MigrationEvent) -> pb::MigrateEvent {
+    use pb::migrate_event::Event;
+    let event = match e {
+        MigrationEvent::Progress { pct, stage, round } => {
+            Event::Progress(pb::MigrationProgress { pct: *pct, phase: stage.as_str().into(), round: *round })
+        }
+        MigrationEvent::Refused { operation, errors } => {
+            Event::Refused(pb::Refusal { operation_id: *operation, errors: findings_to_pb(errors) })
+        }
+        MigrationEvent::Report(r) => Event::Report(report_to_pb(r)),
+    };
+    pb::MigrateEvent { event: Some(event) }
+}
+
+/// A migration event another agent streamed; `None` for an empty or unknown one.
+pub fn event(e: pb::MigrateEvent) -> Option<MigrationEvent> {
+    use pb::migrate_event::Event;
+    Some(match e.event? {
+        Event::Progress(p) => MigrationEvent::Progress { pct: p.pct, stage: Stage::parse(&p.phase)?, round: p.round },
+        Event::Refused(r) => MigrationEvent::Refused { operation: r.operation_id, errors: findings(&r.errors) },
+        Event::Report(r) => MigrationEvent::Report(report(r)),
+    })
+}
+
+pub fn host_request(r: pb::HostRequest) -> HostRequest {
+    HostRequest { host: r.host, user: r.user, password: r.password }
+}
+
+pub fn host_event_to_pb(e: &HostEvent) -> pb::HostEvent {
+    use pb::host_event::Event;
+    let event = match e {
+        HostEvent::Guest(g) => Event::Guest(pb::GuestResult {
+            domain: g.domain.clone(),
+            target: g.target.clone(),
+            moved: g.moved,
+            reasons: findings_to_pb(&g.reasons),
+            report: g.report.as_ref().map(report_to_pb),
+        }),
+        HostEvent::Done { moved, stayed, status } => {
+            Event::Done(pb::HostSummary { moved: *moved, stayed: *stayed, status: status.as_str().into() })
+        }
+    };
+    pb::HostEvent { event: Some(event) }
+}
+
+/// A row of `ternctl list-operations`.
+pub fn operation(op: &Operation) -> pb::OperationInfo {
+    let (domain, source, target, dry_run, new_name) = match &op.kind {
+        OperationKind::Migration { domain, source, target, dry_run, new_name } => {
+            (domain.clone(), source.clone(), target.clone(), *dry_run, new_name.clone())
+        }
+        OperationKind::Evacuation { host } | OperationKind::Failover { host } => {
+            (String::new(), host.clone(), String::new(), false, None)
+        }
+    };
+    let (progress_pct, reason) = match &op.phase {
+        Phase::Transferring { progress_pct } => (u32::from(*progress_pct), String::new()),
+        Phase::Committing | Phase::Done => (100, String::new()),
+        Phase::Failed { reason } | Phase::RolledBack { reason } => (0, reason.clone()),
+        _ => (0, String::new()),
+    };
+    let report = op.result.as_ref().map(|r| pb::MigrationReport {
+        operation_id: op.id,
+        domain: domain.clone(),
+        new_name: new_name.clone().unwrap_or_else(|| domain.clone()),
+        source: source.clone(),
+        target: target.clone(),
+        old_cids: r.old_cids.clone(),
+        new_cids: r.new_cids.clone(),
+        old_console_port: r.old_console_port.map_or(0, u32::from),
+        new_console_port: r.new_console_port.map_or(0, u32::from),
+        downtime_ms: r.downtime_ms,
+        total_ms: r.total_ms,
+        notes: r.notes.clone(),
+        dry_run,
+        old_memory: vec![],
+        new_memory: vec![],
+        warnings: vec![],
+    });
+    pb::OperationInfo {
+        id: op.id,
+        kind: op.kind.name().to_string(),
+        domain,
+        source,
+        target,
+        phase: op.phase.name().to_string(),
+        progress_pct,
+        reason,
+        report,
+        started_ms: op.started_ms,
+        updated_ms: op.updated_ms,
+        dry_run,
     }
 }

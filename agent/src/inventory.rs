@@ -94,7 +94,7 @@ pub async fn run(node: Node, shutdown: CancellationToken) {
                 last_error = None;
             }
             Err(e) => {
-                let msg = e.message().to_string();
+                let msg = e.to_string();
                 if last_error.as_deref() != Some(&msg) {
                     warn!(node = %node.name, error = %msg, "inventory report refused");
                     last_error = Some(msg);

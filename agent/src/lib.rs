@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod peers;
 pub mod raft_net;
 pub mod services;
 pub mod transport;
@@ -160,6 +161,7 @@ where
         config: Arc::new(config),
         clock: seams.clock,
         inline_blocking: seams.inline_blocking,
+        work: tokio_util::task::TaskTracker::new(),
     };
     let mut tasks = tokio::task::JoinSet::new();
     let registry = Arc::new(tern_migrate::coordinator::Registry::new());
@@ -174,12 +176,12 @@ where
         )
         .add_service(pb::cluster_server::ClusterServer::new(services::ClusterService(node.clone())))
         .add_service(pb::inventory_server::InventoryServer::new(services::InventoryService(node.clone())))
-        .add_service(pb::migration_server::MigrationServer::new(tern_migrate::service::MigrationService {
-            cluster: Arc::new(node.clone()),
+        .add_service(pb::migration_server::MigrationServer::new(services::MigrationService {
+            node: node.clone(),
             registry: registry.clone(),
         }))
-        .add_service(pb::hosts_server::HostsServer::new(tern_migrate::service::HostsService(Arc::new(node.clone()))))
-        .add_service(pb::users_server::UsersServer::new(tern_migrate::service::UsersService(Arc::new(node.clone()))));
+        .add_service(pb::hosts_server::HostsServer::new(services::HostsService(node.clone())))
+        .add_service(pb::users_server::UsersServer::new(services::UsersService(node.clone())));
     let stop = shutdown.clone();
     tasks.spawn(async move {
         if let Err(e) = router.serve_with_incoming_shutdown(seams.incoming, stop.cancelled()).await {
@@ -269,6 +271,8 @@ impl Running {
         let name = self.node.name.clone();
         let ordered = async {
             while self.tasks.join_next().await.is_some() {}
+            self.node.work.close();
+            self.node.work.wait().await;
             if let Err(e) = self.node.raft.shutdown().await {
                 warn!(node = %name, error = %e, "raft shutdown");
             }

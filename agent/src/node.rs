@@ -2,14 +2,15 @@
 //! peer channels, and writes that find the leader wherever they start.
 
 use crate::config::Config;
+use crate::convert;
 use crate::raft_net::{decode, encode};
 use crate::transport::Channels;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tern_cluster::Error;
 use tern_hypervisor::Hypervisor;
 use tern_proto::v1 as pb;
-use tern_raft_store::{Command, Error as StoreError, NodeId, Outcome, Raft, Request, StateHandle};
-use tonic::{Code, Status};
+use tern_raft_store::{Command, Error as StoreError, NodeId, Outcome, Raft, Rejection, Request, StateHandle};
 
 /// How many times a write follows a leader hint before giving up.
 pub const FORWARD_HOPS_MAX: usize = 3;
@@ -39,6 +40,9 @@ pub struct Node {
     pub clock: Clock,
     /// Run password hashing inline (simulations), not on the blocking pool.
     pub inline_blocking: bool,
+    /// Work started by a request that outlives it (migrations, evacuations): waited
+    /// for at shutdown, within its deadline.
+    pub work: tokio_util::task::TaskTracker,
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the time a proposer stamps on its
@@ -50,45 +54,48 @@ pub fn now_ms() -> u64 {
 
 impl Node {
     /// Proposes `command` as `actor`, forwarding to the leader when this member is not it.
-    pub async fn propose(&self, actor: &str, command: Command) -> Result<Outcome, Status> {
+    pub async fn propose(&self, actor: &str, command: Command) -> Result<Outcome, Error> {
         let request = Request { proposed_at_ms: (self.clock)(), actor: actor.to_string(), command };
         self.propose_request(request).await
     }
 
     /// Proposes an already stamped request (also the handler of forwarded writes).
-    pub async fn propose_request(&self, request: Request) -> Result<Outcome, Status> {
+    pub async fn propose_request(&self, request: Request) -> Result<Outcome, Error> {
         let mut hint: Option<String> = None;
         for _ in 0..FORWARD_HOPS_MAX {
             let target = match hint.take() {
                 None => match tern_raft_store::propose(&self.raft, request.clone()).await {
                     Ok(applied) => return Ok(applied.outcome),
                     Err(StoreError::NotLeader { address: Some(addr), .. }) if addr != self.address => addr,
-                    Err(e) => return Err(store_status(e)),
+                    Err(e) => return Err(e.into()),
                 },
                 Some(addr) => addr,
             };
             match self.forward(&target, &request).await {
                 Ok(outcome) => return Ok(outcome),
-                Err(s) if s.code() == Code::FailedPrecondition => match leader_hint(&s) {
-                    Some(next) => hint = Some(next),
-                    None => return Err(s),
-                },
-                Err(s) => return Err(s),
+                Err(Error::NotLeader { leader: Some(next) }) => hint = Some(next),
+                Err(e) => return Err(e),
             }
         }
-        Err(Status::unavailable(format!("the leader moved {FORWARD_HOPS_MAX} times while writing; retry")))
+        Err(Error::Unavailable(format!("the leader moved {FORWARD_HOPS_MAX} times while writing; retry")))
     }
 
-    async fn forward(&self, addr: &str, request: &Request) -> Result<Outcome, Status> {
-        let channel = self.channels.get(addr).map_err(|e| Status::unavailable(format!("leader {addr}: {e}")))?;
-        let bytes = encode(request).map_err(|e| Status::internal(format!("encoding request: {e}")))?;
+    async fn forward(&self, addr: &str, request: &Request) -> Result<Outcome, Error> {
+        let channel = self.channel(addr)?;
+        let bytes = encode(request).map_err(|e| Error::Internal(format!("encoding request: {e}")))?;
         let resp = pb::cluster_client::ClusterClient::new(channel)
             .propose(self.channels.settings().request(pb::ProposeRequest { request: bytes }))
-            .await?
+            .await
+            .map_err(convert::error)?
             .into_inner();
-        let result: Result<Outcome, tern_raft_store::Rejection> =
-            decode(&resp.response).map_err(|e| Status::internal(format!("leader {addr} answered: {e}")))?;
-        result.map_err(|r| store_status(StoreError::Rejected(r)))
+        let result: Result<Outcome, Rejection> =
+            decode(&resp.response).map_err(|e| Error::Internal(format!("leader {addr} answered: {e}")))?;
+        result.map_err(Error::Rejected)
+    }
+
+    /// The reused channel to the agent at `addr`.
+    pub fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, Error> {
+        self.channels.get(addr).map_err(|e| Error::Unavailable(format!("{addr}: {e}")))
     }
 
     /// The leader's id and address as this member knows them.
@@ -97,6 +104,11 @@ impl Node {
         let id = m.current_leader?;
         let addr = m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())?;
         Some((id, addr))
+    }
+
+    /// Runs `task` on the runtime, tracked by [`Node::work`].
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.work.spawn(task);
     }
 
     /// The proposer's time now.
@@ -110,39 +122,6 @@ impl Node {
     }
 }
 
-/// The gRPC status for a store error, with the code STYLE.md assigns.
-pub fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::NotLeader { leader, address } => {
-            let hint = address.map(|a| format!(" leader={a}")).unwrap_or_default();
-            Status::failed_precondition(format!("not the leader (leader id {leader:?});{hint}"))
-        }
-        StoreError::Rejected(r) => rejection_status(&r),
-        StoreError::Unavailable(m) => Status::unavailable(m),
-        StoreError::Storage { .. } | StoreError::Codec(_) => Status::internal(e.to_string()),
-        StoreError::Password(m) => Status::invalid_argument(m),
-    }
-}
-
-/// A state-machine rejection as a gRPC status: bad input is INVALID_ARGUMENT, a
-/// missing thing NOT_FOUND, a conflict with the current state FAILED_PRECONDITION.
-pub fn rejection_status(r: &tern_raft_store::Rejection) -> Status {
-    use tern_raft_store::RejectCode as C;
-    let msg = r.to_string();
-    match r.code {
-        C::HostUnknown | C::ReservationUnknown | C::OperationUnknown | C::UserUnknown | C::DomainUnknown => {
-            Status::not_found(msg)
-        }
-        C::InvalidRequest | C::InventoryInvalid | C::BindingInvalid => Status::invalid_argument(msg),
-        _ => Status::failed_precondition(msg),
-    }
-}
-
-/// The `leader=host:port` hint in a FAILED_PRECONDITION message, if any.
-pub fn leader_hint(s: &Status) -> Option<String> {
-    s.message().split_whitespace().find_map(|w| w.strip_prefix("leader=")).map(str::to_string)
-}
-
 /// A short pause that grows with the attempt, capped; jitter comes from the node id so
 /// members do not retry in lockstep.
 pub fn backoff(attempt: u32, id: NodeId) -> Duration {
@@ -151,7 +130,7 @@ pub fn backoff(attempt: u32, id: NodeId) -> Duration {
 }
 
 #[tonic::async_trait]
-impl tern_migrate::Cluster for Node {
+impl tern_cluster::Cluster for Node {
     fn host(&self) -> &str {
         &self.name
     }
@@ -168,11 +147,11 @@ impl tern_migrate::Cluster for Node {
         &self.hypervisor
     }
 
-    fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, Status> {
-        self.channels.get(addr).map_err(|e| Status::unavailable(format!("{addr}: {e}")))
+    fn peers(&self) -> &dyn tern_cluster::Peers {
+        self
     }
 
-    async fn propose(&self, actor: &str, command: Command) -> Result<Outcome, Status> {
+    async fn propose(&self, actor: &str, command: Command) -> Result<Outcome, Error> {
         Node::propose(self, actor, command).await
     }
 

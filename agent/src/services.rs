@@ -1,13 +1,23 @@
 //! The agent's gRPC services: Raft (peers), Cluster (membership, status, forwarded
-//! writes) and Inventory (ldm-style listings from the replicated state).
+//! writes), Inventory (ldm-style listings from the replicated state), and Migration,
+//! Users and Hosts over `tern-migrate` and `tern-cluster`. Each handler converts its
+//! request (`convert`), calls the library, and maps the seam's error to a status once.
 
-use crate::convert;
+use crate::convert::{self, status};
 use crate::membership;
-use crate::node::{Node, store_status};
+use crate::node::Node;
 use crate::raft_net::{decode, encode};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use tern_cluster::Error;
+use tern_migrate::coordinator::{self, Registry};
+use tern_migrate::{hosts, target};
 use tern_proto::v1 as pb;
-use tern_raft_store::{NodeId, Request, TypeConfig};
+use tern_raft_store::{NodeId, Profile, Request, TypeConfig};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request as GrpcRequest, Response, Status};
 use tracing::{info, instrument};
 
@@ -112,7 +122,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         let (result, log_index) = match tern_raft_store::propose(&self.0.raft, request).await {
             Ok(applied) => (Ok(applied.outcome), applied.log_id.index),
             Err(tern_raft_store::Error::Rejected(r)) => (Err(r), 0),
-            Err(e) => return Err(store_status(e)),
+            Err(e) => return Err(status(e.into())),
         };
         let result: Result<tern_raft_store::Outcome, tern_raft_store::Rejection> = result;
         let response = encode(&result).map_err(|e| Status::internal(e.to_string()))?;
@@ -195,5 +205,166 @@ impl pb::inventory_server::Inventory for InventoryService {
             return Err(Status::not_found(format!("no host named {:?} has reported an inventory", r.host)));
         }
         Ok(Response::new(pb::ListServicesResponse { hosts }))
+    }
+}
+
+/// Events buffered per migration or host stream before the work waits on the client.
+pub const EVENTS_QUEUE_MAX: usize = 256;
+/// At most this many operations are listed.
+pub const OPERATIONS_LISTED_MAX: u32 = 1000;
+
+type Events<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Runs `work` to its end even if the client goes away (like ldm's migrations), with
+/// its events converted by `to_pb` into the client's stream, and its error, if any,
+/// as the stream's last item.
+fn stream<E, P, W>(node: &Node, to_pb: fn(&E) -> P, work: W) -> Events<P>
+where
+    E: Send + 'static,
+    P: Send + 'static,
+    W: FnOnce(tokio::sync::mpsc::Sender<E>) -> futures_util::future::BoxFuture<'static, Result<(), Error>>,
+{
+    let (events_tx, mut events_rx) = tokio::sync::mpsc::channel::<E>(EVENTS_QUEUE_MAX);
+    let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<P, Status>>(EVENTS_QUEUE_MAX);
+    let run = work(events_tx);
+    node.spawn(async move {
+        let forward = async {
+            while let Some(e) = events_rx.recv().await {
+                let _ = out_tx.send(Ok(to_pb(&e))).await;
+            }
+        };
+        let (result, ()) = tokio::join!(run, forward);
+        if let Err(e) = result {
+            let _ = out_tx.send(Err(status(e))).await;
+        }
+    });
+    Box::pin(ReceiverStream::new(out_rx))
+}
+
+pub struct MigrationService {
+    pub node: Node,
+    pub registry: Arc<Registry>,
+}
+
+#[tonic::async_trait]
+impl pb::migration_server::Migration for MigrationService {
+    type MigrateStream = Events<pb::MigrateEvent>;
+
+    async fn migrate(&self, req: GrpcRequest<pb::MigrateRequest>) -> Result<Response<Self::MigrateStream>, Status> {
+        let req = convert::migrate_request(req.into_inner());
+        if req.domain.is_empty() || req.target.is_empty() {
+            return Err(Status::invalid_argument("a migration needs a domain and a target"));
+        }
+        let (node, registry) = (self.node.clone(), self.registry.clone());
+        let events = stream(&self.node, convert::event_to_pb, move |tx| {
+            Box::pin(coordinator::migrate(Arc::new(node), registry, req, tx))
+        });
+        Ok(Response::new(events))
+    }
+
+    async fn prepare(&self, req: GrpcRequest<pb::PrepareRequest>) -> Result<Response<pb::PrepareResponse>, Status> {
+        let req = convert::prepare_request(req.into_inner()).map_err(status)?;
+        let prepared = target::prepare(&self.node, req).await.map_err(status)?;
+        Ok(Response::new(convert::prepared_to_pb(&prepared).map_err(status)?))
+    }
+
+    async fn finish(&self, req: GrpcRequest<pb::FinishRequest>) -> Result<Response<pb::FinishResponse>, Status> {
+        let req = req.into_inner();
+        target::finish(&self.node, &req.domain, req.committed).await.map_err(status)?;
+        Ok(Response::new(pb::FinishResponse {}))
+    }
+
+    async fn cancel(&self, req: GrpcRequest<pb::CancelRequest>) -> Result<Response<pb::CancelResponse>, Status> {
+        let req = req.into_inner();
+        if req.operation != "migration" {
+            return Err(Status::invalid_argument(format!("cannot cancel {:?}; only \"migration\"", req.operation)));
+        }
+        let id = coordinator::cancel(&self.node, &req.domain).await.map_err(status)?;
+        Ok(Response::new(pb::CancelResponse { operation_id: id }))
+    }
+
+    async fn list_operations(
+        &self,
+        req: GrpcRequest<pb::ListOperationsRequest>,
+    ) -> Result<Response<pb::ListOperationsResponse>, Status> {
+        let limit = match req.into_inner().limit {
+            0 => OPERATIONS_LISTED_MAX,
+            n => n.min(OPERATIONS_LISTED_MAX),
+        } as usize;
+        let operations =
+            self.node.read(|s| s.operations().values().rev().take(limit).map(convert::operation).collect());
+        Ok(Response::new(pb::ListOperationsResponse { operations }))
+    }
+}
+
+pub struct UsersService(pub Node);
+
+#[tonic::async_trait]
+impl pb::users_server::Users for UsersService {
+    async fn add_user(&self, req: GrpcRequest<pb::AddUserRequest>) -> Result<Response<pb::AddUserResponse>, Status> {
+        let r = req.into_inner();
+        let profiles: BTreeSet<Profile> = r.profiles.iter().map(|p| Profile::parse(p)).collect();
+        tern_cluster::users::add(&self.0, r.name, r.password, profiles, r.replace).await.map_err(status)?;
+        Ok(Response::new(pb::AddUserResponse {}))
+    }
+
+    async fn remove_user(
+        &self,
+        req: GrpcRequest<pb::RemoveUserRequest>,
+    ) -> Result<Response<pb::RemoveUserResponse>, Status> {
+        tern_cluster::users::remove(&self.0, req.into_inner().name).await.map_err(status)?;
+        Ok(Response::new(pb::RemoveUserResponse {}))
+    }
+
+    async fn list_users(
+        &self,
+        _req: GrpcRequest<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let users = self.0.read(|s| {
+            s.users()
+                .values()
+                .map(|u| pb::UserInfo {
+                    name: u.name.clone(),
+                    profiles: u.profiles.iter().map(|p| p.as_str().to_string()).collect(),
+                })
+                .collect()
+        });
+        Ok(Response::new(pb::ListUsersResponse { users }))
+    }
+}
+
+pub struct HostsService(pub Node);
+
+impl HostsService {
+    fn run<F>(&self, req: pb::HostRequest, work: F) -> Result<Response<Events<pb::HostEvent>>, Status>
+    where
+        F: FnOnce(
+                Arc<dyn tern_cluster::Cluster>,
+                hosts::HostRequest,
+                hosts::HostEvents,
+            ) -> futures_util::future::BoxFuture<'static, Result<(), Error>>
+            + Send
+            + 'static,
+    {
+        let req = convert::host_request(req);
+        if req.host.is_empty() {
+            return Err(Status::invalid_argument("name the host"));
+        }
+        let node = self.0.clone();
+        Ok(Response::new(stream(&self.0, convert::host_event_to_pb, move |tx| work(Arc::new(node), req, tx))))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::hosts_server::Hosts for HostsService {
+    type EvacuateStream = Events<pb::HostEvent>;
+    type RestoreStream = Events<pb::HostEvent>;
+
+    async fn evacuate(&self, req: GrpcRequest<pb::HostRequest>) -> Result<Response<Self::EvacuateStream>, Status> {
+        self.run(req.into_inner(), |c, r, tx| Box::pin(hosts::evacuate(c, r, tx)))
+    }
+
+    async fn restore(&self, req: GrpcRequest<pb::HostRequest>) -> Result<Response<Self::RestoreStream>, Status> {
+        self.run(req.into_inner(), |c, r, tx| Box::pin(hosts::restore(c, r, tx)))
     }
 }

@@ -246,7 +246,7 @@ impl Client {
                 }
                 Err(s) if s.code() == Code::FailedPrecondition => {
                     last = s.message().to_string();
-                    if let Some(hint) = tern_agent::node::leader_hint(&s) {
+                    if let Some(hint) = tern_agent::convert::leader_address(&s) {
                         order.retain(|a| *a != hint);
                         order.insert(0, hint);
                     }

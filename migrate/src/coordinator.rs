@@ -1,39 +1,40 @@
 //! The source's side: the whole migration, from `BeginOperation` to commit or rollback.
 
-use crate::codec;
-use crate::report::{ranges, standard_notes};
-use crate::{Cluster, LEASE_MS, PREPARE_TIMEOUT_MS, RENEW_EVERY_MS, TARGET_MISSES_MAX, agent_actor};
+use crate::report::standard_notes;
+use crate::{LEASE_MS, RENEW_EVERY_MS, TARGET_MISSES_MAX};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tern_cluster::{
+    Cluster, Error, Finding, MigrateRequest, MigrationEvent, MigrationReport, PrepareRequest, Prepared, Stage,
+    agent_actor,
+};
 use tern_hypervisor::{HvError, MigrateOut, Progress};
-use tern_model::{Binding, Server};
-use tern_proto::v1 as pb;
+use tern_model::{Binding, Rule, Server};
 use tern_raft_store::{AbortOutcome, Command, Outcome, Phase, Progress as Step};
 use tokio::sync::mpsc;
-use tonic::Status;
 use tracing::{info, instrument, warn};
 
 /// Where the events of one migration go (the client's stream).
-pub type Events = mpsc::Sender<Result<pb::MigrateEvent, Status>>;
+pub type Events = mpsc::Sender<MigrationEvent>;
 
-async fn emit(tx: &Events, event: pb::migrate_event::Event) {
+async fn emit(tx: &Events, event: MigrationEvent) {
     // A client that went away does not stop the migration: it runs to its end.
-    let _ = tx.send(Ok(pb::MigrateEvent { event: Some(event) })).await;
+    let _ = tx.send(event).await;
 }
 
-fn progress(pct: u32, phase: &str, round: u32) -> pb::migrate_event::Event {
-    pb::migrate_event::Event::Progress(pb::MigrationProgress { pct, phase: phase.into(), round })
+fn progress(pct: u32, stage: Stage, round: u32) -> MigrationEvent {
+    MigrationEvent::Progress { pct, stage, round }
 }
 
 /// `target` as a host name of the cluster or an agent address: (host, address).
-fn resolve_target(c: &dyn Cluster, target: &str) -> Result<(String, String), Status> {
+fn resolve_target(c: &dyn Cluster, target: &str) -> Result<(String, String), Error> {
     c.state().read(|s| {
         s.host(target)
             .map(|h| (h.name.clone(), h.address.clone()))
             .or_else(|| s.hosts().values().find(|h| h.address == target).map(|h| (h.name.clone(), h.address.clone())))
-            .ok_or_else(|| Status::not_found(format!("no host or agent {target:?} in the cluster")))
+            .ok_or_else(|| Error::NotFound(format!("no host or agent {target:?} in the cluster")))
     })
 }
 
@@ -118,38 +119,39 @@ impl Drop for Held<'_> {
 pub async fn migrate(
     c: Arc<dyn Cluster>,
     registry: Arc<Registry>,
-    req: pb::MigrateRequest,
+    req: MigrateRequest,
     tx: Events,
-) -> Result<(), Status> {
+) -> Result<(), Error> {
+    if req.domain.is_empty() || req.target.is_empty() {
+        return Err(Error::InvalidInput("a migration needs a domain and a target".into()));
+    }
     let (target, target_addr) = resolve_target(c.as_ref(), &req.target)?;
-    let source: Server = c.hypervisor().inventory().await.map_err(|e| Status::unavailable(e.to_string()))?;
+    let source: Server = c.hypervisor().inventory().await.map_err(|e| Error::Unavailable(e.to_string()))?;
     if source.domain(&req.domain).is_none() {
-        return Err(Status::not_found(format!("LDom \"{}\" was not found", req.domain)));
+        return Err(Error::NotFound(format!("LDom \"{}\" was not found", req.domain)));
     }
     if target == c.host() {
-        return Err(Status::invalid_argument(format!("OP-01 {} is already on {target}", req.domain)));
+        return Err(Error::InvalidInput(format!("OP-01 {} is already on {target}", req.domain)));
     }
-    let new_name = (!req.new_name.is_empty()).then(|| req.new_name.clone());
     let kind = tern_raft_store::OperationKind::Migration {
         domain: req.domain.clone(),
         source: c.host().to_string(),
         target: target.clone(),
-        new_name: new_name.clone(),
+        new_name: req.new_name.clone(),
         dry_run: req.dry_run,
     };
     let beginning = registry.beginning(&req.domain);
     let begun = c.propose(&agent_actor(c.as_ref()), Command::BeginOperation { kind }).await;
     let operation = match begun {
         Ok(Outcome::OperationBegun { operation }) => operation,
-        Ok(other) => return Err(Status::internal(format!("BeginOperation answered {other:?}"))),
+        Ok(other) => return Err(Error::Internal(format!("BeginOperation answered {other:?}"))),
         // The state machine refused (LM-01, OP-01, OP-05, a running operation...): a
         // "no" for the user, printed like the target's refusals.
-        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-            let refusal = pb::Refusal { operation_id: 0, errors: vec![violation_from_message(s.message())] };
-            emit(&tx, pb::migrate_event::Event::Refused(refusal)).await;
+        Err(Error::Rejected(r)) => {
+            emit(&tx, MigrationEvent::Refused { operation: 0, errors: vec![Finding::from(&r)] }).await;
             return Ok(());
         }
-        Err(s) => return Err(s),
+        Err(e) => return Err(e),
     };
     let _held = registry.hold(operation);
     drop(beginning);
@@ -162,57 +164,54 @@ async fn run_begun(
     target: String,
     target_addr: String,
     source: Server,
-    req: pb::MigrateRequest,
+    req: MigrateRequest,
     tx: &Events,
-) -> Result<(), Status> {
+) -> Result<(), Error> {
     let tx = tx.clone();
     info!(operation, %target, dry_run = req.dry_run, "migration begun");
-    emit(&tx, progress(0, "preparing", 0)).await;
-    let prepare = pb::PrepareRequest {
-        operation_id: operation,
+    emit(&tx, progress(0, Stage::Preparing, 0)).await;
+    let prepare = PrepareRequest {
+        operation,
         domain: req.domain.clone(),
         new_name: req.new_name.clone(),
         source: c.host().to_string(),
-        source_server: codec::encode(&source)?,
+        source_server: source.clone(),
         user: req.user.clone(),
         password: req.password.clone(),
         dry_run: req.dry_run,
         lease_ms: LEASE_MS,
     };
-    let prepared = call_prepare(c.as_ref(), &target_addr, prepare).await;
-    let prepared = match prepared {
-        Ok(p) if p.errors.is_empty() => p,
-        Ok(p) => {
-            let reason = p.errors.first().map_or_else(String::new, |v| format!("{} {}", v.rule, v.message));
+    let (reservation, token, binding, warnings) = match c.peers().prepare(&target_addr, prepare).await {
+        Ok(Prepared::Reserved { reservation, token, binding, warnings }) => (reservation, token, binding, warnings),
+        Ok(Prepared::Refused { errors, .. }) => {
+            let reason = errors.first().map_or_else(String::new, Finding::to_string);
             abort(c.as_ref(), operation, AbortOutcome::Failed { reason }).await;
-            emit(&tx, pb::migrate_event::Event::Refused(pb::Refusal { operation_id: operation, errors: p.errors }))
-                .await;
+            emit(&tx, MigrationEvent::Refused { operation, errors }).await;
             return Ok(());
         }
-        Err(s) => {
-            abort(c.as_ref(), operation, AbortOutcome::Failed { reason: s.message().to_string() }).await;
-            return Err(s);
+        Err(e) => {
+            abort(c.as_ref(), operation, AbortOutcome::Failed { reason: e.to_string() }).await;
+            return Err(e);
         }
     };
-    let binding: Binding = codec::decode(&prepared.binding, "binding")?;
     let plan = Plan {
         operation,
-        reservation: prepared.reservation_id,
-        token: prepared.token,
+        reservation,
+        token,
         domain: req.domain.clone(),
         new_name: binding.domain.clone(),
         target,
         target_addr,
         binding,
-        warnings: prepared.warnings,
+        warnings,
     };
     if req.dry_run {
         let commit = commit_command(&plan, 0, 0, vec![]);
-        if let Err(s) = c.propose(&agent_actor(c.as_ref()), commit).await {
-            abort(c.as_ref(), operation, AbortOutcome::Failed { reason: s.message().to_string() }).await;
-            return Err(s);
+        if let Err(e) = c.propose(&agent_actor(c.as_ref()), commit).await {
+            abort(c.as_ref(), operation, AbortOutcome::Failed { reason: e.to_string() }).await;
+            return Err(e);
         }
-        emit(&tx, pb::migrate_event::Event::Report(report(&source, &plan, 0, 0, vec![], true))).await;
+        emit(&tx, MigrationEvent::Report(report(&source, &plan, 0, 0, vec![], true))).await;
         return Ok(());
     }
     transfer(c, source, plan, tx).await
@@ -227,14 +226,7 @@ struct Plan {
     target: String,
     target_addr: String,
     binding: Binding,
-    warnings: Vec<pb::Violation>,
-}
-
-async fn call_prepare(c: &dyn Cluster, addr: &str, req: pb::PrepareRequest) -> Result<pb::PrepareResponse, Status> {
-    let mut client = pb::migration_client::MigrationClient::new(c.channel(addr)?);
-    let mut request = tonic::Request::new(req);
-    request.set_timeout(Duration::from_millis(PREPARE_TIMEOUT_MS));
-    client.prepare(request).await.map(tonic::Response::into_inner)
+    warnings: Vec<Finding>,
 }
 
 /// Ends `operation` without committing, trying a few times. A refusal is final (the
@@ -247,12 +239,12 @@ async fn abort(c: &dyn Cluster, operation: u64, outcome: AbortOutcome) {
         let command = Command::AbortOperation { operation, outcome: outcome.clone() };
         match c.propose(&agent_actor(c), command).await {
             Ok(_) => return,
-            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-                info!(operation, answer = %s.message(), "the operation had already ended");
+            Err(Error::Rejected(r)) => {
+                info!(operation, answer = %r, "the operation had already ended");
                 return;
             }
-            Err(s) => {
-                warn!(operation, attempt, error = %s, "aborting the operation failed");
+            Err(e) => {
+                warn!(operation, attempt, error = %e, "aborting the operation failed");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(RETRY_MAX);
             }
@@ -287,9 +279,9 @@ pub async fn decide(c: &dyn Cluster, operation: u64, why: &str) -> bool {
         match c.propose(&agent_actor(c), Command::AbortOperation { operation, outcome }).await {
             Ok(_) => return false,
             // Already ended: this member will apply how.
-            Err(s) if s.code() == tonic::Code::FailedPrecondition => tokio::time::sleep(RETRY_FIRST).await,
-            Err(s) => {
-                warn!(operation, error = %s, "cannot settle the operation yet; the guest stays suspended");
+            Err(Error::Rejected(_)) => tokio::time::sleep(RETRY_FIRST).await,
+            Err(e) => {
+                warn!(operation, error = %e, "cannot settle the operation yet; the guest stays suspended");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(RETRY_MAX);
             }
@@ -315,41 +307,40 @@ fn report(
     total_ms: u64,
     notes: Vec<String>,
     dry_run: bool,
-) -> pb::MigrationReport {
-    let old_port = source.domain(&plan.domain).and_then(|d| d.console.as_ref()).map_or(0, |c| u32::from(c.port));
-    pb::MigrationReport {
-        operation_id: plan.operation,
+) -> MigrationReport {
+    MigrationReport {
+        operation: plan.operation,
         domain: plan.domain.clone(),
         new_name: plan.new_name.clone(),
         source: source.name.clone(),
         target: plan.target.clone(),
         old_cids: source.cpu_of(&plan.domain).cids,
         new_cids: plan.binding.cids.clone(),
-        old_console_port: old_port,
-        new_console_port: plan.binding.console_port.map_or(0, u32::from),
+        old_console_port: source.domain(&plan.domain).and_then(|d| d.console.as_ref()).map(|c| c.port),
+        new_console_port: plan.binding.console_port,
         downtime_ms,
         total_ms,
         notes,
         dry_run,
-        old_memory: ranges(&source.memory_of(&plan.domain)),
-        new_memory: ranges(&plan.binding.memory),
+        old_memory: source.memory_of(&plan.domain),
+        new_memory: plan.binding.memory.clone(),
         warnings: plan.warnings.clone(),
     }
 }
 
 /// The transfer with progress, lease renewal and a watch on the target; then commit
 /// or roll back.
-async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -> Result<(), Status> {
+async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -> Result<(), Error> {
     let actor = agent_actor(c.as_ref());
     let advance = |pct: u8| Command::AdvanceOperation {
         operation: plan.operation,
         token: Some(plan.token),
         progress: Step::Transferring { progress_pct: pct },
     };
-    if let Err(s) = c.propose(&actor, advance(0)).await {
-        abort(c.as_ref(), plan.operation, AbortOutcome::Failed { reason: s.message().to_string() }).await;
+    if let Err(e) = c.propose(&actor, advance(0)).await {
+        abort(c.as_ref(), plan.operation, AbortOutcome::Failed { reason: e.to_string() }).await;
         finish_target(c.as_ref(), &plan, false).await;
-        return Err(s);
+        return Err(e);
     }
     let target_lost = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -376,8 +367,8 @@ async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -
         tokio::select! {
             done = &mut run => break done.map_err(|e| HvError::Failed(e.to_string())).and_then(|r| r),
             Some(p) = prx.recv() => {
-                let phase = if p.suspended { "suspended" } else { "transferring" };
-                emit(&tx, progress(u32::from(p.pct), phase, p.round)).await;
+                let stage = if p.suspended { Stage::Suspended } else { Stage::Transferring };
+                emit(&tx, progress(u32::from(p.pct), stage, p.round)).await;
                 if p.pct >= recorded.saturating_add(5) && p.pct < 100 {
                     recorded = p.pct;
                     if let Err(e) = c.propose(&actor, advance(p.pct)).await {
@@ -392,7 +383,7 @@ async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -
     let _ = watcher.await;
     match result {
         Ok(outcome) => {
-            emit(&tx, progress(100, "committing", outcome.rounds)).await;
+            emit(&tx, progress(100, Stage::Committing, outcome.rounds)).await;
             // From here the guest is suspended on this host and only the log decides
             // where it runs: no early return may leave it suspended.
             let committing = Command::AdvanceOperation {
@@ -400,20 +391,20 @@ async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -
                 token: Some(plan.token),
                 progress: Step::Committing,
             };
-            if let Err(s) = c.propose(&actor, committing).await {
-                warn!(operation = plan.operation, error = %s, "recording the commit phase failed; committing anyway");
+            if let Err(e) = c.propose(&actor, committing).await {
+                warn!(operation = plan.operation, error = %e, "recording the commit phase failed; committing anyway");
             }
             let notes = standard_notes(outcome.downtime_ms);
             let commit = commit_command(&plan, outcome.downtime_ms, outcome.total_ms, notes.clone());
-            if let Err(s) = c.propose(&actor, commit).await {
-                warn!(operation = plan.operation, error = %s, "commit not confirmed; asking the log");
-                if !decide(c.as_ref(), plan.operation, s.message()).await {
+            if let Err(e) = c.propose(&actor, commit).await {
+                warn!(operation = plan.operation, error = %e, "commit not confirmed; asking the log");
+                if !decide(c.as_ref(), plan.operation, &e.to_string()).await {
                     warn!(operation = plan.operation, "not committed; resuming the guest on the source");
                     if let Err(e) = c.hypervisor().finish_migrate_out(&plan.domain, false).await {
                         warn!(operation = plan.operation, error = %e, "resuming the guest failed; recovery will retry");
                     }
                     finish_target(c.as_ref(), &plan, false).await;
-                    let why = format!("commit not confirmed ({}); rolled back", s.message());
+                    let why = format!("commit not confirmed ({e}); rolled back");
                     undone(&tx, &plan, &source.name, false, &why).await;
                     return Ok(());
                 }
@@ -423,18 +414,8 @@ async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -
             }
             finish_target(c.as_ref(), &plan, true).await;
             info!(operation = plan.operation, "migration committed");
-            emit(
-                &tx,
-                pb::migrate_event::Event::Report(report(
-                    &source,
-                    &plan,
-                    outcome.downtime_ms,
-                    outcome.total_ms,
-                    notes,
-                    false,
-                )),
-            )
-            .await;
+            let done = report(&source, &plan, outcome.downtime_ms, outcome.total_ms, notes, false);
+            emit(&tx, MigrationEvent::Report(done)).await;
             Ok(())
         }
         Err(e) => {
@@ -457,24 +438,20 @@ async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -
 
 /// Tells the client that the migration was undone and the guest runs on the source.
 async fn undone(tx: &Events, plan: &Plan, source: &str, cancelled: bool, why: &str) {
-    let v = pb::Violation {
-        rule: if cancelled { "OP-09".into() } else { String::new() },
-        code: if cancelled { "cancelled" } else { "rolled-back" }.into(),
-        message: format!("{why}; {} keeps running on {source}", plan.domain),
-    };
-    emit(tx, pb::migrate_event::Event::Refused(pb::Refusal { operation_id: plan.operation, errors: vec![v] })).await;
+    let finding = Finding::new(
+        cancelled.then_some(Rule::Op(9)),
+        if cancelled { "cancelled" } else { "rolled-back" },
+        format!("{why}; {} keeps running on {source}", plan.domain),
+    );
+    emit(tx, MigrationEvent::Refused { operation: plan.operation, errors: vec![finding] }).await;
 }
 
 /// Tells the target to activate or drop its copy; a target that is gone is told by
 /// its own recovery (the operation record) when it returns.
 async fn finish_target(c: &dyn Cluster, plan: &Plan, committed: bool) {
-    let req = pb::FinishRequest { operation_id: plan.operation, domain: plan.new_name.clone(), committed };
-    let result = match c.channel(&plan.target_addr) {
-        Ok(ch) => pb::migration_client::MigrationClient::new(ch).finish(with_deadline(req)).await.map(|_| ()),
-        Err(s) => Err(s),
-    };
-    if let Err(s) = result {
-        warn!(target = %plan.target, committed, error = %s, "telling the target failed");
+    let told = c.peers().finish(&plan.target_addr, plan.operation, &plan.new_name, committed).await;
+    if let Err(e) = told {
+        warn!(target = %plan.target, committed, error = %e, "telling the target failed");
     }
 }
 
@@ -506,14 +483,7 @@ async fn watch_target(
             _ = stop.changed() => return,
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        let ok = match c.channel(&addr) {
-            Ok(ch) => {
-                let mut req = tonic::Request::new(pb::StatusRequest {});
-                req.set_timeout(Duration::from_secs(1));
-                pb::cluster_client::ClusterClient::new(ch).status(req).await.is_ok()
-            }
-            Err(_) => false,
-        };
+        let ok = c.peers().probe(&addr).await.is_ok();
         misses = if ok { 0 } else { misses + 1 };
         if misses >= TARGET_MISSES_MAX {
             warn!(%addr, "target stopped answering; cancelling the transfer");
@@ -525,7 +495,7 @@ async fn watch_target(
 }
 
 /// Cancels the running migration of `domain` (OP-09), here or at its coordinator.
-pub async fn cancel(c: &dyn Cluster, domain: &str) -> Result<u64, Status> {
+pub async fn cancel(c: &dyn Cluster, domain: &str) -> Result<u64, Error> {
     let running = c.state().read(|s| {
         s.running_operation_for_domain(domain).map(|op| {
             let source = match &op.kind {
@@ -536,36 +506,12 @@ pub async fn cancel(c: &dyn Cluster, domain: &str) -> Result<u64, Status> {
         })
     });
     let Some((id, source, addr)) = running else {
-        return Err(Status::not_found(format!("no migration of {domain} is running")));
+        return Err(Error::NotFound(format!("no migration of {domain} is running")));
     };
     if source == c.host() {
-        c.hypervisor().cancel_migration(domain).await.map_err(|e| Status::failed_precondition(e.to_string()))?;
+        c.hypervisor().cancel_migration(domain).await?;
         return Ok(id);
     }
-    let addr = addr.ok_or_else(|| Status::unavailable(format!("source {source} has no known address")))?;
-    let req = pb::CancelRequest { operation: "migration".into(), domain: domain.to_string() };
-    pb::migration_client::MigrationClient::new(c.channel(&addr)?)
-        .cancel(with_deadline(req))
-        .await
-        .map(|r| r.into_inner().operation_id)
-}
-
-/// A state-machine rejection's text (`LM-01 [not-a-guest] message`) as a violation.
-fn violation_from_message(text: &str) -> pb::Violation {
-    let (rule, rest) = match text.split_once(' ') {
-        Some((first, rest)) if ["LM-", "OP-", "HA-", "RB-"].iter().any(|p| first.starts_with(p)) => (first, rest),
-        _ => ("", text),
-    };
-    let (code, message) = match rest.strip_prefix('[').and_then(|r| r.split_once("] ")) {
-        Some((code, message)) => (code, message),
-        None => ("", rest),
-    };
-    pb::Violation { rule: rule.into(), code: code.into(), message: message.into() }
-}
-
-/// `msg` with the deadline of a short agent-to-agent call.
-fn with_deadline<T>(msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.set_timeout(Duration::from_millis(crate::CALL_TIMEOUT_MS));
-    r
+    let addr = addr.ok_or_else(|| Error::Unavailable(format!("source {source} has no known address")))?;
+    c.peers().cancel(&addr, domain).await
 }

@@ -3,71 +3,91 @@
 //! migration run by the host's own agent, LM-02) and marks it Maintenance; `host
 //! restore` marks it Up and brings back the guests it sent away.
 
-use crate::report::violation;
-use crate::{Cluster, agent_actor};
 use std::sync::Arc;
+use tern_cluster::{Cluster, Error, Finding, MigrateRequest, MigrationEvent, MigrationReport, agent_actor};
 use tern_model::{DomainKind, Reserved, Server};
-use tern_proto::v1 as pb;
 use tern_raft_store::{Command, HostStatus, OperationKind, Phase};
 use tokio::sync::mpsc;
-use tonic::Status;
 use tracing::info;
 
-pub type HostEvents = mpsc::Sender<Result<pb::HostEvent, Status>>;
-
-async fn emit(tx: &HostEvents, event: pb::host_event::Event) {
-    let _ = tx.send(Ok(pb::HostEvent { event: Some(event) })).await;
+/// Which host to evacuate or restore, and as whom its guests migrate (OP-04).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostRequest {
+    pub host: String,
+    pub user: String,
+    pub password: String,
 }
 
-/// Runs a migration on `source`'s agent and waits for its outcome.
-async fn remote_migrate(
-    c: &dyn Cluster,
-    source: &str,
-    req: pb::MigrateRequest,
-) -> Result<pb::migrate_event::Event, Status> {
+/// What became of one guest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GuestResult {
+    pub domain: String,
+    /// The target chosen for it (empty when none could take it).
+    pub target: String,
+    pub moved: bool,
+    pub report: Option<MigrationReport>,
+    /// Why it stayed: each candidate's violations, or the migration's refusal.
+    pub reasons: Vec<Finding>,
+}
+
+/// What an evacuation or restore tells its caller: one result per guest, then a summary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostEvent {
+    Guest(GuestResult),
+    Done { moved: u32, stayed: u32, status: HostStatus },
+}
+
+pub type HostEvents = mpsc::Sender<HostEvent>;
+
+async fn emit(tx: &HostEvents, event: HostEvent) {
+    // A caller that went away does not stop the work: it runs to its end.
+    let _ = tx.send(event).await;
+}
+
+/// Runs a migration on `source`'s agent (LM-02) and waits for its outcome.
+async fn remote_migrate(c: &dyn Cluster, source: &str, req: MigrateRequest) -> Result<MigrationEvent, Error> {
     let addr = c
         .state()
         .read(|s| s.host(source).map(|h| h.address.clone()))
-        .ok_or_else(|| Status::not_found(format!("no host {source}")))?;
-    let mut stream = pb::migration_client::MigrationClient::new(c.channel(&addr)?).migrate(req).await?.into_inner();
-    while let Some(e) = stream.message().await? {
-        match e.event {
-            Some(pb::migrate_event::Event::Progress(_)) | None => {}
-            Some(other) => return Ok(other),
-        }
-    }
-    Err(Status::aborted("the migration stream ended without an outcome"))
+        .ok_or_else(|| Error::NotFound(format!("no host {source}")))?;
+    c.peers().migrate(&addr, req).await
 }
 
-fn guest_result(domain: &str, target: &str, outcome: Result<pb::migrate_event::Event, Status>) -> pb::GuestResult {
-    let mut r = pb::GuestResult { domain: domain.into(), target: target.into(), ..Default::default() };
+fn guest_result(domain: &str, target: &str, outcome: Result<MigrationEvent, Error>) -> GuestResult {
+    let mut r = GuestResult { domain: domain.into(), target: target.into(), ..Default::default() };
     match outcome {
-        Ok(pb::migrate_event::Event::Report(report)) => {
+        Ok(MigrationEvent::Report(report)) => {
             r.moved = true;
             r.report = Some(report);
         }
-        Ok(pb::migrate_event::Event::Refused(refusal)) => r.reasons = refusal.errors,
-        Ok(pb::migrate_event::Event::Progress(_)) => {}
-        Err(s) => {
-            r.reasons = vec![pb::Violation { rule: String::new(), code: "error".into(), message: s.message().into() }]
-        }
+        Ok(MigrationEvent::Refused { errors, .. }) => r.reasons = errors,
+        Ok(MigrationEvent::Progress { .. }) => {}
+        Err(e) => r.reasons = vec![Finding::new(e.rejection().and_then(|x| x.rule), "error", e.to_string())],
     }
     r
 }
 
-async fn set_status(c: &dyn Cluster, host: &str, status: HostStatus) -> Result<(), Status> {
+async fn set_status(c: &dyn Cluster, host: &str, status: HostStatus) -> Result<(), Error> {
     c.propose(&agent_actor(c), Command::SetHostStatus { host: host.to_string(), status }).await.map(|_| ())
 }
 
+fn check_named(req: &HostRequest) -> Result<(), Error> {
+    if req.host.is_empty() {
+        return Err(Error::InvalidInput("name the host".into()));
+    }
+    Ok(())
+}
+
 /// Moves every guest off `req.host`, then marks it Maintenance.
-pub async fn evacuate(c: Arc<dyn Cluster>, req: pb::HostRequest, tx: HostEvents) -> Result<(), Status> {
+pub async fn evacuate(c: Arc<dyn Cluster>, req: HostRequest, tx: HostEvents) -> Result<(), Error> {
+    check_named(&req)?;
     let host = req.host.clone();
     let status = c.state().read(|s| s.host(&host).map(|h| h.status));
     match status {
-        None => return Err(Status::not_found(format!("no host named {host:?} in the cluster"))),
+        None => return Err(Error::NotFound(format!("no host named {host:?} in the cluster"))),
         Some(HostStatus::Up | HostStatus::Maintenance) => {}
         Some(other) => {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::Conflict(format!(
                 "LM-02 {host} is {other}; migration runs from its control domain, so it cannot be evacuated (HA failover is the path)"
             )));
         }
@@ -95,25 +115,25 @@ pub async fn evacuate(c: Arc<dyn Cluster>, req: pb::HostRequest, tx: HostEvents)
             })
         });
         let result = match plan {
-            None => guest_result(&guest, "", Err(Status::not_found(format!("{host} has no inventory")))),
+            None => guest_result(&guest, "", Err(Error::NotFound(format!("{host} has no inventory")))),
             Some(Err(refusals)) => {
                 let reasons = refusals
                     .iter()
                     .flat_map(|(target, vs)| {
                         vs.iter().map(move |v| {
-                            let mut p = violation(v);
-                            p.message = format!("{target}: {}", p.message);
-                            p
+                            let mut f = Finding::from(v);
+                            f.message = format!("{target}: {}", f.message);
+                            f
                         })
                     })
                     .collect();
-                pb::GuestResult { domain: guest.clone(), reasons, ..Default::default() }
+                GuestResult { domain: guest.clone(), reasons, ..Default::default() }
             }
             Some(Ok(choice)) => {
-                let req = pb::MigrateRequest {
+                let req = MigrateRequest {
                     domain: guest.clone(),
                     target: choice.target.clone(),
-                    new_name: String::new(),
+                    new_name: None,
                     user: req.user.clone(),
                     password: req.password.clone(),
                     dry_run: false,
@@ -126,24 +146,25 @@ pub async fn evacuate(c: Arc<dyn Cluster>, req: pb::HostRequest, tx: HostEvents)
         } else {
             stayed += 1;
         }
-        emit(&tx, pb::host_event::Event::Guest(result)).await;
+        emit(&tx, HostEvent::Guest(result)).await;
     }
     set_status(c.as_ref(), &host, HostStatus::Maintenance).await?;
     info!(%host, moved, stayed, "evacuated");
-    emit(&tx, pb::host_event::Event::Done(pb::HostSummary { moved, stayed, status: "maintenance".into() })).await;
+    emit(&tx, HostEvent::Done { moved, stayed, status: HostStatus::Maintenance }).await;
     Ok(())
 }
 
 /// Marks `req.host` Up and brings back every guest whose latest migration took it off
 /// this host and which still runs where it went.
-pub async fn restore(c: Arc<dyn Cluster>, req: pb::HostRequest, tx: HostEvents) -> Result<(), Status> {
+pub async fn restore(c: Arc<dyn Cluster>, req: HostRequest, tx: HostEvents) -> Result<(), Error> {
+    check_named(&req)?;
     let host = req.host.clone();
     let status = c.state().read(|s| s.host(&host).map(|h| h.status));
     match status {
-        None => return Err(Status::not_found(format!("no host named {host:?} in the cluster"))),
+        None => return Err(Error::NotFound(format!("no host named {host:?} in the cluster"))),
         Some(HostStatus::Maintenance) => set_status(c.as_ref(), &host, HostStatus::Up).await?,
         Some(HostStatus::Up) => {}
-        Some(other) => return Err(Status::failed_precondition(format!("{host} is {other}; bring it back up first"))),
+        Some(other) => return Err(Error::Conflict(format!("{host} is {other}; bring it back up first"))),
     }
     // (name on its current host, current host, original name)
     let away: Vec<(String, String, String)> = c.state().read(|s| {
@@ -161,10 +182,10 @@ pub async fn restore(c: Arc<dyn Cluster>, req: pb::HostRequest, tx: HostEvents) 
     });
     let (mut moved, mut stayed) = (0u32, 0u32);
     for (name, at, original) in away {
-        let req = pb::MigrateRequest {
+        let req = MigrateRequest {
             domain: name.clone(),
             target: host.clone(),
-            new_name: if original != name { original } else { String::new() },
+            new_name: (original != name).then_some(original),
             user: req.user.clone(),
             password: req.password.clone(),
             dry_run: false,
@@ -175,9 +196,9 @@ pub async fn restore(c: Arc<dyn Cluster>, req: pb::HostRequest, tx: HostEvents) 
         } else {
             stayed += 1;
         }
-        emit(&tx, pb::host_event::Event::Guest(result)).await;
+        emit(&tx, HostEvent::Guest(result)).await;
     }
     info!(%host, moved, stayed, "restored");
-    emit(&tx, pb::host_event::Event::Done(pb::HostSummary { moved, stayed, status: "up".into() })).await;
+    emit(&tx, HostEvent::Done { moved, stayed, status: HostStatus::Up }).await;
     Ok(())
 }

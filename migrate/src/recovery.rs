@@ -17,9 +17,9 @@
 //! record for the verdict.
 
 use crate::coordinator::Registry;
-use crate::{Cluster, agent_actor};
 use std::sync::Arc;
 use std::time::Duration;
+use tern_cluster::{Cluster, agent_actor};
 use tern_raft_store::{AbortOutcome, Command, Operation, OperationKind, Phase, State};
 use tracing::{info, warn};
 
