@@ -60,6 +60,17 @@ fn cross_cpu_native_guest_is_refused_with_lm_07() {
 }
 
 #[test]
+fn json_report_names_rules_as_in_the_text_output() {
+    // Goal: --json writes "rule": "LM-04", the id the text output prints, not {"Lm": 4}.
+    let dir = layouts();
+    let out = ternctl(&["--json", "check", "--layouts", dir.to_str().unwrap(), "ldom1", "m10-1-3"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let rules: Vec<&str> = report["errors"].as_array().unwrap().iter().map(|e| e["rule"].as_str().unwrap()).collect();
+    assert_eq!(rules, ["LM-04", "LM-06"], "{report}");
+}
+
+#[test]
 fn unknown_domain_and_target_are_usage_errors() {
     // Goal: exit 2 with a message naming what was not found.
     let (code, out) = check("nosuch", "m10-1-2");

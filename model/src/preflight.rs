@@ -14,12 +14,71 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A rule id of SPEC.md (`LM-09`, `OP-05`, ...).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Serialized as its text, `"LM-09"`, as `ternctl` prints it. Deserialize also takes
+/// the form written before that (`{"Lm":9}`, serde's externally tagged enum), so Raft
+/// responses and rows stored by an older agent still read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Rule {
     Lm(u8),
     Op(u8),
     Ha(u8),
     Rb(u8),
+}
+
+impl std::str::FromStr for Rule {
+    type Err = String;
+
+    /// Parses `LM-09` (also `lm-9`, `LM09`): a family of SPEC.md and a number 1..=99.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("rule {text:?} is not a SPEC id such as LM-09, OP-05, HA-02 or RB-01");
+        let t = text.trim();
+        let split = t.find(|c: char| c.is_ascii_digit() || c == '-').ok_or_else(bad)?;
+        let (family, rest) = t.split_at(split);
+        let number: u8 = rest.strip_prefix('-').unwrap_or(rest).parse().map_err(|_| bad())?;
+        if number == 0 || number > 99 {
+            return Err(bad());
+        }
+        match family.to_ascii_uppercase().as_str() {
+            "LM" => Ok(Self::Lm(number)),
+            "OP" => Ok(Self::Op(number)),
+            "HA" => Ok(Self::Ha(number)),
+            "RB" => Ok(Self::Rb(number)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl Serialize for Rule {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rule {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// The form serde derived before rules were written as text: `{"Lm":4}`.
+        #[derive(Deserialize)]
+        enum Tagged {
+            Lm(u8),
+            Op(u8),
+            Ha(u8),
+            Rb(u8),
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Text(String),
+            Tagged(Tagged),
+        }
+        match Either::deserialize(deserializer)? {
+            Either::Text(t) => t.parse().map_err(serde::de::Error::custom),
+            Either::Tagged(Tagged::Lm(n)) => Ok(Self::Lm(n)),
+            Either::Tagged(Tagged::Op(n)) => Ok(Self::Op(n)),
+            Either::Tagged(Tagged::Ha(n)) => Ok(Self::Ha(n)),
+            Either::Tagged(Tagged::Rb(n)) => Ok(Self::Rb(n)),
+        }
+    }
 }
 
 impl fmt::Display for Rule {
