@@ -82,6 +82,31 @@ fn unknown_domain_and_target_are_usage_errors() {
 }
 
 #[test]
+fn unknown_domain_is_bad_input_with_or_without_source() {
+    // Goal: a domain that does not exist exits 2 (bad input) whether --source is given or not.
+    let dir = layouts();
+    let dir = dir.to_str().unwrap();
+    let out = ternctl(&["check", "--layouts", dir, "--source", "m10-1-2", "nosuch", "m10-1-1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("LDom \"nosuch\" was not found on m10-1-2"), "{err}");
+    assert!(out.stdout.is_empty(), "no report for a question that cannot be asked");
+    let out = ternctl(&["check", "--layouts", dir, "nosuch", "m10-1-1"]);
+    assert_eq!(out.status.code(), Some(2));
+    // --source naming a server that lacks the guest: the guest exists elsewhere, still exit 2.
+    let out = ternctl(&["check", "--layouts", dir, "--source", "m10-1-2", "ldom1", "m10-1-3"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn check_help_documents_the_exit_codes() {
+    // Goal: `check --help` says that an unknown domain is bad input, exit 2.
+    let out = ternctl(&["check", "--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2 bad input") && text.contains("DOMAIN no layout holds (also with --source)"), "{text}");
+}
+
+#[test]
 fn invalid_layout_file_is_named_with_its_line() {
     // Goal: exit 2 and the file and line of the bad entry.
     let dir = tempfile::tempdir().unwrap();
