@@ -140,6 +140,45 @@ fn list_devices_prints_the_seeds_memory_table() {
     assert_eq!(rows, want, "{text}");
 }
 
+/// A copy of deploy/layouts with `from` replaced by `to` in `file`.
+fn layouts_with(file: &str, from: &str, to: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(layouts()).unwrap() {
+        let path = entry.unwrap().path();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        if path.file_name().unwrap() == file {
+            assert!(text.contains(from), "{file} has no {from:?}");
+            text = text.replace(from, to);
+        }
+        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    dir
+}
+
+fn check_in(dir: &std::path::Path, domain: &str, target: &str) -> (i32, String) {
+    let out = ternctl(&["check", "--layouts", dir.to_str().unwrap(), domain, target]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap(), text)
+}
+
+#[test]
+fn layouts_may_give_the_os_as_solaris_prints_it() {
+    // Goal: os = "Oracle Solaris 11.4 SPARC" or uname's "SunOS 5.11 11.4.42.111.0" is read, not exit 2.
+    for os in ["Oracle Solaris 11.4 SPARC", "SunOS 5.11 11.4.42.111.0"] {
+        let dir = layouts_with("m10-1-2.toml", "os = \"Solaris 11.1.17.5.0\"", &format!("os = {os:?}"));
+        let (code, out) = check_in(dir.path(), "ldom1", "m10-1-2");
+        assert_eq!(code, 0, "{os}: {out}");
+    }
+    let dir = layouts_with("m10-1-2.toml", "os = \"Solaris 11.1.17.5.0\"", "os = \"Oracle Solaris 11.1 SPARC\"");
+    let (code, out) = check_in(dir.path(), "ldom1", "m10-1-2");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("LM-11 m10-1-2's control domain runs Solaris 11.1, which is older than"), "{out}");
+    let dir = layouts_with("m10-1-2.toml", "os = \"Solaris 11.1.17.5.0\"", "os = \"Windows 11\"");
+    let (code, out) = check_in(dir.path(), "ldom1", "m10-1-2");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("m10-1-2.toml") && out.contains("\"Windows 11\""), "{out}");
+}
+
 /// This package's folder, read at run time first: one target folder serves every checkout.
 fn manifest_dir() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)

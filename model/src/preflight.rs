@@ -549,7 +549,13 @@ fn check_os(q: &MigrationQuery<'_>, guest: &Domain, r: &mut Report) {
         match os {
             Some(os) => {
                 if let Some(p) = os.migration_problem() {
-                    r.error(Rule::Lm(11), Code::OsUnsupported, format!("{who} runs {p}"));
+                    r.error(
+                        Rule::Lm(11),
+                        Code::OsUnsupported,
+                        format!(
+                            "{who} runs {os}, {p}; live migration needs Solaris 11.1.17.5.0 or later, or Solaris 10 1/13 with patch 150817-02"
+                        ),
+                    );
                 }
             }
             None => r.warn(Rule::Lm(11), Code::OsUnknown, format!("{who}'s OS version is unknown; not checked")),

@@ -628,3 +628,36 @@ fn keeps_the_number_of_threads_across_core_sizes() {
     assert_eq!(b.cids, vec![2]);
     assert_eq!(b.strands, (16..24).collect::<Vec<u32>>());
 }
+
+#[test]
+fn os_refusal_reads_as_one_sentence() {
+    // Goal: LM-11 says "<who> runs <release>, which is older than ...", not "runs X is older than".
+    let mut source = seed_source();
+    source.os = os("Solaris 11.1.16.5.0");
+    let report = check(&source, &seed_target(), "ldom1");
+    assert_eq!(error_ids(&report), vec![(LM11, Code::OsUnsupported)]);
+    assert_eq!(
+        report.errors[0].to_string(),
+        "LM-11 m10-1-1's control domain runs Solaris 11.1.16.5.0, which is older than Solaris 11.1.17.5.0 \
+         (11.1 SRU 17.5); live migration needs Solaris 11.1.17.5.0 or later, or Solaris 10 1/13 with patch 150817-02"
+    );
+    let mut target = seed_target();
+    target.os = os("Solaris 10 1/13");
+    let report = check(&seed_source(), &target, "ldom1");
+    assert!(
+        report.errors[0]
+            .message
+            .starts_with("m10-1-2's control domain runs Solaris 10 1/13, which lacks patch 150817-02")
+    );
+}
+
+#[test]
+fn accepts_the_os_forms_solaris_reports_in_a_migration() {
+    // Goal: a control domain whose OS was read from /etc/release or uname passes LM-11 when recent enough.
+    for text in ["Oracle Solaris 11.4 SPARC", "SunOS 5.11 11.4.42.111.0", "0.5.11 (Oracle Solaris 11.1.17.5.0)"] {
+        let mut target = seed_target();
+        target.os = os(text);
+        let report = check(&seed_source(), &target, "ldom1");
+        assert!(report.ok(), "{text}: {:#?}", report.errors);
+    }
+}
