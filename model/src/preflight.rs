@@ -7,7 +7,7 @@
 //! are no errors the report carries the [`Binding`] a migration would reserve.
 
 use crate::fit::{FitError, SEARCH_NODES_MAX, fit_memory};
-use crate::placement::{Binding, CpuShortfall, choose_console_port, choose_cpus};
+use crate::placement::{Binding, CpuShortfall, choose_console_port, choose_cpus, whole_cores_on};
 use crate::server::{CpuHolding, Domain, DomainKind, Reserved, Server};
 use crate::units::Size;
 use serde::{Deserialize, Serialize};
@@ -242,7 +242,7 @@ pub fn preflight(q: &MigrationQuery<'_>) -> Report {
     {
         r.binding = Some(Binding {
             domain: q.new_name.unwrap_or(&guest.name).to_string(),
-            whole_cores: cpu.whole_cores,
+            whole_cores: whole_cores_on(q.target, &cpu),
             cids,
             strands,
             memory,
@@ -402,12 +402,31 @@ fn check_free_cpus(
             );
             None
         }
-        Err(CpuShortfall::NotWholeCores { threads, per_core }) => {
+        // A migration keeps the number of threads (LM-12), so a thread count that is
+        // not a whole number of the target's cores cannot be whole cores there.
+        Err(CpuShortfall::NotWholeCores { threads, per_core }) if q.target.cpu.family.needs_whole_cores() => {
+            // LM-05 on the target: a guest on SPARC M10 needs whole cores. Said once:
+            // a guest already refused under LM-05 on its source is not refused again.
+            if r.errors.iter().any(|e| e.rule == Rule::Lm(5)) {
+                return None;
+            }
             r.error(
-                Rule::Lm(12),
+                Rule::Lm(5),
+                Code::NeedsWholeCore,
+                format!(
+                    "{} has {threads} CPU thread(s); on {} ({}) a guest needs whole cores of {per_core} threads, and {threads} is not a multiple of {per_core}",
+                    guest.name, q.target.name, q.target.model
+                ),
+            );
+            None
+        }
+        Err(CpuShortfall::NotWholeCores { threads, per_core }) => {
+            // LM-06: the target cannot give the guest its CPUs in the whole cores it holds.
+            r.error(
+                Rule::Lm(6),
                 Code::NotWholeCores,
                 format!(
-                    "{} has {threads} threads in whole cores; {}'s cores have {per_core} threads, so the same amount of CPU cannot be whole cores there",
+                    "{} holds {threads} threads in whole cores; {}'s cores have {per_core} threads, so the same amount of CPU cannot be whole cores there",
                     guest.name, q.target.name
                 ),
             );

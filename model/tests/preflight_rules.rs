@@ -50,7 +50,6 @@ const LM08: Rule = Rule::Lm(8);
 const LM09: Rule = Rule::Lm(9);
 const LM10: Rule = Rule::Lm(10);
 const LM11: Rule = Rule::Lm(11);
-const LM12: Rule = Rule::Lm(12);
 const LM13: Rule = Rule::Lm(13);
 const OP05: Rule = Rule::Op(5);
 
@@ -227,14 +226,45 @@ fn cases() -> Vec<Case> {
             },
             errors: &[],
         },
+        // Whole cores that cannot stay whole block the move under LM-06 (the target
+        // cannot give the CPUs as the guest holds them), not the informational LM-12.
         Case {
-            name: "LM-12 three 2-thread cores cannot be whole 8-thread cores",
+            name: "LM-06 three 2-thread cores cannot be whole 8-thread cores",
             change: |f| {
                 f.source.domain_mut("ldom1").unwrap().cpu_arch = tern_model::CpuArch::Generic;
                 set_strands(&mut f.source, "ldom1", &[8, 9, 10, 11, 12, 13]);
                 f.target = t4_1("t4-1");
             },
-            errors: &[(LM12, Code::NotWholeCores)],
+            errors: &[(LM06, Code::NotWholeCores)],
+        },
+        Case {
+            name: "LM-06 a 1-core M10 guest cannot be a whole 8-thread T4 core",
+            change: |f| {
+                f.source.domain_mut("ldom1").unwrap().cpu_arch = tern_model::CpuArch::Generic;
+                set_strands(&mut f.source, "ldom1", &[8, 9]);
+                f.target = t4_1("t4-1");
+            },
+            errors: &[(LM06, Code::NotWholeCores)],
+        },
+        // LM-05 on the target: on SPARC M10 a guest needs whole cores, whatever it held.
+        Case {
+            name: "LM-05 a 2-thread T4 guest becomes one whole M10 core",
+            change: |f| {
+                t4_thread_guest(f);
+                f.source.domain_mut("ldom1").unwrap().cpu_arch = tern_model::CpuArch::Generic;
+                f.target = seed_target();
+            },
+            errors: &[],
+        },
+        Case {
+            name: "LM-05 a 3-thread T4 guest cannot be whole M10 cores",
+            change: |f| {
+                t4_thread_guest(f);
+                f.source.domain_mut("ldom1").unwrap().cpu_arch = tern_model::CpuArch::Generic;
+                set_strands(&mut f.source, "ldom1", &[16, 17, 18]);
+                f.target = seed_target();
+            },
+            errors: &[(LM05, Code::NeedsWholeCore)],
         },
         // LM-07: cpu-arch against CPU type.
         Case {
@@ -455,10 +485,11 @@ fn each_rule_passes_and_fails_with_its_own_id_and_code() {
 
 #[test]
 fn every_checked_rule_has_a_pass_and_a_fail_case() {
-    // Goal: the table above covers LM-01, LM-03..LM-13 and OP-05 both ways.
+    // Goal: the table above covers LM-01, LM-03..LM-11, LM-13 and OP-05 both ways
+    // (LM-12 only informs: its cases pass, and what blocks a move is LM-05 or LM-06).
     let table = cases();
     let failing: std::collections::BTreeSet<Rule> = table.iter().flat_map(|c| c.errors.iter().map(|e| e.0)).collect();
-    let rules = [LM01, LM03, LM04, LM05, LM06, LM07, LM08, LM09, LM10, LM11, LM12, LM13, OP05];
+    let rules = [LM01, LM03, LM04, LM05, LM06, LM07, LM08, LM09, LM10, LM11, LM13, OP05];
     for rule in rules {
         assert!(failing.contains(&rule), "no failing case for {rule}");
         let prefix = rule.to_string();
@@ -660,4 +691,35 @@ fn accepts_the_os_forms_solaris_reports_in_a_migration() {
         let report = check(&seed_source(), &target, "ldom1");
         assert!(report.ok(), "{text}: {:#?}", report.errors);
     }
+}
+
+#[test]
+fn gives_a_t4_thread_guest_whole_cores_on_an_m10_target() {
+    // Goal: LM-05 on the target: a 2-thread generic T4 guest gets one whole M10 core,
+    // not two threads on two half-used cores.
+    let mut f = Fixture::seed();
+    t4_thread_guest(&mut f);
+    f.source.domain_mut("ldom1").unwrap().cpu_arch = tern_model::CpuArch::Generic;
+    f.target = seed_target();
+    // A half-used core on the target: a thread guest would be put there first.
+    add_domain(&mut f.target, plain_domain("ldom2", DomainKind::Guest));
+    set_strands(&mut f.target, "ldom2", &[8]);
+    let report = f.run();
+    assert!(report.ok(), "{:#?}", report.errors);
+    let b = report.binding.unwrap();
+    assert!(b.whole_cores);
+    assert_eq!((b.cids, b.strands), (vec![5], vec![10, 11]));
+}
+
+#[test]
+fn names_the_blocking_rule_when_whole_cores_cannot_stay_whole() {
+    // Goal: a 1-core M10 guest refused by a T4 is reported under LM-06 with the numbers.
+    let mut source = seed_source();
+    source.domain_mut("ldom1").unwrap().cpu_arch = tern_model::CpuArch::Generic;
+    set_strands(&mut source, "ldom1", &[8, 9]);
+    let report = check(&source, &t4_1("t4-1"), "ldom1");
+    assert_eq!(error_ids(&report), vec![(LM06, Code::NotWholeCores)]);
+    assert!(
+        report.errors[0].message.contains("2 threads in whole cores") && report.errors[0].message.contains("8 threads")
+    );
 }
