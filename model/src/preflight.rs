@@ -113,6 +113,7 @@ pub enum Code {
     TooLittleFreeMemory,
     MemoryBlockFit,
     MemoryFitUndecided,
+    NoMemoryBlocks,
     FirmwareUnsupported,
     FirmwareMismatch,
     OsUnsupported,
@@ -141,6 +142,7 @@ impl Code {
             Self::TooLittleFreeMemory => "too-little-free-memory",
             Self::MemoryBlockFit => "memory-block-fit",
             Self::MemoryFitUndecided => "memory-fit-undecided",
+            Self::NoMemoryBlocks => "no-memory-blocks",
             Self::FirmwareUnsupported => "firmware-unsupported",
             Self::FirmwareMismatch => "firmware-mismatch",
             Self::OsUnsupported => "os-unsupported",
@@ -471,6 +473,19 @@ fn check_memory(
     blocks: &[u64],
     r: &mut Report,
 ) -> Option<Vec<crate::units::Range>> {
+    if blocks.is_empty() {
+        // A guest with no memory is not bound (or its inventory is incomplete): there is
+        // no block structure for LM-09 to recreate, and nothing that could run on the target.
+        r.error(
+            Rule::Lm(9),
+            Code::NoMemoryBlocks,
+            format!(
+                "{} has no memory blocks bound on {}; only a bound guest with memory can be migrated",
+                guest.name, q.source.name
+            ),
+        );
+        return None;
+    }
     let free = q.target.free_ranges(q.target_reserved);
     let total_free: u64 = free.iter().map(|f| f.size).sum();
     let largest_free = free.iter().map(|f| f.size).max().unwrap_or(0);

@@ -723,3 +723,21 @@ fn names_the_blocking_rule_when_whole_cores_cannot_stay_whole() {
         report.errors[0].message.contains("2 threads in whole cores") && report.errors[0].message.contains("8 threads")
     );
 }
+
+#[test]
+fn refuses_a_guest_with_cores_but_no_memory() {
+    // Goal: a guest holding cores and no memory block is refused (LM-09, no-memory-blocks), not passed.
+    let mut source = seed_source();
+    for b in &mut source.memory {
+        if b.bound.as_ref().and_then(tern_model::Owner::domain) == Some("ldom1") {
+            b.bound = None;
+        }
+    }
+    let report = check(&source, &seed_target(), "ldom1");
+    assert_eq!(error_ids(&report), vec![(LM09, Code::NoMemoryBlocks)]);
+    assert_eq!(
+        report.errors[0].to_string(),
+        "LM-09 ldom1 has no memory blocks bound on m10-1-1; only a bound guest with memory can be migrated"
+    );
+    assert!(report.binding.is_none());
+}
