@@ -179,6 +179,16 @@ fn layouts_may_give_the_os_as_solaris_prints_it() {
     assert!(out.contains("m10-1-2.toml") && out.contains("\"Windows 11\""), "{out}");
 }
 
+#[test]
+fn guest_with_cores_but_no_memory_is_bad_input() {
+    // Goal: a layout guest with cores and no memory block is refused (exit 2, its line), not passed.
+    let dir = layouts_with("m10-1-1.toml", ", bound = \"ldom1\"", "");
+    let (code, out) = check_in(dir.path(), "ldom1", "m10-1-2");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("m10-1-1.toml: line ") && out.contains("CPUs but no memory block"), "{out}");
+    assert!(!out.contains("can migrate"), "{out}");
+}
+
 /// This package's folder, read at run time first: one target folder serves every checkout.
 fn manifest_dir() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
