@@ -281,9 +281,21 @@ fn check_kind(guest: &Domain, r: &mut Report) {
         r.error(
             Rule::Lm(1),
             Code::NotAGuest,
-            format!("{} is a {}; only guest domains can be migrated", guest.name, guest.kind),
+            format!("{} is {}; only guest domains can be migrated", guest.name, with_article(&guest.kind.to_string())),
         );
     }
+}
+
+/// `control domain` -> `a control domain`, `I/O root domain` -> `an I/O root domain`:
+/// "an" before a vowel sound, which an initialism such as I/O starts with.
+fn with_article(noun: &str) -> String {
+    let vowel_sound = noun.starts_with(|c: char| "aeiouAEIOU".contains(c))
+        || noun.split(|c: char| !c.is_ascii_alphabetic()).next().is_some_and(|w| {
+            w.len() <= 3
+                && w.chars().all(|c| c.is_ascii_uppercase())
+                && w.starts_with(|c: char| "AEFHILMNORSX".contains(c))
+        });
+    format!("{} {noun}", if vowel_sound { "an" } else { "a" })
 }
 
 /// LM-03 (backends shared and visible) and LM-04 (same VDS, volume, device).

@@ -741,3 +741,15 @@ fn refuses_a_guest_with_cores_but_no_memory() {
     );
     assert!(report.binding.is_none());
 }
+
+#[test]
+fn refusals_use_the_right_article() {
+    // Goal: "ldom1 is an I/O root domain", "a service domain": messages read as English.
+    let mut source = seed_source();
+    source.domain_mut("ldom1").unwrap().kind = DomainKind::IoRoot;
+    let report = check(&source, &seed_target(), "ldom1");
+    assert_eq!(report.errors[0].message, "ldom1 is an I/O root domain; only guest domains can be migrated");
+    source.domain_mut("ldom1").unwrap().kind = DomainKind::Service;
+    let report = check(&source, &seed_target(), "ldom1");
+    assert_eq!(report.errors[0].message, "ldom1 is a service domain; only guest domains can be migrated");
+}
