@@ -43,10 +43,18 @@ impl TargetSpec {
 pub fn run(args: &LayoutArgs, source: Option<&str>, domain: &str, target: &str, json: bool) -> anyhow::Result<i32> {
     let spec = TargetSpec::parse(target)?;
     let servers = layouts::load(args)?;
+    // A domain that no layout holds is bad input (exit 2), with --source or without:
+    // the question cannot be asked, so it is not a "no" (exit 1).
     let source = match source {
-        Some(host) => servers
-            .get(host)
-            .ok_or_else(|| anyhow!("no layout for source host {host:?} (have: {})", names(&servers)))?,
+        Some(host) => {
+            let server = servers
+                .get(host)
+                .ok_or_else(|| anyhow!("no layout for source host {host:?} (have: {})", names(&servers)))?;
+            if server.domain(domain).is_none() {
+                bail!("LDom \"{domain}\" was not found on {host} (the --source layout)");
+            }
+            server
+        }
         None => {
             let holders: Vec<&Server> = servers.values().filter(|s| s.domain(domain).is_some()).collect();
             match holders.as_slice() {

@@ -61,7 +61,9 @@ pub enum Command {
     /// reserve (CIDs, PA ranges, console port), or one line per violated rule.
     #[command(after_help = "Examples:\n  ternctl check --layouts deploy/layouts ldom1 m10-1-2\n  \
 ternctl check --layout a.toml --layout b.toml ldom1 b:ldom9\n\n\
-Exit codes: 0 the migration would pass; 1 violations (one line per rule); 2 bad input.")]
+Exit codes: 0 the migration would pass; 1 violations (one line per rule); 2 bad input: \
+an unreadable or invalid layout, a DOMAIN no layout holds (also with --source), an unknown \
+host, a malformed TARGET.")]
     Check {
         #[command(flatten)]
         layouts: LayoutArgs,

@@ -277,8 +277,88 @@ pub fn parse_layout(name: &str, text: &str) -> Result<Server, String> {
             st.bound = strand_owner.get(&st.id).cloned();
         }
     }
-    server.validate().map_err(|errs| errs.join("; "))?;
+    check_whole_server(&spec, &server, &at)?;
+    // What is left for `validate` has no entry of its own to point at; each problem once.
+    server.validate().map_err(|errs| {
+        let mut seen = std::collections::BTreeSet::new();
+        errs.into_iter().filter(|e| seen.insert(e.clone())).collect::<Vec<_>>().join("; ")
+    })?;
     Ok(server)
+}
+
+/// The checks that need the whole server (every domain known, every block placed),
+/// each reported once at the line of the entry at fault.
+fn check_whole_server(spec: &LayoutFile, server: &Server, at: &At<'_>) -> Result<(), String> {
+    let names: std::collections::BTreeSet<&str> = server.domains.iter().map(|d| d.name.as_str()).collect();
+    let mut blocks: Vec<(u64, u64, std::ops::Range<usize>)> = Vec::new();
+    for m in &spec.memory.blocks {
+        let span = m.span();
+        let spec = m.get_ref();
+        let size = parse_size(&spec.size).unwrap_or(0); // already checked
+        let what = format!("memory block at {:#x}", spec.pa);
+        if let Some(d) = spec.bound.as_deref().map(str::trim)
+            && !d.is_empty()
+            && d != tern_model::server::SYS_OWNER
+            && !names.contains(d)
+        {
+            return Err(at(span, &what, format!("bound to unknown domain {d:?} (no [[domain]] has that name)")));
+        }
+        blocks.push((spec.pa, size, span));
+    }
+    blocks.sort_by_key(|b| b.0);
+    for w in blocks.windows(2) {
+        let ((pa0, size0, _), (pa1, _, span1)) = (&w[0], &w[1]);
+        if pa0.saturating_add(*size0) > *pa1 {
+            let what = format!("memory block at {pa1:#x}");
+            return Err(at(
+                span1.clone(),
+                &what,
+                format!("overlaps the block at {pa0:#x} ({})", tern_model::Size(*size0)),
+            ));
+        }
+    }
+    let services = spec
+        .vds
+        .iter()
+        .map(|v| (v.span(), "vds", &v.get_ref().name, &v.get_ref().domain))
+        .chain(spec.vsw.iter().map(|v| (v.span(), "vsw", &v.get_ref().name, &v.get_ref().domain)))
+        .chain(spec.vcc.iter().map(|v| (v.span(), "vcc", &v.get_ref().name, &v.get_ref().domain)));
+    for (span, kind, name, domain) in services {
+        if !names.contains(domain.as_str()) {
+            return Err(at(span, &format!("{kind} {name:?}"), format!("provided by unknown domain {domain:?}")));
+        }
+    }
+    for d in &spec.domain {
+        let span = d.span();
+        let d = d.get_ref();
+        if d.state == DomainState::Inactive {
+            continue; // an inactive domain holds nothing
+        }
+        let cpu = server.cpu_of(&d.name);
+        let memory = server.memory_of(&d.name);
+        let what = format!("domain {:?}", d.name);
+        match (cpu.strands.is_empty(), memory.is_empty()) {
+            (false, true) => {
+                return Err(at(
+                    span,
+                    &what,
+                    format!(
+                        "is {} with CPUs but no memory block; bind it a block in [memory] (bound = {:?})",
+                        d.state, d.name
+                    ),
+                ));
+            }
+            (true, false) => {
+                return Err(at(
+                    span,
+                    &what,
+                    format!("is {} with memory but no CPUs; give it cores or threads", d.state),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn build_cores(spec: &LayoutFile, tpc: u32) -> Result<Vec<Core>, String> {
@@ -346,13 +426,20 @@ fn domain_strands(d: &DomainSpec, server: &Server) -> Result<Vec<u32>, String> {
                 .iter()
                 .find(|k| k.cid == cid)
                 .ok_or_else(|| format!("cores: CID {cid} is not in [cpu] cids"))?;
+            if !core.activated {
+                return Err(format!("cores: CID {cid} is not in [cpu] activated (no activation licence)"));
+            }
             out.extend(core.cpuset());
         }
     }
     if let Some(t) = &d.threads {
         for id in parse_id_list(t).map_err(|e| format!("threads: {e}"))? {
-            if !server.cores.iter().any(|k| k.strands.iter().any(|s| s.id == id)) {
-                return Err(format!("threads: CPU {id} is on no core in [cpu] cids"));
+            match server.cores.iter().find(|k| k.strands.iter().any(|s| s.id == id)) {
+                None => return Err(format!("threads: CPU {id} is on no core in [cpu] cids")),
+                Some(k) if !k.activated => {
+                    return Err(format!("threads: CPU {id} is on CID {}, which is not in [cpu] activated", k.cid));
+                }
+                Some(_) => {}
             }
             out.push(id);
         }

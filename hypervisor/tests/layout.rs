@@ -107,6 +107,50 @@ fn overlapping_memory_blocks_are_refused() {
 }
 
 #[test]
+fn overlapping_memory_blocks_name_the_line_of_the_second_block() {
+    // Goal: a whole-server error (overlap) points at the block at fault, once.
+    let bad = GOOD.replace("pa = 0x40000000", "pa = 0x3ff00000");
+    let err = parse_layout("h", &bad).unwrap_err();
+    assert!(err.starts_with("line 16: memory block at 0x3ff00000: overlaps the block at 0x0 (1G)"), "{err}");
+    assert_eq!(err.matches("overlap").count(), 1, "{err}");
+}
+
+#[test]
+fn memory_bound_to_an_unknown_domain_names_its_line() {
+    // Goal: a block bound to a domain no [[domain]] defines is reported at the block's line.
+    let bad = GOOD.replace("size = \"3G\" }", "size = \"3G\", bound = \"ghost\" }");
+    let err = parse_layout("h", &bad).unwrap_err();
+    assert!(err.starts_with("line 16: memory block at 0x40000000: bound to unknown domain \"ghost\""), "{err}");
+}
+
+#[test]
+fn service_of_an_unknown_domain_names_its_line() {
+    // Goal: a [[vsw]] provided by a domain that does not exist is reported at its entry.
+    let bad = format!("{GOOD}\n[[vsw]]\nname = \"vsw0\"\ndomain = \"ghost\"\nnic = \"net0\"\n");
+    let err = parse_layout("h", &bad).unwrap_err();
+    assert!(err.starts_with("line 24: vsw \"vsw0\": provided by unknown domain \"ghost\""), "{err}");
+}
+
+#[test]
+fn domain_on_a_core_without_licence_is_reported_once_with_its_line() {
+    // Goal: cores without activation are one error at the domain's line, not one per CPU.
+    let bad = GOOD.replace("cids = \"0-3\"", "cids = \"0-3\"\nactivated = \"1-3\"");
+    let err = parse_layout("h", &bad).unwrap_err();
+    assert!(err.contains("line 20: domain \"primary\": cores: CID 0 is not in [cpu] activated"), "{err}");
+    assert_eq!(err.matches("activated").count(), 1, "{err}");
+}
+
+#[test]
+fn guest_with_cores_but_no_memory_is_refused_with_its_line() {
+    // Goal: a bound domain holds CPUs and memory together (as ldm binds them); CPUs alone are refused.
+    let bad = format!("{GOOD}\n[[domain]]\nname = \"g\"\nkind = \"guest\"\ncores = \"2-3\"\n");
+    let err = parse_layout("h", &bad).unwrap_err();
+    assert!(err.starts_with("line 24: domain \"g\": is active with CPUs but no memory block"), "{err}");
+    let inactive = format!("{GOOD}\n[[domain]]\nname = \"g\"\nkind = \"guest\"\nstate = \"inactive\"\n");
+    parse_layout("h", &inactive).expect("an inactive domain holds nothing");
+}
+
+#[test]
 fn file_errors_name_the_file() {
     // Goal: an unreadable or invalid file is named in the error.
     let dir = tempfile::tempdir().unwrap();

@@ -62,6 +62,13 @@ impl CpuFamily {
         matches!(self, Self::Sparc64X | Self::Sparc64XPlus | Self::Sparc64XII)
     }
 
+    /// Whether a guest on a server of this family must hold whole cores: on SPARC M10
+    /// (SPARC64 X line) a migrating guest needs whole cores (LM-05), on its source and
+    /// on its target alike.
+    pub fn needs_whole_cores(self) -> bool {
+        self.is_sparc64()
+    }
+
     /// Oracle's SPARC T4 and later, the members of `migration-class1`.
     pub fn is_migration_class1(self) -> bool {
         !self.is_sparc64() && self != Self::SparcT3

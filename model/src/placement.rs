@@ -53,10 +53,17 @@ pub enum CpuShortfall {
     },
 }
 
+/// Whether the guest gets whole cores on `target`: when it holds whole cores now (a
+/// migration keeps that), or when the target is a whole-core server (SPARC M10,
+/// LM-05), whatever it held on its source (e.g. 2 threads of a T4 core).
+pub fn whole_cores_on(target: &Server, need: &CpuHolding) -> bool {
+    need.whole_cores || target.cpu.family.needs_whole_cores()
+}
+
 /// Picks concrete CPUs on `target` for a guest holding `need`.
 ///
-/// Whole-core guests get whole free cores holding the same number of threads,
-/// lowest CIDs first.
+/// Guests that get whole cores ([`whole_cores_on`]) get whole free cores holding the
+/// same number of threads, lowest CIDs first.
 /// Thread guests get the same number of strands, taken first from cores that are
 /// already partly bound so that whole cores stay free for whole-core guests.
 pub fn choose_cpus(
@@ -64,7 +71,7 @@ pub fn choose_cpus(
     need: &CpuHolding,
     reserved: &Reserved,
 ) -> Result<(Vec<u32>, Vec<u32>), CpuShortfall> {
-    if need.whole_cores {
+    if whole_cores_on(target, need) {
         // A live guest keeps its number of virtual CPUs, so across CPU types with a
         // different number of threads per core the core count changes, not the threads.
         let per_core = target.threads_per_core.max(1) as usize;

@@ -7,19 +7,78 @@
 //! are no errors the report carries the [`Binding`] a migration would reserve.
 
 use crate::fit::{FitError, SEARCH_NODES_MAX, fit_memory};
-use crate::placement::{Binding, CpuShortfall, choose_console_port, choose_cpus};
+use crate::placement::{Binding, CpuShortfall, choose_console_port, choose_cpus, whole_cores_on};
 use crate::server::{CpuHolding, Domain, DomainKind, Reserved, Server};
 use crate::units::Size;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A rule id of SPEC.md (`LM-09`, `OP-05`, ...).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Serialized as its text, `"LM-09"`, as `ternctl` prints it. Deserialize also takes
+/// the form written before that (`{"Lm":9}`, serde's externally tagged enum), so Raft
+/// responses and rows stored by an older agent still read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Rule {
     Lm(u8),
     Op(u8),
     Ha(u8),
     Rb(u8),
+}
+
+impl std::str::FromStr for Rule {
+    type Err = String;
+
+    /// Parses `LM-09` (also `lm-9`, `LM09`): a family of SPEC.md and a number 1..=99.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("rule {text:?} is not a SPEC id such as LM-09, OP-05, HA-02 or RB-01");
+        let t = text.trim();
+        let split = t.find(|c: char| c.is_ascii_digit() || c == '-').ok_or_else(bad)?;
+        let (family, rest) = t.split_at(split);
+        let number: u8 = rest.strip_prefix('-').unwrap_or(rest).parse().map_err(|_| bad())?;
+        if number == 0 || number > 99 {
+            return Err(bad());
+        }
+        match family.to_ascii_uppercase().as_str() {
+            "LM" => Ok(Self::Lm(number)),
+            "OP" => Ok(Self::Op(number)),
+            "HA" => Ok(Self::Ha(number)),
+            "RB" => Ok(Self::Rb(number)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl Serialize for Rule {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rule {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// The form serde derived before rules were written as text: `{"Lm":4}`.
+        #[derive(Deserialize)]
+        enum Tagged {
+            Lm(u8),
+            Op(u8),
+            Ha(u8),
+            Rb(u8),
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Text(String),
+            Tagged(Tagged),
+        }
+        match Either::deserialize(deserializer)? {
+            Either::Text(t) => t.parse().map_err(serde::de::Error::custom),
+            Either::Tagged(Tagged::Lm(n)) => Ok(Self::Lm(n)),
+            Either::Tagged(Tagged::Op(n)) => Ok(Self::Op(n)),
+            Either::Tagged(Tagged::Ha(n)) => Ok(Self::Ha(n)),
+            Either::Tagged(Tagged::Rb(n)) => Ok(Self::Rb(n)),
+        }
+    }
 }
 
 impl fmt::Display for Rule {
@@ -54,6 +113,7 @@ pub enum Code {
     TooLittleFreeMemory,
     MemoryBlockFit,
     MemoryFitUndecided,
+    NoMemoryBlocks,
     FirmwareUnsupported,
     FirmwareMismatch,
     OsUnsupported,
@@ -82,6 +142,7 @@ impl Code {
             Self::TooLittleFreeMemory => "too-little-free-memory",
             Self::MemoryBlockFit => "memory-block-fit",
             Self::MemoryFitUndecided => "memory-fit-undecided",
+            Self::NoMemoryBlocks => "no-memory-blocks",
             Self::FirmwareUnsupported => "firmware-unsupported",
             Self::FirmwareMismatch => "firmware-mismatch",
             Self::OsUnsupported => "os-unsupported",
@@ -183,7 +244,7 @@ pub fn preflight(q: &MigrationQuery<'_>) -> Report {
     {
         r.binding = Some(Binding {
             domain: q.new_name.unwrap_or(&guest.name).to_string(),
-            whole_cores: cpu.whole_cores,
+            whole_cores: whole_cores_on(q.target, &cpu),
             cids,
             strands,
             memory,
@@ -220,9 +281,21 @@ fn check_kind(guest: &Domain, r: &mut Report) {
         r.error(
             Rule::Lm(1),
             Code::NotAGuest,
-            format!("{} is a {}; only guest domains can be migrated", guest.name, guest.kind),
+            format!("{} is {}; only guest domains can be migrated", guest.name, with_article(&guest.kind.to_string())),
         );
     }
+}
+
+/// `control domain` -> `a control domain`, `I/O root domain` -> `an I/O root domain`:
+/// "an" before a vowel sound, which an initialism such as I/O starts with.
+fn with_article(noun: &str) -> String {
+    let vowel_sound = noun.starts_with(|c: char| "aeiouAEIOU".contains(c))
+        || noun.split(|c: char| !c.is_ascii_alphabetic()).next().is_some_and(|w| {
+            w.len() <= 3
+                && w.chars().all(|c| c.is_ascii_uppercase())
+                && w.starts_with(|c: char| "AEFHILMNORSX".contains(c))
+        });
+    format!("{} {noun}", if vowel_sound { "an" } else { "a" })
 }
 
 /// LM-03 (backends shared and visible) and LM-04 (same VDS, volume, device).
@@ -343,12 +416,31 @@ fn check_free_cpus(
             );
             None
         }
-        Err(CpuShortfall::NotWholeCores { threads, per_core }) => {
+        // A migration keeps the number of threads (LM-12), so a thread count that is
+        // not a whole number of the target's cores cannot be whole cores there.
+        Err(CpuShortfall::NotWholeCores { threads, per_core }) if q.target.cpu.family.needs_whole_cores() => {
+            // LM-05 on the target: a guest on SPARC M10 needs whole cores. Said once:
+            // a guest already refused under LM-05 on its source is not refused again.
+            if r.errors.iter().any(|e| e.rule == Rule::Lm(5)) {
+                return None;
+            }
             r.error(
-                Rule::Lm(12),
+                Rule::Lm(5),
+                Code::NeedsWholeCore,
+                format!(
+                    "{} has {threads} CPU thread(s); on {} ({}) a guest needs whole cores of {per_core} threads, and {threads} is not a multiple of {per_core}",
+                    guest.name, q.target.name, q.target.model
+                ),
+            );
+            None
+        }
+        Err(CpuShortfall::NotWholeCores { threads, per_core }) => {
+            // LM-06: the target cannot give the guest its CPUs in the whole cores it holds.
+            r.error(
+                Rule::Lm(6),
                 Code::NotWholeCores,
                 format!(
-                    "{} has {threads} threads in whole cores; {}'s cores have {per_core} threads, so the same amount of CPU cannot be whole cores there",
+                    "{} holds {threads} threads in whole cores; {}'s cores have {per_core} threads, so the same amount of CPU cannot be whole cores there",
                     guest.name, q.target.name
                 ),
             );
@@ -393,6 +485,19 @@ fn check_memory(
     blocks: &[u64],
     r: &mut Report,
 ) -> Option<Vec<crate::units::Range>> {
+    if blocks.is_empty() {
+        // A guest with no memory is not bound (or its inventory is incomplete): there is
+        // no block structure for LM-09 to recreate, and nothing that could run on the target.
+        r.error(
+            Rule::Lm(9),
+            Code::NoMemoryBlocks,
+            format!(
+                "{} has no memory blocks bound on {}; only a bound guest with memory can be migrated",
+                guest.name, q.source.name
+            ),
+        );
+        return None;
+    }
     let free = q.target.free_ranges(q.target_reserved);
     let total_free: u64 = free.iter().map(|f| f.size).sum();
     let largest_free = free.iter().map(|f| f.size).max().unwrap_or(0);
@@ -490,7 +595,13 @@ fn check_os(q: &MigrationQuery<'_>, guest: &Domain, r: &mut Report) {
         match os {
             Some(os) => {
                 if let Some(p) = os.migration_problem() {
-                    r.error(Rule::Lm(11), Code::OsUnsupported, format!("{who} runs {p}"));
+                    r.error(
+                        Rule::Lm(11),
+                        Code::OsUnsupported,
+                        format!(
+                            "{who} runs {os}, {p}; live migration needs Solaris 11.1.17.5.0 or later, or Solaris 10 1/13 with patch 150817-02"
+                        ),
+                    );
                 }
             }
             None => r.warn(Rule::Lm(11), Code::OsUnknown, format!("{who}'s OS version is unknown; not checked")),

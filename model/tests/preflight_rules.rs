@@ -50,7 +50,6 @@ const LM08: Rule = Rule::Lm(8);
 const LM09: Rule = Rule::Lm(9);
 const LM10: Rule = Rule::Lm(10);
 const LM11: Rule = Rule::Lm(11);
-const LM12: Rule = Rule::Lm(12);
 const LM13: Rule = Rule::Lm(13);
 const OP05: Rule = Rule::Op(5);
 
@@ -227,14 +226,45 @@ fn cases() -> Vec<Case> {
             },
             errors: &[],
         },
+        // Whole cores that cannot stay whole block the move under LM-06 (the target
+        // cannot give the CPUs as the guest holds them), not the informational LM-12.
         Case {
-            name: "LM-12 three 2-thread cores cannot be whole 8-thread cores",
+            name: "LM-06 three 2-thread cores cannot be whole 8-thread cores",
             change: |f| {
                 f.source.domain_mut("ldom1").unwrap().cpu_arch = tern_model::CpuArch::Generic;
                 set_strands(&mut f.source, "ldom1", &[8, 9, 10, 11, 12, 13]);
                 f.target = t4_1("t4-1");
             },
-            errors: &[(LM12, Code::NotWholeCores)],
+            errors: &[(LM06, Code::NotWholeCores)],
+        },
+        Case {
+            name: "LM-06 a 1-core M10 guest cannot be a whole 8-thread T4 core",
+            change: |f| {
+                f.source.domain_mut("ldom1").unwrap().cpu_arch = tern_model::CpuArch::Generic;
+                set_strands(&mut f.source, "ldom1", &[8, 9]);
+                f.target = t4_1("t4-1");
+            },
+            errors: &[(LM06, Code::NotWholeCores)],
+        },
+        // LM-05 on the target: on SPARC M10 a guest needs whole cores, whatever it held.
+        Case {
+            name: "LM-05 a 2-thread T4 guest becomes one whole M10 core",
+            change: |f| {
+                t4_thread_guest(f);
+                f.source.domain_mut("ldom1").unwrap().cpu_arch = tern_model::CpuArch::Generic;
+                f.target = seed_target();
+            },
+            errors: &[],
+        },
+        Case {
+            name: "LM-05 a 3-thread T4 guest cannot be whole M10 cores",
+            change: |f| {
+                t4_thread_guest(f);
+                f.source.domain_mut("ldom1").unwrap().cpu_arch = tern_model::CpuArch::Generic;
+                set_strands(&mut f.source, "ldom1", &[16, 17, 18]);
+                f.target = seed_target();
+            },
+            errors: &[(LM05, Code::NeedsWholeCore)],
         },
         // LM-07: cpu-arch against CPU type.
         Case {
@@ -455,10 +485,11 @@ fn each_rule_passes_and_fails_with_its_own_id_and_code() {
 
 #[test]
 fn every_checked_rule_has_a_pass_and_a_fail_case() {
-    // Goal: the table above covers LM-01, LM-03..LM-13 and OP-05 both ways.
+    // Goal: the table above covers LM-01, LM-03..LM-11, LM-13 and OP-05 both ways
+    // (LM-12 only informs: its cases pass, and what blocks a move is LM-05 or LM-06).
     let table = cases();
     let failing: std::collections::BTreeSet<Rule> = table.iter().flat_map(|c| c.errors.iter().map(|e| e.0)).collect();
-    let rules = [LM01, LM03, LM04, LM05, LM06, LM07, LM08, LM09, LM10, LM11, LM12, LM13, OP05];
+    let rules = [LM01, LM03, LM04, LM05, LM06, LM07, LM08, LM09, LM10, LM11, LM13, OP05];
     for rule in rules {
         assert!(failing.contains(&rule), "no failing case for {rule}");
         let prefix = rule.to_string();
@@ -627,4 +658,98 @@ fn keeps_the_number_of_threads_across_core_sizes() {
     assert!(b.whole_cores);
     assert_eq!(b.cids, vec![2]);
     assert_eq!(b.strands, (16..24).collect::<Vec<u32>>());
+}
+
+#[test]
+fn os_refusal_reads_as_one_sentence() {
+    // Goal: LM-11 says "<who> runs <release>, which is older than ...", not "runs X is older than".
+    let mut source = seed_source();
+    source.os = os("Solaris 11.1.16.5.0");
+    let report = check(&source, &seed_target(), "ldom1");
+    assert_eq!(error_ids(&report), vec![(LM11, Code::OsUnsupported)]);
+    assert_eq!(
+        report.errors[0].to_string(),
+        "LM-11 m10-1-1's control domain runs Solaris 11.1.16.5.0, which is older than Solaris 11.1.17.5.0 \
+         (11.1 SRU 17.5); live migration needs Solaris 11.1.17.5.0 or later, or Solaris 10 1/13 with patch 150817-02"
+    );
+    let mut target = seed_target();
+    target.os = os("Solaris 10 1/13");
+    let report = check(&seed_source(), &target, "ldom1");
+    assert!(
+        report.errors[0]
+            .message
+            .starts_with("m10-1-2's control domain runs Solaris 10 1/13, which lacks patch 150817-02")
+    );
+}
+
+#[test]
+fn accepts_the_os_forms_solaris_reports_in_a_migration() {
+    // Goal: a control domain whose OS was read from /etc/release or uname passes LM-11 when recent enough.
+    for text in ["Oracle Solaris 11.4 SPARC", "SunOS 5.11 11.4.42.111.0", "0.5.11 (Oracle Solaris 11.1.17.5.0)"] {
+        let mut target = seed_target();
+        target.os = os(text);
+        let report = check(&seed_source(), &target, "ldom1");
+        assert!(report.ok(), "{text}: {:#?}", report.errors);
+    }
+}
+
+#[test]
+fn gives_a_t4_thread_guest_whole_cores_on_an_m10_target() {
+    // Goal: LM-05 on the target: a 2-thread generic T4 guest gets one whole M10 core,
+    // not two threads on two half-used cores.
+    let mut f = Fixture::seed();
+    t4_thread_guest(&mut f);
+    f.source.domain_mut("ldom1").unwrap().cpu_arch = tern_model::CpuArch::Generic;
+    f.target = seed_target();
+    // A half-used core on the target: a thread guest would be put there first.
+    add_domain(&mut f.target, plain_domain("ldom2", DomainKind::Guest));
+    set_strands(&mut f.target, "ldom2", &[8]);
+    let report = f.run();
+    assert!(report.ok(), "{:#?}", report.errors);
+    let b = report.binding.unwrap();
+    assert!(b.whole_cores);
+    assert_eq!((b.cids, b.strands), (vec![5], vec![10, 11]));
+}
+
+#[test]
+fn names_the_blocking_rule_when_whole_cores_cannot_stay_whole() {
+    // Goal: a 1-core M10 guest refused by a T4 is reported under LM-06 with the numbers.
+    let mut source = seed_source();
+    source.domain_mut("ldom1").unwrap().cpu_arch = tern_model::CpuArch::Generic;
+    set_strands(&mut source, "ldom1", &[8, 9]);
+    let report = check(&source, &t4_1("t4-1"), "ldom1");
+    assert_eq!(error_ids(&report), vec![(LM06, Code::NotWholeCores)]);
+    assert!(
+        report.errors[0].message.contains("2 threads in whole cores") && report.errors[0].message.contains("8 threads")
+    );
+}
+
+#[test]
+fn refuses_a_guest_with_cores_but_no_memory() {
+    // Goal: a guest holding cores and no memory block is refused (LM-09, no-memory-blocks), not passed.
+    let mut source = seed_source();
+    for b in &mut source.memory {
+        if b.bound.as_ref().and_then(tern_model::Owner::domain) == Some("ldom1") {
+            b.bound = None;
+        }
+    }
+    let report = check(&source, &seed_target(), "ldom1");
+    assert_eq!(error_ids(&report), vec![(LM09, Code::NoMemoryBlocks)]);
+    assert_eq!(
+        report.errors[0].to_string(),
+        "LM-09 ldom1 has no memory blocks bound on m10-1-1; only a bound guest with memory can be migrated"
+    );
+    assert!(report.binding.is_none());
+}
+
+#[test]
+fn refusals_use_the_right_article() {
+    // Goal: "ldom1 is an I/O root domain", "a service domain": messages read as English.
+    let mut source = seed_source();
+    source.domain_mut("ldom1").unwrap().kind = DomainKind::IoRoot;
+    let report = check(&source, &seed_target(), "ldom1");
+    assert_eq!(report.errors[0].message, "ldom1 is an I/O root domain; only guest domains can be migrated");
+    source.domain_mut("ldom1").unwrap().kind = DomainKind::Service;
+    let report = check(&source, &seed_target(), "ldom1");
+    assert_eq!(report.errors[0].message, "ldom1 is a service domain; only guest domains can be migrated");
 }
