@@ -11,6 +11,7 @@
 pub mod config;
 pub mod convert;
 pub mod inventory;
+pub mod leader;
 pub mod membership;
 pub mod metrics;
 pub mod node;
@@ -36,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 /// Why the agent could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -115,10 +116,10 @@ pub struct Seams<I> {
     pub inline_blocking: bool,
 }
 
-/// A started agent.
+/// A started agent. Its background tasks are tracked by `node.tasks` and end at
+/// `node.shutdown` (the token given to [`serve`]).
 pub struct Running {
     pub node: Node,
-    tasks: tokio::task::JoinSet<()>,
 }
 
 /// Starts an agent on the given seams and storage; returns once it serves.
@@ -160,8 +161,10 @@ where
         config: Arc::new(config),
         clock: seams.clock,
         inline_blocking: seams.inline_blocking,
+        tasks: tokio_util::task::TaskTracker::new(),
+        shutdown: shutdown.clone(),
     };
-    let mut tasks = tokio::task::JoinSet::new();
+    let tasks = node.tasks.clone();
     let registry = Arc::new(tern_migrate::coordinator::Registry::new());
     let router = tonic::transport::Server::builder()
         .tls_config(tls.server_config()?)?
@@ -192,7 +195,7 @@ where
         node.raft.initialize(members).await.map_err(|e| AgentError::Raft(e.to_string()))?;
         info!(node = %node.name, id, "initialised a new cluster");
     } else {
-        tasks.spawn(join(node.clone(), shutdown.clone()));
+        tasks.spawn(join(node.clone(), shutdown.clone()).instrument(info_span!("join", node = %node.name)));
     }
     let members = node.raft.metrics().borrow().membership_config.membership().nodes().count();
     if node.config.join.is_empty() && initialized && members > 1 {
@@ -203,12 +206,13 @@ where
              cluster; list the other members' addresses in join"
         );
     }
-    tasks.spawn(inventory::run(node.clone(), shutdown.clone()));
-    tasks.spawn(membership::run(node.clone(), shutdown.clone()));
+    tasks.spawn(inventory::run(node.clone(), shutdown.clone()).instrument(info_span!("inventory", node = %node.name)));
+    tasks.spawn(leader::run(node.clone()));
     let stop = shutdown.clone();
-    tasks.spawn(tern_migrate::recovery::run(Arc::new(node.clone()), registry, async move { stop.cancelled().await }));
+    let recovery = tern_migrate::recovery::run(Arc::new(node.clone()), registry, async move { stop.cancelled().await });
+    tasks.spawn(recovery.instrument(info_span!("recovery", node = %node.name)));
     info!(node = %node.name, id, address = %node.address, "agent serving");
-    Ok(Running { node, tasks })
+    Ok(Running { node })
 }
 
 /// Asks the configured members to admit us (idempotent: also run after a restart so
@@ -262,13 +266,15 @@ async fn join(node: Node, shutdown: CancellationToken) {
 }
 
 impl Running {
-    /// Waits for `shutdown`, then stops in order within the configured deadline.
-    pub async fn wait(mut self, shutdown: CancellationToken) {
+    /// Waits for `shutdown`, then stops in order within the configured deadline: the
+    /// server stops accepting and every tracked task ends, then Raft stops.
+    pub async fn wait(self, shutdown: CancellationToken) {
         shutdown.cancelled().await;
         let deadline = Duration::from_millis(self.node.config.timeouts.shutdown_deadline_ms);
         let name = self.node.name.clone();
         let ordered = async {
-            while self.tasks.join_next().await.is_some() {}
+            self.node.tasks.close();
+            self.node.tasks.wait().await;
             if let Err(e) = self.node.raft.shutdown().await {
                 warn!(node = %name, error = %e, "raft shutdown");
             }
@@ -311,12 +317,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         clock: node::system_clock(),
         inline_blocking: false,
     };
-    let mut running = serve(config, seams, log, sm, state, shutdown.clone()).await?;
+    let running = serve(config, seams, log, sm, state, shutdown.clone()).await?;
     if let Some(l) = metrics_listener {
         let addr = l.local_addr().map_err(io_err("metrics address"))?;
         write_file(&data_dir.join("metrics.addr"), &addr.to_string())?;
         let (node, stop) = (running.node.clone(), shutdown.clone());
-        running.tasks.spawn(async move {
+        running.node.tasks.spawn(async move {
             if let Err(e) = metrics::serve(l, node, stop).await {
                 error!(error = %e, "metrics endpoint stopped");
             }

@@ -39,6 +39,10 @@ pub struct Node {
     pub clock: Clock,
     /// Run password hashing inline (simulations), not on the blocking pool.
     pub inline_blocking: bool,
+    /// Every background task of this agent: spawn with `tasks.spawn(..)` and end at
+    /// `shutdown`; shutdown waits for them (within its deadline) before stopping Raft.
+    pub tasks: tokio_util::task::TaskTracker,
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the time a proposer stamps on its
