@@ -1,11 +1,9 @@
 //! End to end: real `ternd` processes form a Raft cluster over mutual TLS, survive the
 //! loss of their leader, admit and promote new members, and refuse strangers.
 
-mod common;
-
-use common::Cluster;
 use std::time::Duration;
 use tern_proto::v1 as pb;
+use tern_tests::Cluster;
 use tonic::transport::Endpoint;
 
 fn voters(s: &pb::ClusterStatus) -> Vec<u64> {
@@ -120,7 +118,7 @@ fn malformed_config_names_the_field() {
     for (text, field) in cases {
         let p = dir.path().join("bad.toml");
         std::fs::write(&p, text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ternd")).arg("--config").arg(&p).output().unwrap();
+        let out = std::process::Command::new(tern_tests::binary("ternd")).arg("--config").arg(&p).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(err.contains(field), "expected {field:?} in: {err}");
