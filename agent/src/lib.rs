@@ -12,6 +12,7 @@ pub mod config;
 pub mod convert;
 pub mod inventory;
 pub mod leader;
+pub mod limits;
 pub mod membership;
 pub mod metrics;
 pub mod node;
@@ -20,8 +21,9 @@ pub mod services;
 pub mod transport;
 
 use crate::config::{Config, HypervisorConfig};
+use crate::limits::MessageLimits;
 use crate::node::{Node, backoff};
-use crate::transport::{Channels, ClientSettings, Dialer, GRPC_MESSAGE_BYTES_MAX, TcpDialer};
+use crate::transport::{Channels, ClientSettings, Dialer, TcpDialer};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -92,6 +94,7 @@ pub fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, AgentError>
         election_timeout_min: t.election_timeout_min_ms,
         election_timeout_max: t.election_timeout_max_ms,
         install_snapshot_timeout: t.rpc_timeout_ms.max(10_000),
+        snapshot_max_chunk_size: limits::SNAPSHOT_CHUNK_BYTES_MAX,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
         max_in_snapshot_log_to_keep: 200,
         ..Default::default()
@@ -169,20 +172,29 @@ where
     let router = tonic::transport::Server::builder()
         .tls_config(tls.server_config()?)?
         .timeout(Duration::from_millis(node.config.timeouts.rpc_timeout_ms.max(30_000)))
-        .concurrency_limit_per_connection(256)
+        .concurrency_limit_per_connection(limits::REQUESTS_PER_CONNECTION_MAX)
+        .add_service(pb::raft_server::RaftServer::new(services::RaftService(node.clone())).with_message_limits())
         .add_service(
-            pb::raft_server::RaftServer::new(services::RaftService(node.clone()))
-                .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
+            pb::cluster_server::ClusterServer::new(services::ClusterService(node.clone())).with_message_limits(),
         )
-        .add_service(pb::cluster_server::ClusterServer::new(services::ClusterService(node.clone())))
-        .add_service(pb::inventory_server::InventoryServer::new(services::InventoryService(node.clone())))
-        .add_service(pb::migration_server::MigrationServer::new(tern_migrate::service::MigrationService {
-            cluster: Arc::new(node.clone()),
-            registry: registry.clone(),
-        }))
-        .add_service(pb::hosts_server::HostsServer::new(tern_migrate::service::HostsService(Arc::new(node.clone()))))
-        .add_service(pb::users_server::UsersServer::new(tern_migrate::service::UsersService(Arc::new(node.clone()))));
+        .add_service(
+            pb::inventory_server::InventoryServer::new(services::InventoryService(node.clone())).with_message_limits(),
+        )
+        .add_service(
+            pb::migration_server::MigrationServer::new(tern_migrate::service::MigrationService {
+                cluster: Arc::new(node.clone()),
+                registry: registry.clone(),
+            })
+            .with_message_limits(),
+        )
+        .add_service(
+            pb::hosts_server::HostsServer::new(tern_migrate::service::HostsService(Arc::new(node.clone())))
+                .with_message_limits(),
+        )
+        .add_service(
+            pb::users_server::UsersServer::new(tern_migrate::service::UsersService(Arc::new(node.clone())))
+                .with_message_limits(),
+        );
     let stop = shutdown.clone();
     tasks.spawn(async move {
         if let Err(e) = router.serve_with_incoming_shutdown(seams.incoming, stop.cancelled()).await {
@@ -243,6 +255,7 @@ async fn join(node: Node, shutdown: CancellationToken) {
         for addr in &targets {
             let result = match node.channels.get(addr) {
                 Ok(ch) => pb::cluster_client::ClusterClient::new(ch)
+                    .with_message_limits()
                     .join(node.channels.settings().request(request.clone()))
                     .await
                     .map_err(|s| s.to_string()),

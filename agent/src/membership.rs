@@ -7,6 +7,7 @@
 //! through the Raft log, as HA-01 asks of detection.
 
 use crate::convert;
+use crate::limits::MessageLimits;
 use crate::node::Node;
 use openraft::ChangeMembers;
 use std::collections::{BTreeMap, BTreeSet};
@@ -165,7 +166,7 @@ async fn probe(node: &Node, metrics: &Metrics, last_ok: &mut BTreeMap<NodeId, In
         calls.push(async move {
             let ok = match node.channels.get(&addr) {
                 Ok(ch) => {
-                    let mut c = pb::cluster_client::ClusterClient::new(ch);
+                    let mut c = pb::cluster_client::ClusterClient::new(ch).with_message_limits();
                     let mut req = tonic::Request::new(pb::StatusRequest {});
                     req.set_timeout(TICK);
                     // The member itself must answer, not an agent that took over its

@@ -86,7 +86,7 @@ impl Node {
     async fn forward(&self, addr: &str, request: &Request) -> Result<Outcome, Status> {
         let channel = self.channels.get(addr).map_err(|e| Status::unavailable(format!("leader {addr}: {e}")))?;
         let bytes = encode(request).map_err(|e| Status::internal(format!("encoding request: {e}")))?;
-        let resp = pb::cluster_client::ClusterClient::new(channel)
+        let resp = crate::limits::MessageLimits::with_message_limits(pb::cluster_client::ClusterClient::new(channel))
             .propose(self.channels.settings().request(pb::ProposeRequest { request: bytes }))
             .await?
             .into_inner();
