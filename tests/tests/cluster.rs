@@ -73,6 +73,33 @@ async fn fourth_agent_joins_as_learner_and_replaces_a_dead_voter() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_duties_follow_leadership_so_a_new_leader_replaces_the_dead_one() {
+    // Goal: voter management runs on whoever leads: once the leader is killed, the new leader promotes the learner in its place.
+    let mut c = Cluster::three().await;
+    let first = c.addr(0);
+    let i = c.add("t4-1", "t4-1", &[first]);
+    c.start(i);
+    let st = c
+        .wait_status(0, "4 members, the new one a learner", |s| {
+            s.members.len() == 4 && s.members.iter().any(|m| m.role == pb::MemberRole::Learner as i32)
+        })
+        .await;
+    let learner = st.members.iter().find(|m| m.role == pb::MemberRole::Learner as i32).unwrap().node_id;
+    let old_leader = st.leader_id;
+    c.kill(c.index_of(&st, old_leader));
+    let survivor = (0..3).find(|&j| j != c.index_of(&st, old_leader)).unwrap();
+    c.wait_status(survivor, "a new leader that promoted the learner in place of the old one", |s| {
+        let v = voters(s);
+        s.leader_id != 0
+            && s.leader_id != old_leader
+            && v.len() == 3
+            && v.contains(&learner)
+            && !v.contains(&old_leader)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_without_a_cluster_certificate_are_refused() {
     // Goal: mutual TLS: no client certificate, or one from another CA, fails the call.
     let mut c = Cluster::new();
