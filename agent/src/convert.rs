@@ -254,10 +254,7 @@ pub fn rejection(s: &Status) -> Option<Rejection> {
 // what it cannot read.
 
 pub const EMBEDDED_VERSION: u8 = 1;
-/// The largest embedded value accepted (a server of thousands of cores fits easily);
-/// below the gRPC message limit, so a message that carries one still fits.
-pub const EMBEDDED_BYTES_MAX: usize = 8 * 1024 * 1024;
-const _: () = assert!(EMBEDDED_BYTES_MAX < crate::transport::GRPC_MESSAGE_BYTES_MAX);
+use crate::limits::EMBEDDED_VALUE_BYTES_MAX as EMBEDDED_BYTES_MAX;
 
 pub fn embed<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
     let mut out = vec![EMBEDDED_VERSION];
@@ -287,15 +284,7 @@ fn text(s: &str) -> Option<String> {
 
 /// A SPEC rule id (`LM-04`) as the model's rule; anything else is no rule.
 pub fn rule(text: &str) -> Option<Rule> {
-    let (family, number) = text.split_once('-')?;
-    let n: u8 = number.parse().ok()?;
-    match family {
-        "LM" => Some(Rule::Lm(n)),
-        "OP" => Some(Rule::Op(n)),
-        "HA" => Some(Rule::Ha(n)),
-        "RB" => Some(Rule::Rb(n)),
-        _ => None,
-    }
+    text.parse().ok()
 }
 
 pub fn finding_to_pb(f: &Finding) -> pb::Violation {

@@ -11,6 +11,8 @@
 pub mod config;
 pub mod convert;
 pub mod inventory;
+pub mod leader;
+pub mod limits;
 pub mod membership;
 pub mod metrics;
 pub mod node;
@@ -20,8 +22,9 @@ pub mod services;
 pub mod transport;
 
 use crate::config::{Config, HypervisorConfig};
+use crate::limits::MessageLimits;
 use crate::node::{Node, backoff};
-use crate::transport::{Channels, ClientSettings, Dialer, GRPC_MESSAGE_BYTES_MAX, TcpDialer};
+use crate::transport::{Channels, ClientSettings, Dialer, TcpDialer};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -37,7 +40,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 /// Why the agent could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +95,7 @@ pub fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, AgentError>
         election_timeout_min: t.election_timeout_min_ms,
         election_timeout_max: t.election_timeout_max_ms,
         install_snapshot_timeout: t.rpc_timeout_ms.max(10_000),
+        snapshot_max_chunk_size: limits::SNAPSHOT_CHUNK_BYTES_MAX,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
         max_in_snapshot_log_to_keep: 200,
         ..Default::default()
@@ -116,10 +120,10 @@ pub struct Seams<I> {
     pub inline_blocking: bool,
 }
 
-/// A started agent.
+/// A started agent. Its background tasks are tracked by `node.tasks` and end at
+/// `node.shutdown` (the token given to [`serve`]).
 pub struct Running {
     pub node: Node,
-    tasks: tokio::task::JoinSet<()>,
 }
 
 /// Starts an agent on the given seams and storage; returns once it serves.
@@ -161,27 +165,31 @@ where
         config: Arc::new(config),
         clock: seams.clock,
         inline_blocking: seams.inline_blocking,
-        work: tokio_util::task::TaskTracker::new(),
+        tasks: tokio_util::task::TaskTracker::new(),
+        shutdown: shutdown.clone(),
     };
-    let mut tasks = tokio::task::JoinSet::new();
+    let tasks = node.tasks.clone();
     let registry = Arc::new(tern_migrate::coordinator::Registry::new());
     let router = tonic::transport::Server::builder()
         .tls_config(tls.server_config()?)?
         .timeout(Duration::from_millis(node.config.timeouts.rpc_timeout_ms.max(30_000)))
-        .concurrency_limit_per_connection(256)
+        .concurrency_limit_per_connection(limits::REQUESTS_PER_CONNECTION_MAX)
+        .add_service(pb::raft_server::RaftServer::new(services::RaftService(node.clone())).with_message_limits())
         .add_service(
-            pb::raft_server::RaftServer::new(services::RaftService(node.clone()))
-                .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
+            pb::cluster_server::ClusterServer::new(services::ClusterService(node.clone())).with_message_limits(),
         )
-        .add_service(pb::cluster_server::ClusterServer::new(services::ClusterService(node.clone())))
-        .add_service(pb::inventory_server::InventoryServer::new(services::InventoryService(node.clone())))
-        .add_service(pb::migration_server::MigrationServer::new(services::MigrationService {
-            node: node.clone(),
-            registry: registry.clone(),
-        }))
-        .add_service(pb::hosts_server::HostsServer::new(services::HostsService(node.clone())))
-        .add_service(pb::users_server::UsersServer::new(services::UsersService(node.clone())));
+        .add_service(
+            pb::inventory_server::InventoryServer::new(services::InventoryService(node.clone())).with_message_limits(),
+        )
+        .add_service(
+            pb::migration_server::MigrationServer::new(services::MigrationService {
+                node: node.clone(),
+                registry: registry.clone(),
+            })
+            .with_message_limits(),
+        )
+        .add_service(pb::hosts_server::HostsServer::new(services::HostsService(node.clone())).with_message_limits())
+        .add_service(pb::users_server::UsersServer::new(services::UsersService(node.clone())).with_message_limits());
     let stop = shutdown.clone();
     tasks.spawn(async move {
         if let Err(e) = router.serve_with_incoming_shutdown(seams.incoming, stop.cancelled()).await {
@@ -194,7 +202,7 @@ where
         node.raft.initialize(members).await.map_err(|e| AgentError::Raft(e.to_string()))?;
         info!(node = %node.name, id, "initialised a new cluster");
     } else {
-        tasks.spawn(join(node.clone(), shutdown.clone()));
+        tasks.spawn(join(node.clone(), shutdown.clone()).instrument(info_span!("join", node = %node.name)));
     }
     let members = node.raft.metrics().borrow().membership_config.membership().nodes().count();
     if node.config.join.is_empty() && initialized && members > 1 {
@@ -205,12 +213,13 @@ where
              cluster; list the other members' addresses in join"
         );
     }
-    tasks.spawn(inventory::run(node.clone(), shutdown.clone()));
-    tasks.spawn(membership::run(node.clone(), shutdown.clone()));
+    tasks.spawn(inventory::run(node.clone(), shutdown.clone()).instrument(info_span!("inventory", node = %node.name)));
+    tasks.spawn(leader::run(node.clone()));
     let stop = shutdown.clone();
-    tasks.spawn(tern_migrate::recovery::run(Arc::new(node.clone()), registry, async move { stop.cancelled().await }));
+    let recovery = tern_migrate::recovery::run(Arc::new(node.clone()), registry, async move { stop.cancelled().await });
+    tasks.spawn(recovery.instrument(info_span!("recovery", node = %node.name)));
     info!(node = %node.name, id, address = %node.address, "agent serving");
-    Ok(Running { node, tasks })
+    Ok(Running { node })
 }
 
 /// Asks the configured members to admit us (idempotent: also run after a restart so
@@ -241,6 +250,7 @@ async fn join(node: Node, shutdown: CancellationToken) {
         for addr in &targets {
             let result = match node.channels.get(addr) {
                 Ok(ch) => pb::cluster_client::ClusterClient::new(ch)
+                    .with_message_limits()
                     .join(node.channels.settings().request(request.clone()))
                     .await
                     .map_err(|s| s.to_string()),
@@ -264,15 +274,15 @@ async fn join(node: Node, shutdown: CancellationToken) {
 }
 
 impl Running {
-    /// Waits for `shutdown`, then stops in order within the configured deadline.
-    pub async fn wait(mut self, shutdown: CancellationToken) {
+    /// Waits for `shutdown`, then stops in order within the configured deadline: the
+    /// server stops accepting and every tracked task ends, then Raft stops.
+    pub async fn wait(self, shutdown: CancellationToken) {
         shutdown.cancelled().await;
         let deadline = Duration::from_millis(self.node.config.timeouts.shutdown_deadline_ms);
         let name = self.node.name.clone();
         let ordered = async {
-            while self.tasks.join_next().await.is_some() {}
-            self.node.work.close();
-            self.node.work.wait().await;
+            self.node.tasks.close();
+            self.node.tasks.wait().await;
             if let Err(e) = self.node.raft.shutdown().await {
                 warn!(node = %name, error = %e, "raft shutdown");
             }
@@ -315,12 +325,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         clock: node::system_clock(),
         inline_blocking: false,
     };
-    let mut running = serve(config, seams, log, sm, state, shutdown.clone()).await?;
+    let running = serve(config, seams, log, sm, state, shutdown.clone()).await?;
     if let Some(l) = metrics_listener {
         let addr = l.local_addr().map_err(io_err("metrics address"))?;
         write_file(&data_dir.join("metrics.addr"), &addr.to_string())?;
         let (node, stop) = (running.node.clone(), shutdown.clone());
-        running.tasks.spawn(async move {
+        running.node.tasks.spawn(async move {
             if let Err(e) = metrics::serve(l, node, stop).await {
                 error!(error = %e, "metrics endpoint stopped");
             }

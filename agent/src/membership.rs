@@ -1,11 +1,13 @@
 //! Membership: admitting new agents as learners, keeping `voters` voters, replacing a
 //! voter that has been unreachable longer than `voter_replace_after_ms` with a caught-up
-//! learner, and (as the leader) expiring reservations whose lease passed.
+//! learner, and expiring reservations whose lease passed. The last two are leader
+//! duties, started and stopped by [`crate::leader`].
 //!
 //! Liveness is probed directly (a `Cluster.Status` call per member and tick), not
 //! through the Raft log, as HA-01 asks of detection.
 
 use crate::convert;
+use crate::limits::MessageLimits;
 use crate::node::Node;
 use openraft::ChangeMembers;
 use std::collections::{BTreeMap, BTreeSet};
@@ -110,54 +112,43 @@ pub fn members(node: &Node) -> Vec<pb::Member> {
     })
 }
 
-/// The leader's two loops, idle on followers: probe, promote and replace voters; and,
-/// apart so that a slow probe or a membership change waiting for a quorum never
-/// delays it, expire leases.
-pub async fn run(node: Node, shutdown: CancellationToken) {
-    tokio::join!(manage_voters(&node, &shutdown), expire_leases_while_leading(&node, &shutdown));
-}
-
-async fn manage_voters(node: &Node, shutdown: &CancellationToken) {
+/// Leader duty (see [`crate::leader`]): every [`TICK`], probe the members, promote
+/// caught-up learners and replace voters gone too long. Liveness is judged afresh in
+/// each term: a new leader gives every member a full grace period.
+pub(crate) async fn manage_voters(node: Node, term: CancellationToken) {
     let replace_after = Duration::from_millis(node.config.timeouts.voter_replace_after_ms);
     let mut last_ok: BTreeMap<NodeId, Instant> = BTreeMap::new();
-    let mut ticks = LeaderTicks::new();
-    while let Some(leading) = ticks.next(node, shutdown).await {
-        if !leading {
-            last_ok.clear();
-            continue;
-        }
+    let mut ticks = ticker();
+    while tick(&mut ticks, &term).await {
         let metrics = node.raft.metrics().borrow().clone();
-        probe(node, &metrics, &mut last_ok).await;
-        if let Err(e) = reconcile_voters(node, &metrics, &last_ok, replace_after).await {
+        probe(&node, &metrics, &mut last_ok).await;
+        if let Err(e) = reconcile_voters(&node, &metrics, &last_ok, replace_after).await {
             warn!(node = %node.name, error = %e, "changing the voter set failed; will retry");
         }
     }
 }
 
-async fn expire_leases_while_leading(node: &Node, shutdown: &CancellationToken) {
-    let mut ticks = LeaderTicks::new();
-    while let Some(leading) = ticks.next(node, shutdown).await {
-        if leading {
-            expire_leases(node).await;
-        }
+/// Leader duty: every [`TICK`], propose `Expire` when a lease passed. A duty of its
+/// own, so that a slow probe or a membership change waiting for a quorum never delays it.
+pub(crate) async fn expire_leases_while_leading(node: Node, term: CancellationToken) {
+    let mut ticks = ticker();
+    while tick(&mut ticks, &term).await {
+        expire_leases(&node).await;
     }
 }
 
-/// A [`TICK`] that says whether this member leads, or `None` at shutdown.
-struct LeaderTicks(tokio::time::Interval);
+/// A [`TICK`] interval whose first tick is at once; a late tick delays the next.
+fn ticker() -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
+}
 
-impl LeaderTicks {
-    fn new() -> Self {
-        let mut ticker = tokio::time::interval(TICK);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Self(ticker)
-    }
-
-    async fn next(&mut self, node: &Node, shutdown: &CancellationToken) -> Option<bool> {
-        tokio::select! {
-            () = shutdown.cancelled() => None,
-            _ = self.0.tick() => Some(node.raft.metrics().borrow().current_leader == Some(node.id)),
-        }
+/// Waits for the next tick; false once `term` ended.
+async fn tick(ticks: &mut tokio::time::Interval, term: &CancellationToken) -> bool {
+    tokio::select! {
+        () = term.cancelled() => false,
+        _ = ticks.tick() => true,
     }
 }
 
@@ -175,7 +166,7 @@ async fn probe(node: &Node, metrics: &Metrics, last_ok: &mut BTreeMap<NodeId, In
         calls.push(async move {
             let ok = match node.channels.get(&addr) {
                 Ok(ch) => {
-                    let mut c = pb::cluster_client::ClusterClient::new(ch);
+                    let mut c = pb::cluster_client::ClusterClient::new(ch).with_message_limits();
                     let mut req = tonic::Request::new(pb::StatusRequest {});
                     req.set_timeout(TICK);
                     // The member itself must answer, not an agent that took over its

@@ -40,9 +40,10 @@ pub struct Node {
     pub clock: Clock,
     /// Run password hashing inline (simulations), not on the blocking pool.
     pub inline_blocking: bool,
-    /// Work started by a request that outlives it (migrations, evacuations): waited
-    /// for at shutdown, within its deadline.
-    pub work: tokio_util::task::TaskTracker,
+    /// Every background task of this agent: spawn with `tasks.spawn(..)` and end at
+    /// `shutdown`; shutdown waits for them (within its deadline) before stopping Raft.
+    pub tasks: tokio_util::task::TaskTracker,
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the time a proposer stamps on its
@@ -83,7 +84,7 @@ impl Node {
     async fn forward(&self, addr: &str, request: &Request) -> Result<Outcome, Error> {
         let channel = self.channel(addr)?;
         let bytes = encode(request).map_err(|e| Error::Internal(format!("encoding request: {e}")))?;
-        let resp = pb::cluster_client::ClusterClient::new(channel)
+        let resp = crate::limits::MessageLimits::with_message_limits(pb::cluster_client::ClusterClient::new(channel))
             .propose(self.channels.settings().request(pb::ProposeRequest { request: bytes }))
             .await
             .map_err(convert::error)?
@@ -106,9 +107,11 @@ impl Node {
         Some((id, addr))
     }
 
-    /// Runs `task` on the runtime, tracked by [`Node::work`].
+    /// Runs `task` (work a request started that outlives it: a migration, an
+    /// evacuation) on the runtime, tracked by [`Node::tasks`], so shutdown waits for
+    /// it within its deadline.
     pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.work.spawn(task);
+        self.tasks.spawn(task);
     }
 
     /// The proposer's time now.

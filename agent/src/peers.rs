@@ -3,6 +3,7 @@
 //! status mapping are `convert`'s.
 
 use crate::convert;
+use crate::limits::MessageLimits;
 use crate::node::Node;
 use std::time::Duration;
 use tern_cluster::peer::{CALL_DEADLINE_MS, MIGRATION_SILENCE_MAX_MS, PREPARE_DEADLINE_MS, PROBE_DEADLINE_MS};
@@ -21,9 +22,7 @@ impl Node {
         &self,
         addr: &str,
     ) -> Result<pb::migration_client::MigrationClient<tonic::transport::Channel>, Error> {
-        Ok(pb::migration_client::MigrationClient::new(self.channel(addr)?)
-            .max_decoding_message_size(crate::transport::GRPC_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(crate::transport::GRPC_MESSAGE_BYTES_MAX))
+        Ok(pb::migration_client::MigrationClient::new(self.channel(addr)?).with_message_limits())
     }
 }
 
@@ -48,7 +47,7 @@ impl Peers for Node {
     }
 
     async fn probe(&self, addr: &str) -> Result<(), Error> {
-        let mut client = pb::cluster_client::ClusterClient::new(self.channel(addr)?);
+        let mut client = pb::cluster_client::ClusterClient::new(self.channel(addr)?).with_message_limits();
         client.status(within(pb::StatusRequest {}, PROBE_DEADLINE_MS)).await.map_err(convert::error)?;
         Ok(())
     }

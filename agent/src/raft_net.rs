@@ -4,6 +4,7 @@
 //! Errors map onto openraft's: a peer that cannot be reached is `Unreachable` (openraft
 //! backs off), a call that timed out or failed in flight is a `NetworkError` (retried).
 
+use crate::limits::MessageLimits;
 use crate::transport::Channels;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -71,9 +72,7 @@ impl GrpcNetwork {
     {
         let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let channel = self.channels.get(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let mut client = pb::raft_client::RaftClient::new(channel)
-            .max_decoding_message_size(crate::transport::GRPC_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(crate::transport::GRPC_MESSAGE_BYTES_MAX);
+        let mut client = pb::raft_client::RaftClient::new(channel).with_message_limits();
         let mut request = tonic::Request::new(pb::RaftPayload { data });
         request.set_timeout(option.hard_ttl());
         // The member this message is for: an agent at this address with another id

@@ -77,17 +77,26 @@ impl pb::cluster_server::Cluster for ClusterService {
     #[instrument(skip_all, fields(node = %self.0.name, joining = %req.get_ref().name))]
     async fn join(&self, req: GrpcRequest<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
         let j = req.into_inner();
-        if j.node_id == 0 || j.name.is_empty() || j.address.is_empty() || j.address.len() > 255 || j.name.len() > 63 {
-            return Err(Status::invalid_argument(
-                "join needs a non-zero node_id, a name (<= 63) and an address (<= 255)",
-            ));
+        use crate::limits::{ADDRESS_BYTES_MAX, JOIN_NAME_BYTES_MAX, MessageLimits};
+        if j.node_id == 0
+            || j.name.is_empty()
+            || j.address.is_empty()
+            || j.address.len() > ADDRESS_BYTES_MAX
+            || j.name.len() > JOIN_NAME_BYTES_MAX
+        {
+            return Err(Status::invalid_argument(format!(
+                "join needs a non-zero node_id, a name (<= {JOIN_NAME_BYTES_MAX}) and an address (<= {ADDRESS_BYTES_MAX})"
+            )));
         }
         let node = &self.0;
         if node.raft.metrics().borrow().current_leader != Some(node.id) {
             return match node.leader() {
                 Some((_, addr)) => {
                     let channel = node.channels.get(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
-                    pb::cluster_client::ClusterClient::new(channel).join(node.channels.settings().request(j)).await
+                    pb::cluster_client::ClusterClient::new(channel)
+                        .with_message_limits()
+                        .join(node.channels.settings().request(j))
+                        .await
                 }
                 None => Err(Status::unavailable("no leader is known yet; retry")),
             };
@@ -208,10 +217,7 @@ impl pb::inventory_server::Inventory for InventoryService {
     }
 }
 
-/// Events buffered per migration or host stream before the work waits on the client.
-pub const EVENTS_QUEUE_MAX: usize = 256;
-/// At most this many operations are listed.
-pub const OPERATIONS_LISTED_MAX: u32 = 1000;
+use crate::limits::{MIGRATION_EVENTS_QUEUE_MAX as EVENTS_QUEUE_MAX, OPERATIONS_LISTED_MAX};
 
 type Events<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 

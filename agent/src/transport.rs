@@ -4,15 +4,15 @@
 //! the same agent runs on real TCP (this module's [`TcpDialer`]) and inside turmoil
 //! (the chaos crate supplies a dialer over turmoil sockets). Every channel has a
 //! connect timeout, a request deadline and HTTP/2 keepalive: keepalive notices a
-//! dead connection after a partition and lets the channel reconnect.
+//! dead connection after a partition and lets the channel reconnect. Message sizes are
+//! set per client, not per channel (tonic's design): build every client with
+//! [`crate::limits::MessageLimits::with_message_limits`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-/// Largest gRPC message accepted or sent (snapshots travel in one message).
-pub const GRPC_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// HTTP/2 keepalive: ping interval and how long to wait for the answer.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -4,14 +4,11 @@
 //! - migrations per second when 16 run at once, from 4 sources to 4 different targets
 //!   (the simulated transfer sped up 100000x, so the control path dominates).
 //!
-//! Run: `cargo bench -p tern-agent --bench migration` (TERN_BENCH_DRY_RUNS sets the count).
+//! Run: `cargo bench -p tern-tests --bench migration` (TERN_BENCH_DRY_RUNS sets the count).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
-use common::Cluster;
 use std::time::{Duration, Instant};
 use tern_proto::v1::migrate_event::Event;
+use tern_tests::Cluster;
 
 const PW: &str = "bench-pass";
 

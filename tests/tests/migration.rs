@@ -1,11 +1,9 @@
 //! End to end: live migration through real agents: reservations before anything moves,
 //! refusals with their rule ids, cancel and failures that never lose a guest.
 
-mod common;
-
-use common::Cluster;
 use tern_proto::v1 as pb;
 use tern_proto::v1::migrate_event::Event;
+use tern_tests::Cluster;
 
 const PW: &str = "s3cret-pass";
 
@@ -46,7 +44,7 @@ async fn migration_with_rename_moves_the_guest_and_reports_new_cids_and_port() {
             assert_eq!(moved.console.as_ref().unwrap().port, 5000);
             break;
         }
-        assert!(start.elapsed() < common::WAIT, "domain never moved: {d:?}");
+        assert!(start.elapsed() < tern_tests::WAIT, "domain never moved: {d:?}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     c.wait_operations(0, "the operation done", |ops| ops.iter().any(|o| o.phase == "done" && !o.dry_run)).await;
@@ -176,7 +174,7 @@ async fn source_killed_mid_transfer_rolls_back_and_the_guest_survives_its_restar
         if on_source && free == 12 && !d.iter().any(|x| x.host == "m10-1-2" && x.name == "ldom1") {
             break;
         }
-        assert!(start.elapsed() < common::WAIT, "never settled: free cores {free}, domains {d:?}");
+        assert!(start.elapsed() < tern_tests::WAIT, "never settled: free cores {free}, domains {d:?}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

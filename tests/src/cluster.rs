@@ -1,8 +1,6 @@
 //! A cluster of real `ternd` processes on loopback for end-to-end tests: certificates
 //! and configs in a temp dir, OS-chosen ports, waits on conditions with deadlines.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,7 +43,14 @@ impl Drop for Cluster {
     }
 }
 
+impl Default for Cluster {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Cluster {
+    /// An empty cluster: a fresh CA and a `ternctl` client certificate in a temp dir.
     pub fn new() -> Self {
         tern_tls::install_crypto_provider();
         let tmp = tempfile::tempdir().unwrap();
@@ -88,7 +93,7 @@ inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n",
         let file = a.dir.join("data/ternd.addr");
         let before = std::fs::metadata(&file).and_then(|m| m.modified()).ok();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(a.dir.join("ternd.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ternd"))
+        let child = Command::new(crate::binary("ternd"))
             .arg("--config")
             .arg(a.dir.join("ternd.toml"))
             .env("RUST_LOG", "info,openraft=warn")

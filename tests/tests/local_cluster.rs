@@ -1,14 +1,14 @@
 //! `ternctl local-cluster up|down` with real ternd processes (OP-03, OP-04; issue 5):
 //! root's password file, a founder that can rejoin, and a clean stop.
 //!
-//! ternctl starts the ternd built beside it (`cargo test --workspace` builds both).
+//! ternctl starts the ternd built beside it ([`tern_tests::binary`] builds both).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn ternctl(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ternctl"));
+    let mut cmd = Command::new(tern_tests::binary("ternctl"));
     cmd.args(args).env_remove("TERN_AGENT").env_remove("TERN_CERTS_DIR");
     for (k, v) in env {
         cmd.env(k, v);
@@ -42,7 +42,7 @@ fn local_cluster_up_serves_root_by_its_password_file_and_down_stops_every_agent(
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
     let dir_s = dir.to_str().unwrap();
-    let layouts = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap()).join("../deploy/layouts");
+    let layouts = tern_tests::layout("m10-1-1").parent().unwrap().to_path_buf();
     let out = ternctl(&["local-cluster", "up", "--dir", dir_s, "--layouts", layouts.to_str().unwrap()], &[]);
     let _down = Down(dir.clone());
     assert!(out.status.success(), "{}", text(&out));

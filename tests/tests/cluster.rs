@@ -1,11 +1,9 @@
 //! End to end: real `ternd` processes form a Raft cluster over mutual TLS, survive the
 //! loss of their leader, admit and promote new members, and refuse strangers.
 
-mod common;
-
-use common::Cluster;
 use std::time::Duration;
 use tern_proto::v1 as pb;
+use tern_tests::Cluster;
 use tonic::transport::Endpoint;
 
 fn voters(s: &pb::ClusterStatus) -> Vec<u64> {
@@ -75,6 +73,33 @@ async fn fourth_agent_joins_as_learner_and_replaces_a_dead_voter() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_duties_follow_leadership_so_a_new_leader_replaces_the_dead_one() {
+    // Goal: voter management runs on whoever leads: once the leader is killed, the new leader promotes the learner in its place.
+    let mut c = Cluster::three().await;
+    let first = c.addr(0);
+    let i = c.add("t4-1", "t4-1", &[first]);
+    c.start(i);
+    let st = c
+        .wait_status(0, "4 members, the new one a learner", |s| {
+            s.members.len() == 4 && s.members.iter().any(|m| m.role == pb::MemberRole::Learner as i32)
+        })
+        .await;
+    let learner = st.members.iter().find(|m| m.role == pb::MemberRole::Learner as i32).unwrap().node_id;
+    let old_leader = st.leader_id;
+    c.kill(c.index_of(&st, old_leader));
+    let survivor = (0..3).find(|&j| j != c.index_of(&st, old_leader)).unwrap();
+    c.wait_status(survivor, "a new leader that promoted the learner in place of the old one", |s| {
+        let v = voters(s);
+        s.leader_id != 0
+            && s.leader_id != old_leader
+            && v.len() == 3
+            && v.contains(&learner)
+            && !v.contains(&old_leader)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_without_a_cluster_certificate_are_refused() {
     // Goal: mutual TLS: no client certificate, or one from another CA, fails the call.
     let mut c = Cluster::new();
@@ -120,7 +145,7 @@ fn malformed_config_names_the_field() {
     for (text, field) in cases {
         let p = dir.path().join("bad.toml");
         std::fs::write(&p, text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ternd")).arg("--config").arg(&p).output().unwrap();
+        let out = std::process::Command::new(tern_tests::binary("ternd")).arg("--config").arg(&p).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(err.contains(field), "expected {field:?} in: {err}");
