@@ -180,10 +180,11 @@ pub const REJECTION_HEADER: &str = "tern-rejection-bin";
 pub fn status(e: Error) -> Status {
     match e {
         Error::NotLeader { ref leader } => {
+            // Present even when the leader is unknown (empty): the header, not the
+            // message, says "not the leader".
             let mut s = Status::failed_precondition(e.to_string());
-            if let Some(value) = leader.as_deref().and_then(|a| a.parse::<AsciiMetadataValue>().ok()) {
-                s.metadata_mut().insert(LEADER_HEADER, value);
-            }
+            let value = leader.as_deref().and_then(|a| a.parse::<AsciiMetadataValue>().ok());
+            s.metadata_mut().insert(LEADER_HEADER, value.unwrap_or_else(|| AsciiMetadataValue::from_static("")));
             s
         }
         Error::Rejected(r) => {
@@ -233,13 +234,14 @@ pub fn error(s: Status) -> Error {
         Code::NotFound => Error::NotFound(m),
         Code::InvalidArgument | Code::OutOfRange => Error::InvalidInput(m),
         Code::PermissionDenied | Code::Unauthenticated => Error::PermissionDenied(m),
-        _ => Error::Internal(format!("{:?}: {m}", s.code())),
+        Code::Internal => Error::Internal(m),
+        other => Error::Internal(format!("{other:?}: {m}")),
     }
 }
 
 /// The leader's address a not-leader status carries in [`LEADER_HEADER`].
 pub fn leader_address(s: &Status) -> Option<String> {
-    s.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string)
+    s.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok()).filter(|a| !a.is_empty()).map(str::to_string)
 }
 
 /// The state-machine rejection a status carries in [`REJECTION_HEADER`].
@@ -536,5 +538,88 @@ pub fn operation(op: &Operation) -> pb::OperationInfo {
         started_ms: op.started_ms,
         updated_ms: op.updated_ms,
         dry_run,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The seam's errors on the wire: each variant's gRPC code (STYLE.md), and the
+    //! typed value back on the other side, never parsed from text.
+    use super::*;
+
+    fn every_variant() -> Vec<(Error, Code)> {
+        let lost_race =
+            Rejection::with_rule(RejectCode::StrandUnavailable, Rule::Lm(6), "strand 12 is reserved by operation 3");
+        vec![
+            (Error::NotLeader { leader: Some("10.0.0.2:7400".into()) }, Code::FailedPrecondition),
+            (Error::NotLeader { leader: None }, Code::FailedPrecondition),
+            (Error::Rejected(lost_race), Code::FailedPrecondition),
+            (Error::Rejected(Rejection::new(RejectCode::DomainUnknown, "no ldom9")), Code::NotFound),
+            (Error::Rejected(Rejection::new(RejectCode::InvalidRequest, "name too long")), Code::InvalidArgument),
+            (Error::Conflict("ldom1 is busy".into()), Code::FailedPrecondition),
+            (Error::Unavailable("no quorum".into()), Code::Unavailable),
+            (Error::Timeout("prepare".into()), Code::DeadlineExceeded),
+            (Error::NotFound("LDom \"ldom9\" was not found".into()), Code::NotFound),
+            (Error::InvalidInput("a migration needs a domain".into()), Code::InvalidArgument),
+            (Error::PermissionDenied("OP-04 user x lacks the profile".into()), Code::PermissionDenied),
+            (Error::Internal("bug".into()), Code::Internal),
+        ]
+    }
+
+    #[test]
+    fn every_seam_error_travels_with_its_grpc_code() {
+        // Goal: not-leader and conflicts are FAILED_PRECONDITION, partitions UNAVAILABLE, bad input INVALID_ARGUMENT...
+        for (e, code) in every_variant() {
+            assert_eq!(status(e.clone()).code(), code, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn every_seam_error_comes_back_as_the_same_variant() {
+        // Goal: a status another agent answered is the caller's typed error again.
+        for (e, _) in every_variant() {
+            assert_eq!(error(status(e.clone())), e);
+        }
+    }
+
+    #[test]
+    fn a_rejection_keeps_its_rule_and_code_across_the_wire() {
+        // Goal: a lost race is recognised by its code (strand-unavailable), not by text in the message.
+        let r = Rejection::with_rule(RejectCode::MemoryUnavailable, Rule::Lm(9), "0x1000 16G is reserved");
+        let mut s = status(Error::Rejected(r.clone()));
+        // Whatever the message says, the metadata decides.
+        s = Status::with_metadata(s.code(), "reworded by a proxy", s.metadata().clone());
+        assert_eq!(error(s).rejection(), Some(&r));
+    }
+
+    #[test]
+    fn the_leader_hint_is_metadata_not_text() {
+        // Goal: a message that merely mentions "leader=" carries no hint; the header does.
+        let fake = Status::failed_precondition("not the leader; leader=10.9.9.9:1");
+        assert_eq!(leader_address(&fake), None);
+        assert!(matches!(error(fake), Error::Conflict(_)));
+        let real = status(Error::NotLeader { leader: Some("127.0.0.1:7400".into()) });
+        assert_eq!(leader_address(&real).as_deref(), Some("127.0.0.1:7400"));
+    }
+
+    #[test]
+    fn tonics_own_timeout_is_a_timeout() {
+        // Goal: tonic reports Endpoint::timeout as CANCELLED; the caller sees a timeout it may retry.
+        let e = error(Status::cancelled("Timeout expired"));
+        assert!(matches!(e, Error::Timeout(_)) && e.is_transient());
+    }
+
+    #[test]
+    fn an_embedded_value_of_another_version_or_too_large_is_bad_input() {
+        // Goal: a newer agent's encoding or an oversized value is refused with a message naming the field.
+        let bytes = embed(&Range { pa: 0, size: 4 }).unwrap();
+        assert_eq!(unembed::<Range>(&bytes, "binding").unwrap(), Range { pa: 0, size: 4 });
+        let mut newer = bytes.clone();
+        newer[0] = 2;
+        let e = unembed::<Range>(&newer, "binding").unwrap_err();
+        assert!(matches!(&e, Error::InvalidInput(m) if m.contains("binding") && m.contains("version 2")), "{e}");
+        let huge = vec![EMBEDDED_VERSION; EMBEDDED_BYTES_MAX + 1];
+        assert!(matches!(unembed::<Range>(&huge, "source_server"), Err(Error::InvalidInput(_))));
+        assert!(matches!(unembed::<Range>(&[], "binding"), Err(Error::InvalidInput(_))));
     }
 }
