@@ -9,8 +9,8 @@ use super::command::{AbortOutcome, Command, HostSpec, Outcome, Progress, RejectC
 use super::records::*;
 use super::{RowKey, State, validate};
 use crate::limits::*;
-use std::collections::{BTreeMap, BTreeSet};
-use tern_model::{Binding, DomainKind, Owner, Range, Rule, Server};
+use std::collections::BTreeSet;
+use tern_model::{Binding, BindingError, DomainKind, GuestShape, Owner, Range, Reserved, Resource, Rule, Server};
 
 type Checked<T> = Result<T, Rejection>;
 
@@ -414,13 +414,10 @@ impl State {
         let source_host = self.host_checked(source)?;
         let target_inv = self.inventory_checked(target_host)?;
         let source_inv = self.inventory_checked(source_host)?;
-        self.check_guest_on_source(source_inv, domain)?;
+        let guest = self.guest_on_source_checked(source_inv, domain)?;
         self.check_name_free(now, target_inv, domain, &binding.domain)?;
-        check_shape(source_inv, domain, binding)?;
         let others: Vec<&Reservation> = self.active_reservations_on(target, now).collect();
-        check_strands(target_inv, binding, &others)?;
-        check_memory(target_inv, binding, &others)?;
-        check_console(target_inv, binding, &others)?;
+        binding_checked(target_inv, &GuestShape::of(source_inv, guest), binding, &others)?;
 
         let id = self.meta.last_reservation_id + 1;
         let token = self.meta.last_fencing_token + 1;
@@ -501,7 +498,7 @@ impl State {
         }
     }
 
-    fn check_guest_on_source(&self, source_inv: &Server, domain: &str) -> Checked<()> {
+    fn guest_on_source_checked<'a>(&self, source_inv: &'a Server, domain: &str) -> Checked<&'a tern_model::Domain> {
         let Some(guest) = source_inv.domain(domain) else {
             return reject(
                 RejectCode::DomainUnknown,
@@ -516,7 +513,7 @@ impl State {
             );
         }
         match self.domains.get(domain) {
-            Some(rec) if rec.host == source_inv.name => Ok(()),
+            Some(rec) if rec.host == source_inv.name => Ok(guest),
             Some(rec) => reject(
                 RejectCode::DomainUnknown,
                 format!("{domain} is recorded on {}, not on {}", rec.host, source_inv.name),
@@ -898,17 +895,26 @@ impl State {
                 format!("the name {} was taken by a guest on {} meanwhile", binding.domain, rec.host),
             );
         }
-        // Work on copies; nothing changes unless both sides succeed.
+        // Work on copies; nothing changes unless both sides succeed. The guest's shape
+        // is the source's, or the incoming copy's once the source no longer shows it.
+        let shape = source_inv
+            .domain(&domain)
+            .map(|g| GuestShape::of(source_inv, g))
+            .or_else(|| target_inv.domain(&binding.domain).map(|g| GuestShape::of(target_inv, g)));
         let mut new_source = source_inv.clone();
         let mut new_target = target_inv.clone();
         let moved = new_source.unbind_domain(&domain).map(|(d, _, _)| d);
         let incoming = new_target.unbind_domain(&binding.domain).map(|(d, _, _)| d);
-        let Some(guest) = moved.or(incoming) else {
+        let (Some(guest), Some(shape)) = (moved.or(incoming), shape) else {
             return reject(
                 RejectCode::DomainUnknown,
                 format!("{domain} is in neither {source}'s nor {target}'s inventory"),
             );
         };
+        // The same check as Reserve's, on the target without the incoming copy.
+        let others: Vec<&Reservation> =
+            self.active_reservations_on(&target, now).filter(|r| r.id != reservation).collect();
+        binding_checked(&new_target, &shape, &binding, &others)?;
         if let Err(e) = new_target.bind_domain(guest, &binding) {
             return reject(
                 RejectCode::CommitFailed,
@@ -993,161 +999,45 @@ fn clip_notes(mut r: OperationResult) -> OperationResult {
     r
 }
 
-/// LM-06/LM-09/LM-12: the binding holds as many strands as the guest has, and one
-/// range per guest memory block with the same sizes.
-fn check_shape(source_inv: &Server, domain: &str, binding: &Binding) -> Checked<()> {
-    let cpu = source_inv.cpu_of(domain);
-    if cpu.strands.len() != binding.strands.len() {
-        return reject_rule(
-            RejectCode::ShapeMismatch,
-            Rule::Lm(6),
-            format!(
-                "{domain} has {} CPUs on {}; the binding holds {} (the amount of CPU never changes, LM-12)",
-                cpu.strands.len(),
-                source_inv.name,
-                binding.strands.len()
-            ),
-        );
+/// The one binding check ([`Server::check_binding`]: LM-06, LM-09, LM-12, LM-13) on
+/// `target` with `others` reserved; its refusal mapped to a [`RejectCode`], naming the
+/// reservation that holds a contested resource.
+fn binding_checked(target: &Server, shape: &GuestShape, binding: &Binding, others: &[&Reservation]) -> Checked<()> {
+    let mut reserved = Reserved::default();
+    for r in others {
+        reserved.add(&r.binding);
     }
-    let has_console = source_inv.domain(domain).is_some_and(|d| d.console.is_some());
-    if has_console != binding.console_port.is_some() {
-        return reject_rule(
-            RejectCode::ShapeMismatch,
-            Rule::Lm(13),
-            if has_console {
-                format!("{domain} has a console; the binding must give it a port on the target's VCC")
-            } else {
-                format!("{domain} has no console; the binding gives it port {:?}", binding.console_port)
-            },
-        );
-    }
-    let mut have: Vec<u64> = source_inv.memory_of(domain).iter().map(|r| r.size).collect();
-    let mut want: Vec<u64> = binding.memory.iter().map(|r| r.size).collect();
-    have.sort_unstable();
-    want.sort_unstable();
-    if have != want {
-        return reject_rule(
-            RejectCode::ShapeMismatch,
-            Rule::Lm(9),
-            format!(
-                "{domain}'s memory blocks on {} are {} bytes; the binding's ranges are {} bytes (the block structure must stay the same)",
-                source_inv.name,
-                fmt_sizes(&have),
-                fmt_sizes(&want)
-            ),
-        );
-    }
-    Ok(())
-}
-
-fn fmt_sizes(sizes: &[u64]) -> String {
-    let v: Vec<String> = sizes.iter().map(|s| tern_model::Size(*s).to_string()).collect();
-    format!("[{}]", v.join(", "))
-}
-
-/// LM-06: every strand exists on the target, is on an activated core, is bound to no
-/// domain and held by no other active reservation; the binding's CIDs are its strands' cores.
-fn check_strands(target: &Server, binding: &Binding, others: &[&Reservation]) -> Checked<()> {
-    let mut cids = BTreeSet::new();
-    let strands: BTreeMap<u32, (u32, bool, Option<&String>)> = target
-        .cores
-        .iter()
-        .flat_map(|c| c.strands.iter().map(move |s| (s.id, (c.cid, c.activated, s.bound.as_ref()))))
-        .collect();
-    let unavailable = |m: String| reject_rule(RejectCode::StrandUnavailable, Rule::Lm(6), m);
-    for id in &binding.strands {
-        let Some(&(cid, activated, bound)) = strands.get(id) else {
-            return unavailable(format!("CPU {id} does not exist on {}", target.name));
-        };
-        if !activated {
-            return unavailable(format!(
-                "CPU {id} on {} is on core {cid}, which has no activation licence",
-                target.name
-            ));
-        }
-        if let Some(d) = bound {
-            return unavailable(format!("CPU {id} on {} is bound to {d}", target.name));
-        }
-        if let Some(r) = others.iter().find(|r| r.binding.strands.contains(id)) {
-            return unavailable(format!(
-                "CPU {id} on {} is held by reservation {} for {} (operation {}, lease until {} ms)",
-                target.name, r.id, r.binding.domain, r.operation, r.lease_expires_ms
-            ));
-        }
-        cids.insert(cid);
-    }
-    let mut given = binding.cids.clone();
-    given.sort_unstable();
-    given.dedup();
-    let derived: Vec<u32> = cids.into_iter().collect();
-    if given != derived {
-        return reject(
-            RejectCode::BindingInvalid,
-            format!(
-                "binding for {} names CIDs {given:?} but its CPUs are on cores {derived:?} of {}",
-                binding.domain, target.name
-            ),
-        );
-    }
-    Ok(())
-}
-
-/// LM-08/LM-09: every range lies inside one free memory block of the target (as
-/// `Server::bind_domain` needs) and overlaps no other active reservation.
-fn check_memory(target: &Server, binding: &Binding, others: &[&Reservation]) -> Checked<()> {
-    for r in &binding.memory {
-        let in_free_block = target.memory.iter().any(|b| b.bound.is_none() && b.range().contains(r));
-        if !in_free_block {
-            let holder =
-                target.memory.iter().find(|b| b.bound.is_some() && b.range().overlaps(r)).map(|b| match &b.bound {
-                    Some(Owner::Domain(d)) => format!("block {} bound to {d}", b.range()),
-                    _ => format!("block {} held by _sys_", b.range()),
-                });
-            return reject_rule(
-                RejectCode::MemoryUnavailable,
-                Rule::Lm(9),
-                match holder {
-                    Some(h) => format!("memory {r} on {} overlaps {h}", target.name),
-                    None => format!("memory {r} on {} is not inside one free block", target.name),
-                },
-            );
-        }
-        if let Some((o, m)) =
-            others.iter().find_map(|o| o.binding.memory.iter().find(|m| m.overlaps(r)).map(|m| (o, m)))
-        {
-            return reject_rule(
-                RejectCode::MemoryUnavailable,
-                Rule::Lm(9),
-                format!(
-                    "memory {r} on {} overlaps {m} held by reservation {} for {} (operation {}, lease until {} ms)",
-                    target.name, o.id, o.binding.domain, o.operation, o.lease_expires_ms
-                ),
-            );
-        }
-    }
-    Ok(())
-}
-
-/// LM-13: the console port lies in one of the target's VCC ranges and is used by no
-/// domain there and no other active reservation.
-fn check_console(target: &Server, binding: &Binding, others: &[&Reservation]) -> Checked<()> {
-    let Some(port) = binding.console_port else {
+    let Err(e) = target.check_binding(shape, binding, &reserved) else {
         return Ok(());
     };
-    let unavailable = |m: String| reject_rule(RejectCode::ConsolePortUnavailable, Rule::Lm(13), m);
-    if !target.services.vcc.iter().any(|v| (v.port_min..=v.port_max).contains(&port)) {
-        return unavailable(format!("console port {port} is in no VCC range of {}", target.name));
-    }
-    if let Some(d) = target.domains.iter().find(|d| d.console.as_ref().is_some_and(|c| c.port == port)) {
-        return unavailable(format!("console port {port} on {} is used by {}", target.name, d.name));
-    }
-    if let Some(o) = others.iter().find(|o| o.binding.console_port == Some(port)) {
-        return unavailable(format!(
-            "console port {port} on {} is held by reservation {} for {}",
-            target.name, o.id, o.binding.domain
+    let code = match e.resource() {
+        Resource::Strand => RejectCode::StrandUnavailable,
+        Resource::Memory => RejectCode::MemoryUnavailable,
+        Resource::ConsolePort => RejectCode::ConsolePortUnavailable,
+        Resource::Shape => RejectCode::ShapeMismatch,
+        Resource::Form => RejectCode::BindingInvalid,
+    };
+    let mut message = format!("binding for {} on {}: {e}", binding.domain, target.name);
+    if let Some(r) = holder(&e, others) {
+        message.push_str(&format!(
+            " by reservation {} for {} (operation {}, lease until {} ms)",
+            r.id, r.binding.domain, r.operation, r.lease_expires_ms
         ));
     }
-    Ok(())
+    match e.rule() {
+        Some(rule) => reject_rule(code, rule, message),
+        None => reject(code, message),
+    }
+}
+
+/// The reservation holding what `e` found reserved.
+fn holder<'a>(e: &BindingError, others: &[&'a Reservation]) -> Option<&'a Reservation> {
+    others.iter().copied().find(|r| match e {
+        BindingError::StrandReserved { strand } => r.binding.strands.contains(strand),
+        BindingError::MemoryReserved { held, .. } => r.binding.memory.iter().any(|m| m.overlaps(held)),
+        BindingError::ConsolePortReserved { port } => r.binding.console_port == Some(*port),
+        _ => false,
+    })
 }
 
 /// A report must still show everything active reservation `r` holds, free or bound to
