@@ -50,24 +50,7 @@ impl State {
         let now = self.meta.clock_ms;
         match &req.command {
             Command::RegisterHost { host } => self.register_host(now, host),
-            Command::UpdateHost { name, address, cpu, firmware, os } => {
-                let h = self.host_checked(name)?;
-                let mut h = h.clone();
-                if let Some(a) = address {
-                    h.address.clone_from(a);
-                }
-                if let Some(c) = cpu {
-                    h.cpu = *c;
-                }
-                if let Some(f) = firmware {
-                    h.firmware = f.clone();
-                }
-                if let Some(o) = os {
-                    h.os = o.clone();
-                }
-                self.put_host(h);
-                Ok(Outcome::HostUpdated)
-            }
+            Command::UpdateHost { name, address } => self.update_host(name, address.as_deref()),
             Command::ReportInventory { server } => self.report_inventory(now, server),
             Command::SetHostStatus { host, status } => self.set_host_status(now, host, *status),
             Command::Reserve { operation, target, source, domain, binding, lease_ms } => {
@@ -253,9 +236,6 @@ impl State {
         self.put_host(Host {
             name: spec.name.clone(),
             address: spec.address.clone(),
-            cpu: spec.cpu,
-            firmware: spec.firmware.clone(),
-            os: spec.os.clone(),
             status: HostStatus::Up,
             status_since_ms: now,
             inventory: None,
@@ -263,6 +243,16 @@ impl State {
             fencing_token_max: 0,
         });
         Ok(Outcome::HostRegistered)
+    }
+
+    fn update_host(&mut self, name: &str, address: Option<&str>) -> Response {
+        self.host_checked(name)?;
+        if let Some(a) = address
+            && let Some(h) = self.host_mut(name)
+        {
+            a.clone_into(&mut h.address);
+        }
+        Ok(Outcome::HostUpdated)
     }
 
     fn set_host_status(&mut self, now: u64, name: &str, status: HostStatus) -> Response {
@@ -367,9 +357,6 @@ impl State {
             self.set_domain(name, None);
         }
         if let Some(h) = self.host_mut(&server.name) {
-            h.cpu = server.cpu;
-            h.firmware = server.firmware.clone();
-            h.os = server.os.clone();
             h.inventory_at_ms = Some(now);
         }
         if let Some(inv) = self.inventory_mut(&server.name) {
