@@ -299,55 +299,9 @@ impl State {
             self.finish_operation(now, id, Phase::Done, Some(result.clone()));
             return Ok(Outcome::Committed { moved: false, result });
         }
-        if binding.domain != domain
-            && let Some(rec) = self.domains.get(&binding.domain)
-        {
-            return reject_rule(
-                RejectCode::NameTaken,
-                Rule::Op(5),
-                format!("the name {} was taken by a guest on {} meanwhile", binding.domain, rec.host),
-            );
-        }
-        // Work on copies; nothing changes unless both sides succeed. The guest's shape
-        // is the source's, or the incoming copy's once the source no longer shows it.
-        let shape = source_inv
-            .domain(&domain)
-            .map(|g| GuestShape::of(source_inv, g))
-            .or_else(|| target_inv.domain(&binding.domain).map(|g| GuestShape::of(target_inv, g)));
-        let mut new_source = source_inv.clone();
-        let mut new_target = target_inv.clone();
-        let moved = new_source.unbind_domain(&domain).map(|(d, _, _)| d);
-        let incoming = new_target.unbind_domain(&binding.domain).map(|(d, _, _)| d);
-        let (Some(guest), Some(shape)) = (moved.or(incoming), shape) else {
-            return reject(
-                RejectCode::DomainUnknown,
-                format!("{domain} is in neither {source}'s nor {target}'s inventory"),
-            );
-        };
-        // The same check as Reserve's, on the target without the incoming copy.
-        let others: Vec<&Reservation> =
-            self.active_reservations_on(&target, now).filter(|r| r.id != reservation).collect();
-        reservations::binding_checked(&new_target, &shape, &binding, &others)?;
-        if let Err(e) = new_target.bind_domain(guest, &binding) {
-            return reject(
-                RejectCode::CommitFailed,
-                format!("binding {} on {target} failed: {e}; nothing changed", binding.domain),
-            );
-        }
-        if result.old_cids != result.new_cids {
-            result.notes.push(format!(
-                "LM-12: core IDs changed from {:?} to {:?}; re-pinning them needs a restart",
-                result.old_cids, result.new_cids
-            ));
-        }
-        if result.old_console_port != result.new_console_port
-            && let Some(p) = result.new_console_port
-        {
-            result.notes.push(format!(
-                "LM-13: console port is now {p} (was {})",
-                result.old_console_port.map_or("none".to_string(), |p| p.to_string())
-            ));
-        }
+        let (new_source, new_target) =
+            self.moved_inventories(now, reservation, (&domain, &source, &target), (source_inv, target_inv), &binding)?;
+        add_commit_notes(&mut result);
         let result = clip_notes(result);
         let record = self.domains.get(&domain).cloned().map(|rec| DomainRecord { host: target.clone(), ..rec });
         if let Some(inv) = self.inventory_mut(&source) {
@@ -373,6 +327,73 @@ impl State {
         }
         self.finish_operation(now, id, Phase::Done, Some(result.clone()));
         Ok(Outcome::Committed { moved: true, result })
+    }
+
+    /// Both inventories after the move, built on copies (nothing changes here): the
+    /// name still free (OP-05), the guest found, the binding passing the same check as
+    /// Reserve's on the target without its incoming copy, then bound.
+    fn moved_inventories(
+        &self,
+        now: u64,
+        reservation: u64,
+        (domain, source, target): (&str, &str, &str),
+        (source_inv, target_inv): (&Server, &Server),
+        binding: &Binding,
+    ) -> Checked<(Server, Server)> {
+        if binding.domain != domain
+            && let Some(rec) = self.domains.get(&binding.domain)
+        {
+            return reject_rule(
+                RejectCode::NameTaken,
+                Rule::Op(5),
+                format!("the name {} was taken by a guest on {} meanwhile", binding.domain, rec.host),
+            );
+        }
+        // Work on copies; nothing changes unless both sides succeed. The guest's shape
+        // is the source's, or the incoming copy's once the source no longer shows it.
+        let shape = source_inv
+            .domain(domain)
+            .map(|g| GuestShape::of(source_inv, g))
+            .or_else(|| target_inv.domain(&binding.domain).map(|g| GuestShape::of(target_inv, g)));
+        let mut new_source = source_inv.clone();
+        let mut new_target = target_inv.clone();
+        let moved = new_source.unbind_domain(domain).map(|(d, _, _)| d);
+        let incoming = new_target.unbind_domain(&binding.domain).map(|(d, _, _)| d);
+        let (Some(guest), Some(shape)) = (moved.or(incoming), shape) else {
+            return reject(
+                RejectCode::DomainUnknown,
+                format!("{domain} is in neither {source}'s nor {target}'s inventory"),
+            );
+        };
+        // The same check as Reserve's, on the target without the incoming copy.
+        let others: Vec<&Reservation> =
+            self.active_reservations_on(target, now).filter(|r| r.id != reservation).collect();
+        reservations::binding_checked(&new_target, &shape, binding, &others)?;
+        if let Err(e) = new_target.bind_domain(guest, binding) {
+            return reject(
+                RejectCode::CommitFailed,
+                format!("binding {} on {target} failed: {e}; nothing changed", binding.domain),
+            );
+        }
+        Ok((new_source, new_target))
+    }
+}
+
+/// LM-12 and LM-13 notes: core IDs and console port changed.
+fn add_commit_notes(result: &mut OperationResult) {
+    if result.old_cids != result.new_cids {
+        result.notes.push(format!(
+            "LM-12: core IDs changed from {:?} to {:?}; re-pinning them needs a restart",
+            result.old_cids, result.new_cids
+        ));
+    }
+    if result.old_console_port != result.new_console_port
+        && let Some(p) = result.new_console_port
+    {
+        result.notes.push(format!(
+            "LM-13: console port is now {p} (was {})",
+            result.old_console_port.map_or("none".to_string(), |p| p.to_string())
+        ));
     }
 }
 
