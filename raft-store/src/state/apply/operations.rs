@@ -253,29 +253,8 @@ impl State {
         (downtime_ms, total_ms): (u64, u64),
         notes: &[String],
     ) -> Response {
-        let op = self.running_operation_checked(id)?;
-        let OperationKind::Migration { domain, source, target, dry_run, .. } = &op.kind else {
-            return reject(
-                RejectCode::OperationMismatch,
-                format!("operation {id} is a {}, not a migration", op.kind.name()),
-            );
-        };
-        let r = self.reservation_checked(reservation, token)?;
-        if r.operation != id {
-            return reject(
-                RejectCode::OperationMismatch,
-                format!("reservation {reservation} belongs to operation {}, not {id}", r.operation),
-            );
-        }
-        Self::lease_checked(r, now)?;
-        if !matches!(op.phase, Phase::Reserved | Phase::Transferring { .. } | Phase::Committing) {
-            return reject(
-                RejectCode::PhaseInvalid,
-                format!("operation {id} is {}; only a reserved or transferring migration commits", op.phase),
-            );
-        }
-        let (domain, source, target, dry_run) = (domain.clone(), source.clone(), target.clone(), *dry_run);
-        let binding = r.binding.clone();
+        let Migrating { domain, source, target, dry_run, binding } =
+            self.commit_checked(now, id, reservation, token)?;
         let source_host = self.host_checked(&source)?;
         let target_host = self.host_checked(&target)?;
         if target_host.status.is_down() {
@@ -329,6 +308,39 @@ impl State {
         Ok(Outcome::Committed { moved: true, result })
     }
 
+    /// The checks before a commit: a running migration, its reservation under the
+    /// right token with its lease live, a phase that may commit.
+    fn commit_checked(&self, now: u64, id: u64, reservation: u64, token: u64) -> Checked<Migrating> {
+        let op = self.running_operation_checked(id)?;
+        let OperationKind::Migration { domain, source, target, dry_run, .. } = &op.kind else {
+            return reject(
+                RejectCode::OperationMismatch,
+                format!("operation {id} is a {}, not a migration", op.kind.name()),
+            );
+        };
+        let r = self.reservation_checked(reservation, token)?;
+        if r.operation != id {
+            return reject(
+                RejectCode::OperationMismatch,
+                format!("reservation {reservation} belongs to operation {}, not {id}", r.operation),
+            );
+        }
+        Self::lease_checked(r, now)?;
+        if !matches!(op.phase, Phase::Reserved | Phase::Transferring { .. } | Phase::Committing) {
+            return reject(
+                RejectCode::PhaseInvalid,
+                format!("operation {id} is {}; only a reserved or transferring migration commits", op.phase),
+            );
+        }
+        Ok(Migrating {
+            domain: domain.clone(),
+            source: source.clone(),
+            target: target.clone(),
+            dry_run: *dry_run,
+            binding: r.binding.clone(),
+        })
+    }
+
     /// Both inventories after the move, built on copies (nothing changes here): the
     /// name still free (OP-05), the guest found, the binding passing the same check as
     /// Reserve's on the target without its incoming copy, then bound.
@@ -377,6 +389,15 @@ impl State {
         }
         Ok((new_source, new_target))
     }
+}
+
+/// What a commit moves, once `commit_checked` passed.
+struct Migrating {
+    domain: String,
+    source: String,
+    target: String,
+    dry_run: bool,
+    binding: Binding,
 }
 
 /// LM-12 and LM-13 notes: core IDs and console port changed.
