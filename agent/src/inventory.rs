@@ -4,7 +4,6 @@
 
 use crate::node::{Node, backoff};
 use std::time::Duration;
-use tern_model::Server;
 use tern_raft_store::{Command, HostSpec};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -14,28 +13,14 @@ fn actor(node: &Node) -> String {
 }
 
 /// Registers the host (or updates its address), retrying until it succeeds.
-async fn register(node: &Node, server: &Server, shutdown: &CancellationToken) {
+async fn register(node: &Node, shutdown: &CancellationToken) {
     let mut attempt = 0;
     loop {
         let known = node.read(|s| s.host(&node.name).map(|h| h.address.clone()));
         let command = match known {
             Some(addr) if addr == node.address => return,
-            Some(_) => Command::UpdateHost {
-                name: node.name.clone(),
-                address: Some(node.address.clone()),
-                cpu: Some(server.cpu),
-                firmware: Some(server.firmware.clone()),
-                os: Some(server.os.clone()),
-            },
-            None => Command::RegisterHost {
-                host: HostSpec {
-                    name: node.name.clone(),
-                    address: node.address.clone(),
-                    cpu: server.cpu,
-                    firmware: server.firmware.clone(),
-                    os: server.os.clone(),
-                },
-            },
+            Some(_) => Command::UpdateHost { name: node.name.clone(), address: Some(node.address.clone()) },
+            None => Command::RegisterHost { host: HostSpec { name: node.name.clone(), address: node.address.clone() } },
         };
         match node.propose(&actor(node), command).await {
             Ok(_) => {
@@ -73,7 +58,7 @@ pub async fn run(node: Node, shutdown: CancellationToken) {
             }
         };
         if !registered {
-            register(&node, &server, &shutdown).await;
+            register(&node, &shutdown).await;
             registered = true;
         }
         let recorded = node.read(|s| s.host(&node.name).and_then(|h| h.inventory.clone()));

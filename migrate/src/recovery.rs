@@ -130,13 +130,7 @@ mod tests {
         fn seed_migration() -> (Self, u64) {
             let mut log = Log { state: State::new(), index: 0 };
             for server in [layout("m10-1-1"), layout("m10-1-2")] {
-                let spec = HostSpec {
-                    name: server.name.clone(),
-                    address: format!("{}:7400", server.name),
-                    cpu: server.cpu,
-                    firmware: server.firmware.clone(),
-                    os: server.os.clone(),
-                };
+                let spec = HostSpec { name: server.name.clone(), address: format!("{}:7400", server.name) };
                 log.apply(Command::RegisterHost { host: spec });
                 log.apply(Command::ReportInventory { server });
             }

@@ -5,6 +5,7 @@
 //! its arguments, so every Raft member, planner and test computes the same answer.
 //!
 //! - [`server`]: cores and strands, memory blocks, services, domains.
+//! - [`binding`]: the one check of a binding against a server (LM-06, LM-09, LM-12, LM-13).
 //! - [`preflight`]: every LM rule as its own check, all violations reported.
 //! - [`fit`]: exact memory-block fitting (LM-09).
 //! - [`planner`]: choosing a target among servers (evacuation; later HA and rebalancing).
@@ -14,6 +15,7 @@
 //! - [`precopy`]: the pre-copy migration timing model (LM-17).
 //! - [`units`]: sizes and ranges in ldm's vocabulary.
 
+pub mod binding;
 pub mod cpu;
 pub mod fit;
 pub mod placement;
@@ -24,6 +26,7 @@ pub mod server;
 pub mod units;
 pub mod version;
 
+pub use binding::{BindingError, GuestShape, Resource};
 pub use cpu::{CpuArch, CpuFamily, CpuType};
 pub use fit::{FitError, MemoryFit, fit_memory};
 pub use placement::Binding;

@@ -242,14 +242,21 @@ pub fn preflight(q: &MigrationQuery<'_>) -> Report {
     if r.ok()
         && let (Some((cids, strands)), Some(memory)) = (cpus, memory)
     {
-        r.binding = Some(Binding {
+        let binding = Binding {
             domain: q.new_name.unwrap_or(&guest.name).to_string(),
             whole_cores: whole_cores_on(q.target, &cpu),
             cids,
             strands,
             memory,
             console_port: port,
-        });
+        };
+        // Postcondition: what preflight proposes passes the one binding check that
+        // Reserve, CommitMigration and bind_domain run (LM-06, LM-09, LM-12, LM-13).
+        let shape = crate::binding::GuestShape::of(q.source, guest);
+        if let Err(e) = q.target.check_binding(&shape, &binding, q.target_reserved) {
+            panic!("preflight proposed a binding its own check refuses: {binding}: {e}");
+        }
+        r.binding = Some(binding);
     }
     r
 }

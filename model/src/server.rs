@@ -6,6 +6,7 @@
 //! (`strands_of`, `memory_of`), never stored twice, so they cannot disagree.
 
 use crate::Binding;
+use crate::binding::{BindingError, GuestShape};
 use crate::cpu::{CpuArch, CpuType};
 use crate::units::{Range, Size};
 use crate::version::{Firmware, OsVersion};
@@ -500,26 +501,25 @@ impl Server {
     }
 }
 
-/// Why a binding cannot be applied to a server.
+/// Why `Server::bind_domain` refuses a binding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BindError {
     NameTaken(String),
-    UnknownStrand(u32),
-    StrandNotActivated(u32),
-    StrandBound { strand: u32, domain: String },
-    MemoryNotFree(Range),
-    ConsoleMissing,
+    /// The binding fails [`Server::check_binding`].
+    Binding(BindingError),
+}
+
+impl From<BindingError> for BindError {
+    fn from(e: BindingError) -> Self {
+        Self::Binding(e)
+    }
 }
 
 impl fmt::Display for BindError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NameTaken(n) => write!(f, "a domain named {n} already exists"),
-            Self::UnknownStrand(s) => write!(f, "CPU {s} does not exist"),
-            Self::StrandNotActivated(s) => write!(f, "CPU {s} is on a core without an activation licence"),
-            Self::StrandBound { strand, domain } => write!(f, "CPU {strand} is already bound to {domain}"),
-            Self::MemoryNotFree(r) => write!(f, "memory {r} is not inside one free block"),
-            Self::ConsoleMissing => write!(f, "a console port was given for a domain without a console"),
+            Self::Binding(e) => e.fmt(f),
         }
     }
 }
@@ -529,32 +529,29 @@ impl std::error::Error for BindError {}
 impl Server {
     /// Binds `domain` to the concrete strands, memory ranges and console port of
     /// `binding` (a committed reservation, a received migration, a failover restart).
-    /// All or nothing: on error the server is unchanged.
+    /// A binding without a console port keeps the domain's own port. The binding must
+    /// pass [`Server::check_binding`] for the shape it has itself
+    /// ([`GuestShape::of_binding`]: this server does not know the guest's source) with
+    /// nothing reserved: reservations are the replicated state's, which checks them
+    /// before it commits. All or nothing: on error the server is unchanged.
     pub fn bind_domain(&mut self, mut domain: Domain, binding: &Binding) -> Result<(), BindError> {
         domain.name.clone_from(&binding.domain);
         if self.domain(&domain.name).is_some() {
             return Err(BindError::NameTaken(domain.name));
         }
-        for &id in &binding.strands {
-            let core =
-                self.cores.iter().find(|c| c.strands.iter().any(|s| s.id == id)).ok_or(BindError::UnknownStrand(id))?;
-            if !core.activated {
-                return Err(BindError::StrandNotActivated(id));
-            }
-            if let Some(s) = core.strands.iter().find(|s| s.id == id)
-                && let Some(d) = &s.bound
-            {
-                return Err(BindError::StrandBound { strand: id, domain: d.clone() });
-            }
+        let mut binding = binding.clone();
+        if binding.console_port.is_none() {
+            binding.console_port = domain.console.as_ref().map(|c| c.port);
         }
+        self.check_binding(&GuestShape::of_binding(&domain, &binding), &binding, &Reserved::default())?;
         // Free memory is offered as maximal ranges (`free_ranges` merges adjacent free
         // rows), so a range may span two free rows: merge them before carving.
         let mut memory = merge_free_blocks(self.memory.clone());
         for r in &binding.memory {
             let i = memory
                 .iter()
-                .position(|b| b.bound.is_none() && b.range().contains(r) && r.size > 0)
-                .ok_or(BindError::MemoryNotFree(*r))?;
+                .position(|b| b.bound.is_none() && b.range().contains(r))
+                .ok_or(BindingError::MemoryNotFree { range: *r })?;
             let block = memory.remove(i);
             let mut pieces = Vec::with_capacity(3);
             if r.pa > block.pa {
@@ -566,10 +563,8 @@ impl Server {
             }
             memory.splice(i..i, pieces);
         }
-        match (&mut domain.console, binding.console_port) {
-            (Some(c), Some(p)) => c.port = p,
-            (None, Some(_)) => return Err(BindError::ConsoleMissing),
-            _ => {}
+        if let (Some(c), Some(p)) = (&mut domain.console, binding.console_port) {
+            c.port = p;
         }
         self.memory = memory;
         for core in &mut self.cores {

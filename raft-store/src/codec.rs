@@ -6,7 +6,8 @@
 //!
 //! | version | body | read by |
 //! |---|---|---|
-//! | 1 | serde JSON of the current types | this build (the first) |
+//! | 1 | serde JSON; hosts (rows, snapshots) and `RegisterHost`/`UpdateHost` carry `cpu`, `firmware`, `os` | this build, upgrading: a host row through `HostRowV1`; elsewhere the dropped fields are ignored |
+//! | 2 | serde JSON of the current types: a host's CPU, firmware and OS are only its inventory's | this build |
 //!
 //! JSON because it is self-describing: a later version may add fields with
 //! `#[serde(default)]` and still read every v1 byte, and fixtures stay readable. A
@@ -24,9 +25,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The version this build writes.
-pub const CURRENT_VERSION: u8 = 1;
+pub const CURRENT_VERSION: u8 = 2;
 /// The newest version this build reads.
-pub const NEWEST_READABLE_VERSION: u8 = 1;
+pub const NEWEST_READABLE_VERSION: u8 = 2;
 /// The oldest version this build reads.
 pub const OLDEST_READABLE_VERSION: u8 = 1;
 
@@ -98,8 +99,34 @@ pub(crate) fn encode<T: Serialize>(kind: Kind, value: &T) -> Result<Vec<u8>, Cod
     Ok(out)
 }
 
-/// Decodes `bytes` as `kind`, refusing anything over `max` bytes.
+/// Decodes `bytes` as `kind`, refusing anything over `max` bytes. For a type whose
+/// version 1 body the current type still reads (fields added with defaults, or
+/// dropped and ignored).
 pub(crate) fn decode<T: DeserializeOwned>(kind: Kind, bytes: &[u8], max: usize) -> Result<T, CodecError> {
+    let (version, body) = header(kind, bytes, max)?;
+    json(kind, version, body)
+}
+
+/// Decodes `bytes` as `kind` for a type whose layout changed in version 2: a
+/// version 1 body is read as `V1` and upgraded.
+pub(crate) fn decode_upgrading<V1, T>(kind: Kind, bytes: &[u8], max: usize) -> Result<T, CodecError>
+where
+    V1: DeserializeOwned + Into<T>,
+    T: DeserializeOwned,
+{
+    let (version, body) = header(kind, bytes, max)?;
+    match version {
+        1 => json::<V1>(kind, version, body).map(Into::into),
+        _ => json(kind, version, body),
+    }
+}
+
+fn json<T: DeserializeOwned>(kind: Kind, version: u8, body: &[u8]) -> Result<T, CodecError> {
+    serde_json::from_slice(body).map_err(|e| CodecError::Body { kind, version, message: e.to_string() })
+}
+
+/// Checks size, magic, kind and version; returns the version and the body.
+fn header(kind: Kind, bytes: &[u8], max: usize) -> Result<(u8, &[u8]), CodecError> {
     if bytes.len() > max {
         return Err(CodecError::TooLarge { kind, len: bytes.len(), max });
     }
@@ -109,11 +136,8 @@ pub(crate) fn decode<T: DeserializeOwned>(kind: Kind, bytes: &[u8], max: usize) 
     if bytes[2] != kind.byte() {
         return Err(CodecError::WrongKind { expected: kind, found: bytes[2] });
     }
-    let version = bytes[3];
-    let body = &bytes[HEADER_BYTES..];
-    let json_err = |e: serde_json::Error| CodecError::Body { kind, version, message: e.to_string() };
-    match version {
-        1 => serde_json::from_slice(body).map_err(json_err),
+    match bytes[3] {
+        v @ OLDEST_READABLE_VERSION..=NEWEST_READABLE_VERSION => Ok((v, &bytes[HEADER_BYTES..])),
         found => Err(CodecError::UnknownVersion { kind, found }),
     }
 }
@@ -146,18 +170,19 @@ mod tests {
     fn decoding_checks_magic_kind_version_and_size() {
         // Goal: each malformed header gets its own error; the right one decodes.
         let good = encode(Kind::Row, &42u64).unwrap();
-        assert_eq!(&good[..4], b"TNR\x01");
+        assert_eq!(&good[..4], b"TNR\x02");
         assert_eq!(decode::<u64>(Kind::Row, &good, 100), Ok(42));
         assert_eq!(decode::<u64>(Kind::Row, b"TN", 100), Err(CodecError::BadHeader));
         assert_eq!(decode::<u64>(Kind::Row, b"XXR\x0142", 100), Err(CodecError::BadHeader));
         assert!(matches!(decode::<u64>(Kind::Entry, &good, 100), Err(CodecError::WrongKind { .. })));
         let mut future = good.clone();
-        future[3] = 2;
+        future[3] = 3;
         assert_eq!(
             decode::<u64>(Kind::Row, &future, 100),
-            Err(CodecError::UnknownVersion { kind: Kind::Row, found: 2 })
+            Err(CodecError::UnknownVersion { kind: Kind::Row, found: 3 })
         );
         assert!(matches!(decode::<u64>(Kind::Row, &good, 3), Err(CodecError::TooLarge { .. })));
         assert!(matches!(decode::<u64>(Kind::Row, b"TNR\x01{oops", 100), Err(CodecError::Body { .. })));
+        assert_eq!(decode::<u64>(Kind::Row, b"TNR\x0142", 100), Ok(42), "version 1 is still read");
     }
 }

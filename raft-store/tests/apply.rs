@@ -140,7 +140,7 @@ fn reserve_rejects_a_strand_bound_in_the_inventory_naming_it() {
     let r = w.rejected(w.reserve_cmd(op, "ldom1", binding("ldom1", &[0, 5], gib(4), Some(5003)), 30_000));
     assert_eq!(r.code, RejectCode::StrandUnavailable);
     assert_eq!(r.rule, Some(Rule::Lm(6)));
-    assert!(r.message.contains("CPU 0 on b is bound to primary"), "{}", r.message);
+    assert!(r.message.contains("CPU 0 is bound to primary"), "{}", r.message);
 }
 
 #[test]
@@ -176,26 +176,34 @@ fn reserve_rejects_overlap_with_another_active_reservation() {
 
 #[test]
 fn reserve_rejects_memory_outside_one_free_block_and_wrong_shapes() {
-    // Goal: memory must sit in one free block (LM-09); the amount of CPU, the block
+    // Goal: memory must sit in one free range (LM-09); the amount of CPU, the block
     // sizes and having a console must be the guest's (LM-06, LM-09, LM-12, LM-13); CIDs
     // must match the strands.
     let mut w = world();
     let op = w.begin("ldom1", "a", "b", None, false);
     let cases = [
         (binding("ldom1", &[4, 5], gib(1), Some(5003)), RejectCode::MemoryUnavailable, "bound to primary"),
-        (binding("ldom1", &[4, 5], gib(10), Some(5003)), RejectCode::MemoryUnavailable, "not inside one free block"),
-        (binding("ldom1", &[4], gib(4), Some(5003)), RejectCode::ShapeMismatch, "has 4 CPUs on a; the binding holds 2"),
+        (binding("ldom1", &[4, 5], gib(10), Some(5003)), RejectCode::MemoryUnavailable, "not inside one free range"),
+        (
+            binding("ldom1", &[4], gib(4), Some(5003)),
+            RejectCode::ShapeMismatch,
+            "the guest has 4 CPUs; the binding holds 2",
+        ),
         (binding("ldom1", &[4, 5], Range::new(4 * GIB, 2 * GIB), Some(5003)), RejectCode::ShapeMismatch, "[1G]"),
         (
             tern_model::Binding { cids: vec![4], ..binding("ldom1", &[4, 5], gib(4), Some(5003)) },
             RejectCode::BindingInvalid,
             "CIDs [4]",
         ),
-        (binding("ldom1", &[4, 5], gib(4), Some(6000)), RejectCode::ConsolePortUnavailable, "in no VCC range"),
+        (
+            binding("ldom1", &[4, 5], gib(4), Some(6000)),
+            RejectCode::ConsolePortUnavailable,
+            "outside VCC primary-vcc0's range 5000-5015",
+        ),
         (
             binding("ldom1", &[4, 5], gib(4), None),
             RejectCode::ShapeMismatch,
-            "has a console; the binding must give it a port",
+            "has a console on primary-vcc0; the binding must give it a port",
         ),
     ];
     for (b, code, needle) in cases {
@@ -203,6 +211,61 @@ fn reserve_rejects_memory_outside_one_free_block_and_wrong_shapes() {
         assert_eq!(r.code, code, "{r}");
         assert!(r.message.contains(needle), "{}", r.message);
     }
+}
+
+/// `w` with b's free memory reported as two adjacent free rows, [2G, 4G) and [4G, 10G).
+fn with_b_in_two_free_rows(w: &mut World) {
+    let mut b = server("b", 8, 8);
+    b.memory.retain(|m| m.bound.is_some());
+    b.memory.push(tern_model::MemoryBlock { pa: 2 * GIB, size: 2 * GIB, bound: None });
+    b.memory.push(tern_model::MemoryBlock { pa: 4 * GIB, size: 6 * GIB, bound: None });
+    w.ok(Command::ReportInventory { server: b });
+}
+
+#[test]
+fn reserve_and_commit_accept_a_range_spanning_two_adjacent_free_rows() {
+    // Goal: free memory is counted the same way at Reserve, at commit and by
+    // free_ranges: adjacent free rows merged, so [3G, 4G) + [4G, 5G) is one free range.
+    let mut w = world();
+    with_b_in_two_free_rows(&mut w);
+    assert_eq!(w.inventory("b").free_ranges(&tern_model::Reserved::default()), vec![Range::new(2 * GIB, 8 * GIB)]);
+    let op = w.begin("ldom1", "a", "b", None, false);
+    let spanning = Range::new(3 * GIB, GIB);
+    let (r, t, _) = w.reserve(op, "ldom1", binding("ldom1", &[4, 5], spanning, Some(5003)), 30_000);
+    let outcome = w.ok(Command::CommitMigration {
+        operation: op,
+        reservation: r,
+        token: t,
+        downtime_ms: 1,
+        total_ms: 2,
+        notes: vec![],
+    });
+    assert!(matches!(outcome, Outcome::Committed { moved: true, .. }), "{outcome:?}");
+    assert_eq!(w.inventory("b").memory_of("ldom1"), vec![spanning]);
+}
+
+#[test]
+fn commit_refuses_a_binding_that_lost_the_guests_shape() {
+    // Goal: commit runs the same binding check as Reserve: once the source reports the
+    // guest on three cores, the reserved two no longer hold its CPUs (LM-12), and the
+    // commit is refused with Reserve's code and nothing moves.
+    let mut w = world();
+    let op = w.begin("ldom1", "a", "b", None, false);
+    let (r, t, _) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    let a = with_guest(server("a", 8, 8), "ldom1", &[1, 2, 4], gib(2), Some(5001));
+    w.ok(Command::ReportInventory { server: with_guest(a, "ldom2", &[3], gib(3), Some(5002)) });
+    let rejection = w.rejected(Command::CommitMigration {
+        operation: op,
+        reservation: r,
+        token: t,
+        downtime_ms: 1,
+        total_ms: 2,
+        notes: vec![],
+    });
+    assert_eq!((rejection.code, rejection.rule), (RejectCode::ShapeMismatch, Some(Rule::Lm(12))), "{rejection}");
+    assert!(rejection.message.contains("the guest has 6 CPUs; the binding holds 4"), "{rejection}");
+    assert_eq!(w.state.domain("ldom1").map(|d| d.host.as_str()), Some("a"));
+    assert!(w.inventory("b").domain("ldom1").is_none());
 }
 
 #[test]

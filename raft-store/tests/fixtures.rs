@@ -52,6 +52,10 @@ fn entry_fixtures() -> Vec<(&'static str, Entry)> {
             Entry { log_id: log_id(5), payload: EntryPayload::Normal(req(1_700_000_000_000, cmds[2].clone())) },
         ),
         (
+            "entry-v1-register-host.bin",
+            Entry { log_id: log_id(3), payload: EntryPayload::Normal(req(1_700_000_000_000, cmds[0].clone())) },
+        ),
+        (
             "entry-v1-reserve.bin",
             Entry { log_id: log_id(8), payload: EntryPayload::Normal(req(1_700_000_000_500, cmds[5].clone())) },
         ),

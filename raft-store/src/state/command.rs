@@ -10,7 +10,7 @@ use crate::state::records::{HostStatus, OperationKind, OperationResult, Profile}
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
-use tern_model::{Binding, CpuType, Firmware, OsVersion, Rule, Server};
+use tern_model::{Binding, Rule, Server};
 
 /// One log entry's payload: a command with who proposed it and when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,14 +23,13 @@ pub struct Request {
     pub command: Command,
 }
 
-/// A new host's identity.
+/// A new host's identity. Its CPU type, firmware and OS are not here: they are its
+/// inventory's (`ReportInventory`), stored once. Version 1 entries that still carry
+/// `cpu`, `firmware` and `os` decode with those fields ignored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostSpec {
     pub name: String,
     pub address: String,
-    pub cpu: CpuType,
-    pub firmware: Firmware,
-    pub os: OsVersion,
 }
 
 /// How an operation moves forward (`AdvanceOperation`).
@@ -63,13 +62,11 @@ pub enum Command {
     RegisterHost {
         host: HostSpec,
     },
-    /// Changes a host's identity fields; `None` keeps the old value.
+    /// Changes a host's address; `None` keeps the old value. (Version 1 entries may
+    /// carry `cpu`, `firmware` and `os`: ignored, the inventory holds them.)
     UpdateHost {
         name: String,
         address: Option<String>,
-        cpu: Option<CpuType>,
-        firmware: Option<Firmware>,
-        os: Option<OsVersion>,
     },
     /// The host's agent reports what its hypervisor shows (`server.name` is the host).
     ReportInventory {

@@ -401,7 +401,7 @@ impl State {
             match key {
                 RowKey::Meta => s.meta = codec::decode(Kind::Row, &value, max)?,
                 RowKey::Host(n) => {
-                    let row: HostRow = codec::decode(Kind::Row, &value, max)?;
+                    let row: HostRow = codec::decode_upgrading::<HostRowV1, _>(Kind::Row, &value, max)?;
                     s.hosts.insert(n, row.into_host());
                 }
                 RowKey::Inventory(n) => {
@@ -434,14 +434,11 @@ impl State {
     }
 }
 
-/// The stored form of a [`Host`] row: every field but the inventory.
+/// The stored form of a [`Host`] row: every field but the inventory (format version 2).
 #[derive(Serialize, Deserialize)]
 struct HostRow {
     name: String,
     address: String,
-    cpu: tern_model::CpuType,
-    firmware: tern_model::Firmware,
-    os: tern_model::OsVersion,
     status: records::HostStatus,
     status_since_ms: u64,
     inventory_at_ms: Option<u64>,
@@ -453,9 +450,6 @@ impl From<&Host> for HostRow {
         Self {
             name: h.name.clone(),
             address: h.address.clone(),
-            cpu: h.cpu,
-            firmware: h.firmware.clone(),
-            os: h.os.clone(),
             status: h.status,
             status_since_ms: h.status_since_ms,
             inventory_at_ms: h.inventory_at_ms,
@@ -469,9 +463,6 @@ impl HostRow {
         Host {
             name: self.name,
             address: self.address,
-            cpu: self.cpu,
-            firmware: self.firmware,
-            os: self.os,
             status: self.status,
             status_since_ms: self.status_since_ms,
             inventory: None,
@@ -481,9 +472,60 @@ impl HostRow {
     }
 }
 
+/// A host row as format version 1 wrote it: with copies of the inventory's CPU type,
+/// firmware and OS, which version 2 keeps only in the inventory.
+#[derive(Deserialize)]
+struct HostRowV1 {
+    name: String,
+    address: String,
+    #[allow(dead_code)] // read to check the old row is whole; the inventory holds it now
+    cpu: tern_model::CpuType,
+    #[allow(dead_code)]
+    firmware: tern_model::Firmware,
+    #[allow(dead_code)]
+    os: tern_model::OsVersion,
+    status: records::HostStatus,
+    status_since_ms: u64,
+    inventory_at_ms: Option<u64>,
+    fencing_token_max: u64,
+}
+
+impl From<HostRowV1> for HostRow {
+    /// The upgrade from version 1: the copies of the inventory's facts are dropped.
+    fn from(v1: HostRowV1) -> Self {
+        Self {
+            name: v1.name,
+            address: v1.address,
+            status: v1.status,
+            status_since_ms: v1.status_since_ms,
+            inventory_at_ms: v1.inventory_at_ms,
+            fencing_token_max: v1.fencing_token_max,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The body of host row `a` exactly as format version 1 wrote it (after `TNR\x01`).
+    const HOST_ROW_V1_BODY: &[u8] = br#"{"name":"a","address":"a.example:7400","cpu":{"family":"Sparc64XPlus","frequency_mhz":3700},"firmware":"XCP2290","os":"Solaris 11.3","status":"up","status_since_ms":1700000000000,"inventory_at_ms":null,"fencing_token_max":7}"#;
+
+    #[test]
+    fn a_version_1_host_row_upgrades_and_is_written_back_as_version_2() {
+        // Goal: a host row with the old copies of CPU, firmware and OS still decodes
+        // (upgrade step); rewritten, it is version 2 and carries them no more.
+        let bytes = [b"TNR\x01".as_slice(), HOST_ROW_V1_BODY].concat();
+        let rows = vec![(RowKey::Host("a".into()).encode(), bytes)];
+        let state = State::from_rows(rows).expect("a v1 host row decodes");
+        let host = state.host("a").expect("host a");
+        assert_eq!((host.address.as_str(), host.fencing_token_max), ("a.example:7400", 7));
+        assert_eq!(host.status, records::HostStatus::Up);
+        let again = state.encode_row(&RowKey::Host("a".into())).unwrap().expect("row");
+        assert_eq!(&again[..4], b"TNR\x02");
+        let body = std::str::from_utf8(&again[4..]).unwrap();
+        assert!(!body.contains("firmware") && !body.contains("cpu"), "{body}");
+    }
 
     #[test]
     fn row_keys_round_trip_and_sort_numerically() {

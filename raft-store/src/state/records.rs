@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
-use tern_model::{Binding, CpuType, Firmware, OsVersion, Server};
+use tern_model::{Binding, Server};
 
 /// What the cluster believes about a host's control domain (HA-01, HA-02).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -48,14 +48,15 @@ impl fmt::Display for HostStatus {
 }
 
 /// A server of the cluster, named by its control domain's host name.
+///
+/// Its CPU type, firmware and control-domain OS are its inventory's (`inventory.cpu`,
+/// `.firmware`, `.os`), what preflight reads: stored once, so they cannot disagree
+/// (format version 2; version 1 host rows carried copies, dropped on upgrade).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Host {
     pub name: String,
     /// Where its agent listens (host:port); opaque to the state machine.
     pub address: String,
-    pub cpu: CpuType,
-    pub firmware: Firmware,
-    pub os: OsVersion,
     pub status: HostStatus,
     /// When `status` last changed (proposer time).
     pub status_since_ms: u64,

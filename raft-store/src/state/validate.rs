@@ -61,16 +61,12 @@ fn command(command: &Command) -> Result<(), Rejection> {
     match command {
         Command::RegisterHost { host } => {
             name("host name", &host.name)?;
-            text("address", &host.address)?;
-            text("firmware", &host.firmware.0)
+            text("address", &host.address)
         }
-        Command::UpdateHost { name: host, address, firmware, .. } => {
+        Command::UpdateHost { name: host, address } => {
             name("host name", host)?;
             if let Some(a) = address {
                 text("address", a)?;
-            }
-            if let Some(f) = firmware {
-                text("firmware", &f.0)?;
             }
             Ok(())
         }

@@ -22,13 +22,7 @@ pub fn os() -> OsVersion {
 }
 
 pub fn spec(name: &str) -> HostSpec {
-    HostSpec {
-        name: name.into(),
-        address: format!("{name}.example:7400"),
-        cpu: cpu(),
-        firmware: Firmware("XCP2290".into()),
-        os: os(),
-    }
+    HostSpec { name: name.into(), address: format!("{name}.example:7400") }
 }
 
 pub fn req(at_ms: u64, command: Command) -> Request {

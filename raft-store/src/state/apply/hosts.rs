@@ -1,0 +1,197 @@
+//! Hosts: registration, address, status (HA-07 roll-back) and inventory reports.
+
+use super::*;
+
+impl State {
+    pub(super) fn register_host(&mut self, now: u64, spec: &HostSpec) -> Response {
+        if self.hosts.contains_key(&spec.name) {
+            return reject(
+                RejectCode::HostExists,
+                format!("host {} is already registered; use UpdateHost to change it", spec.name),
+            );
+        }
+        if self.hosts.len() >= HOSTS_MAX {
+            return reject(RejectCode::LimitReached, format!("the cluster already has {HOSTS_MAX} hosts"));
+        }
+        self.put_host(Host {
+            name: spec.name.clone(),
+            address: spec.address.clone(),
+            status: HostStatus::Up,
+            status_since_ms: now,
+            inventory: None,
+            inventory_at_ms: None,
+            fencing_token_max: 0,
+        });
+        Ok(Outcome::HostRegistered)
+    }
+
+    pub(super) fn update_host(&mut self, name: &str, address: Option<&str>) -> Response {
+        self.host_checked(name)?;
+        if let Some(a) = address
+            && let Some(h) = self.host_mut(name)
+        {
+            a.clone_into(&mut h.address);
+        }
+        Ok(Outcome::HostUpdated)
+    }
+
+    pub(super) fn set_host_status(&mut self, now: u64, name: &str, status: HostStatus) -> Response {
+        let host = self.host_checked(name)?;
+        let was = host.status;
+        let mut rolled_back = Vec::new();
+        let mut released = Vec::new();
+        if was != status
+            && let Some(h) = self.host_mut(name)
+        {
+            h.status = status;
+            h.status_since_ms = now;
+        }
+        if status.is_down() {
+            // HA-07: a migration (or evacuation) needs its source control domain
+            // (LM-02); one whose target is gone cannot finish either.
+            let doomed: Vec<(u64, String)> = self
+                .operations
+                .values()
+                .filter(|o| !o.phase.is_terminal())
+                .filter_map(|o| match &o.kind {
+                    OperationKind::Migration { source, .. } if source == name => {
+                        Some((o.id, format!("HA-07: source host {name} is {status}")))
+                    }
+                    OperationKind::Migration { target, .. } if target == name => {
+                        Some((o.id, format!("HA-07: target host {name} is {status}")))
+                    }
+                    OperationKind::Evacuation { host } if host == name => {
+                        Some((o.id, format!("HA-07: host {name} is {status}; it cannot be evacuated")))
+                    }
+                    _ => None,
+                })
+                .collect();
+            for (id, reason) in doomed {
+                released.extend(self.finish_operation(now, id, Phase::RolledBack { reason }, None));
+                rolled_back.push(id);
+            }
+            let stranded: Vec<u64> = self.reservations.values().filter(|r| r.target == name).map(|r| r.id).collect();
+            for id in stranded {
+                self.release(id);
+                released.push(id);
+            }
+        }
+        Ok(Outcome::HostStatusSet { rolled_back, released })
+    }
+
+    pub(super) fn report_inventory(&mut self, now: u64, server: &Server) -> Response {
+        let host = self.host_checked(&server.name)?;
+        if let Err(errors) = server.validate() {
+            let shown: Vec<&str> = errors.iter().take(5).map(String::as_str).collect();
+            return reject(
+                RejectCode::InventoryInvalid,
+                format!(
+                    "inventory of {} is inconsistent ({} problems): {}",
+                    server.name,
+                    errors.len(),
+                    shown.join("; ")
+                ),
+            );
+        }
+        let active: Vec<&Reservation> = self.active_reservations_on(&host.name, now).collect();
+        for r in &active {
+            check_report_keeps(server, r)?;
+        }
+        for d in server.domains.iter().filter(|d| d.kind == DomainKind::Guest) {
+            if let Some(rec) = self.domains.get(&d.name)
+                && rec.host != server.name
+                && !active.iter().any(|r| r.binding.domain == d.name)
+            {
+                return reject(
+                    RejectCode::DomainOnOtherHost,
+                    format!(
+                        "{} reports guest {} which the cluster records on {}, and no active reservation on {} is for it",
+                        server.name, d.name, rec.host, server.name
+                    ),
+                );
+            }
+        }
+        // Accepted: index new guests, unindex the ones gone (unless an operation runs on them).
+        let incoming: BTreeSet<String> = active.iter().map(|r| r.binding.domain.clone()).collect();
+        let reported: BTreeSet<&str> =
+            server.domains.iter().filter(|d| d.kind == DomainKind::Guest).map(|d| d.name.as_str()).collect();
+        let mut indexed = Vec::new();
+        for name in &reported {
+            if !self.domains.contains_key(*name) && !incoming.contains(*name) {
+                indexed.push(name.to_string());
+            }
+        }
+        let unindexed: Vec<String> = self
+            .domains
+            .iter()
+            .filter(|(n, rec)| rec.host == server.name && !reported.contains(n.as_str()))
+            .filter(|(n, _)| self.running_operation_for_domain(n).is_none())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &indexed {
+            let rec =
+                DomainRecord { host: server.name.clone(), ha_priority: HaPriority::default(), affinity_group: None };
+            self.set_domain(name, Some(rec));
+        }
+        for name in &unindexed {
+            self.set_domain(name, None);
+        }
+        if let Some(h) = self.host_mut(&server.name) {
+            h.inventory_at_ms = Some(now);
+        }
+        if let Some(inv) = self.inventory_mut(&server.name) {
+            *inv = Some(server.clone());
+        }
+        Ok(Outcome::InventoryAccepted { indexed, unindexed })
+    }
+}
+
+/// A report must still show everything active reservation `r` holds, free or bound to
+/// the reservation's own domain (an incoming migration the target already shows).
+pub(super) fn check_report_keeps(server: &Server, r: &Reservation) -> Checked<()> {
+    let mine = r.binding.domain.as_str();
+    let drops = |what: String| {
+        reject(
+            RejectCode::InventoryDropsReserved,
+            format!(
+                "{}'s report {what}, which reservation {} holds for {mine} (operation {}, lease until {} ms)",
+                server.name, r.id, r.operation, r.lease_expires_ms
+            ),
+        )
+    };
+    for id in &r.binding.strands {
+        let found = server.cores.iter().find_map(|c| c.strands.iter().find(|s| s.id == *id).map(|s| (c, s)));
+        match found {
+            None => return drops(format!("lacks CPU {id}")),
+            Some((c, _)) if !c.activated => return drops(format!("shows core {} of CPU {id} deactivated", c.cid)),
+            Some((_, s)) => {
+                if let Some(d) = &s.bound
+                    && d != mine
+                {
+                    return drops(format!("binds CPU {id} to {d}"));
+                }
+            }
+        }
+    }
+    for range in &r.binding.memory {
+        let mut usable: Vec<Range> = Vec::new();
+        for b in server.memory.iter().filter(|b| b.range().overlaps(range)) {
+            match &b.bound {
+                None => usable.push(b.range()),
+                Some(Owner::Domain(d)) if d == mine => usable.push(b.range()),
+                Some(other) => return drops(format!("binds memory {} to {other}", b.range())),
+            }
+        }
+        let missing = tern_model::server::subtract_ranges(&[*range], &usable);
+        if let Some(m) = missing.first() {
+            return drops(format!("lacks memory {m}"));
+        }
+    }
+    if let Some(port) = r.binding.console_port
+        && let Some(d) =
+            server.domains.iter().find(|d| d.name != mine && d.console.as_ref().is_some_and(|c| c.port == port))
+    {
+        return drops(format!("gives console port {port} to {}", d.name));
+    }
+    Ok(())
+}

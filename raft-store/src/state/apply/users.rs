@@ -1,0 +1,96 @@
+//! Users (OP-04) and the audit log.
+
+use super::*;
+
+impl State {
+    pub(super) fn record(&mut self, index: u64, req: &Request, response: &Response) {
+        let outcome = match response {
+            Ok(_) => "ok".to_string(),
+            Err(r) => r.code.as_str().to_string(),
+        };
+        let record = AuditRecord {
+            index,
+            at_ms: req.proposed_at_ms,
+            actor: clip(req.actor.clone(), NAME_BYTES_MAX * 2),
+            summary: clip(summarize(&req.command), AUDIT_SUMMARY_BYTES_MAX),
+            outcome,
+        };
+        self.audit.insert(index, record);
+        self.touch(RowKey::Audit(index));
+        while self.audit.len() > AUDIT_RECORDS_MAX {
+            if let Some((old, _)) = self.audit.pop_first() {
+                self.touch(RowKey::Audit(old));
+            }
+        }
+    }
+
+    pub(super) fn add_user(
+        &mut self,
+        now: u64,
+        name: &str,
+        password_hash: &str,
+        profiles: &BTreeSet<Profile>,
+        replace: bool,
+    ) -> Response {
+        let exists = self.users.contains_key(name);
+        if exists && !replace {
+            return reject(RejectCode::UserExists, format!("user {name} exists; set replace to change it"));
+        }
+        if !exists && self.users.len() >= USERS_MAX {
+            return reject(RejectCode::LimitReached, format!("{USERS_MAX} users exist already"));
+        }
+        crate::auth::check_phc(password_hash)?;
+        self.users.insert(
+            name.to_string(),
+            User {
+                name: name.to_string(),
+                password_hash: password_hash.to_string(),
+                profiles: profiles.clone(),
+                created_ms: now,
+            },
+        );
+        self.touch(RowKey::User(name.to_string()));
+        Ok(Outcome::UserAdded)
+    }
+}
+
+/// One line for the audit log.
+pub(super) fn summarize(c: &Command) -> String {
+    match c {
+        Command::RegisterHost { host } => format!("register host {} at {}", host.name, host.address),
+        Command::UpdateHost { name, .. } => format!("update host {name}"),
+        Command::ReportInventory { server } => format!(
+            "inventory of {}: {} cores, {} memory blocks, {} domains",
+            server.name,
+            server.cores.len(),
+            server.memory.len(),
+            server.domains.len()
+        ),
+        Command::SetHostStatus { host, status } => format!("host {host} is {status}"),
+        Command::Reserve { operation, target, binding, lease_ms, .. } => {
+            format!("reserve for operation {operation} on {target} for {lease_ms} ms: {binding}")
+        }
+        Command::Renew { reservation, lease_ms, .. } => format!("renew reservation {reservation} by {lease_ms} ms"),
+        Command::Release { reservation, .. } => format!("release reservation {reservation}"),
+        Command::Expire { now_ms } => format!("expire leases at {now_ms} ms"),
+        Command::BeginOperation { kind } => match kind {
+            OperationKind::Migration { domain, source, target, new_name, dry_run } => format!(
+                "begin {}migration of {domain} from {source} to {target}{}",
+                if *dry_run { "dry-run " } else { "" },
+                new_name.as_ref().map(|n| format!(" as {n}")).unwrap_or_default()
+            ),
+            OperationKind::Evacuation { host } => format!("begin evacuation of {host}"),
+            OperationKind::Failover { host } => format!("begin failover of {host}"),
+        },
+        Command::AdvanceOperation { operation, progress, .. } => format!("advance operation {operation}: {progress:?}"),
+        Command::CommitMigration { operation, reservation, downtime_ms, .. } => {
+            format!("commit operation {operation} with reservation {reservation}, downtime {downtime_ms} ms")
+        }
+        Command::AbortOperation { operation, outcome } => format!("abort operation {operation}: {outcome:?}"),
+        Command::AddUser { name, profiles, .. } => {
+            let p: Vec<&str> = profiles.iter().map(Profile::as_str).collect();
+            format!("add user {name} with profiles [{}]", p.join(", "))
+        }
+        Command::RemoveUser { name } => format!("remove user {name}"),
+    }
+}
