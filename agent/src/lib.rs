@@ -188,7 +188,13 @@ where
             })
             .with_message_limits(),
         )
-        .add_service(pb::hosts_server::HostsServer::new(services::HostsService(node.clone())).with_message_limits())
+        .add_service(
+            pb::hosts_server::HostsServer::new(services::HostsService {
+                node: node.clone(),
+                registry: registry.clone(),
+            })
+            .with_message_limits(),
+        )
         .add_service(pb::users_server::UsersServer::new(services::UsersService(node.clone())).with_message_limits());
     let stop = shutdown.clone();
     tasks.spawn(async move {

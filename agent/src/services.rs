@@ -339,13 +339,17 @@ impl pb::users_server::Users for UsersService {
     }
 }
 
-pub struct HostsService(pub Node);
+pub struct HostsService {
+    pub node: Node,
+    pub registry: Arc<Registry>,
+}
 
 impl HostsService {
     fn run<F>(&self, req: pb::HostRequest, work: F) -> Result<Response<Events<pb::HostEvent>>, Status>
     where
         F: FnOnce(
                 Arc<dyn tern_cluster::Cluster>,
+                Arc<Registry>,
                 hosts::HostRequest,
                 hosts::HostEvents,
             ) -> futures_util::future::BoxFuture<'static, Result<(), Error>>
@@ -356,8 +360,9 @@ impl HostsService {
         if req.host.is_empty() {
             return Err(Status::invalid_argument("name the host"));
         }
-        let node = self.0.clone();
-        Ok(Response::new(stream(&self.0, convert::host_event_to_pb, move |tx| work(Arc::new(node), req, tx))))
+        let (node, registry) = (self.node.clone(), self.registry.clone());
+        let events = stream(&self.node, convert::host_event_to_pb, move |tx| work(Arc::new(node), registry, req, tx));
+        Ok(Response::new(events))
     }
 }
 
@@ -367,10 +372,10 @@ impl pb::hosts_server::Hosts for HostsService {
     type RestoreStream = Events<pb::HostEvent>;
 
     async fn evacuate(&self, req: GrpcRequest<pb::HostRequest>) -> Result<Response<Self::EvacuateStream>, Status> {
-        self.run(req.into_inner(), |c, r, tx| Box::pin(hosts::evacuate(c, r, tx)))
+        self.run(req.into_inner(), |c, g, r, tx| Box::pin(hosts::evacuate(c, g, r, tx)))
     }
 
     async fn restore(&self, req: GrpcRequest<pb::HostRequest>) -> Result<Response<Self::RestoreStream>, Status> {
-        self.run(req.into_inner(), |c, r, tx| Box::pin(hosts::restore(c, r, tx)))
+        self.run(req.into_inner(), |c, g, r, tx| Box::pin(hosts::restore(c, g, r, tx)))
     }
 }

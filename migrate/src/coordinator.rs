@@ -72,13 +72,13 @@ impl Registry {
     }
 
     /// Marks a `BeginOperation` for `domain` in flight until the guard drops.
-    fn beginning(&self, domain: &str) -> Held<'_> {
+    pub(crate) fn beginning(&self, domain: &str) -> Held<'_> {
         *self.lock().beginning.entry(domain.to_string()).or_default() += 1;
         Held { registry: self, what: Hold::Beginning(domain.to_string()) }
     }
 
     /// Holds `operation` for this coordinator until the guard drops.
-    fn hold(&self, operation: u64) -> Held<'_> {
+    pub(crate) fn hold(&self, operation: u64) -> Held<'_> {
         self.lock().operations.insert(operation);
         Held { registry: self, what: Hold::Operation(operation) }
     }
@@ -90,7 +90,7 @@ enum Hold {
 }
 
 /// What a coordinator holds in the [`Registry`]; released on drop, however it returns.
-struct Held<'a> {
+pub(crate) struct Held<'a> {
     registry: &'a Registry,
     what: Hold,
 }

@@ -3,10 +3,11 @@
 //! migration run by the host's own agent, LM-02) and marks it Maintenance; `host
 //! restore` marks it Up and brings back the guests it sent away.
 
+use crate::coordinator::{Held, Registry};
 use std::sync::Arc;
 use tern_cluster::{Cluster, Error, Finding, MigrateRequest, MigrationEvent, MigrationReport, agent_actor};
 use tern_model::{DomainKind, Reserved, Server};
-use tern_raft_store::{Command, HostStatus, OperationKind, Phase};
+use tern_raft_store::{AbortOutcome, Command, HostStatus, OperationKind, Outcome, Phase, Progress};
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -71,6 +72,66 @@ async fn set_status(c: &dyn Cluster, host: &str, status: HostStatus) -> Result<(
     c.propose(&agent_actor(c), Command::SetHostStatus { host: host.to_string(), status }).await.map(|_| ())
 }
 
+/// The key a host's evacuation holds in the [`Registry`] while its
+/// `BeginOperation` is in flight (domain and host names never collide with it).
+pub fn registry_key(host: &str) -> String {
+    format!("host:{host}")
+}
+
+/// An evacuation or restore recorded as an `Evacuation` operation, so that
+/// `list-operations` shows it and, should this agent die mid-way, recovery ends it
+/// (the guests already moved stay where they went).
+struct Recorded<'a> {
+    c: &'a dyn Cluster,
+    operation: u64,
+    _held: Held<'a>,
+}
+
+impl<'a> Recorded<'a> {
+    async fn begin(c: &'a dyn Cluster, registry: &'a Registry, host: &str) -> Result<Self, Error> {
+        let beginning = registry.beginning(&registry_key(host));
+        let kind = OperationKind::Evacuation { host: host.to_string() };
+        let operation = match c.propose(&agent_actor(c), Command::BeginOperation { kind }).await? {
+            Outcome::OperationBegun { operation } => operation,
+            other => return Err(Error::Internal(format!("BeginOperation answered {other:?}"))),
+        };
+        let held = registry.hold(operation);
+        drop(beginning);
+        Ok(Self { c, operation, _held: held })
+    }
+
+    /// Records that `done` of `total` guests have been dealt with (OP-06 for UC-1).
+    async fn advance(&self, done: usize, total: usize) {
+        let progress_pct = u8::try_from(done * 100 / total.max(1)).unwrap_or(100).min(99);
+        let command = Command::AdvanceOperation {
+            operation: self.operation,
+            token: None,
+            progress: Progress::Transferring { progress_pct },
+        };
+        if let Err(e) = self.c.propose(&agent_actor(self.c), command).await {
+            tracing::warn!(operation = self.operation, error = %e, "recording progress failed");
+        }
+    }
+
+    /// Ends the operation: Done with `summary`, or Failed with the error that stopped it.
+    async fn end(self, result: &Result<String, Error>) {
+        let command = match result {
+            Ok(summary) => Command::CompleteOperation { operation: self.operation, notes: vec![summary.clone()] },
+            Err(e) => Command::AbortOperation {
+                operation: self.operation,
+                outcome: AbortOutcome::Failed { reason: e.to_string() },
+            },
+        };
+        if let Err(e) = self.c.propose(&agent_actor(self.c), command).await {
+            tracing::warn!(operation = self.operation, error = %e, "ending the operation failed; recovery will");
+        }
+    }
+}
+
+fn summary(what: &str, host: &str, moved: u32, stayed: u32) -> String {
+    format!("{what} {host}: {moved} guest(s) moved, {stayed} stayed")
+}
+
 fn check_named(req: &HostRequest) -> Result<(), Error> {
     if req.host.is_empty() {
         return Err(Error::InvalidInput("name the host".into()));
@@ -78,8 +139,14 @@ fn check_named(req: &HostRequest) -> Result<(), Error> {
     Ok(())
 }
 
-/// Moves every guest off `req.host`, then marks it Maintenance.
-pub async fn evacuate(c: Arc<dyn Cluster>, req: HostRequest, tx: HostEvents) -> Result<(), Error> {
+/// Moves every guest off `req.host`, then marks it Maintenance; recorded as an
+/// `Evacuation` operation.
+pub async fn evacuate(
+    c: Arc<dyn Cluster>,
+    registry: Arc<Registry>,
+    req: HostRequest,
+    tx: HostEvents,
+) -> Result<(), Error> {
     check_named(&req)?;
     let host = req.host.clone();
     let status = c.state().read(|s| s.host(&host).map(|h| h.status));
@@ -92,30 +159,56 @@ pub async fn evacuate(c: Arc<dyn Cluster>, req: HostRequest, tx: HostEvents) -> 
             )));
         }
     }
+    let record = Recorded::begin(c.as_ref(), &registry, &host).await?;
+    let result = move_guests_off(c.as_ref(), &record, &req, &tx).await;
+    record.end(&result.as_ref().map(|(m, s)| summary("evacuated", &host, *m, *s)).map_err(Clone::clone)).await;
+    let (moved, stayed) = result?;
+    info!(%host, moved, stayed, "evacuated");
+    emit(&tx, HostEvent::Done { moved, stayed, status: HostStatus::Maintenance }).await;
+    Ok(())
+}
+
+/// Where `guest` of `host` can go, by [`tern_model::planner::choose_target`] over
+/// the other Up hosts minus their reservations; `None` when `host` has no inventory.
+fn plan_guest(
+    c: &dyn Cluster,
+    host: &str,
+    guest: &str,
+) -> Option<Result<tern_model::planner::Choice, tern_model::planner::Refusals>> {
+    c.state().read(|s| {
+        let now = c.now_ms();
+        let source: Option<Server> = s.host(host).and_then(|h| h.inventory.clone());
+        let others: Vec<(Server, Reserved)> = s
+            .hosts()
+            .values()
+            .filter(|h| h.name != host && h.status == HostStatus::Up)
+            .filter_map(|h| h.inventory.clone().map(|inv| (inv, s.reserved_on(&h.name, now))))
+            .collect();
+        source.map(|src| {
+            let refs: Vec<(&Server, &Reserved)> = others.iter().map(|(a, b)| (a, b)).collect();
+            tern_model::planner::choose_target(&src, guest, &refs)
+        })
+    })
+}
+
+/// Migrates each guest of `req.host` where it fits; (moved, stayed).
+async fn move_guests_off(
+    c: &dyn Cluster,
+    record: &Recorded<'_>,
+    req: &HostRequest,
+    tx: &HostEvents,
+) -> Result<(u32, u32), Error> {
+    let host = &req.host;
     let guests: Vec<String> = c.state().read(|s| {
-        s.host(&host)
+        s.host(host)
             .and_then(|h| h.inventory.as_ref())
             .map(|inv| inv.domains.iter().filter(|d| d.kind == DomainKind::Guest).map(|d| d.name.clone()).collect())
             .unwrap_or_default()
     });
     let (mut moved, mut stayed) = (0u32, 0u32);
-    for guest in guests {
-        let plan = c.state().read(|s| {
-            let now = c.now_ms();
-            let source: Option<Server> = s.host(&host).and_then(|h| h.inventory.clone());
-            let others: Vec<(Server, Reserved)> = s
-                .hosts()
-                .values()
-                .filter(|h| h.name != host && h.status == HostStatus::Up)
-                .filter_map(|h| h.inventory.clone().map(|inv| (inv, s.reserved_on(&h.name, now))))
-                .collect();
-            source.map(|src| {
-                let refs: Vec<(&Server, &Reserved)> = others.iter().map(|(a, b)| (a, b)).collect();
-                tern_model::planner::choose_target(&src, &guest, &refs)
-            })
-        });
-        let result = match plan {
-            None => guest_result(&guest, "", Err(Error::NotFound(format!("{host} has no inventory")))),
+    for (done, guest) in guests.iter().enumerate() {
+        let result = match plan_guest(c, host, guest) {
+            None => guest_result(guest, "", Err(Error::NotFound(format!("{host} has no inventory")))),
             Some(Err(refusals)) => {
                 let reasons = refusals
                     .iter()
@@ -130,7 +223,7 @@ pub async fn evacuate(c: Arc<dyn Cluster>, req: HostRequest, tx: HostEvents) -> 
                 GuestResult { domain: guest.clone(), reasons, ..Default::default() }
             }
             Some(Ok(choice)) => {
-                let req = MigrateRequest {
+                let migration = MigrateRequest {
                     domain: guest.clone(),
                     target: choice.target.clone(),
                     new_name: None,
@@ -138,7 +231,7 @@ pub async fn evacuate(c: Arc<dyn Cluster>, req: HostRequest, tx: HostEvents) -> 
                     password: req.password.clone(),
                     dry_run: false,
                 };
-                guest_result(&guest, &choice.target, remote_migrate(c.as_ref(), &host, req).await)
+                guest_result(guest, &choice.target, remote_migrate(c, host, migration).await)
             }
         };
         if result.moved {
@@ -146,59 +239,85 @@ pub async fn evacuate(c: Arc<dyn Cluster>, req: HostRequest, tx: HostEvents) -> 
         } else {
             stayed += 1;
         }
-        emit(&tx, HostEvent::Guest(result)).await;
+        emit(tx, HostEvent::Guest(result)).await;
+        record.advance(done + 1, guests.len()).await;
     }
-    set_status(c.as_ref(), &host, HostStatus::Maintenance).await?;
-    info!(%host, moved, stayed, "evacuated");
-    emit(&tx, HostEvent::Done { moved, stayed, status: HostStatus::Maintenance }).await;
-    Ok(())
+    set_status(c, host, HostStatus::Maintenance).await?;
+    Ok((moved, stayed))
 }
 
 /// Marks `req.host` Up and brings back every guest whose latest migration took it off
-/// this host and which still runs where it went.
-pub async fn restore(c: Arc<dyn Cluster>, req: HostRequest, tx: HostEvents) -> Result<(), Error> {
+/// this host and which still runs where it went; recorded as an `Evacuation`
+/// operation of that host.
+pub async fn restore(
+    c: Arc<dyn Cluster>,
+    registry: Arc<Registry>,
+    req: HostRequest,
+    tx: HostEvents,
+) -> Result<(), Error> {
     check_named(&req)?;
     let host = req.host.clone();
     let status = c.state().read(|s| s.host(&host).map(|h| h.status));
     match status {
         None => return Err(Error::NotFound(format!("no host named {host:?} in the cluster"))),
-        Some(HostStatus::Maintenance) => set_status(c.as_ref(), &host, HostStatus::Up).await?,
-        Some(HostStatus::Up) => {}
+        Some(HostStatus::Maintenance | HostStatus::Up) => {}
         Some(other) => return Err(Error::Conflict(format!("{host} is {other}; bring it back up first"))),
     }
-    // (name on its current host, current host, original name)
-    let away: Vec<(String, String, String)> = c.state().read(|s| {
+    let record = Recorded::begin(c.as_ref(), &registry, &host).await?;
+    let result = bring_guests_back(c.as_ref(), &record, &req, &tx).await;
+    record.end(&result.as_ref().map(|(m, s)| summary("restored", &host, *m, *s)).map_err(Clone::clone)).await;
+    let (moved, stayed) = result?;
+    info!(%host, moved, stayed, "restored");
+    emit(&tx, HostEvent::Done { moved, stayed, status: HostStatus::Up }).await;
+    Ok(())
+}
+
+/// (name on its current host, current host, original name) of every guest whose
+/// latest migration took it off `host` and which still runs where it went.
+fn sent_away(c: &dyn Cluster, host: &str) -> Vec<(String, String, String)> {
+    c.state().read(|s| {
         let mut latest: std::collections::BTreeMap<String, (String, String, String)> = Default::default();
         for op in s.operations().values().filter(|o| o.phase == Phase::Done) {
             if let OperationKind::Migration { domain, source, target, new_name, dry_run: false } = &op.kind {
                 let now_named = new_name.clone().unwrap_or_else(|| domain.clone());
                 latest.remove(domain);
-                if source == &host {
+                if source == host {
                     latest.insert(now_named.clone(), (now_named, target.clone(), domain.clone()));
                 }
             }
         }
         latest.into_values().filter(|(name, at, _)| s.domain(name).is_some_and(|d| &d.host == at)).collect()
-    });
+    })
+}
+
+/// Marks `req.host` Up, then migrates back what [`sent_away`] finds; (moved, stayed).
+async fn bring_guests_back(
+    c: &dyn Cluster,
+    record: &Recorded<'_>,
+    req: &HostRequest,
+    tx: &HostEvents,
+) -> Result<(u32, u32), Error> {
+    let host = &req.host;
+    set_status(c, host, HostStatus::Up).await?;
+    let away = sent_away(c, host);
     let (mut moved, mut stayed) = (0u32, 0u32);
-    for (name, at, original) in away {
-        let req = MigrateRequest {
+    for (done, (name, at, original)) in away.iter().enumerate() {
+        let migration = MigrateRequest {
             domain: name.clone(),
             target: host.clone(),
-            new_name: (original != name).then_some(original),
+            new_name: (original != name).then(|| original.clone()),
             user: req.user.clone(),
             password: req.password.clone(),
             dry_run: false,
         };
-        let result = guest_result(&name, &host, remote_migrate(c.as_ref(), &at, req).await);
+        let result = guest_result(name, host, remote_migrate(c, at, migration).await);
         if result.moved {
             moved += 1;
         } else {
             stayed += 1;
         }
-        emit(&tx, HostEvent::Guest(result)).await;
+        emit(tx, HostEvent::Guest(result)).await;
+        record.advance(done + 1, away.len()).await;
     }
-    info!(%host, moved, stayed, "restored");
-    emit(&tx, HostEvent::Done { moved, stayed, status: HostStatus::Up }).await;
-    Ok(())
+    Ok((moved, stayed))
 }

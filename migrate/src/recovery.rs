@@ -17,6 +17,7 @@
 //! record for the verdict.
 
 use crate::coordinator::Registry;
+use crate::hosts::registry_key;
 use std::sync::Arc;
 use std::time::Duration;
 use tern_cluster::{Cluster, agent_actor};
@@ -61,6 +62,10 @@ pub async fn settle(c: &dyn Cluster, registry: &Registry) {
     // Source side: running migrations nobody here coordinates.
     let ops: Vec<Operation> = c.state().read(|s| s.operations().values().cloned().collect());
     for op in &ops {
+        if let OperationKind::Evacuation { host } = &op.kind {
+            settle_evacuation(c, registry, op, host).await;
+            continue;
+        }
         let OperationKind::Migration { domain, source, .. } = &op.kind else { continue };
         if source != &me || op.phase.is_terminal() || registry.owns(op.id, domain) {
             continue;
@@ -84,6 +89,26 @@ pub async fn settle(c: &dyn Cluster, registry: &Registry) {
         if let Err(e) = c.hypervisor().finish_migrate_out(&p.domain, committed).await {
             warn!(operation = p.operation, error = %e, "settling failed; will retry");
         }
+    }
+}
+
+/// Ends an evacuation (or restore) this agent ran and no longer holds: it died with
+/// an earlier process, or could not record its end. The guests already moved stay
+/// where they went; the operation is reported Failed, and running the evacuation
+/// again moves the rest.
+async fn settle_evacuation(c: &dyn Cluster, registry: &Registry, op: &Operation, host: &str) {
+    if op.phase.is_terminal() || op.actor != agent_actor(c) || registry.owns(op.id, &registry_key(host)) {
+        return;
+    }
+    info!(node = %c.host(), operation = op.id, %host, "ending an evacuation no coordinator holds");
+    let reason = format!(
+        "interrupted: its coordinator on {} is gone; the guests already moved stay where they went, \
+         run `ternctl host evacuate {host}` (or restore) again for the rest",
+        c.host()
+    );
+    let command = Command::AbortOperation { operation: op.id, outcome: AbortOutcome::Failed { reason } };
+    if let Err(e) = c.propose(&agent_actor(c), command).await {
+        warn!(operation = op.id, error = %e, "ending the evacuation failed; will retry");
     }
 }
 

@@ -202,16 +202,16 @@ impl Server {
     /// [`Server::free_ranges`] (LM-09), the console port (LM-13). Returns the first
     /// refusal.
     pub fn check_binding(&self, shape: &GuestShape, binding: &Binding, reserved: &Reserved) -> Checked {
-        check_shape(shape, binding)?;
+        check_shape(shape, binding, shape.whole_cores || self.cpu.family.needs_whole_cores())?;
         check_form(binding)?;
-        self.check_strands(shape, binding, reserved)?;
+        self.check_strands(binding, reserved)?;
         self.check_memory(binding, reserved)?;
         self.check_console(shape, binding, reserved)
     }
 
     /// LM-06: every strand exists, is on an activated core, bound to no domain and not
     /// reserved; the CIDs are its strands' cores; a whole-core guest gets whole cores.
-    fn check_strands(&self, shape: &GuestShape, binding: &Binding, reserved: &Reserved) -> Checked {
+    fn check_strands(&self, binding: &Binding, reserved: &Reserved) -> Checked {
         // strand id -> its core
         let cores: BTreeMap<u32, &crate::server::Core> =
             self.cores.iter().flat_map(|c| c.strands.iter().map(move |s| (s.id, c))).collect();
@@ -236,7 +236,7 @@ impl Server {
         if given != cids {
             return Err(BindingError::CidsMismatch { given, derived: cids });
         }
-        if shape.whole_cores {
+        if binding.whole_cores {
             for (cid, held) in derived {
                 let threads = self.cores.iter().find(|c| c.cid == cid).map_or(0, |c| c.strands.len());
                 if held != threads {
@@ -295,14 +295,15 @@ impl Server {
     }
 }
 
-/// LM-09, LM-12, LM-13: as many strands as the guest has, whole cores if it holds
-/// whole cores, one range per block with the same sizes, a port iff a console.
-fn check_shape(shape: &GuestShape, binding: &Binding) -> Checked {
+/// LM-05, LM-09, LM-12, LM-13: as many strands as the guest has, whole cores if it
+/// holds whole cores or the server binds only whole cores (SPARC M10), one range per
+/// block with the same sizes, a port iff a console.
+fn check_shape(shape: &GuestShape, binding: &Binding, whole_cores: bool) -> Checked {
     if shape.strands != binding.strands.len() {
         return Err(BindingError::CpuCount { guest: shape.strands, binding: binding.strands.len() });
     }
-    if shape.whole_cores != binding.whole_cores {
-        return Err(BindingError::WholeCoresFlag { guest: shape.whole_cores });
+    if whole_cores != binding.whole_cores {
+        return Err(BindingError::WholeCoresFlag { guest: whole_cores });
     }
     let mut guest = shape.blocks.clone();
     let mut given: Vec<u64> = binding.memory.iter().map(|r| r.size).collect();

@@ -126,6 +126,13 @@ pub enum Command {
         total_ms: u64,
         notes: Vec<String>,
     },
+    /// Ends a running operation that moves no domain itself (an evacuation or restore,
+    /// UC-1: its guests moved by migrations of their own) as Done, with a summary.
+    /// Migrations end only by `CommitMigration` or `AbortOperation`.
+    CompleteOperation {
+        operation: u64,
+        notes: Vec<String>,
+    },
     /// Ends a running operation without committing; its reservations are released.
     AbortOperation {
         operation: u64,
@@ -159,6 +166,7 @@ impl Command {
             Self::BeginOperation { .. } => "begin-operation",
             Self::AdvanceOperation { .. } => "advance-operation",
             Self::CommitMigration { .. } => "commit-migration",
+            Self::CompleteOperation { .. } => "complete-operation",
             Self::AbortOperation { .. } => "abort-operation",
             Self::AddUser { .. } => "add-user",
             Self::RemoveUser { .. } => "remove-user",
@@ -207,6 +215,7 @@ pub enum Outcome {
         moved: bool,
         result: OperationResult,
     },
+    Completed,
     Aborted {
         released: Vec<u64>,
     },

@@ -81,7 +81,7 @@ fn command(command: &Command) -> Result<(), Rejection> {
         Command::Renew { .. } | Command::Release { .. } | Command::Expire { .. } => Ok(()),
         Command::BeginOperation { kind } => operation_kind(kind),
         Command::AdvanceOperation { .. } => Ok(()),
-        Command::CommitMigration { notes, .. } => {
+        Command::CommitMigration { notes, .. } | Command::CompleteOperation { notes, .. } => {
             count("notes", notes.len(), NOTES_MAX)?;
             notes.iter().try_for_each(|n| text("note", n))
         }

@@ -83,6 +83,7 @@ impl State {
             Command::CommitMigration { operation, reservation, token, downtime_ms, total_ms, notes } => {
                 self.commit_migration(now, *operation, *reservation, *token, (*downtime_ms, *total_ms), notes)
             }
+            Command::CompleteOperation { operation, notes } => self.complete_operation(now, *operation, notes),
             Command::AbortOperation { operation, outcome } => {
                 self.running_operation_checked(*operation)?;
                 let phase = match outcome {

@@ -195,6 +195,27 @@ impl State {
 
     /// Ends operation `id` in `phase` (a terminal one), releasing what it holds.
     /// Returns the released reservation ids.
+    /// `CompleteOperation`: an evacuation (UC-1) ends Done with its summary. A
+    /// migration cannot end so: only its commit moves the domain.
+    pub(super) fn complete_operation(&mut self, now: u64, id: u64, notes: &[String]) -> Response {
+        let op = self.running_operation_checked(id)?;
+        if let OperationKind::Migration { .. } = op.kind {
+            return reject(
+                RejectCode::InvalidRequest,
+                format!("operation {id} is a migration; it ends by CommitMigration or AbortOperation"),
+            );
+        }
+        if !op.reservations.is_empty() {
+            return reject(
+                RejectCode::InvalidRequest,
+                format!("operation {id} holds reservations; release or commit them first"),
+            );
+        }
+        let result = clip_notes(OperationResult { notes: notes.to_vec(), ..OperationResult::default() });
+        self.finish_operation(now, id, Phase::Done, Some(result));
+        Ok(Outcome::Completed)
+    }
+
     pub(super) fn finish_operation(
         &mut self,
         now: u64,

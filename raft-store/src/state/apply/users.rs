@@ -86,6 +86,7 @@ pub(super) fn summarize(c: &Command) -> String {
         Command::CommitMigration { operation, reservation, downtime_ms, .. } => {
             format!("commit operation {operation} with reservation {reservation}, downtime {downtime_ms} ms")
         }
+        Command::CompleteOperation { operation, .. } => format!("complete operation {operation}"),
         Command::AbortOperation { operation, outcome } => format!("abort operation {operation}: {outcome:?}"),
         Command::AddUser { name, profiles, .. } => {
             let p: Vec<&str> = profiles.iter().map(Profile::as_str).collect();
