@@ -754,3 +754,33 @@ fn rejection_codes_are_stable_strings() {
     assert_eq!(r.to_string(), "LM-09 [memory-unavailable] memory 0x1+1G");
     assert_eq!(DomainKind::Guest.to_string(), "guest domain");
 }
+
+#[test]
+fn an_evacuation_completes_with_its_summary_and_a_migration_cannot() {
+    // Goal: UC-1: an Evacuation operation ends Done by CompleteOperation with its summary;
+    // a migration ends only by its commit or an abort, and a finished operation stays finished.
+    let mut w = world();
+    let evacuation = match w.ok(Command::BeginOperation { kind: OperationKind::Evacuation { host: "a".into() } }) {
+        Outcome::OperationBegun { operation } => operation,
+        other => panic!("unexpected {other:?}"),
+    };
+    let r = w.rejected(Command::BeginOperation { kind: OperationKind::Evacuation { host: "a".into() } });
+    assert_eq!(r.code, RejectCode::OperationRunning, "one evacuation of a host at a time");
+    let advance = Command::AdvanceOperation {
+        operation: evacuation,
+        token: None,
+        progress: tern_raft_store::Progress::Transferring { progress_pct: 50 },
+    };
+    w.ok(advance);
+    let notes = vec!["evacuated a: 2 guest(s) moved, 0 stayed".to_string()];
+    assert_eq!(w.ok(Command::CompleteOperation { operation: evacuation, notes: notes.clone() }), Outcome::Completed);
+    let op = w.state.operation(evacuation).cloned().expect("recorded");
+    assert_eq!(op.phase, Phase::Done);
+    assert_eq!(op.result.map(|r| r.notes), Some(notes));
+    let r = w.rejected(Command::CompleteOperation { operation: evacuation, notes: vec![] });
+    assert_eq!(r.code, RejectCode::OperationFinished);
+    let migration = w.begin("ldom1", "a", "b", None, false);
+    let r = w.rejected(Command::CompleteOperation { operation: migration, notes: vec![] });
+    assert_eq!(r.code, RejectCode::InvalidRequest);
+    assert!(w.state.operation(migration).is_some_and(|o| !o.phase.is_terminal()));
+}

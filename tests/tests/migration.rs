@@ -213,4 +213,18 @@ async fn evacuation_moves_what_fits_reports_the_rest_and_restore_brings_them_bac
     assert_eq!((done.moved, done.status.as_str()), (1, "up"), "{guests:?}");
     let d = c.domains(0).await.unwrap();
     assert!(d.iter().any(|x| x.host == "m10-1-1" && x.name == "ldom1"), "{d:?}");
+    // Each evacuation and the restore is an operation of its own, Done with its summary.
+    let mut m = pb::migration_client::MigrationClient::new(c.channel(0).await);
+    let ops = m.list_operations(pb::ListOperationsRequest { limit: 0 }).await.unwrap().into_inner().operations;
+    let evacuations: Vec<(&str, &str)> =
+        ops.iter().filter(|o| o.kind == "evacuation").map(|o| (o.source.as_str(), o.phase.as_str())).collect();
+    assert_eq!(evacuations, [("m10-1-1", "done"), ("m10-1-1", "done"), ("m10-1-3", "done")], "{ops:?}");
+    let notes: Vec<&str> = ops
+        .iter()
+        .filter(|o| o.kind == "evacuation")
+        .flat_map(|o| o.report.iter().flat_map(|r| &r.notes))
+        .map(String::as_str)
+        .collect();
+    assert!(notes.contains(&"evacuated m10-1-3: 0 guest(s) moved, 1 stayed"), "{notes:?}");
+    assert!(notes.contains(&"restored m10-1-1: 1 guest(s) moved, 0 stayed"), "{notes:?}");
 }
