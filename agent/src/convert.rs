@@ -466,7 +466,7 @@ pub fn event(e: pb::MigrateEvent) -> Option<MigrationEvent> {
     Some(match e.event? {
         Event::Progress(p) => MigrationEvent::Progress { pct: p.pct, stage: Stage::parse(&p.phase)?, round: p.round },
         Event::Refused(r) => MigrationEvent::Refused { operation: r.operation_id, errors: findings(&r.errors) },
-        Event::Report(r) => MigrationEvent::Report(report(r)),
+        Event::Report(r) => MigrationEvent::Report(Box::new(report(r))),
     })
 }
 
@@ -482,7 +482,7 @@ pub fn host_event_to_pb(e: &HostEvent) -> pb::HostEvent {
             target: g.target.clone(),
             moved: g.moved,
             reasons: findings_to_pb(&g.reasons),
-            report: g.report.as_ref().map(report_to_pb),
+            report: g.report.as_deref().map(report_to_pb),
         }),
         HostEvent::Done { moved, stayed, status } => {
             Event::Done(pb::HostSummary { moved: *moved, stayed: *stayed, status: status.as_str().into() })

@@ -158,7 +158,7 @@ pub enum MigrationEvent {
         errors: Vec<Finding>,
     },
     /// It happened (or, for a dry run, would).
-    Report(MigrationReport),
+    Report(Box<MigrationReport>),
 }
 
 impl MigrationEvent {

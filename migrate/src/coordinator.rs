@@ -211,7 +211,7 @@ async fn run_begun(
             abort(c.as_ref(), operation, AbortOutcome::Failed { reason: e.to_string() }).await;
             return Err(e);
         }
-        emit(&tx, MigrationEvent::Report(report(&source, &plan, 0, 0, vec![], true))).await;
+        emit(&tx, MigrationEvent::Report(Box::new(report(&source, &plan, 0, 0, vec![], true)))).await;
         return Ok(());
     }
     transfer(c, source, plan, tx).await
@@ -415,7 +415,7 @@ async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -
             finish_target(c.as_ref(), &plan, true).await;
             info!(operation = plan.operation, "migration committed");
             let done = report(&source, &plan, outcome.downtime_ms, outcome.total_ms, notes, false);
-            emit(&tx, MigrationEvent::Report(done)).await;
+            emit(&tx, MigrationEvent::Report(Box::new(done))).await;
             Ok(())
         }
         Err(e) => {

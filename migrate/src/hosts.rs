@@ -26,7 +26,7 @@ pub struct GuestResult {
     /// The target chosen for it (empty when none could take it).
     pub target: String,
     pub moved: bool,
-    pub report: Option<MigrationReport>,
+    pub report: Option<Box<MigrationReport>>,
     /// Why it stayed: each candidate's violations, or the migration's refusal.
     pub reasons: Vec<Finding>,
 }

@@ -14,7 +14,7 @@ pub const RESERVE_ATTEMPTS_MAX: u32 = 8;
 /// Whether the state machine refused a Reserve because another operation's
 /// reservation took the same resources first (plan again), as opposed to a refusal
 /// that planning again cannot fix.
-fn lost_race(code: RejectCode) -> bool {
+fn planning_again_may_win(code: RejectCode) -> bool {
     matches!(code, RejectCode::StrandUnavailable | RejectCode::MemoryUnavailable | RejectCode::ConsolePortUnavailable)
 }
 
@@ -57,7 +57,7 @@ pub async fn prepare(c: &dyn Cluster, req: PrepareRequest) -> Result<Prepared, E
         match c.propose(&agent_actor(c), reserve).await {
             Ok(Outcome::Reserved { reservation, token, .. }) => break (binding, warnings, reservation, token),
             Ok(other) => return Err(Error::Internal(format!("Reserve answered {other:?}"))),
-            Err(Error::Rejected(r)) if lost_race(r.code) && attempt < RESERVE_ATTEMPTS_MAX => {
+            Err(Error::Rejected(r)) if planning_again_may_win(r.code) && attempt < RESERVE_ATTEMPTS_MAX => {
                 // Let this member's state catch up with the winner's reservation.
                 tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
             }
