@@ -132,11 +132,14 @@ fn summary(what: &str, host: &str, moved: u32, stayed: u32) -> String {
     format!("{what} {host}: {moved} guest(s) moved, {stayed} stayed")
 }
 
-fn check_named(req: &HostRequest) -> Result<(), Error> {
+/// The status of the host `req` names, which must be one of the cluster's.
+fn status_of(c: &dyn Cluster, req: &HostRequest) -> Result<HostStatus, Error> {
     if req.host.is_empty() {
         return Err(Error::InvalidInput("name the host".into()));
     }
-    Ok(())
+    c.state()
+        .read(|s| s.host(&req.host).map(|h| h.status))
+        .ok_or_else(|| Error::NotFound(format!("no host named {:?} in the cluster", req.host)))
 }
 
 /// Moves every guest off `req.host`, then marks it Maintenance; recorded as an
@@ -147,13 +150,10 @@ pub async fn evacuate(
     req: HostRequest,
     tx: HostEvents,
 ) -> Result<(), Error> {
-    check_named(&req)?;
     let host = req.host.clone();
-    let status = c.state().read(|s| s.host(&host).map(|h| h.status));
-    match status {
-        None => return Err(Error::NotFound(format!("no host named {host:?} in the cluster"))),
-        Some(HostStatus::Up | HostStatus::Maintenance) => {}
-        Some(other) => {
+    match status_of(c.as_ref(), &req)? {
+        HostStatus::Up | HostStatus::Maintenance => {}
+        other => {
             return Err(Error::Conflict(format!(
                 "LM-02 {host} is {other}; migration runs from its control domain, so it cannot be evacuated (HA failover is the path)"
             )));
@@ -255,13 +255,10 @@ pub async fn restore(
     req: HostRequest,
     tx: HostEvents,
 ) -> Result<(), Error> {
-    check_named(&req)?;
     let host = req.host.clone();
-    let status = c.state().read(|s| s.host(&host).map(|h| h.status));
-    match status {
-        None => return Err(Error::NotFound(format!("no host named {host:?} in the cluster"))),
-        Some(HostStatus::Maintenance | HostStatus::Up) => {}
-        Some(other) => return Err(Error::Conflict(format!("{host} is {other}; bring it back up first"))),
+    match status_of(c.as_ref(), &req)? {
+        HostStatus::Maintenance | HostStatus::Up => {}
+        other => return Err(Error::Conflict(format!("{host} is {other}; bring it back up first"))),
     }
     let record = Recorded::begin(c.as_ref(), &registry, &host).await?;
     let result = bring_guests_back(c.as_ref(), &record, &req, &tx).await;
