@@ -8,12 +8,8 @@
 //! decode) would refuse a forwarded request near [`state::REQUEST_BYTES_MAX`] or a large
 //! listing, and the sending and receiving side of every hop must agree.
 
-use tern_proto::v1 as pb;
+pub use tern_proto::limits::{GRPC_MESSAGE_BYTES_MAX, MessageLimits};
 pub use tern_raft_store::limits as state;
-use tonic::transport::Channel;
-
-/// Largest gRPC message any service or client of the agent sends or accepts.
-pub const GRPC_MESSAGE_BYTES_MAX: usize = 64 << 20;
 
 /// Largest snapshot chunk openraft sends in one `InstallSnapshot` (openraft's own
 /// default). Chunks travel as JSON, where a byte array costs up to 4 bytes per byte.
@@ -49,47 +45,3 @@ const _: () = assert!(EMBEDDED_VALUE_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
 const _: () = assert!(JOIN_NAME_BYTES_MAX <= state::NAME_BYTES_MAX);
 const _: () = assert!(ADDRESS_BYTES_MAX <= state::TEXT_BYTES_MAX);
 const _: () = assert!(MIGRATION_EVENTS_QUEUE_MAX > 0 && REQUESTS_PER_CONNECTION_MAX > 0);
-
-/// The agent's message limits on a generated tonic server or client.
-pub trait MessageLimits: Sized {
-    /// `self` sending and accepting messages up to [`GRPC_MESSAGE_BYTES_MAX`].
-    #[must_use]
-    fn with_message_limits(self) -> Self;
-}
-
-macro_rules! message_limits {
-    ($($server:ident, $client:ident;)*) => {$(
-        impl<T> MessageLimits for $server<T> {
-            fn with_message_limits(self) -> Self {
-                self.max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX).max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-            }
-        }
-        impl MessageLimits for $client<Channel> {
-            fn with_message_limits(self) -> Self {
-                self.max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX).max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-            }
-        }
-    )*};
-}
-
-use pb::cluster_client::ClusterClient;
-use pb::cluster_server::ClusterServer;
-use pb::hosts_client::HostsClient;
-use pb::hosts_server::HostsServer;
-use pb::inventory_client::InventoryClient;
-use pb::inventory_server::InventoryServer;
-use pb::migration_client::MigrationClient;
-use pb::migration_server::MigrationServer;
-use pb::raft_client::RaftClient;
-use pb::raft_server::RaftServer;
-use pb::users_client::UsersClient;
-use pb::users_server::UsersServer;
-
-message_limits! {
-    RaftServer, RaftClient;
-    ClusterServer, ClusterClient;
-    InventoryServer, InventoryClient;
-    MigrationServer, MigrationClient;
-    HostsServer, HostsClient;
-    UsersServer, UsersClient;
-}

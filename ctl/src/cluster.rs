@@ -6,6 +6,7 @@ use crate::list::{CoreRow, Devices, MemoryRow, print_devices};
 use anyhow::anyhow;
 use std::fmt::Write as _;
 use tern_model::units::Size;
+use tern_proto::limits::MessageLimits;
 use tern_proto::v1 as pb;
 
 fn rpc<T>(r: Result<tonic::Response<T>, tonic::Status>) -> anyhow::Result<T> {
@@ -13,7 +14,7 @@ fn rpc<T>(r: Result<tonic::Response<T>, tonic::Status>) -> anyhow::Result<T> {
 }
 
 pub async fn status(agent: &AgentArgs, json: bool) -> anyhow::Result<i32> {
-    let mut c = pb::cluster_client::ClusterClient::new(agent.connect().await?);
+    let mut c = pb::cluster_client::ClusterClient::new(agent.connect().await?).with_message_limits();
     let st = rpc(c.status(pb::StatusRequest {}).await)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status_json(&st))?);
@@ -96,12 +97,12 @@ pub async fn list_domain(
     let host = match (host, output) {
         (Some(h), _) => h.to_string(),
         (None, Some(_)) => {
-            let mut c = pb::cluster_client::ClusterClient::new(channel.clone());
+            let mut c = pb::cluster_client::ClusterClient::new(channel.clone()).with_message_limits();
             rpc(c.status(pb::StatusRequest {}).await)?.node_name
         }
         (None, None) => String::new(),
     };
-    let mut c = pb::inventory_client::InventoryClient::new(channel);
+    let mut c = pb::inventory_client::InventoryClient::new(channel).with_message_limits();
     let req = pb::ListDomainsRequest { host, domain: domain.unwrap_or_default().to_string() };
     let resp = rpc(c.list_domains(req).await)?;
     if let Some(d) = domain
@@ -215,7 +216,7 @@ pub async fn list_devices(
     kinds: &[String],
     json: bool,
 ) -> anyhow::Result<i32> {
-    let mut c = pb::inventory_client::InventoryClient::new(agent.connect().await?);
+    let mut c = pb::inventory_client::InventoryClient::new(agent.connect().await?).with_message_limits();
     let resp = rpc(c.list_devices(pb::ListDevicesRequest { host: host.unwrap_or_default().to_string(), all }).await)?;
     let want = |k: &str| kinds.is_empty() || kinds.iter().any(|x| x == k);
     let docs: Vec<Devices> = resp
@@ -242,7 +243,7 @@ pub async fn list_devices(
 }
 
 pub async fn list_services(agent: &AgentArgs, host: Option<&str>, json: bool) -> anyhow::Result<i32> {
-    let mut c = pb::inventory_client::InventoryClient::new(agent.connect().await?);
+    let mut c = pb::inventory_client::InventoryClient::new(agent.connect().await?).with_message_limits();
     let resp = rpc(c.list_services(pb::ListServicesRequest { host: host.unwrap_or_default().to_string() }).await)?;
     if json {
         let v: Vec<serde_json::Value> = resp

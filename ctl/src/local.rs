@@ -7,6 +7,7 @@ use anyhow::{Context, anyhow, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tern_proto::limits::MessageLimits;
 use tern_proto::v1 as pb;
 
 /// How long `up` waits for the agents to form a cluster.
@@ -173,7 +174,7 @@ data_dir = \"data\"\njoin = [{join}]\nvoters = 3\n\n\
     let password_file = dir.join("root.password");
     let password = random_password()?;
     write_private(&password_file, &format!("{password}\n"))?;
-    let mut users = pb::users_client::UsersClient::new(agent.connect().await?);
+    let mut users = pb::users_client::UsersClient::new(agent.connect().await?).with_message_limits();
     let req = pb::AddUserRequest {
         name: "root".into(),
         password,
@@ -266,13 +267,13 @@ async fn wait_for_cluster(agent: &AgentArgs, members: usize) -> anyhow::Result<(
 
 /// How many hosts have reported an inventory.
 async fn inventories(agent: &AgentArgs) -> anyhow::Result<usize> {
-    let mut c = pb::inventory_client::InventoryClient::new(agent.connect().await?);
+    let mut c = pb::inventory_client::InventoryClient::new(agent.connect().await?).with_message_limits();
     let resp = c.list_devices(pb::ListDevicesRequest { host: String::new(), all: false }).await?;
     Ok(resp.into_inner().hosts.len())
 }
 
 async fn status(agent: &AgentArgs) -> anyhow::Result<pb::ClusterStatus> {
-    let mut c = pb::cluster_client::ClusterClient::new(agent.connect().await?);
+    let mut c = pb::cluster_client::ClusterClient::new(agent.connect().await?).with_message_limits();
     Ok(c.status(pb::StatusRequest {}).await?.into_inner())
 }
 

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::Path;
 use tern_model::units::Size;
+use tern_proto::limits::MessageLimits;
 use tern_proto::v1 as pb;
 use tokio_stream::StreamExt;
 
@@ -64,7 +65,7 @@ pub struct MigrateArgs<'a> {
 pub async fn migrate(agent: &AgentArgs, a: &MigrateArgs<'_>, json: bool) -> anyhow::Result<i32> {
     let spec = TargetSpec::parse(a.target)?;
     let password = password(a.password_file, "Target Password: ")?;
-    let mut client = pb::migration_client::MigrationClient::new(agent.connect().await?);
+    let mut client = pb::migration_client::MigrationClient::new(agent.connect().await?).with_message_limits();
     let req = pb::MigrateRequest {
         domain: a.domain.to_string(),
         target: spec.host.clone(),
@@ -187,7 +188,7 @@ fn report_json(r: &pb::MigrationReport) -> serde_json::Value {
 }
 
 pub async fn cancel(agent: &AgentArgs, operation: &str, domain: &str) -> anyhow::Result<i32> {
-    let mut client = pb::migration_client::MigrationClient::new(agent.connect().await?);
+    let mut client = pb::migration_client::MigrationClient::new(agent.connect().await?).with_message_limits();
     let req = pb::CancelRequest { operation: operation.to_string(), domain: domain.to_string() };
     let resp = client.cancel(req).await.map_err(|s| anyhow!(status_message(&s)))?.into_inner();
     println!("cancelling operation {} ({operation} of {domain})", resp.operation_id);
@@ -195,7 +196,7 @@ pub async fn cancel(agent: &AgentArgs, operation: &str, domain: &str) -> anyhow:
 }
 
 pub async fn list_operations(agent: &AgentArgs, json: bool) -> anyhow::Result<i32> {
-    let mut client = pb::migration_client::MigrationClient::new(agent.connect().await?);
+    let mut client = pb::migration_client::MigrationClient::new(agent.connect().await?).with_message_limits();
     let ops = client
         .list_operations(pb::ListOperationsRequest { limit: 0 })
         .await
@@ -259,7 +260,7 @@ pub async fn user_add(
     replace: bool,
 ) -> anyhow::Result<i32> {
     let password = password(file, &format!("Password for {name}: "))?;
-    let mut client = pb::users_client::UsersClient::new(agent.connect().await?);
+    let mut client = pb::users_client::UsersClient::new(agent.connect().await?).with_message_limits();
     let req = pb::AddUserRequest { name: name.to_string(), password, profiles: profiles.to_vec(), replace };
     client.add_user(req).await.map_err(|s| anyhow!(status_message(&s)))?;
     println!("user {name} {} with profiles: {}", if replace { "replaced" } else { "added" }, profiles.join(", "));
@@ -267,7 +268,7 @@ pub async fn user_add(
 }
 
 pub async fn user_remove(agent: &AgentArgs, name: &str) -> anyhow::Result<i32> {
-    let mut client = pb::users_client::UsersClient::new(agent.connect().await?);
+    let mut client = pb::users_client::UsersClient::new(agent.connect().await?).with_message_limits();
     client
         .remove_user(pb::RemoveUserRequest { name: name.to_string() })
         .await
@@ -277,7 +278,7 @@ pub async fn user_remove(agent: &AgentArgs, name: &str) -> anyhow::Result<i32> {
 }
 
 pub async fn user_list(agent: &AgentArgs, json: bool) -> anyhow::Result<i32> {
-    let mut client = pb::users_client::UsersClient::new(agent.connect().await?);
+    let mut client = pb::users_client::UsersClient::new(agent.connect().await?).with_message_limits();
     let users =
         client.list_users(pb::ListUsersRequest {}).await.map_err(|s| anyhow!(status_message(&s)))?.into_inner().users;
     if json {
@@ -302,7 +303,7 @@ pub async fn host_op(
     json: bool,
 ) -> anyhow::Result<i32> {
     let password = password(file, "Target Password: ")?;
-    let mut client = pb::hosts_client::HostsClient::new(agent.connect().await?);
+    let mut client = pb::hosts_client::HostsClient::new(agent.connect().await?).with_message_limits();
     let req = pb::HostRequest { host: host.to_string(), user: "root".into(), password };
     let mut stream = if restore { client.restore(req).await } else { client.evacuate(req).await }
         .map_err(|s| anyhow!(status_message(&s)))?
