@@ -34,6 +34,8 @@ pub struct Config {
     #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default)]
+    pub ha: HaConfig,
+    #[serde(default)]
     pub log: LogConfig,
 }
 
@@ -58,6 +60,48 @@ pub enum HypervisorConfig {
         #[serde(default = "default_time_scale")]
         time_scale: u32,
     },
+}
+
+/// HA when a control domain is lost (SPEC HA-*).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaConfig {
+    /// Each agent heartbeats the leader this often (HA-01; not through the Raft log).
+    pub heartbeat_interval_ms: u64,
+    /// A host silent this long is Suspect.
+    pub suspect_after_ms: u64,
+    /// A host silent this long is Lost (a new leader waits this long before it may
+    /// declare any host lost). Its migrations are rolled back (HA-07).
+    pub lost_after_ms: u64,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        Self { heartbeat_interval_ms: 1000, suspect_after_ms: 3000, lost_after_ms: 8000 }
+    }
+}
+
+impl HaConfig {
+    /// The leader's failure detector's settings.
+    pub fn detector(&self) -> tern_ha::DetectorConfig {
+        tern_ha::DetectorConfig { suspect_after_ms: self.suspect_after_ms, lost_after_ms: self.lost_after_ms }
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.heartbeat_interval_ms == 0 {
+            return Err(("ha.heartbeat_interval_ms", "must be greater than 0".into()));
+        }
+        if self.suspect_after_ms <= 2 * self.heartbeat_interval_ms {
+            return Err((
+                "ha.suspect_after_ms",
+                format!(
+                    "{} must exceed twice ha.heartbeat_interval_ms ({}), or one late heartbeat makes a host suspect",
+                    self.suspect_after_ms, self.heartbeat_interval_ms
+                ),
+            ));
+        }
+        self.detector().validate().map_err(|e| ("ha.lost_after_ms", e.to_string()))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -184,6 +228,7 @@ impl Config {
             }
             HypervisorConfig::Sim { .. } => {}
         }
+        self.ha.validate()?;
         let t = &self.timeouts;
         let positive = [
             ("timeouts.heartbeat_interval_ms", t.heartbeat_interval_ms),
@@ -260,6 +305,7 @@ layout = "m10-1-1.toml"
         assert_eq!(c.voters, 3);
         assert!(c.data_dir.is_absolute());
         assert_eq!(c.timeouts, Timeouts::default());
+        assert_eq!(c.ha, HaConfig::default());
     }
 
     #[test]
@@ -278,6 +324,9 @@ layout = "m10-1-1.toml"
             (format!("join = [\"nohostport\"]\n{GOOD}"), "join"),
             (format!("{GOOD}time_scale = 0\n"), "hypervisor.time_scale"),
             (format!("{GOOD}[timeouts]\nelection_timeout_min_ms = 100\n"), "timeouts.election_timeout_min_ms"),
+            (format!("{GOOD}[ha]\nheartbeat_interval_ms = 0\n"), "ha.heartbeat_interval_ms"),
+            (format!("{GOOD}[ha]\nsuspect_after_ms = 1500\n"), "ha.suspect_after_ms"),
+            (format!("{GOOD}[ha]\nlost_after_ms = 3000\n"), "ha.lost_after_ms"),
         ];
         for (text, field) in cases {
             let err = load(&text).unwrap_err();

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod convert;
+pub mod ha;
 pub mod inventory;
 pub mod leader;
 pub mod limits;
@@ -154,6 +155,7 @@ where
     let network = raft_net::GrpcNetworkFactory { channels: channels.clone() };
     let raft =
         Raft::new(id, raft_config(&config)?, network, log, sm).await.map_err(|e| AgentError::Raft(e.to_string()))?;
+    let config_ha = config.ha.detector();
     let node = Node {
         id,
         name: config.name.clone(),
@@ -167,6 +169,7 @@ where
         inline_blocking: seams.inline_blocking,
         tasks: tokio_util::task::TaskTracker::new(),
         shutdown: shutdown.clone(),
+        detector: Arc::new(std::sync::Mutex::new(tern_ha::Detector::new(config_ha))),
     };
     let tasks = node.tasks.clone();
     let registry = Arc::new(tern_migrate::coordinator::Registry::new());
@@ -220,6 +223,7 @@ where
         );
     }
     tasks.spawn(inventory::run(node.clone(), shutdown.clone()).instrument(info_span!("inventory", node = %node.name)));
+    tasks.spawn(ha::heartbeat(node.clone()).instrument(info_span!("heartbeat", node = %node.name)));
     tasks.spawn(leader::run(node.clone()));
     let stop = shutdown.clone();
     let recovery = tern_migrate::recovery::run(Arc::new(node.clone()), registry, async move { stop.cancelled().await });

@@ -44,6 +44,8 @@ pub struct Node {
     /// `shutdown`; shutdown waits for them (within its deadline) before stopping Raft.
     pub tasks: tokio_util::task::TaskTracker,
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// HA-01: the failure detector; fed and consulted only while this member leads.
+    pub detector: Arc<std::sync::Mutex<tern_ha::Detector>>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the time a proposer stamps on its
@@ -97,6 +99,16 @@ impl Node {
     /// The reused channel to the agent at `addr`.
     pub fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, Error> {
         self.channels.get(addr).map_err(|e| Error::Unavailable(format!("{addr}: {e}")))
+    }
+
+    /// The failure detector (a poisoned lock is taken over: its state is plain data).
+    pub fn detector(&self) -> std::sync::MutexGuard<'_, tern_ha::Detector> {
+        self.detector.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether this member is the Raft leader now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
     }
 
     /// The leader's id and address as this member knows them.

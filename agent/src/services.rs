@@ -137,6 +137,14 @@ impl pb::cluster_server::Cluster for ClusterService {
         let response = encode(&result).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::ProposeResponse { response, log_index }))
     }
+
+    async fn heartbeat(
+        &self,
+        req: GrpcRequest<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        crate::ha::heard(&self.0, &req.into_inner().host).map_err(status)?;
+        Ok(Response::new(pb::HeartbeatResponse {}))
+    }
 }
 
 impl ClusterService {

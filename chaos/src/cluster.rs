@@ -363,6 +363,7 @@ impl Shared {
                 inventory_debounce_ms: 100,
                 shutdown_deadline_ms: 2000,
             },
+            ha: tern_agent::config::HaConfig::default(),
             log: LogConfig::default(),
         }
     }

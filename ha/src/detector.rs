@@ -7,9 +7,14 @@
 //! | Up               | >= `lost_after_ms`            | propose Lost      |
 //! | Up               | >= `suspect_after_ms`         | propose Suspect   |
 //! | Suspect          | >= `lost_after_ms`            | propose Lost      |
-//! | Suspect          | < `suspect_after_ms`, heard   | propose Up        |
+//! | Suspect, Lost    | < `suspect_after_ms`, heard   | propose Up        |
 //! | Maintenance      | any                           | none (an admin's state: the server may be off) |
-//! | Lost, Fenced     | any                           | none (leaving them is fencing's and HA-09's business, not silence's) |
+//! | Fenced           | any                           | none (powered off by HA: an admin brings it back) |
+//!
+//! A Lost host heard again is Up again because nothing restarts a lost host's guests
+//! elsewhere yet: its guests never left it. Once failover restarts them (HA-04), a
+//! host whose guests were restarted elsewhere must stay out (HA-09) and this row
+//! changes.
 //!
 //! *Silent for* is measured from the later of the host's last heartbeat and the
 //! moment this member began leading: a new leader has heard nobody yet, so it gives
@@ -144,7 +149,7 @@ impl Detector {
         match status {
             HostStatus::Up | HostStatus::Suspect if silent_ms >= c.lost_after_ms => Some(HostStatus::Lost),
             HostStatus::Up if silent_ms >= c.suspect_after_ms => Some(HostStatus::Suspect),
-            HostStatus::Suspect if heard && silent_ms < c.suspect_after_ms => Some(HostStatus::Up),
+            HostStatus::Suspect | HostStatus::Lost if heard && silent_ms < c.suspect_after_ms => Some(HostStatus::Up),
             _ => None,
         }
     }
@@ -231,16 +236,25 @@ mod tests {
     }
 
     #[test]
-    fn maintenance_lost_and_fenced_hosts_are_left_alone() {
-        // Goal: silence moves only Up and Suspect hosts; an admin's Maintenance and HA's own
-        // Lost/Fenced are left by other paths (fencing, HA-09), never by a heartbeat.
+    fn maintenance_and_fenced_hosts_are_left_alone() {
+        // Goal: neither silence nor heartbeats move an admin's Maintenance or HA's Fenced.
         let mut d = leading_at(0);
-        for h in ["m", "l", "f"] {
+        for h in ["m", "f"] {
             d.step(Event::Heartbeat { host: h }, 100_000);
         }
-        let others = hosts(&[("m", HostStatus::Maintenance), ("l", HostStatus::Lost), ("f", HostStatus::Fenced)]);
+        let others = hosts(&[("m", HostStatus::Maintenance), ("f", HostStatus::Fenced)]);
         assert_eq!(d.step(Event::Tick { hosts: &others }, 100_001), vec![]);
         assert_eq!(d.step(Event::Tick { hosts: &others }, 1_000_000), vec![]);
+    }
+
+    #[test]
+    fn a_lost_host_stays_lost_while_silent_and_is_up_once_heard() {
+        // Goal: a lost host's agent that comes back is Up again (nothing restarted its guests elsewhere).
+        let mut d = leading_at(0);
+        let lost = hosts(&[("l", HostStatus::Lost)]);
+        assert_eq!(d.step(Event::Tick { hosts: &lost }, 50_000), vec![]);
+        d.step(Event::Heartbeat { host: "l" }, 60_000);
+        assert_eq!(d.step(Event::Tick { hosts: &lost }, 60_100), vec![set("l", HostStatus::Up, 100)]);
     }
 
     #[test]

@@ -151,3 +151,24 @@ fn malformed_config_names_the_field() {
         assert!(err.contains(field), "expected {field:?} in: {err}");
     }
 }
+
+fn host_status(s: &pb::ClusterStatus, name: &str) -> i32 {
+    s.members.iter().find(|m| m.name == name).map_or(-1, |m| m.host_status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_control_domain_is_lost_and_up_again_once_it_heartbeats() {
+    // Goal: HA-01: kill -9 of a follower's agent: the leader, hearing no heartbeat, marks
+    // its host Suspect then Lost; restarted, it heartbeats and its host is Up again.
+    let mut c = Cluster::three().await;
+    let st = c.status(0).await.unwrap();
+    let leader = c.index_of(&st, st.leader_id);
+    let victim = (leader + 1) % 3;
+    let name = c.status(victim).await.unwrap().node_name;
+    c.kill(victim);
+    let lost = pb::HostStatus::Lost as i32;
+    c.wait_status(leader, "the killed agent's host lost", |s| host_status(s, &name) == lost).await;
+    c.start(victim);
+    let up = pb::HostStatus::Up as i32;
+    c.wait_status(leader, "the restarted agent's host up", |s| host_status(s, &name) == up).await;
+}
