@@ -224,6 +224,8 @@ pub async fn list_operations(agent: &AgentArgs, json: bool) -> anyhow::Result<i3
     for o in &ops {
         let kind = if o.dry_run { format!("{} -n", o.kind) } else { o.kind.clone() };
         let result = match &o.report {
+            // An evacuation or restore: its summary.
+            Some(r) if o.kind != "migration" => r.notes.join("; "),
             Some(r) if !o.dry_run => format!(
                 "CID {} -> {}, port {} -> {}, downtime {} ms, total {:.1} s",
                 join(&r.old_cids),

@@ -227,4 +227,12 @@ async fn evacuation_moves_what_fits_reports_the_rest_and_restore_brings_them_bac
         .collect();
     assert!(notes.contains(&"evacuated m10-1-3: 0 guest(s) moved, 1 stayed"), "{notes:?}");
     assert!(notes.contains(&"restored m10-1-1: 1 guest(s) moved, 0 stayed"), "{notes:?}");
+    // ternctl list-operations prints an evacuation's summary as its result.
+    let out = std::process::Command::new(tern_tests::binary("ternctl"))
+        .args(["--agent", &c.addr(0), "--certs-dir", c.certs.to_str().unwrap(), "list-operations"])
+        .output()
+        .expect("running ternctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text.lines().find(|l| l.contains("evacuation") && l.contains("m10-1-3")).unwrap_or_default();
+    assert!(row.ends_with("evacuated m10-1-3: 0 guest(s) moved, 1 stayed"), "{text}");
 }
