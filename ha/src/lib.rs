@@ -1,9 +1,14 @@
-//! HA when a control domain is lost (SPEC HA-01..HA-09), as pure decisions: events
-//! and the time in, effects out; no clock, no I/O, no async. The agent's leader drives
+//! HA when a control domain is lost (SPEC HA-01..HA-09). Decisions are pure: events
+//! and the time in, effects out; no clock, no I/O, no async (except [`fence`], which
+//! runs the fence agent). The agent's leader drives
 //! them (a leader duty) and carries the effects out through the replicated state.
 //!
 //! - [`detector`]: HA-01, a host whose agent stops heartbeating is Suspect, then Lost.
+//! - [`fence`]: HA-02, powering a lost server off through a standard fence agent and
+//!   confirming it off (the one module here that runs a process).
 
 pub mod detector;
+pub mod fence;
 
 pub use detector::{Detector, DetectorConfig, Effect, Event};
+pub use fence::{FenceOutcome, PowerFence};
