@@ -30,6 +30,9 @@ pub struct PowerFence {
     pub password: String,
     /// IPMI v2.0 (lanplus), as XSCF and ILOM need.
     pub lanplus: bool,
+    /// The lanplus cipher suite (`cipher=`), when the BMC needs one other than the
+    /// agent's default (OpenIPMI's simulator and many BMCs: 3).
+    pub cipher: Option<u8>,
     /// Deadline of one run of the agent.
     pub deadline_ms: u64,
     /// How many times `off` then `status` is tried.
@@ -65,6 +68,9 @@ impl PowerFence {
         lines.push(format!("password={}", self.password));
         if self.lanplus {
             lines.push("lanplus=1".into());
+        }
+        if let Some(c) = self.cipher {
+            lines.push(format!("cipher={c}"));
         }
         lines.join("\n") + "\n"
     }
@@ -172,6 +178,7 @@ esac
             username: "admin".into(),
             password: "s3cret".into(),
             lanplus: true,
+            cipher: None,
             deadline_ms: 5_000,
             attempts: 2,
         }
