@@ -119,6 +119,9 @@ pub enum Code {
     OsUnsupported,
     OsUnknown,
     NoConsolePort,
+    /// The binding placement chose fails the one binding check (a server whose
+    /// tables contradict each other): refused rather than proposed.
+    BindingRefused,
     LicenceNote,
 }
 
@@ -148,6 +151,7 @@ impl Code {
             Self::OsUnsupported => "os-unsupported",
             Self::OsUnknown => "os-unknown",
             Self::NoConsolePort => "no-console-port",
+            Self::BindingRefused => "binding-refused",
             Self::LicenceNote => "licence-note",
         }
     }
@@ -252,11 +256,18 @@ pub fn preflight(q: &MigrationQuery<'_>) -> Report {
         };
         // Postcondition: what preflight proposes passes the one binding check that
         // Reserve, CommitMigration and bind_domain run (LM-06, LM-09, LM-12, LM-13).
+        // The servers come from outside (a peer's Prepare), so a failure is a refusal
+        // naming the rule, never a panic; the property tests hold it never happens.
         let shape = crate::binding::GuestShape::of(q.source, guest);
-        if let Err(e) = q.target.check_binding(&shape, &binding, q.target_reserved) {
-            panic!("preflight proposed a binding its own check refuses: {binding}: {e}");
+        match q.target.check_binding(&shape, &binding, q.target_reserved) {
+            Ok(()) => r.binding = Some(binding),
+            Err(e) => {
+                let rule = e.rule().unwrap_or(Rule::Lm(12));
+                let message = format!("{} cannot take {} as placed ({binding}): {e}", q.target.name, guest.name);
+                r.warnings.retain(|w| w.code != Code::LicenceNote);
+                r.error(rule, Code::BindingRefused, message);
+            }
         }
-        r.binding = Some(binding);
     }
     r
 }

@@ -270,6 +270,9 @@ proptest! {
             }
             None => prop_assert!(!report.ok(), "no binding and no error"),
         }
+        // Placement and the one binding check never disagree.
+        let refused: Vec<_> = report.errors.iter().filter(|e| e.code == Code::BindingRefused).collect();
+        prop_assert!(refused.is_empty(), "{refused:?}");
     }
 
     #[test]
