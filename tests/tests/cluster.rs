@@ -6,6 +6,22 @@ use tern_proto::v1 as pb;
 use tern_tests::Cluster;
 use tonic::transport::Endpoint;
 
+/// The seed's three agents, and t4-1 joined as a learner: the cluster, the learner's
+/// id, and the status that showed it.
+async fn three_and_a_learner() -> (Cluster, u64, pb::ClusterStatus) {
+    let mut c = Cluster::three().await;
+    let first = c.addr(0);
+    let i = c.add("t4-1", "t4-1", &[first]);
+    c.start(i);
+    let st = c
+        .wait_status(0, "4 members, the new one a learner", |s| {
+            s.members.len() == 4 && s.members.iter().any(|m| m.role == pb::MemberRole::Learner as i32)
+        })
+        .await;
+    let learner = st.members.iter().find(|m| m.role == pb::MemberRole::Learner as i32).unwrap().node_id;
+    (c, learner, st)
+}
+
 fn voters(s: &pb::ClusterStatus) -> Vec<u64> {
     s.members.iter().filter(|m| m.role == pb::MemberRole::Voter as i32).map(|m| m.node_id).collect()
 }
@@ -50,16 +66,7 @@ async fn leader_killed_then_new_leader_and_nothing_committed_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fourth_agent_joins_as_learner_and_replaces_a_dead_voter() {
     // Goal: a 4th agent enters as learner; when a voter is killed for good it is promoted.
-    let mut c = Cluster::three().await;
-    let first = c.addr(0);
-    let i = c.add("t4-1", "t4-1", &[first]);
-    c.start(i);
-    let st = c
-        .wait_status(0, "4 members, the new one a learner", |s| {
-            s.members.len() == 4 && s.members.iter().any(|m| m.role == pb::MemberRole::Learner as i32)
-        })
-        .await;
-    let learner = st.members.iter().find(|m| m.role == pb::MemberRole::Learner as i32).unwrap().node_id;
+    let (mut c, learner, st) = three_and_a_learner().await;
     let victim = (0..3).find(|&j| c.index_of(&st, st.leader_id) != j).unwrap();
     let victim_id =
         st.members.iter().find(|m| Some(m.address.as_str()) == c.agents[victim].addr.as_deref()).unwrap().node_id;
@@ -75,16 +82,7 @@ async fn fourth_agent_joins_as_learner_and_replaces_a_dead_voter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_duties_follow_leadership_so_a_new_leader_replaces_the_dead_one() {
     // Goal: voter management runs on whoever leads: once the leader is killed, the new leader promotes the learner in its place.
-    let mut c = Cluster::three().await;
-    let first = c.addr(0);
-    let i = c.add("t4-1", "t4-1", &[first]);
-    c.start(i);
-    let st = c
-        .wait_status(0, "4 members, the new one a learner", |s| {
-            s.members.len() == 4 && s.members.iter().any(|m| m.role == pb::MemberRole::Learner as i32)
-        })
-        .await;
-    let learner = st.members.iter().find(|m| m.role == pb::MemberRole::Learner as i32).unwrap().node_id;
+    let (mut c, learner, st) = three_and_a_learner().await;
     let old_leader = st.leader_id;
     c.kill(c.index_of(&st, old_leader));
     let survivor = (0..3).find(|&j| j != c.index_of(&st, old_leader)).unwrap();
