@@ -24,6 +24,11 @@ pub fn heard(node: &Node, host: &str) -> Result<(), Error> {
     if !node.is_leader() {
         return Err(Error::NotLeader { leader: node.leader().map(|(_, addr)| addr) });
     }
+    // Only registered hosts are remembered, so the detector's memory stays bounded by
+    // the cluster's hosts whatever callers send.
+    if !node.read(|s| s.host(host).is_some()) {
+        return Err(Error::NotFound(format!("no host named {host:?} is registered; register before heartbeating")));
+    }
     node.detector().step(Event::Heartbeat { host }, node.now_ms());
     Ok(())
 }

@@ -163,6 +163,16 @@ async fn a_silent_control_domain_is_lost_and_up_again_once_it_heartbeats() {
     let leader = c.index_of(&st, st.leader_id);
     let victim = (leader + 1) % 3;
     let name = c.status(victim).await.unwrap().node_name;
+    // A follower points heartbeats at the leader (a header, not text); the leader takes
+    // them only for registered hosts.
+    let beat = |host: &str| pb::HeartbeatRequest { host: host.into(), node_id: 1 };
+    let mut follower = pb::cluster_client::ClusterClient::new(c.channel(victim).await);
+    let e = follower.heartbeat(beat(&name)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert_eq!(e.metadata().get("tern-leader").and_then(|v| v.to_str().ok()), Some(c.addr(leader).as_str()));
+    let mut to_leader = pb::cluster_client::ClusterClient::new(c.channel(leader).await);
+    let e = to_leader.heartbeat(beat("nosuch")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
     c.kill(victim);
     let lost = pb::HostStatus::Lost as i32;
     c.wait_status(leader, "the killed agent's host lost", |s| host_status(s, &name) == lost).await;
