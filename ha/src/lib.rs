@@ -6,9 +6,13 @@
 //! - [`detector`]: HA-01, a host whose agent stops heartbeating is Suspect, then Lost.
 //! - [`fence`]: HA-02, powering a lost server off through a standard fence agent and
 //!   confirming it off (the one module here that runs a process).
+//! - [`restart`]: HA-04/05, where a lost host's guests restart, by priority, with the
+//!   same preflight and fitting as a migration, never over-committing.
 
 pub mod detector;
 pub mod fence;
+pub mod restart;
 
 pub use detector::{Detector, DetectorConfig, Effect, Event};
 pub use fence::{FenceOutcome, PowerFence};
+pub use restart::{RestartPlan, plan_restarts};
