@@ -159,12 +159,52 @@ pub async fn evacuate(
             )));
         }
     }
-    let record = Recorded::begin(c.as_ref(), &registry, &host).await?;
-    let result = move_guests_off(c.as_ref(), &record, &req, &tx).await;
-    record.end(&result.as_ref().map(|(m, s)| summary("evacuated", &host, *m, *s)).map_err(Clone::clone)).await;
+    recorded(c.as_ref(), &registry, &req, &tx, Work::Evacuate).await
+}
+
+/// Which of the two UC-1 halves runs.
+#[derive(Clone, Copy)]
+enum Work {
+    Evacuate,
+    Restore,
+}
+
+impl Work {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Evacuate => "evacuated",
+            Self::Restore => "restored",
+        }
+    }
+
+    /// The host's status once the work is done.
+    fn after(self) -> HostStatus {
+        match self {
+            Self::Evacuate => HostStatus::Maintenance,
+            Self::Restore => HostStatus::Up,
+        }
+    }
+}
+
+/// Runs `work` on `req.host` recorded as an `Evacuation` operation, then sends the
+/// summary.
+async fn recorded(
+    c: &dyn Cluster,
+    registry: &Registry,
+    req: &HostRequest,
+    tx: &HostEvents,
+    work: Work,
+) -> Result<(), Error> {
+    let host = &req.host;
+    let record = Recorded::begin(c, registry, host).await?;
+    let result = match work {
+        Work::Evacuate => move_guests_off(c, &record, req, tx).await,
+        Work::Restore => bring_guests_back(c, &record, req, tx).await,
+    };
+    record.end(&result.as_ref().map(|(m, s)| summary(work.verb(), host, *m, *s)).map_err(Clone::clone)).await;
     let (moved, stayed) = result?;
-    info!(%host, moved, stayed, "evacuated");
-    emit(&tx, HostEvent::Done { moved, stayed, status: HostStatus::Maintenance }).await;
+    info!(%host, moved, stayed, "{}", work.verb());
+    emit(tx, HostEvent::Done { moved, stayed, status: work.after() }).await;
     Ok(())
 }
 
@@ -260,13 +300,7 @@ pub async fn restore(
         HostStatus::Maintenance | HostStatus::Up => {}
         other => return Err(Error::Conflict(format!("{host} is {other}; bring it back up first"))),
     }
-    let record = Recorded::begin(c.as_ref(), &registry, &host).await?;
-    let result = bring_guests_back(c.as_ref(), &record, &req, &tx).await;
-    record.end(&result.as_ref().map(|(m, s)| summary("restored", &host, *m, *s)).map_err(Clone::clone)).await;
-    let (moved, stayed) = result?;
-    info!(%host, moved, stayed, "restored");
-    emit(&tx, HostEvent::Done { moved, stayed, status: HostStatus::Up }).await;
-    Ok(())
+    recorded(c.as_ref(), &registry, &req, &tx, Work::Restore).await
 }
 
 /// (name on its current host, current host, original name) of every guest whose
