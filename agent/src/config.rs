@@ -73,11 +73,108 @@ pub struct HaConfig {
     /// A host silent this long is Lost (a new leader waits this long before it may
     /// declare any host lost). Its migrations are rolled back (HA-07).
     pub lost_after_ms: u64,
+    /// What happens to a fenced host's guests: `restart` them on other hosts
+    /// (HA-04), or `hand-off` to an external HA cluster's command (HA-06).
+    pub mode: HaMode,
+    /// HA-06: the command run with the fenced host and its guests as JSON on stdin.
+    pub hand_off_command: Option<PathBuf>,
+    pub hand_off_args: Vec<String>,
+    pub hand_off_deadline_ms: u64,
+    /// The lease of each restart's reservation (reserve, start from shared storage, commit).
+    pub restart_lease_ms: u64,
+    /// A failed fence is tried again after this, doubling up to `fence_retry_max_ms`.
+    pub fence_retry_ms: u64,
+    pub fence_retry_max_ms: u64,
+    /// HA-03: an agent that has not reached the leader for this long applies its
+    /// isolation response. 0 turns isolation off (then only a power fence or an
+    /// admin's confirmation lets its guests restart elsewhere).
+    pub isolation_timeout_ms: u64,
+    /// HA-03: `stop-guests` (default) or `leave-running` (allowed only where this
+    /// host has a power fence, which proves the server off before any restart).
+    pub isolation_response: IsolationResponse,
+    /// HA-02: the power fence of each server (its XSCF/ILOM), in every agent's config
+    /// since any agent may lead.
+    pub fence: Vec<FenceConfig>,
+}
+
+/// See [`HaConfig::mode`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HaMode {
+    #[default]
+    Restart,
+    HandOff,
+}
+
+/// See [`HaConfig::isolation_response`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum IsolationResponse {
+    #[default]
+    StopGuests,
+    LeaveRunning,
+}
+
+/// One server's power fence: a standard fence agent (`fence_ipmilan`) and its
+/// service processor, spoken to with the fence-agent stdin protocol.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FenceConfig {
+    /// The host (node name) this fence powers off.
+    pub host: String,
+    /// The fence agent's executable.
+    #[serde(default = "default_fence_agent")]
+    pub agent: PathBuf,
+    /// The service processor's address.
+    pub ip: String,
+    #[serde(default)]
+    pub ipport: Option<u16>,
+    pub username: String,
+    /// A file holding the password (first line); it must not be readable by group or others.
+    pub password_file: PathBuf,
+    /// IPMI v2.0, as XSCF and ILOM need.
+    #[serde(default = "default_true")]
+    pub lanplus: bool,
+    #[serde(default)]
+    pub cipher: Option<u8>,
+    /// Deadline of one run of the agent.
+    #[serde(default = "default_fence_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Rounds of off-then-status per fence.
+    #[serde(default = "default_fence_attempts")]
+    pub attempts: u32,
+}
+
+fn default_fence_agent() -> PathBuf {
+    PathBuf::from("/usr/sbin/fence_ipmilan")
+}
+fn default_true() -> bool {
+    true
+}
+fn default_fence_deadline_ms() -> u64 {
+    20_000
+}
+fn default_fence_attempts() -> u32 {
+    2
 }
 
 impl Default for HaConfig {
     fn default() -> Self {
-        Self { heartbeat_interval_ms: 1000, suspect_after_ms: 3000, lost_after_ms: 8000 }
+        Self {
+            heartbeat_interval_ms: 1000,
+            suspect_after_ms: 3000,
+            lost_after_ms: 8000,
+            mode: HaMode::Restart,
+            hand_off_command: None,
+            hand_off_args: vec![],
+            hand_off_deadline_ms: 60_000,
+            restart_lease_ms: 60_000,
+            fence_retry_ms: 5_000,
+            fence_retry_max_ms: 60_000,
+            isolation_timeout_ms: 0,
+            isolation_response: IsolationResponse::StopGuests,
+            fence: vec![],
+        }
     }
 }
 
@@ -100,8 +197,132 @@ impl HaConfig {
                 ),
             ));
         }
-        self.detector().validate().map_err(|e| ("ha.lost_after_ms", e.to_string()))
+        self.detector().validate().map_err(|e| ("ha.lost_after_ms", e.to_string()))?;
+        match (self.mode, &self.hand_off_command) {
+            (HaMode::HandOff, None) => {
+                return Err(("ha.hand_off_command", "mode = \"hand-off\" needs the command to hand off to".into()));
+            }
+            (HaMode::Restart, Some(c)) => {
+                return Err((
+                    "ha.hand_off_command",
+                    format!("{} is set but mode is \"restart\"; set mode = \"hand-off\" or remove it", c.display()),
+                ));
+            }
+            _ => {}
+        }
+        for (field, v) in [
+            ("ha.hand_off_deadline_ms", self.hand_off_deadline_ms),
+            ("ha.restart_lease_ms", self.restart_lease_ms),
+            ("ha.fence_retry_ms", self.fence_retry_ms),
+        ] {
+            if v == 0 {
+                return Err((field, "must be greater than 0".into()));
+            }
+        }
+        if self.restart_lease_ms > tern_raft_store::limits::LEASE_MS_MAX {
+            return Err((
+                "ha.restart_lease_ms",
+                format!(
+                    "{} is above the longest lease, {} ms",
+                    self.restart_lease_ms,
+                    tern_raft_store::limits::LEASE_MS_MAX
+                ),
+            ));
+        }
+        if self.fence_retry_max_ms < self.fence_retry_ms {
+            return Err((
+                "ha.fence_retry_max_ms",
+                format!("must be at least ha.fence_retry_ms ({})", self.fence_retry_ms),
+            ));
+        }
+        Ok(())
     }
+
+    /// The checks that need the node's name too.
+    fn validate_for(&self, name: &str) -> Result<(), (&'static str, String)> {
+        self.validate()?;
+        if self.isolation_response == IsolationResponse::LeaveRunning && !self.fence.iter().any(|f| f.host == name) {
+            return Err((
+                "ha.isolation_response",
+                format!(
+                    "leave-running needs a power fence for this host ({name}) in ha.fence: without one, an isolated host's guests could run twice"
+                ),
+            ));
+        }
+        if self.isolation_timeout_ms != 0 && self.isolation_timeout_ms <= self.heartbeat_interval_ms * 2 {
+            return Err((
+                "ha.isolation_timeout_ms",
+                format!(
+                    "{} must exceed twice ha.heartbeat_interval_ms ({}), or 0 to turn isolation off",
+                    self.isolation_timeout_ms, self.heartbeat_interval_ms
+                ),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for f in &self.fence {
+            if !seen.insert(f.host.as_str()) {
+                return Err(("ha.fence.host", format!("{} has two fences; give each host one", f.host)));
+            }
+            if f.host.is_empty() || f.ip.is_empty() || f.username.is_empty() {
+                return Err(("ha.fence", format!("the fence of {:?} needs host, ip and username", f.host)));
+            }
+            if f.deadline_ms == 0 || f.attempts == 0 {
+                return Err((
+                    "ha.fence.deadline_ms",
+                    format!("the fence of {}: deadline_ms and attempts must be greater than 0", f.host),
+                ));
+            }
+            if [&f.ip, &f.username].iter().any(|v| v.contains('\n') || v.contains('=')) {
+                return Err((
+                    "ha.fence.ip",
+                    format!("the fence of {}: ip and username may not hold newlines or '='", f.host),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The fence of `host`'s server, its password read from its file. Checked when
+    /// the agent starts, so a bad file is reported before any host is lost.
+    pub fn power_fences(&self) -> Result<Vec<(String, tern_ha::PowerFence)>, (&'static str, String)> {
+        self.fence
+            .iter()
+            .map(|f| {
+                let password = read_secret(&f.password_file)
+                    .map_err(|e| ("ha.fence.password_file", format!("the fence of {}: {e}", f.host)))?;
+                let fence = tern_ha::PowerFence {
+                    agent: f.agent.clone(),
+                    ip: f.ip.clone(),
+                    ipport: f.ipport,
+                    username: f.username.clone(),
+                    password,
+                    lanplus: f.lanplus,
+                    cipher: f.cipher,
+                    deadline_ms: f.deadline_ms,
+                    attempts: f.attempts,
+                };
+                Ok((f.host.clone(), fence))
+            })
+            .collect()
+    }
+}
+
+/// The first line of a secret file that only its owner may read.
+fn read_secret(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!("{} is readable by group or others; chmod 600 it", path.display()));
+    }
+    if meta.len() > 4096 {
+        return Err(format!("{} is over 4096 bytes; it should hold one password", path.display()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let line = text.lines().next().unwrap_or("").to_string();
+    if line.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(line)
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -197,6 +418,12 @@ impl Config {
         match &mut self.hypervisor {
             HypervisorConfig::Sim { layout, .. } => fix(layout),
         }
+        for f in &mut self.ha.fence {
+            fix(&mut f.password_file);
+        }
+        if let Some(c) = &mut self.ha.hand_off_command {
+            fix(c);
+        }
     }
 
     /// Checks every field; the error names the first field at fault.
@@ -228,7 +455,7 @@ impl Config {
             }
             HypervisorConfig::Sim { .. } => {}
         }
-        self.ha.validate()?;
+        self.ha.validate_for(&self.name)?;
         let t = &self.timeouts;
         let positive = [
             ("timeouts.heartbeat_interval_ms", t.heartbeat_interval_ms),

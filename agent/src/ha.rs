@@ -4,13 +4,14 @@
 //! and back to Up when a suspect or lost host is heard again: nothing restarts a lost
 //! host's guests elsewhere yet, so its guests never left it).
 
+use crate::config::{HaMode, IsolationResponse};
 use crate::convert;
 use crate::limits::{JOIN_NAME_BYTES_MAX, MessageLimits};
 use crate::node::Node;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tern_cluster::Error;
-use tern_ha::{Effect, Event};
+use tern_ha::{Effect, Event, Failover, FailoverConfig, HandOff, Mode};
 use tern_proto::v1 as pb;
 use tern_raft_store::{Command, HostStatus};
 use tokio_util::sync::CancellationToken;
@@ -45,16 +46,26 @@ pub async fn heartbeat(node: Node) {
     let mut ticks = interval(&node);
     let deadline = Duration::from_millis(node.config.ha.heartbeat_interval_ms);
     let mut failing = false;
+    let mut isolation = Isolation { reached_ms: node.now_ms(), applied: false };
     loop {
         tokio::select! {
             () = node.shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
         let result = match node.leader() {
-            None => continue, // no leader to tell; it will give every host its grace
+            None => Err(Error::Unavailable("no leader is known".into())),
             Some((id, _)) if id == node.id => heard(&node, &node.name),
             Some((_, addr)) => send(&node, &addr, deadline).await,
         };
+        if result.is_ok() {
+            isolation.reached_ms = node.now_ms();
+            if isolation.applied {
+                warn!(node = %node.name, "HA-03: the leader is reachable again; guests stopped by isolation stay stopped");
+                isolation.applied = false;
+            }
+        } else {
+            isolation.check(&node).await;
+        }
         match result {
             Ok(()) if failing => {
                 info!(node = %node.name, "heartbeats reach the leader again");
@@ -66,6 +77,55 @@ pub async fn heartbeat(node: Node) {
                 failing = true;
             }
             Err(e) => debug!(node = %node.name, error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// HA-03: this agent's view of its own reachability.
+struct Isolation {
+    /// When a heartbeat last reached the leader (or this member led).
+    reached_ms: u64,
+    /// The isolation response ran since then.
+    applied: bool,
+}
+
+impl Isolation {
+    /// Cut off from the leader for `ha.isolation_timeout_ms`: apply the isolation
+    /// response once (stop every running guest), so that guests the majority may
+    /// restart elsewhere do not also run here.
+    async fn check(&mut self, node: &Node) {
+        let ha = &node.config.ha;
+        if ha.isolation_timeout_ms == 0 || self.applied {
+            return;
+        }
+        let cut_off_ms = node.now_ms().saturating_sub(self.reached_ms);
+        if cut_off_ms < ha.isolation_timeout_ms {
+            return;
+        }
+        self.applied = true;
+        if ha.isolation_response == IsolationResponse::LeaveRunning {
+            warn!(node = %node.name, cut_off_ms, "HA-03: isolated; leave-running: guests keep running (a power fence decides)");
+            return;
+        }
+        let running: Vec<String> = match node.hypervisor.inventory().await {
+            Ok(inv) => inv
+                .domains
+                .iter()
+                .filter(|d| d.kind == tern_model::DomainKind::Guest && d.state == tern_model::DomainState::Active)
+                .map(|d| d.name.clone())
+                .collect(),
+            Err(e) => {
+                warn!(node = %node.name, error = %e, "HA-03: isolated, but the hypervisor cannot be read; retrying");
+                self.applied = false;
+                return;
+            }
+        };
+        warn!(node = %node.name, cut_off_ms, guests = ?running, "HA-03: isolated from the cluster; stopping guests");
+        for guest in running {
+            if let Err(e) = node.hypervisor.stop(&guest).await {
+                warn!(node = %node.name, %guest, error = %e, "HA-03: stopping a guest failed");
+                self.applied = false; // try again next interval
+            }
         }
     }
 }
@@ -93,11 +153,149 @@ pub(crate) async fn monitor(node: Node, term: CancellationToken) {
         let effects = node.detector().step(Event::Tick { hosts: &hosts }, node.now_ms());
         for Effect::SetStatus { host, status, silent_ms } in effects {
             warn!(node = %node.name, %host, %status, silent_ms, "HA-01: host status changes");
-            let command = Command::SetHostStatus { host: host.clone(), status };
+            let expected = hosts.get(&host).copied();
+            let command = Command::SetHostStatus { host: host.clone(), status, expected };
             if let Err(e) = node.propose(&format!("agent:{}", node.name), command).await {
                 warn!(node = %node.name, %host, error = %e, "recording the host status failed; will retry");
             }
         }
     }
     node.detector().step(Event::NotLeading, node.now_ms());
+}
+
+/// The leader duty of HA-02..HA-06: every heartbeat interval, one round of
+/// [`tern_ha::Failover`] (fence lost hosts, restart or hand off fenced hosts' guests).
+pub(crate) async fn failover(node: Node, term: CancellationToken) {
+    let ha = &node.config.ha;
+    let mode = match (&ha.mode, &ha.hand_off_command) {
+        (HaMode::HandOff, Some(command)) => Mode::HandOff(HandOff {
+            command: command.clone(),
+            args: ha.hand_off_args.clone(),
+            deadline_ms: ha.hand_off_deadline_ms,
+        }),
+        _ => Mode::Restart,
+    };
+    let config = FailoverConfig {
+        mode,
+        fences: (*node.fences).clone(),
+        lease_ms: ha.restart_lease_ms,
+        fence_retry_ms: ha.fence_retry_ms,
+        fence_retry_max_ms: ha.fence_retry_max_ms,
+    };
+    let mut driver = Failover::new(config, node.failover.clone());
+    let mut ticks = interval(&node);
+    loop {
+        tokio::select! {
+            () = term.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        tokio::select! {
+            () = term.cancelled() => break,
+            () = driver.round(&node) => {}
+        }
+    }
+    node.failover.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+}
+
+/// `ternctl ha status`, answered by the leader: every host with its status and
+/// heartbeat age, and each failover's fence, restarts and waiting guests.
+pub(crate) fn status(node: &Node) -> pb::HaStatusResponse {
+    let now = node.now_ms();
+    let report = node.failover.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let detector = node.detector();
+    let hosts = node.read(|s| {
+        s.hosts()
+            .values()
+            .map(|h| {
+                let operation = tern_ha::failover::running_failover(s, &h.name).unwrap_or(0);
+                let mut out = pb::HaHost {
+                    host: h.name.clone(),
+                    status: h.status.to_string(),
+                    heartbeat_age_ms: detector.heard_ago_ms(&h.name, now),
+                    operation_id: operation,
+                    fence: "none".into(),
+                    ..Default::default()
+                };
+                if let Some(r) = report.get(&h.name).filter(|_| operation != 0) {
+                    out.fence = r.fence.name().into();
+                    out.fence_detail = r.fence.detail();
+                    out.fence_attempts = r.fence_attempts;
+                    out.restarted = r.restarted.clone();
+                    out.waiting = r.waiting.iter().map(waiting_to_pb).collect();
+                    out.never = r.never.clone();
+                    if let Some(h) = &r.handed_off {
+                        out.fence = "handed off".into();
+                        out.fence_detail = h.clone();
+                    }
+                }
+                out
+            })
+            .collect()
+    });
+    let mode = match node.config.ha.mode {
+        HaMode::Restart => "restart",
+        HaMode::HandOff => "hand-off",
+    };
+    pb::HaStatusResponse { leader: node.name.clone(), mode: mode.into(), hosts }
+}
+
+fn waiting_to_pb(w: &tern_ha::restart::Waiting) -> pb::HaWaiting {
+    pb::HaWaiting {
+        domain: w.domain.clone(),
+        priority: w.priority.to_string(),
+        reasons: w
+            .reasons
+            .iter()
+            .map(|(host, violations)| {
+                let v: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
+                format!("{host}: {}", v.join("; "))
+            })
+            .collect(),
+    }
+}
+
+/// `ternctl ha check`: for every Up host, whether its guests would restart elsewhere
+/// were it lost now (HA admission, like vSphere's and Ganeti's N+1).
+pub(crate) fn check(node: &Node) -> pb::HaCheckResponse {
+    let now = node.now_ms();
+    let plans = node.read(|s| tern_ha::failover::admission(s, now));
+    let ok = plans.iter().all(|(_, p)| p.waiting.is_empty());
+    let losses = plans
+        .into_iter()
+        .map(|(host, plan)| pb::HaCheckLoss {
+            host,
+            placed: plan.restarts.iter().map(|r| format!("{} -> {}", r.domain, r.target)).collect(),
+            waiting: plan.waiting.iter().map(waiting_to_pb).collect(),
+            never: plan.never,
+        })
+        .collect();
+    pb::HaCheckResponse { ok, losses }
+}
+
+/// An admin's word on a host (audited as `actor`): `fenced` confirms a lost host's
+/// server is powered off (HA-02's manual fence), `up` returns a fenced or lost host
+/// to service (its guests restarted elsewhere stay there, HA-09).
+pub(crate) async fn set_host(node: &Node, actor: &str, host: &str, status: &str) -> Result<HostStatus, Error> {
+    let now = node.read(|s| s.host(host).map(|h| h.status));
+    let Some(now) = now else {
+        return Err(Error::NotFound(format!("no host named {host:?} is registered")));
+    };
+    let (wanted, allowed): (HostStatus, &[HostStatus]) = match status {
+        "fenced" => (HostStatus::Fenced, &[HostStatus::Lost]),
+        "up" => (HostStatus::Up, &[HostStatus::Lost, HostStatus::Fenced]),
+        other => return Err(Error::InvalidInput(format!("host status {other:?} is not fenced or up"))),
+    };
+    if !allowed.contains(&now) {
+        let hint = match wanted {
+            HostStatus::Fenced => {
+                "only a lost host can be confirmed fenced; to take a running host out of service, evacuate it"
+            }
+            _ => "only a lost or fenced host is returned this way; a host in maintenance is restored (host restore)",
+        };
+        return Err(Error::InvalidInput(format!("{host} is {now}: {hint}")));
+    }
+    let command = Command::SetHostStatus { host: host.to_string(), status: wanted, expected: Some(now) };
+    node.propose(actor, command).await?;
+    warn!(%host, %actor, from = %now, to = %wanted, "host status set by an admin");
+    Ok(wanted)
 }

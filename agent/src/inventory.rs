@@ -4,6 +4,7 @@
 
 use crate::node::{Node, backoff};
 use std::time::Duration;
+use tern_model::{DomainKind, DomainState, Server};
 use tern_raft_store::{Command, HostSpec};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -61,6 +62,10 @@ pub async fn run(node: Node, shutdown: CancellationToken) {
             register(&node, &shutdown).await;
             registered = true;
         }
+        let server = match retire_stale_copies(&node, server).await {
+            Some(s) => s,
+            None => continue,
+        };
         let recorded = node.read(|s| s.host(&node.name).and_then(|h| h.inventory.clone()));
         if recorded.as_ref() == Some(&server) {
             continue;
@@ -87,4 +92,50 @@ pub async fn run(node: Node, shutdown: CancellationToken) {
             }
         }
     }
+}
+
+/// HA-09: a guest this server shows that the cluster records on another host, with
+/// no operation moving it and nothing pending for it here, was restarted elsewhere
+/// while this host was fenced (or lost). This server must never run it again: it is
+/// stopped (if it runs, which means two copies already) and unbound here. Returns the
+/// inventory afterwards, or `None` when the hypervisor could not be read again.
+async fn retire_stale_copies(node: &Node, server: Server) -> Option<Server> {
+    let guests: Vec<(String, DomainState)> =
+        server.domains.iter().filter(|d| d.kind == DomainKind::Guest).map(|d| (d.name.clone(), d.state)).collect();
+    let stale: Vec<(String, DomainState, String)> = node.read(|s| {
+        let now = node.now_ms();
+        guests
+            .iter()
+            .filter_map(|(name, state)| {
+                let rec = s.domain(name)?;
+                let elsewhere = rec.host != node.name;
+                let moving = s.running_operation_for_domain(name).is_some();
+                let reserved_here = s.active_reservations_on(&node.name, now).any(|r| &r.binding.domain == name);
+                (elsewhere && !moving && !reserved_here).then(|| (name.clone(), *state, rec.host.clone()))
+            })
+            .collect()
+    });
+    if stale.is_empty() {
+        return Some(server);
+    }
+    let pending = match (node.hypervisor.incoming().await, node.hypervisor.suspended().await) {
+        (Ok(i), Ok(s)) => i.into_iter().chain(s).map(|p| p.domain).collect::<Vec<_>>(),
+        _ => return None,
+    };
+    for (name, state, host) in stale.into_iter().filter(|(n, _, _)| !pending.contains(n)) {
+        if state == DomainState::Active {
+            warn!(node = %node.name, domain = %name, runs_on = %host,
+                "HA-09: this server runs a guest the cluster records on another host; stopping this copy");
+            if let Err(e) = node.hypervisor.stop(&name).await {
+                warn!(node = %node.name, domain = %name, error = %e, "stopping the stale copy failed");
+                continue;
+            }
+        }
+        match node.hypervisor.unbind(&name).await {
+            Ok(()) => warn!(node = %node.name, domain = %name, runs_on = %host,
+                "HA-09: unbound the copy of a guest restarted elsewhere; it will not start here"),
+            Err(e) => warn!(node = %node.name, domain = %name, error = %e, "unbinding the stale copy failed"),
+        }
+    }
+    node.hypervisor.inventory().await.ok()
 }

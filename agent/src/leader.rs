@@ -32,6 +32,7 @@ pub const DUTIES: &[Duty<Node>] = &[
     Duty { name: "expire-leases", run: |node, term| Box::pin(membership::expire_leases_while_leading(node, term)) },
     Duty { name: "manage-voters", run: |node, term| Box::pin(membership::manage_voters(node, term)) },
     Duty { name: "ha-monitor", run: |node, term| Box::pin(crate::ha::monitor(node, term)) },
+    Duty { name: "ha-failover", run: |node, term| Box::pin(crate::ha::failover(node, term)) },
 ];
 
 /// Runs this agent's [`DUTIES`] while it leads, until `node.shutdown`.

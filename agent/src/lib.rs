@@ -119,6 +119,9 @@ pub struct Seams<I> {
     /// Run CPU-heavy work inline instead of on tokio's blocking pool: a simulation
     /// must not depend on how fast the machine is (see `tern_migrate::blocking`).
     pub inline_blocking: bool,
+    /// The fences of the servers (HA-02), by host; `None` builds them from the
+    /// config's `[[ha.fence]]` (simulations pass models of fences instead).
+    pub fences: Option<BTreeMap<String, Arc<dyn tern_ha::Fence>>>,
 }
 
 /// A started agent. Its background tasks are tracked by `node.tasks` and end at
@@ -156,6 +159,18 @@ where
     let raft =
         Raft::new(id, raft_config(&config)?, network, log, sm).await.map_err(|e| AgentError::Raft(e.to_string()))?;
     let config_ha = config.ha.detector();
+    let fences = match seams.fences {
+        Some(f) => f,
+        None => config
+            .ha
+            .power_fences()
+            .map_err(|(field, message)| {
+                AgentError::Config(config::ConfigError::Invalid { path: "config".into(), field, message })
+            })?
+            .into_iter()
+            .map(|(host, f)| (host, Arc::new(f) as Arc<dyn tern_ha::Fence>))
+            .collect(),
+    };
     let node = Node {
         id,
         name: config.name.clone(),
@@ -170,6 +185,8 @@ where
         tasks: tokio_util::task::TaskTracker::new(),
         shutdown: shutdown.clone(),
         detector: Arc::new(std::sync::Mutex::new(tern_ha::Detector::new(config_ha))),
+        fences: Arc::new(fences),
+        failover: tern_ha::failover::Report::default(),
     };
     let tasks = node.tasks.clone();
     let registry = Arc::new(tern_migrate::coordinator::Registry::new());
@@ -198,7 +215,8 @@ where
             })
             .with_message_limits(),
         )
-        .add_service(pb::users_server::UsersServer::new(services::UsersService(node.clone())).with_message_limits());
+        .add_service(pb::users_server::UsersServer::new(services::UsersService(node.clone())).with_message_limits())
+        .add_service(pb::ha_server::HaServer::new(services::HaService(node.clone())).with_message_limits());
     let stop = shutdown.clone();
     tasks.spawn(async move {
         if let Err(e) = router.serve_with_incoming_shutdown(seams.incoming, stop.cancelled()).await {
@@ -334,6 +352,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         node_id: node_id(&data_dir, &config.name)?,
         clock: node::system_clock(),
         inline_blocking: false,
+        fences: None,
     };
     let running = serve(config, seams, log, sm, state, shutdown.clone()).await?;
     if let Some(l) = metrics_listener {

@@ -46,6 +46,10 @@ pub struct Node {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// HA-01: the failure detector; fed and consulted only while this member leads.
     pub detector: Arc<std::sync::Mutex<tern_ha::Detector>>,
+    /// HA-02: each server's fence, by host (used while this member leads).
+    pub fences: Arc<std::collections::BTreeMap<String, Arc<dyn tern_ha::Fence>>>,
+    /// Where this leader's failovers stand (`ternctl ha status`).
+    pub failover: tern_ha::failover::Report,
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the time a proposer stamps on its

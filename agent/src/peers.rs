@@ -7,7 +7,7 @@ use crate::limits::MessageLimits;
 use crate::node::Node;
 use std::time::Duration;
 use tern_cluster::peer::{CALL_DEADLINE_MS, MIGRATION_SILENCE_MAX_MS, PREPARE_DEADLINE_MS, PROBE_DEADLINE_MS};
-use tern_cluster::{Error, MigrateRequest, MigrationEvent, Peers, PrepareRequest, Prepared};
+use tern_cluster::{Error, MigrateRequest, MigrationEvent, Peers, PrepareRequest, Prepared, RestartRequest};
 use tern_proto::v1 as pb;
 
 /// `msg` with a deadline of `ms`.
@@ -68,5 +68,12 @@ impl Peers for Node {
                 _ => {} // progress, or an event this agent does not know
             }
         }
+    }
+
+    async fn restart(&self, addr: &str, req: RestartRequest) -> Result<bool, Error> {
+        let msg = pb::RestartRequest { operation_id: req.operation, reservation_id: req.reservation, token: req.token };
+        let mut client = pb::ha_client::HaClient::new(self.channel(addr)?).with_message_limits();
+        let answer = client.restart(within(msg, CALL_DEADLINE_MS)).await.map_err(convert::error)?;
+        Ok(answer.into_inner().started)
     }
 }

@@ -225,7 +225,7 @@ impl pb::inventory_server::Inventory for InventoryService {
     }
 }
 
-use crate::limits::{MIGRATION_EVENTS_QUEUE_MAX as EVENTS_QUEUE_MAX, OPERATIONS_LISTED_MAX};
+use crate::limits::{MIGRATION_EVENTS_QUEUE_MAX as EVENTS_QUEUE_MAX, MessageLimits, OPERATIONS_LISTED_MAX};
 
 type Events<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -385,5 +385,61 @@ impl pb::hosts_server::Hosts for HostsService {
 
     async fn restore(&self, req: GrpcRequest<pb::HostRequest>) -> Result<Response<Self::RestoreStream>, Status> {
         self.run(req.into_inner(), |c, g, r, tx| Box::pin(hosts::restore(c, g, r, tx)))
+    }
+}
+
+/// HA (SPEC HA-*): the target side of a restart, the leader's view, admission, and
+/// the admin's fence confirmation and priorities.
+pub struct HaService(pub Node);
+
+/// Who asked, for the audit log. (Identity per certificate is issue 12's.)
+const HA_ADMIN_ACTOR: &str = "ternctl";
+
+#[tonic::async_trait]
+impl pb::ha_server::Ha for HaService {
+    async fn restart(&self, req: GrpcRequest<pb::RestartRequest>) -> Result<Response<pb::RestartResponse>, Status> {
+        let r = req.into_inner();
+        let req =
+            tern_cluster::RestartRequest { operation: r.operation_id, reservation: r.reservation_id, token: r.token };
+        let started = tern_ha::failover::start_here(&self.0, req).await.map_err(status)?;
+        Ok(Response::new(pb::RestartResponse { started }))
+    }
+
+    async fn status(&self, req: GrpcRequest<pb::HaStatusRequest>) -> Result<Response<pb::HaStatusResponse>, Status> {
+        let node = &self.0;
+        if !node.is_leader() {
+            // The detector and the failover driver live on the leader: ask it.
+            let (_, addr) = node.leader().ok_or_else(|| Status::unavailable("no leader is known yet; retry"))?;
+            let mut client = pb::ha_client::HaClient::new(node.channel(&addr).map_err(status)?).with_message_limits();
+            let mut forwarded = GrpcRequest::new(req.into_inner());
+            forwarded.set_timeout(std::time::Duration::from_millis(tern_cluster::peer::CALL_DEADLINE_MS));
+            return client.status(forwarded).await;
+        }
+        Ok(Response::new(crate::ha::status(node)))
+    }
+
+    async fn check(&self, _req: GrpcRequest<pb::HaCheckRequest>) -> Result<Response<pb::HaCheckResponse>, Status> {
+        Ok(Response::new(crate::ha::check(&self.0)))
+    }
+
+    async fn set_host(
+        &self,
+        req: GrpcRequest<pb::HaSetHostRequest>,
+    ) -> Result<Response<pb::HaSetHostResponse>, Status> {
+        let r = req.into_inner();
+        let status_now = crate::ha::set_host(&self.0, HA_ADMIN_ACTOR, &r.host, &r.status).await.map_err(status)?;
+        Ok(Response::new(pb::HaSetHostResponse { status: status_now.to_string() }))
+    }
+
+    async fn set_domain(
+        &self,
+        req: GrpcRequest<pb::HaSetDomainRequest>,
+    ) -> Result<Response<pb::HaSetDomainResponse>, Status> {
+        let r = req.into_inner();
+        let ha_priority: tern_raft_store::HaPriority =
+            r.ha_priority.parse().map_err(|e: String| Status::invalid_argument(e))?;
+        let command = tern_raft_store::Command::SetDomain { domain: r.domain, ha_priority };
+        self.0.propose(HA_ADMIN_ACTOR, command).await.map_err(status)?;
+        Ok(Response::new(pb::HaSetDomainResponse {}))
     }
 }

@@ -402,6 +402,7 @@ pub async fn boot(shared: Arc<Shared>, i: usize) -> turmoil::Result {
         node_id: disk.node_id,
         clock: shared.clock(i),
         inline_blocking: true,
+        fences: None,
     };
     let shutdown = CancellationToken::new();
     let running = tern_agent::serve(config, seams, log, sm, disk.store.state(), shutdown.clone()).await?;

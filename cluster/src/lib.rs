@@ -19,7 +19,9 @@ pub mod peer;
 pub mod users;
 
 pub use error::Error;
-pub use peer::{Finding, MigrateRequest, MigrationEvent, MigrationReport, Peers, PrepareRequest, Prepared, Stage};
+pub use peer::{
+    Finding, MigrateRequest, MigrationEvent, MigrationReport, Peers, PrepareRequest, Prepared, RestartRequest, Stage,
+};
 
 use async_trait::async_trait;
 use std::sync::Arc;

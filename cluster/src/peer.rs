@@ -168,6 +168,16 @@ impl MigrationEvent {
     }
 }
 
+/// HA-04: the leader asks a restart's target to start a fenced host's guest under
+/// reservation `reservation` (held for failover `operation`, fencing token `token`).
+/// The target reads everything else (the guest, the binding) from its replicated state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestartRequest {
+    pub operation: u64,
+    pub reservation: u64,
+    pub token: u64,
+}
+
 /// Calls to other agents, each with its deadline.
 #[async_trait]
 pub trait Peers: Send + Sync {
@@ -185,4 +195,7 @@ pub trait Peers: Send + Sync {
     /// end: a `Refused` or a `Report`, never `Progress`. Given up after
     /// [`MIGRATION_SILENCE_MAX_MS`] without an event.
     async fn migrate(&self, addr: &str, req: MigrateRequest) -> Result<MigrationEvent, Error>;
+    /// Starts a fenced host's guest on the agent at `addr` (HA-04); `Ok(false)` when it
+    /// already ran there under that reservation ([`CALL_DEADLINE_MS`]).
+    async fn restart(&self, addr: &str, req: RestartRequest) -> Result<bool, Error>;
 }

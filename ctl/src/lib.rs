@@ -9,6 +9,7 @@ pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod demo;
+pub mod ha;
 pub mod import;
 pub mod layouts;
 pub mod list;
@@ -133,9 +134,25 @@ Exit codes: 0 migrated (or the dry run passed); 1 refused, cancelled or rolled b
     /// Users who may migrate to the cluster's servers (OP-04).
     #[command(subcommand)]
     User(UserCommand),
-    /// Hardware maintenance (UC-1): evacuate a host's guests, restore them afterwards.
+    /// Hosts: hardware maintenance (UC-1: evacuate, restore) and HA (fence, up).
     #[command(subcommand)]
     Host(HostCommand),
+    /// HA when a control domain is lost (SPEC HA-*): what the leader sees, and whether
+    /// every guest would find a home after any single host loss.
+    #[command(subcommand)]
+    Ha(HaCommand),
+    /// Set a guest's properties, as `ldm set-domain name=value ... ldom`. tern's own:
+    /// ha-priority=high|medium|low|none (restart order on failover, HA-04; none never
+    /// restarts; default medium).
+    #[command(after_help = "Example:\n  ternctl set-domain ha-priority=high ldom1")]
+    SetDomain {
+        /// name=value pairs, then the domain.
+        #[arg(required = true, num_args = 2.., value_name = "NAME=VALUE... DOMAIN")]
+        args: Vec<String>,
+    },
+    /// The simulated servers (kind = "sim"): what their BMC would do.
+    #[command(subcommand)]
+    Sim(SimCommand),
     /// Start a local 3-agent cluster, show the domains, dry-run and then live-migrate
     /// ldom1 to m10-1-2 with progress, print the report, and stop.
     Demo(demo::DemoArgs),
@@ -177,6 +194,40 @@ pub enum HostCommand {
         host: String,
         #[arg(short = 'p', value_name = "FILE")]
         password_file: Option<PathBuf>,
+    },
+    /// HA-02 by hand: after checking that a lost HOST's server is powered off (at its
+    /// XSCF/ILOM, or in the machine room), record it fenced so its guests restart
+    /// elsewhere. Audited. Wrong here means guests running twice on shared disks.
+    #[command(after_help = "Example:\n  ternctl host fence --confirm-off m10-1-1")]
+    Fence {
+        /// Required: you confirm the server is off.
+        #[arg(long, required = true)]
+        confirm_off: bool,
+        host: String,
+    },
+    /// Return a fenced (or lost) HOST to service. Guests restarted elsewhere stay
+    /// there: its agent unbinds its old copies and never starts them (HA-09).
+    Up { host: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HaCommand {
+    /// Host states, time since each heartbeat, each failover's fence, restarts and
+    /// waiting guests (from the leader). Exit 1 when a guest waits.
+    Status,
+    /// For each host: where its guests would restart were it lost now. Exit 1 when a
+    /// guest with a priority would find no home (HA-05).
+    Check,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SimCommand {
+    /// The simulated server loses power: every guest in its state file stops. Run by a
+    /// simulated BMC's chassis control when a fence powers it off; its ternd must not run.
+    PowerOff {
+        /// The server's state file (DATA_DIR/sim-state.json).
+        #[arg(long, value_name = "FILE")]
+        state: PathBuf,
     },
 }
 
@@ -281,6 +332,15 @@ pub fn run(cli: Cli) -> i32 {
         Command::Host(HostCommand::Restore { host, password_file }) => {
             block_on(migrate::host_op(&agent, &host, true, password_file.as_deref(), json))
         }
+        Command::Host(HostCommand::Fence { confirm_off: _, host }) => block_on(ha::set_host(&agent, &host, "fenced")),
+        Command::Host(HostCommand::Up { host }) => block_on(ha::set_host(&agent, &host, "up")),
+        Command::Ha(HaCommand::Status) => block_on(ha::status(&agent, json)),
+        Command::Ha(HaCommand::Check) => block_on(ha::check(&agent, json)),
+        Command::SetDomain { mut args } => {
+            let domain = args.pop().unwrap_or_default();
+            block_on(ha::set_domain(&agent, &args, &domain))
+        }
+        Command::Sim(SimCommand::PowerOff { state }) => ha::sim_power_off(&state),
         Command::ListServices { host } => block_on(cluster::list_services(&agent, host.as_deref(), json)),
         Command::ImportLdm(args) => import::run(&args, json),
         Command::Cluster(ClusterCommand::Status) => block_on(cluster::status(&agent, json)),

@@ -11,10 +11,11 @@
 //! | Maintenance      | any                           | none (an admin's state: the server may be off) |
 //! | Fenced           | any                           | none (powered off by HA: an admin brings it back) |
 //!
-//! A Lost host heard again is Up again because nothing restarts a lost host's guests
-//! elsewhere yet: its guests never left it. Once failover restarts them (HA-04), a
-//! host whose guests were restarted elsewhere must stay out (HA-09) and this row
-//! changes.
+//! A Lost host heard again is Up again: nothing of it restarts elsewhere before it
+//! is Fenced (HA-02), and the detector never moves a Fenced host, so a host whose
+//! guests were restarted elsewhere stays out until an admin returns it (HA-09). Each
+//! transition is committed as a compare-and-set on the status it was judged from, so
+//! a verdict made just before a fence was recorded cannot undo the fence.
 //!
 //! *Silent for* is measured from the later of the host's last heartbeat and the
 //! moment this member began leading: a new leader has heard nobody yet, so it gives
@@ -119,6 +120,11 @@ impl Detector {
             }
             Event::Tick { hosts } => self.tick(hosts, now_ms),
         }
+    }
+
+    /// How long ago `host` was last heard, if at all since this member began leading.
+    pub fn heard_ago_ms(&self, host: &str, now_ms: u64) -> Option<u64> {
+        self.heard_ms.get(host).map(|at| now_ms.saturating_sub(*at))
     }
 
     fn tick(&mut self, hosts: &BTreeMap<String, HostStatus>, now_ms: u64) -> Vec<Effect> {

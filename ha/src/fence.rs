@@ -11,9 +11,6 @@
 //! tried `attempts` times.
 
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What a fence agent prints that is kept (for the report).
 pub const OUTPUT_BYTES_MAX: usize = 16 * 1024;
@@ -49,13 +46,7 @@ pub enum FenceOutcome {
     NotConfirmed { attempts: u32, last: String },
 }
 
-/// One run of the agent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Run {
-    /// `None` when it did not exit by itself (deadline, signal).
-    code: Option<i32>,
-    output: String,
-}
+use crate::process::Run;
 
 impl PowerFence {
     /// The stdin lines for `action`.
@@ -77,41 +68,16 @@ impl PowerFence {
 
     /// Runs the agent once for `action`, within the deadline.
     async fn run(&self, action: &str) -> Result<Run, String> {
-        let mut child = tokio::process::Command::new(&self.agent)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot run fence agent {}: {e}", self.agent.display()))?;
         let input = self.input(action);
-        let mut stdin = child.stdin.take().ok_or("the fence agent has no stdin")?;
-        let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
-        let work = async {
-            // An agent may exit without reading everything: a broken pipe is its answer.
-            let _ = stdin.write_all(input.as_bytes()).await;
-            drop(stdin);
-            let mut text = Vec::new();
-            if let Some(o) = out.as_mut() {
-                let _ = o.take(OUTPUT_BYTES_MAX as u64).read_to_end(&mut text).await;
-            }
-            if let Some(e) = err.as_mut() {
-                let _ = e.take(OUTPUT_BYTES_MAX as u64).read_to_end(&mut text).await;
-            }
-            let status = child.wait().await;
-            (status, text)
-        };
-        match tokio::time::timeout(Duration::from_millis(self.deadline_ms), work).await {
-            Ok((Ok(status), text)) => {
-                Ok(Run { code: status.code(), output: String::from_utf8_lossy(&text).trim().to_string() })
-            }
-            Ok((Err(e), _)) => Err(format!("waiting for fence agent {}: {e}", self.agent.display())),
-            Err(_) => Err(format!(
-                "fence agent {} ({action}) passed its {} ms deadline",
-                self.agent.display(),
-                self.deadline_ms
-            )),
-        }
+        crate::process::run(
+            &format!("fence agent ({action})"),
+            &self.agent,
+            &[],
+            input.as_bytes(),
+            self.deadline_ms,
+            OUTPUT_BYTES_MAX,
+        )
+        .await
     }
 
     /// Powers the server off and confirms it (HA-02).

@@ -48,29 +48,20 @@ pub struct RestartPlan {
     pub never: Vec<String>,
 }
 
-fn rank(p: HaPriority) -> u8 {
-    match p {
-        HaPriority::High => 0,
-        HaPriority::Medium => 1,
-        HaPriority::Low => 2,
-        HaPriority::Never => 3,
-    }
-}
-
-/// Plans the restart of every guest of `lost` on `candidates` (see the module doc).
-/// A guest missing from `priorities` has the default priority.
+/// Plans the restart of `guests` (each with its priority) of `lost` on `candidates`
+/// (see the module doc). A named guest `lost`'s inventory does not hold as a guest is
+/// skipped: nothing is known to restart it from.
 pub fn plan_restarts(
     lost: &Server,
-    priorities: &BTreeMap<String, HaPriority>,
+    guests: &BTreeMap<String, HaPriority>,
     candidates: &[(Server, Reserved)],
 ) -> RestartPlan {
-    let mut guests: Vec<(HaPriority, &str)> = lost
-        .domains
+    let mut guests: Vec<(HaPriority, &str)> = guests
         .iter()
-        .filter(|d| d.kind == DomainKind::Guest)
-        .map(|d| (priorities.get(&d.name).copied().unwrap_or_default(), d.name.as_str()))
+        .filter(|(name, _)| lost.domain(name).is_some_and(|d| d.kind == DomainKind::Guest))
+        .map(|(name, p)| (*p, name.as_str()))
         .collect();
-    guests.sort_by_key(|(p, name)| (rank(*p), *name));
+    guests.sort_by_key(|(p, name)| (p.rank(), *name));
     let mut reserved: Vec<Reserved> = candidates.iter().map(|(_, r)| r.clone()).collect();
     let mut plan = RestartPlan::default();
     for (priority, domain) in guests {
@@ -126,14 +117,20 @@ mod tests {
         list.iter().map(|(d, p)| (d.to_string(), *p)).collect()
     }
 
+    /// Every guest of `lost`, at the default priority.
+    fn all(lost: &Server) -> BTreeMap<String, HaPriority> {
+        lost.domains
+            .iter()
+            .filter(|d| d.kind == DomainKind::Guest)
+            .map(|d| (d.name.clone(), HaPriority::default()))
+            .collect()
+    }
+
     #[test]
     fn every_guest_restarts_where_the_preflight_passes_without_sharing_a_core() {
         // Goal: HA-04: both guests of a lost M10 restart on m10-1-2, on different cores and memory.
-        let plan = plan_restarts(
-            &lost_with_two_guests(),
-            &BTreeMap::new(),
-            &candidates(&[server("m10-1-2", &seed("m10-1-2"))]),
-        );
+        let lost = lost_with_two_guests();
+        let plan = plan_restarts(&lost, &all(&lost), &candidates(&[server("m10-1-2", &seed("m10-1-2"))]));
         assert!(plan.waiting.is_empty(), "{:?}", plan.waiting);
         let placed: Vec<(&str, &str)> = plan.restarts.iter().map(|r| (r.domain.as_str(), r.target.as_str())).collect();
         assert_eq!(placed, [("ldom1", "m10-1-2"), ("ldom2", "m10-1-2")]);
@@ -161,7 +158,7 @@ mod tests {
     #[test]
     fn never_guests_are_listed_and_not_placed() {
         // Goal: HA-04: priority none means never restarted elsewhere.
-        let p = priorities(&[("ldom1", HaPriority::Never)]);
+        let p = priorities(&[("ldom1", HaPriority::Never), ("ldom2", HaPriority::Medium)]);
         let plan = plan_restarts(&lost_with_two_guests(), &p, &candidates(&[server("m10-1-2", &seed("m10-1-2"))]));
         assert_eq!(plan.never, ["ldom1"]);
         assert!(plan.restarts.iter().all(|r| r.domain != "ldom1"));
@@ -172,10 +169,20 @@ mod tests {
         // Goal: LM-09 on the fragmented server and LM-07 on the T4 are both reported; no restart is planned.
         let lost = server("m10-1-1", &seed("m10-1-1"));
         let others = [server("m10-1-fragmented", &seed("m10-1-fragmented")), server("t4-1", &seed("t4-1"))];
-        let plan = plan_restarts(&lost, &BTreeMap::new(), &candidates(&others));
+        let plan = plan_restarts(&lost, &all(&lost), &candidates(&others));
         assert!(plan.restarts.is_empty());
         let hosts: Vec<&str> = plan.waiting[0].reasons.iter().map(|(h, _)| h.as_str()).collect();
         assert_eq!(hosts, ["m10-1-fragmented", "t4-1"]);
+    }
+
+    #[test]
+    fn only_the_named_guests_are_planned() {
+        // Goal: a guest already being restarted (not named) is not planned a second time.
+        let lost = lost_with_two_guests();
+        let p = priorities(&[("ldom2", HaPriority::Low)]);
+        let plan = plan_restarts(&lost, &p, &candidates(&[server("m10-1-2", &seed("m10-1-2"))]));
+        let placed: Vec<&str> = plan.restarts.iter().map(|r| r.domain.as_str()).collect();
+        assert_eq!(placed, ["ldom2"]);
     }
 
     #[test]
@@ -185,7 +192,7 @@ mod tests {
         let lost = server("m10-1-1", &seed("m10-1-1"));
         let mut held = Reserved::default();
         held.strands.extend(8..20); // cores 4-9 of a 2-thread M10: all but 0-3 (primary)
-        let plan = plan_restarts(&lost, &BTreeMap::new(), &[(target, held)]);
+        let plan = plan_restarts(&lost, &all(&lost), &[(target, held)]);
         assert!(plan.restarts.is_empty(), "{:?}", plan.restarts);
         assert_eq!(plan.waiting.len(), 1);
     }

@@ -174,6 +174,39 @@ impl SimHypervisor {
     }
 }
 
+/// The simulated server loses power (what its BMC's chassis control does when a
+/// fence powers it off, HA-02): every guest stops at once, left bound where it was,
+/// and a guest suspended for a migration's verdict is stopped too (nothing may resume
+/// it). The state file is rewritten durably; returns the guests that were running.
+/// Its agent must not be running: it would write its own memory back over this.
+pub fn power_off(state_file: &Path) -> Result<Vec<String>, HvError> {
+    let mut durable = read_state(state_file)?;
+    let mut stopped = Vec::new();
+    for d in durable.server.domains.iter_mut().filter(|d| d.kind != DomainKind::Control) {
+        if d.state == DomainState::Active {
+            d.state = DomainState::Bound;
+            stopped.push(d.name.clone());
+        }
+    }
+    durable.suspended.clear();
+    let state = PersistedState { version: STATE_VERSION, durable };
+    let bytes = serde_json::to_vec_pretty(&state).map_err(|e| HvError::Io(format!("encoding sim state: {e}")))?;
+    write_durably(state_file, &bytes).map_err(|e| HvError::Io(format!("{}: {e}", state_file.display())))?;
+    Ok(stopped)
+}
+
+/// The guests a simulated server's state file shows running (for tests and checks).
+pub fn running_guests(state_file: &Path) -> Result<Vec<String>, HvError> {
+    let durable = read_state(state_file)?;
+    Ok(durable
+        .server
+        .domains
+        .iter()
+        .filter(|d| d.kind == DomainKind::Guest && d.state == DomainState::Active)
+        .map(|d| d.name.clone())
+        .collect())
+}
+
 fn read_state(path: &Path) -> Result<Durable, HvError> {
     let io = |e: std::io::Error| HvError::Io(format!("{}: {e}", path.display()));
     let len = std::fs::metadata(path).map_err(io)?.len();

@@ -69,7 +69,9 @@ fn guest_result(domain: &str, target: &str, outcome: Result<MigrationEvent, Erro
 }
 
 async fn set_status(c: &dyn Cluster, host: &str, status: HostStatus) -> Result<(), Error> {
-    c.propose(&agent_actor(c), Command::SetHostStatus { host: host.to_string(), status }).await.map(|_| ())
+    c.propose(&agent_actor(c), Command::SetHostStatus { host: host.to_string(), status, expected: None })
+        .await
+        .map(|_| ())
 }
 
 /// The key a host's evacuation holds in the [`Registry`] while its

@@ -33,6 +33,8 @@ macro_rules! message_limits {
 
 use pb::cluster_client::ClusterClient;
 use pb::cluster_server::ClusterServer;
+use pb::ha_client::HaClient;
+use pb::ha_server::HaServer;
 use pb::hosts_client::HostsClient;
 use pb::hosts_server::HostsServer;
 use pb::inventory_client::InventoryClient;
@@ -51,4 +53,5 @@ message_limits! {
     MigrationServer, MigrationClient;
     HostsServer, HostsClient;
     UsersServer, UsersClient;
+    HaServer, HaClient;
 }

@@ -287,11 +287,11 @@ fn reserve_requires_an_up_target_a_matching_operation_and_a_free_name() {
         lease_ms: 30_000,
     });
     assert_eq!(r.code, RejectCode::OperationMismatch);
-    w.ok(Command::SetHostStatus { host: "b".into(), status: HostStatus::Maintenance });
+    w.ok(Command::SetHostStatus { host: "b".into(), status: HostStatus::Maintenance, expected: None });
     let r = w.rejected(w.reserve_cmd(op, "ldom1", ldom1_on_b(), 30_000));
     assert_eq!(r.code, RejectCode::HostStatus);
     assert!(r.message.contains("maintenance"), "{}", r.message);
-    w.ok(Command::SetHostStatus { host: "b".into(), status: HostStatus::Up });
+    w.ok(Command::SetHostStatus { host: "b".into(), status: HostStatus::Up, expected: None });
     // b reports a domain called ldom1x; a migration renaming ldom2 to it is refused.
     let b = with_guest(server("b", 8, 8), "ldom1x", &[7], gib(9), None);
     w.ok(Command::ReportInventory { server: b });
@@ -537,7 +537,7 @@ fn migrations_need_a_guest_a_live_source_and_two_servers() {
     let r = begin("nope", "a", "b");
     assert_eq!(r.code, RejectCode::DomainUnknown);
     assert!(r.message.contains("LDom \"nope\" was not found on a"));
-    w.ok(Command::SetHostStatus { host: "a".into(), status: HostStatus::Lost });
+    w.ok(Command::SetHostStatus { host: "a".into(), status: HostStatus::Lost, expected: None });
     let r = w.rejected(Command::BeginOperation { kind: migration("ldom1", "a", "b") });
     assert_eq!((r.code, r.rule), (RejectCode::HostStatus, Some(Rule::Lm(2))));
     // Failover of a lost host may start; of a live one it may not.
@@ -553,7 +553,7 @@ fn losing_a_host_rolls_back_its_migrations() {
     let mut w = world();
     let op = w.begin("ldom1", "a", "b", None, false);
     let (r, _, _) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
-    let outcome = w.ok(Command::SetHostStatus { host: "a".into(), status: HostStatus::Lost });
+    let outcome = w.ok(Command::SetHostStatus { host: "a".into(), status: HostStatus::Lost, expected: None });
     assert_eq!(outcome, Outcome::HostStatusSet { rolled_back: vec![op], released: vec![r] });
     let phase = w.state.operation(op).map(|o| o.phase.clone());
     assert!(matches!(phase, Some(Phase::RolledBack { reason }) if reason.contains("HA-07")));
@@ -783,4 +783,121 @@ fn an_evacuation_completes_with_its_summary_and_a_migration_cannot() {
     let r = w.rejected(Command::CompleteOperation { operation: migration, notes: vec![] });
     assert_eq!(r.code, RejectCode::InvalidRequest);
     assert!(w.state.operation(migration).is_some_and(|o| !o.phase.is_terminal()));
+}
+
+/// Host a lost, a failover of it begun; returns the operation.
+fn lost_a_with_failover(w: &mut World) -> u64 {
+    w.ok(Command::SetHostStatus { host: "a".into(), status: HostStatus::Lost, expected: Some(HostStatus::Up) });
+    match w.ok(Command::BeginOperation { kind: OperationKind::Failover { host: "a".into() } }) {
+        Outcome::OperationBegun { operation } => operation,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn nothing_of_a_lost_host_is_reserved_before_it_is_fenced() {
+    // Goal: HA-02 in the state machine: a failover reserves for a lost host's guest only once the host is fenced.
+    let mut w = world();
+    let op = lost_a_with_failover(&mut w);
+    let r = w.rejected(w.reserve_cmd(op, "ldom1", ldom1_on_b(), 30_000));
+    assert_eq!((r.code, r.rule), (RejectCode::HostStatus, Some(Rule::Ha(2))));
+    assert!(r.message.contains("a is lost, not fenced"), "{}", r.message);
+    w.ok(Command::SetHostStatus { host: "a".into(), status: HostStatus::Fenced, expected: Some(HostStatus::Lost) });
+    w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+}
+
+#[test]
+fn a_restart_commits_the_guest_onto_its_target_and_the_failover_goes_on() {
+    // Goal: HA-04: CommitRestart records ldom1 on b with the reserved binding, frees it on a, keeps the failover running.
+    let mut w = world();
+    let op = lost_a_with_failover(&mut w);
+    w.ok(Command::SetHostStatus { host: "a".into(), status: HostStatus::Fenced, expected: Some(HostStatus::Lost) });
+    w.ok(Command::SetDomain { domain: "ldom1".into(), ha_priority: HaPriority::High });
+    let (r, token, _) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    let outcome = w.ok(Command::CommitRestart { operation: op, reservation: r, token });
+    assert_eq!(outcome, Outcome::Restarted { domain: "ldom1".into(), target: "b".into() });
+    let rec = w.state.domain("ldom1").cloned().expect("indexed");
+    assert_eq!((rec.host.as_str(), rec.ha_priority), ("b", HaPriority::High));
+    assert!(w.inventory("a").domain("ldom1").is_none());
+    assert_eq!(w.inventory("b").cpu_of("ldom1").cids, vec![4, 5]);
+    let o = w.state.operation(op).expect("op");
+    assert!(!o.phase.is_terminal() && o.reservations.is_empty());
+    // A second reservation for the same guest is refused while the first is live; a commit replays nothing.
+    let again = w.rejected(Command::CommitRestart { operation: op, reservation: r, token });
+    assert_eq!(again.code, RejectCode::ReservationUnknown);
+    w.ok(Command::CompleteOperation { operation: op, notes: vec!["done".into()] });
+    let notes = w.state.operation(op).and_then(|o| o.result.clone()).expect("result").notes;
+    assert!(notes[0].starts_with("HA-04: ldom1 restarted on b"), "{notes:?}");
+    assert_eq!(notes.last().map(String::as_str), Some("done"));
+}
+
+#[test]
+fn a_restart_commit_needs_a_live_lease_its_token_and_a_running_failover() {
+    // Goal: CommitRestart refuses a lapsed lease and a wrong token; returning the host ends the failover and releases.
+    let mut w = world();
+    let op = lost_a_with_failover(&mut w);
+    w.ok(Command::SetHostStatus { host: "a".into(), status: HostStatus::Fenced, expected: Some(HostStatus::Lost) });
+    let (r, token, expires) = w.reserve(op, "ldom1", ldom1_on_b(), 1_000);
+    let late = w.run_at(expires, Command::CommitRestart { operation: op, reservation: r, token });
+    assert_eq!(late.map_err(|r| r.code), Err(RejectCode::LeaseExpired));
+    // Expiry releases the reservation but the failover goes on (its guest is planned again).
+    w.ok(Command::Expire { now_ms: expires });
+    assert!(w.state.operation(op).is_some_and(|o| !o.phase.is_terminal()));
+    let (r2, token2, _) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    let wrong = w.rejected(Command::CommitRestart { operation: op, reservation: r2, token: token2 + 1 });
+    assert_eq!(wrong.code, RejectCode::StaleToken);
+    // The admin returns a: the failover ends and its reservation is released.
+    let out =
+        w.ok(Command::SetHostStatus { host: "a".into(), status: HostStatus::Up, expected: Some(HostStatus::Fenced) });
+    assert!(matches!(out, Outcome::HostStatusSet { ref released, .. } if released.contains(&r2)), "{out:?}");
+    assert!(w.state.operation(op).is_some_and(|o| o.phase == Phase::Done));
+    let gone = w.rejected(Command::CommitRestart { operation: op, reservation: r2, token: token2 });
+    assert_eq!(gone.code, RejectCode::OperationFinished);
+}
+
+#[test]
+fn a_status_change_made_from_a_stale_view_is_refused() {
+    // Goal: SetHostStatus with `expected` is a compare-and-set: a detector's "up" judged on "lost" cannot undo a fence.
+    let mut w = world();
+    lost_a_with_failover(&mut w);
+    w.ok(Command::SetHostStatus { host: "a".into(), status: HostStatus::Fenced, expected: Some(HostStatus::Lost) });
+    let r = w.rejected(Command::SetHostStatus {
+        host: "a".into(),
+        status: HostStatus::Up,
+        expected: Some(HostStatus::Lost),
+    });
+    assert_eq!(r.code, RejectCode::HostStatus);
+    assert!(r.message.contains("a is fenced, not lost"), "{}", r.message);
+    assert_eq!(w.state.host("a").map(|h| h.status), Some(HostStatus::Fenced));
+}
+
+#[test]
+fn a_report_showing_a_fenced_hosts_guest_running_elsewhere_moves_its_record() {
+    // Goal: HA-06: a guest an external cluster started on b after a was fenced is re-indexed to b, and a forgets it.
+    let mut w = world();
+    lost_a_with_failover(&mut w);
+    w.ok(Command::SetHostStatus { host: "a".into(), status: HostStatus::Fenced, expected: Some(HostStatus::Lost) });
+    let b = with_guest(server("b", 8, 8), "ldom1", &[4, 5], gib(4), Some(5003));
+    let out = w.ok(Command::ReportInventory { server: b });
+    assert_eq!(out, Outcome::InventoryAccepted { indexed: vec!["ldom1".into()], unindexed: vec![] });
+    assert_eq!(w.state.domain("ldom1").map(|d| d.host.as_str()), Some("b"));
+    assert!(w.inventory("a").domain("ldom1").is_none());
+    // A live host's guest is never taken so: once a is up again, c may not report ldom2.
+    w.ok(Command::SetHostStatus { host: "a".into(), status: HostStatus::Up, expected: Some(HostStatus::Fenced) });
+    let c = with_guest(server("c", 8, 8), "ldom2", &[4], gib(4), None);
+    assert_eq!(w.rejected(Command::ReportInventory { server: c }).code, RejectCode::DomainOnOtherHost);
+}
+
+#[test]
+fn set_domain_sets_a_known_guests_priority_only() {
+    // Goal: SetDomain changes ha-priority of an indexed guest and refuses unknown names.
+    let mut w = world();
+    w.ok(Command::SetDomain { domain: "ldom2".into(), ha_priority: HaPriority::Never });
+    assert_eq!(w.state.domain("ldom2").map(|d| d.ha_priority), Some(HaPriority::Never));
+    assert_eq!(
+        w.rejected(Command::SetDomain { domain: "nope".into(), ha_priority: HaPriority::Low }).code,
+        RejectCode::DomainUnknown
+    );
+    assert_eq!("none".parse::<HaPriority>(), Ok(HaPriority::Never));
+    assert!("urgent".parse::<HaPriority>().is_err());
 }

@@ -30,6 +30,8 @@ pub struct Cluster {
     pub agents: Vec<Agent>,
     /// Simulated ms per real ms for agents added from now on.
     pub time_scale: u32,
+    /// TOML appended to the config of agents added from now on (e.g. an `[ha]` table).
+    pub extra_config: String,
 }
 
 impl Drop for Cluster {
@@ -57,7 +59,7 @@ impl Cluster {
         let certs = tmp.path().join("certs");
         tern_tls::init_ca(&certs, "test").unwrap();
         tern_tls::issue(&certs, "ternctl", &[]).unwrap();
-        Self { tmp, certs, agents: Vec::new(), time_scale: 50 }
+        Self { tmp, certs, agents: Vec::new(), time_scale: 50, extra_config: String::new() }
     }
 
     /// Writes the config of agent `name` running layout `layout`, joining `join`.
@@ -77,10 +79,11 @@ join = [{join}]\nvoters = 3\n[tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/{name}.pem
 [hypervisor]\nkind = \"sim\"\nlayout = \"{l}\"\ntime_scale = {ts}\n\
 [timeouts]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\n\
 rpc_timeout_ms = 1000\nconnect_timeout_ms = 500\nvoter_replace_after_ms = 3000\ninventory_poll_ms = 200\n\
-inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n",
+inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n{extra}",
             c = self.certs.display(),
             l = layout_path.display(),
             ts = self.time_scale,
+            extra = self.extra_config,
         );
         std::fs::write(dir.join("ternd.toml"), config).unwrap();
         self.agents.push(Agent { name: name.to_string(), dir, child: None, addr: None });
@@ -221,15 +224,28 @@ impl Cluster {
     /// Starts one agent per layout (the first bootstraps); waits until every host has
     /// reported its inventory.
     pub async fn with_layouts(names: &[&str], time_scale: u32) -> Self {
+        Self::with_layouts_and(names, time_scale, "").await
+    }
+
+    /// Like [`Cluster::with_layouts`], each agent's config ending with `extra`.
+    pub async fn with_layouts_and(names: &[&str], time_scale: u32, extra: &str) -> Self {
         let mut c = Self::new();
         c.time_scale = time_scale;
+        c.extra_config = extra.to_string();
         c.add(names[0], names[0], &[]);
         let first = c.start(0);
         for n in &names[1..] {
             let i = c.add(n, n, std::slice::from_ref(&first));
             c.start(i);
         }
-        c.wait_status(0, "every member and a leader", |s| s.leader_id != 0 && s.members.len() == names.len()).await;
+        // Every member, a leader, and the voters the configs ask for (a cluster of
+        // learners would lose its quorum with its founder).
+        let want_voters = names.len().min(3);
+        c.wait_status(0, "every member, a leader and its voters", |s| {
+            let voters = s.members.iter().filter(|m| m.role == pb::MemberRole::Voter as i32).count();
+            s.leader_id != 0 && s.members.len() == names.len() && voters == want_voters
+        })
+        .await;
         let start = Instant::now();
         loop {
             let hosts: std::collections::BTreeSet<String> =

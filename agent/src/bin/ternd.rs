@@ -24,6 +24,13 @@ use tokio_util::sync::CancellationToken;
   [timeouts] heartbeat_interval_ms, election_timeout_min_ms, election_timeout_max_ms,\n\
              rpc_timeout_ms, connect_timeout_ms, voter_replace_after_ms,\n\
              inventory_poll_ms, inventory_debounce_ms, shutdown_deadline_ms\n\
+  [ha] heartbeat_interval_ms = 1000, suspect_after_ms = 3000, lost_after_ms = 8000,\n\
+       mode = \"restart\" | \"hand-off\" (with hand_off_command, hand_off_args,\n\
+       hand_off_deadline_ms), restart_lease_ms, fence_retry_ms, fence_retry_max_ms,\n\
+       isolation_timeout_ms = 0 (off), isolation_response = \"stop-guests\" | \"leave-running\"\n\
+  [[ha.fence]] host, ip, ipport, username, password_file (mode 600), lanplus = true,\n\
+       cipher, agent = \"/usr/sbin/fence_ipmilan\", deadline_ms = 20000, attempts = 2\n\
+       (one per server; the same [ha] on every agent, since any agent may lead)\n\
   [log] json = false\n\n\
 Logging: RUST_LOG filters (default info), e.g. RUST_LOG=tern_agent=debug,openraft=warn"
 )]
@@ -47,6 +54,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     if args.check {
+        if let Err((field, message)) = config.ha.power_fences() {
+            eprintln!("ternd: {}: {field}: {message}", args.config.display());
+            return std::process::ExitCode::from(2);
+        }
         println!("{}: configuration is valid", args.config.display());
         return std::process::ExitCode::SUCCESS;
     }

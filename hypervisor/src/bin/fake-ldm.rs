@@ -133,8 +133,8 @@ fn password_check(dir: &Path, args: &[String]) -> Result<(), ExitCode> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    log(&args.join(" "));
-    log(&format!("#pid {}", std::process::id()));
+    // One append, so the pid is never missing after the command line.
+    log(&format!("{}\n#pid {}", args.join(" "), std::process::id()));
     let Some(dir) = fake_dir() else {
         eprintln!("fake-ldm: FAKE_LDM_DIR is not set and the program's folder is unknown");
         return ExitCode::from(2);

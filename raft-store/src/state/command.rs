@@ -6,7 +6,7 @@
 //! rule decides it, the rule id.
 
 use crate::limits;
-use crate::state::records::{HostStatus, OperationKind, OperationResult, Profile};
+use crate::state::records::{HaPriority, HostStatus, OperationKind, OperationResult, Profile};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -72,11 +72,21 @@ pub enum Command {
     ReportInventory {
         server: Server,
     },
-    /// HA-01 detection results and operator maintenance (UC-1). Entering Lost or
-    /// Fenced rolls back the host's migrations (HA-07).
+    /// HA-01 detection results, HA-02 fences and operator maintenance (UC-1).
+    /// Entering Lost or Fenced rolls back the host's migrations (HA-07); leaving them
+    /// for a live status ends the host's failover. With `expected`, applies only if
+    /// the host's status is that one (a compare-and-set: a detector's verdict made
+    /// before a fence was recorded cannot undo the fence).
     SetHostStatus {
         host: String,
         status: HostStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected: Option<HostStatus>,
+    },
+    /// Sets a guest's restart priority on failover (HA-04).
+    SetDomain {
+        domain: String,
+        ha_priority: HaPriority,
     },
     /// Holds `binding` on `target` for `operation`, which moves `domain` from `source`.
     Reserve {
@@ -126,6 +136,15 @@ pub enum Command {
         total_ms: u64,
         notes: Vec<String>,
     },
+    /// HA-04: a failover's guest runs on its reservation's target, started there from
+    /// shared storage: the domain leaves its fenced host and is bound on the target
+    /// with the reservation's binding. Only from a Fenced host (HA-02). The failover
+    /// keeps running until `CompleteOperation`.
+    CommitRestart {
+        operation: u64,
+        reservation: u64,
+        token: u64,
+    },
     /// Ends a running operation that moves no domain itself (an evacuation or restore,
     /// UC-1: its guests moved by migrations of their own) as Done, with a summary.
     /// Migrations end only by `CommitMigration` or `AbortOperation`.
@@ -159,6 +178,8 @@ impl Command {
             Self::UpdateHost { .. } => "update-host",
             Self::ReportInventory { .. } => "report-inventory",
             Self::SetHostStatus { .. } => "set-host-status",
+            Self::SetDomain { .. } => "set-domain",
+            Self::CommitRestart { .. } => "commit-restart",
             Self::Reserve { .. } => "reserve",
             Self::Renew { .. } => "renew",
             Self::Release { .. } => "release",
@@ -216,6 +237,12 @@ pub enum Outcome {
         result: OperationResult,
     },
     Completed,
+    /// A failover's guest is now recorded on `target`.
+    Restarted {
+        domain: String,
+        target: String,
+    },
+    DomainSet,
     Aborted {
         released: Vec<u64>,
     },

@@ -167,7 +167,11 @@ fn interpret(s: &State, step: &Step, now: u64) -> Option<Command> {
                 HostStatus::Fenced,
                 HostStatus::Maintenance,
             ];
-            Command::SetHostStatus { host: pick(&HOSTS, *host)?.into(), status: pick(&statuses, *status)? }
+            Command::SetHostStatus {
+                host: pick(&HOSTS, *host)?.into(),
+                status: pick(&statuses, *status)?,
+                expected: None,
+            }
         }
         Step::Report { host, mutation, pick: p } => {
             let host = pick(&HOSTS, *host)?;

@@ -76,8 +76,52 @@ pub enum HaPriority {
     #[default]
     Medium,
     Low,
-    /// Never restarted elsewhere.
+    /// Never restarted elsewhere (`none` on the command line).
+    #[serde(alias = "none")]
     Never,
+}
+
+impl HaPriority {
+    pub const ALL: [HaPriority; 4] = [Self::High, Self::Medium, Self::Low, Self::Never];
+
+    /// As `ternctl set-domain ha-priority=` takes and shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::High => "high",
+            Self::Medium => "medium",
+            Self::Low => "low",
+            Self::Never => "none",
+        }
+    }
+
+    /// Restart order: high first, then medium, then low; `none` never restarts.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::High => 0,
+            Self::Medium => 1,
+            Self::Low => 2,
+            Self::Never => 3,
+        }
+    }
+}
+
+impl fmt::Display for HaPriority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for HaPriority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "high" => Ok(Self::High),
+            "medium" => Ok(Self::Medium),
+            "low" => Ok(Self::Low),
+            "none" | "never" => Ok(Self::Never),
+            other => Err(format!("ha-priority {other:?} is not one of high, medium, low, none")),
+        }
+    }
 }
 
 /// Where a guest domain runs, with the settings HA and the rebalancer read.

@@ -72,6 +72,8 @@ fn command(command: &Command) -> Result<(), Rejection> {
         }
         Command::ReportInventory { server } => inventory(server),
         Command::SetHostStatus { host, .. } => name("host name", host),
+        Command::SetDomain { domain, .. } => name("domain", domain),
+        Command::CommitRestart { .. } => Ok(()),
         Command::Reserve { target, source, domain, binding: b, .. } => {
             name("target host", target)?;
             name("source host", source)?;

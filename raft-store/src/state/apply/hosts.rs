@@ -35,9 +35,23 @@ impl State {
         Ok(Outcome::HostUpdated)
     }
 
-    pub(super) fn set_host_status(&mut self, now: u64, name: &str, status: HostStatus) -> Response {
+    pub(super) fn set_host_status(
+        &mut self,
+        now: u64,
+        name: &str,
+        status: HostStatus,
+        expected: Option<HostStatus>,
+    ) -> Response {
         let host = self.host_checked(name)?;
         let was = host.status;
+        if let Some(want) = expected
+            && want != was
+        {
+            return reject(
+                RejectCode::HostStatus,
+                format!("{name} is {was}, not {want} as the proposer of {status} expected; nothing changed"),
+            );
+        }
         let mut rolled_back = Vec::new();
         let mut released = Vec::new();
         if was != status
@@ -45,6 +59,21 @@ impl State {
         {
             h.status = status;
             h.status_since_ms = now;
+        }
+        if was.is_down() && !status.is_down() {
+            // The host is back (heard again before a fence, or an admin returned it):
+            // its failover ends. Guests restarted elsewhere stay where the state
+            // records them (HA-09); the others never left it.
+            let failover = self
+                .operations
+                .values()
+                .find(|o| !o.phase.is_terminal() && o.kind == OperationKind::Failover { host: name.to_string() })
+                .map(|o| o.id);
+            if let Some(id) = failover {
+                let note = format!("{name} returned ({was} -> {status}); the failover ends here");
+                let result = OperationResult { notes: vec![note], ..OperationResult::default() };
+                released.extend(self.finish_operation(now, id, Phase::Done, Some(result)));
+            }
         }
         if status.is_down() {
             // HA-07: a migration (or evacuation) needs its source control domain
@@ -79,6 +108,16 @@ impl State {
         Ok(Outcome::HostStatusSet { rolled_back, released })
     }
 
+    /// `SetDomain`: a guest's restart priority (HA-04).
+    pub(super) fn set_domain_settings(&mut self, domain: &str, ha_priority: HaPriority) -> Response {
+        let Some(rec) = self.domains.get(domain) else {
+            return reject(RejectCode::DomainUnknown, format!("LDom \"{domain}\" is not a guest the cluster knows"));
+        };
+        let rec = DomainRecord { ha_priority, ..rec.clone() };
+        self.set_domain(domain, Some(rec));
+        Ok(Outcome::DomainSet)
+    }
+
     pub(super) fn report_inventory(&mut self, now: u64, server: &Server) -> Response {
         let host = self.host_checked(&server.name)?;
         if let Err(errors) = server.validate() {
@@ -97,11 +136,21 @@ impl State {
         for r in &active {
             check_report_keeps(server, r)?;
         }
+        // A guest recorded on a fenced host (proven stopped there, HA-02) that this
+        // host now runs was started here by someone else: an external HA cluster the
+        // failover handed it to (HA-06), or an admin. The state follows the servers.
+        let mut adopted = Vec::new();
         for d in server.domains.iter().filter(|d| d.kind == DomainKind::Guest) {
             if let Some(rec) = self.domains.get(&d.name)
                 && rec.host != server.name
                 && !active.iter().any(|r| r.binding.domain == d.name)
             {
+                let fenced = self.hosts.get(&rec.host).is_some_and(|h| h.status == HostStatus::Fenced);
+                let reserved = self.reservations.values().any(|r| r.domain == d.name && r.is_active(now));
+                if fenced && !reserved {
+                    adopted.push((d.name.clone(), rec.clone()));
+                    continue;
+                }
                 return reject(
                     RejectCode::DomainOnOtherHost,
                     format!(
@@ -132,6 +181,13 @@ impl State {
             let rec =
                 DomainRecord { host: server.name.clone(), ha_priority: HaPriority::default(), affinity_group: None };
             self.set_domain(name, Some(rec));
+        }
+        for (name, rec) in &adopted {
+            if let Some(Some(inv)) = self.inventory_mut(&rec.host) {
+                inv.unbind_domain(name);
+            }
+            self.set_domain(name, Some(DomainRecord { host: server.name.clone(), ..rec.clone() }));
+            indexed.push(name.clone());
         }
         for name in &unindexed {
             self.set_domain(name, None);

@@ -62,7 +62,11 @@ impl State {
             Command::RegisterHost { host } => self.register_host(now, host),
             Command::UpdateHost { name, address } => self.update_host(name, address.as_deref()),
             Command::ReportInventory { server } => self.report_inventory(now, server),
-            Command::SetHostStatus { host, status } => self.set_host_status(now, host, *status),
+            Command::SetHostStatus { host, status, expected } => self.set_host_status(now, host, *status, *expected),
+            Command::SetDomain { domain, ha_priority } => self.set_domain_settings(domain, *ha_priority),
+            Command::CommitRestart { operation, reservation, token } => {
+                self.commit_restart(now, *operation, *reservation, *token)
+            }
             Command::Reserve { operation, target, source, domain, binding, lease_ms } => {
                 self.reserve(now, *operation, target, source, domain, binding, *lease_ms)
             }

@@ -211,7 +211,10 @@ impl State {
                 format!("operation {id} holds reservations; release or commit them first"),
             );
         }
-        let result = clip_notes(OperationResult { notes: notes.to_vec(), ..OperationResult::default() });
+        // A failover's restarts left their notes on it already (CommitRestart).
+        let mut result = op.result.clone().unwrap_or_default();
+        result.notes.extend(notes.iter().cloned());
+        let result = clip_notes(result);
         self.finish_operation(now, id, Phase::Done, Some(result));
         Ok(Outcome::Completed)
     }
@@ -303,18 +306,73 @@ impl State {
             self.moved_inventories(now, reservation, (&domain, &source, &target), (source_inv, target_inv), &binding)?;
         add_commit_notes(&mut result);
         let result = clip_notes(result);
-        let record = self.domains.get(&domain).cloned().map(|rec| DomainRecord { host: target.clone(), ..rec });
-        if let Some(inv) = self.inventory_mut(&source) {
+        self.settle_move(id, reservation, (&domain, &source, &target), &binding.domain, (new_source, new_target));
+        self.finish_operation(now, id, Phase::Done, Some(result.clone()));
+        Ok(Outcome::Committed { moved: true, result })
+    }
+
+    /// `CommitRestart` (HA-04): the guest of a fenced host runs on its reservation's
+    /// target. The same move as a migration's commit, without a live source.
+    pub(super) fn commit_restart(&mut self, now: u64, id: u64, reservation: u64, token: u64) -> Response {
+        let op = self.running_operation_checked(id)?;
+        let OperationKind::Failover { host } = &op.kind else {
+            return reject(
+                RejectCode::OperationMismatch,
+                format!("operation {id} is a {}, not a failover", op.kind.name()),
+            );
+        };
+        let source = host.clone();
+        let r = self.live_reservation_of(id, reservation, token, now)?;
+        let (domain, target, binding) = (r.domain.clone(), r.target.clone(), r.binding.clone());
+        let source_host = self.host_checked(&source)?;
+        if source_host.status != HostStatus::Fenced {
+            return reject_rule(
+                RejectCode::HostStatus,
+                Rule::Ha(2),
+                format!("{source} is {}, not fenced: {domain} may still run there", source_host.status),
+            );
+        }
+        let target_host = self.host_checked(&target)?;
+        if target_host.status.is_down() {
+            return reject(RejectCode::HostStatus, format!("target {target} is {}", target_host.status));
+        }
+        let source_inv = self.inventory_checked(source_host)?;
+        let target_inv = self.inventory_checked(target_host)?;
+        let moved =
+            self.moved_inventories(now, reservation, (&domain, &source, &target), (source_inv, target_inv), &binding)?;
+        self.settle_move(id, reservation, (&domain, &source, &target), &binding.domain, moved);
+        if let Some(op) = self.operation_mut(id) {
+            op.updated_ms = now;
+            let result = op.result.get_or_insert_with(OperationResult::default);
+            if result.notes.len() < NOTES_MAX {
+                result.notes.push(format!("HA-04: {domain} restarted on {target} ({})", binding));
+            }
+        }
+        Ok(Outcome::Restarted { domain, target })
+    }
+
+    /// Records a checked move: both inventories, the domain index (under its name on
+    /// the target, keeping its settings) and the reservation consumed into the binding.
+    fn settle_move(
+        &mut self,
+        id: u64,
+        reservation: u64,
+        (domain, source, target): (&str, &str, &str),
+        name_on_target: &str,
+        (new_source, new_target): (Server, Server),
+    ) {
+        let record = self.domains.get(domain).cloned().map(|rec| DomainRecord { host: target.to_string(), ..rec });
+        if let Some(inv) = self.inventory_mut(source) {
             *inv = Some(new_source);
         }
-        if let Some(inv) = self.inventory_mut(&target) {
+        if let Some(inv) = self.inventory_mut(target) {
             *inv = Some(new_target);
         }
-        self.set_domain(&domain, None);
+        self.set_domain(domain, None);
         self.set_domain(
-            &binding.domain,
+            name_on_target,
             Some(record.unwrap_or(DomainRecord {
-                host: target.clone(),
+                host: target.to_string(),
                 ha_priority: HaPriority::default(),
                 affinity_group: None,
             })),
@@ -325,8 +383,19 @@ impl State {
         if let Some(op) = self.operation_mut(id) {
             op.reservations.remove(&reservation);
         }
-        self.finish_operation(now, id, Phase::Done, Some(result.clone()));
-        Ok(Outcome::Committed { moved: true, result })
+    }
+
+    /// Reservation `reservation` under `token`, held by operation `id`, its lease live.
+    fn live_reservation_of(&self, id: u64, reservation: u64, token: u64, now: u64) -> Checked<&Reservation> {
+        let r = self.reservation_checked(reservation, token)?;
+        if r.operation != id {
+            return reject(
+                RejectCode::OperationMismatch,
+                format!("reservation {reservation} belongs to operation {}, not {id}", r.operation),
+            );
+        }
+        Self::lease_checked(r, now)?;
+        Ok(r)
     }
 
     /// The checks before a commit: a running migration, its reservation under the
@@ -339,14 +408,7 @@ impl State {
                 format!("operation {id} is a {}, not a migration", op.kind.name()),
             );
         };
-        let r = self.reservation_checked(reservation, token)?;
-        if r.operation != id {
-            return reject(
-                RejectCode::OperationMismatch,
-                format!("reservation {reservation} belongs to operation {}, not {id}", r.operation),
-            );
-        }
-        Self::lease_checked(r, now)?;
+        let r = self.live_reservation_of(id, reservation, token, now)?;
         if !matches!(op.phase, Phase::Reserved | Phase::Transferring { .. } | Phase::Committing) {
             return reject(
                 RejectCode::PhaseInvalid,

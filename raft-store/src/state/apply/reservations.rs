@@ -112,9 +112,35 @@ impl State {
                 }
                 Ok(())
             }
-            OperationKind::Evacuation { host } | OperationKind::Failover { host } => {
+            OperationKind::Evacuation { host } => {
                 if host != source {
                     return mismatch(format!("moves guests off {host}, not off {source}"));
+                }
+                Ok(())
+            }
+            OperationKind::Failover { host } => {
+                if host != source {
+                    return mismatch(format!("restarts guests of {host}, not of {source}"));
+                }
+                if binding.domain != domain {
+                    return mismatch(format!("restarts {domain} under its own name, not as {}", binding.domain));
+                }
+                // HA-02: nothing of a lost host restarts elsewhere before it is fenced.
+                let status = self.hosts.get(host).map(|h| h.status).unwrap_or_default();
+                if status != HostStatus::Fenced {
+                    return reject_rule(
+                        RejectCode::HostStatus,
+                        Rule::Ha(2),
+                        format!("{host} is {status}, not fenced: its guests may still run there"),
+                    );
+                }
+                if let Some(held) = op
+                    .reservations
+                    .iter()
+                    .filter_map(|id| self.reservations.get(id))
+                    .find(|r| r.domain == domain && r.is_active(now))
+                {
+                    return mismatch(format!("already holds reservation {} for {domain}", held.id));
                 }
                 Ok(())
             }
@@ -217,7 +243,11 @@ impl State {
             }
             self.release(id);
             released.push(id);
-            let running = self.operations.get(&operation).is_some_and(|o| !o.phase.is_terminal());
+            // A failover outlives a lapsed reservation: its guest is planned again.
+            let running = self
+                .operations
+                .get(&operation)
+                .is_some_and(|o| !o.phase.is_terminal() && !matches!(o.kind, OperationKind::Failover { .. }));
             if running {
                 let reason = "lease expired".to_string();
                 released.extend(self.finish_operation(now, operation, Phase::RolledBack { reason }, None));

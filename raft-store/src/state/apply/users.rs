@@ -66,7 +66,14 @@ pub(super) fn summarize(c: &Command) -> String {
             server.memory.len(),
             server.domains.len()
         ),
-        Command::SetHostStatus { host, status } => format!("host {host} is {status}"),
+        Command::SetHostStatus { host, status, expected } => match expected {
+            Some(was) => format!("host {host} is {status} (was {was})"),
+            None => format!("host {host} is {status}"),
+        },
+        Command::SetDomain { domain, ha_priority } => format!("domain {domain}: ha-priority={}", ha_priority.as_str()),
+        Command::CommitRestart { operation, reservation, .. } => {
+            format!("commit restart of operation {operation} with reservation {reservation}")
+        }
         Command::Reserve { operation, target, binding, lease_ms, .. } => {
             format!("reserve for operation {operation} on {target} for {lease_ms} ms: {binding}")
         }

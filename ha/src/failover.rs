@@ -1,0 +1,648 @@
+//! HA-02..HA-06 on the leader: a lost host's failover, one round at a time.
+//!
+//! Each round reads the replicated state and moves every lost host one step:
+//!
+//! 1. A Lost host without a running failover gets one (`BeginOperation Failover`).
+//!    A Fenced host never gets a new one: its failover began when it was lost.
+//! 2. Lost: its server is fenced (HA-02) by the power fence configured for it; only a
+//!    fence whose `status` confirmed the power off counts, and then the host is
+//!    recorded Fenced (a compare-and-set on Lost, so a host heard again meanwhile is
+//!    never marked fenced by a stale verdict). A failed fence is retried with a
+//!    doubling delay. With no fence configured the guests wait for an admin's
+//!    `ternctl host fence --confirm-off HOST`; nothing restarts.
+//! 3. Fenced, mode `restart` (HA-04/05): the guests still recorded on the host are
+//!    planned by [`plan_restarts`] (priority order, the migration's preflight and
+//!    exact fitting) against the Up hosts minus their active reservations; each
+//!    placement is reserved through Raft, started on its target from shared storage
+//!    ([`start_here`] on the target) and committed (`CommitRestart`). A reservation
+//!    the failover already holds is started and committed first, so a new leader
+//!    finishes what an old one began and nothing starts twice (the start is
+//!    idempotent under its reservation). What fits nowhere waits, planned again every
+//!    round; the failover completes once only `none` guests remain.
+//! 4. Fenced, mode `hand-off` (HA-06): the configured command gets the host and its
+//!    guests as JSON on stdin; its exit status ends the failover (Done or Failed). An
+//!    external cluster that then starts a guest elsewhere is followed by the state
+//!    (an inventory report showing a fenced host's guest re-indexes it).
+//!
+//! The host returning (heard before it was fenced, or returned by an admin) ends its
+//! failover in the state machine. Everything here is driven by the state and the
+//! fence's answers; the round's own memory is only for retry delays and the report
+//! `ternctl ha status` shows.
+
+use crate::fence::{FenceOutcome, PowerFence};
+use crate::restart::{RestartPlan, Waiting, plan_restarts};
+use async_trait::async_trait;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tern_cluster::{Cluster, Error, RestartRequest, agent_actor};
+use tern_model::{DomainKind, DomainState, Reserved, Server};
+use tern_raft_store::{Command, HaPriority, HostStatus, OperationKind, Outcome, RejectCode, State};
+use tracing::{info, warn};
+
+/// How long the target waits for its state to show the reservation it is asked to
+/// start under (the leader committed it; this member may not have applied it yet).
+pub const APPLY_WAIT_MS: u64 = 3_000;
+/// The largest output of a hand-off command kept.
+pub const HAND_OFF_OUTPUT_BYTES_MAX: usize = 4 * 1024;
+
+/// Proves a lost host's server off (HA-02).
+#[async_trait]
+pub trait Fence: Send + Sync {
+    /// What it is, for reports: the agent and the service processor it talks to.
+    fn describe(&self) -> String;
+    async fn fence(&self) -> FenceOutcome;
+}
+
+#[async_trait]
+impl Fence for PowerFence {
+    fn describe(&self) -> String {
+        let agent =
+            self.agent.file_name().map_or_else(|| self.agent.display().to_string(), |n| n.to_string_lossy().into());
+        match self.ipport {
+            Some(port) => format!("power fence {agent} at {}:{port}", self.ip),
+            None => format!("power fence {agent} at {}", self.ip),
+        }
+    }
+
+    async fn fence(&self) -> FenceOutcome {
+        PowerFence::fence(self).await
+    }
+}
+
+/// What the cluster does with a fenced host's guests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Restart them on other hosts (HA-04).
+    Restart,
+    /// Hand them to an external HA cluster (HA-06).
+    HandOff(HandOff),
+}
+
+/// HA-06: the command that takes over a fenced host's guests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandOff {
+    pub command: PathBuf,
+    pub args: Vec<String>,
+    pub deadline_ms: u64,
+}
+
+pub struct FailoverConfig {
+    pub mode: Mode,
+    /// The power fence of each host that has one.
+    pub fences: BTreeMap<String, Arc<dyn Fence>>,
+    /// The lease of each restart's reservation: it covers reserve, start and commit.
+    pub lease_ms: u64,
+    /// The delay before a failed fence is tried again; it doubles up to `fence_retry_max_ms`.
+    pub fence_retry_ms: u64,
+    pub fence_retry_max_ms: u64,
+}
+
+/// Where a host's fence stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum FenceState {
+    /// Nothing can fence it: the guests wait for an admin to confirm it off.
+    AwaitingFence {
+        reason: String,
+    },
+    Fencing {
+        attempt: u32,
+    },
+    Failed {
+        attempts: u32,
+        last: String,
+        retry_at_ms: u64,
+    },
+    ConfirmedOff {
+        by: String,
+    },
+    /// The host's status was already Fenced when this leader looked.
+    Fenced,
+}
+
+impl FenceState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::AwaitingFence { .. } => "awaiting fence",
+            Self::Fencing { .. } => "fencing",
+            Self::Failed { .. } => "fence failed",
+            Self::ConfirmedOff { .. } => "confirmed off",
+            Self::Fenced => "fenced",
+        }
+    }
+
+    pub fn detail(&self) -> String {
+        match self {
+            Self::AwaitingFence { reason } => reason.clone(),
+            Self::Fencing { attempt } => format!("round {attempt} of off then status"),
+            Self::Failed { attempts, last, retry_at_ms } => {
+                format!("{attempts} failed round(s); next at {retry_at_ms} ms; last: {last}")
+            }
+            Self::ConfirmedOff { by } => format!("status confirmed the power off ({by})"),
+            Self::Fenced => "recorded fenced".into(),
+        }
+    }
+}
+
+/// One host's failover as this leader sees it (`ternctl ha status`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HostFailover {
+    pub host: String,
+    pub operation: u64,
+    pub fence: FenceState,
+    pub fence_attempts: u32,
+    /// `domain -> target`, restarted by this leader.
+    pub restarted: Vec<String>,
+    #[serde(skip)]
+    pub waiting: Vec<Waiting>,
+    pub never: Vec<String>,
+    /// HA-06: the hand-off command's result.
+    pub handed_off: Option<String>,
+}
+
+/// The report shared with the status RPC while rounds run.
+pub type Report = Arc<Mutex<BTreeMap<String, HostFailover>>>;
+
+/// The leader's failover driver (see the module doc).
+pub struct Failover {
+    config: FailoverConfig,
+    report: Report,
+    /// Per host: failed fence rounds and when the next may run.
+    retry: BTreeMap<String, (u32, u64)>,
+}
+
+/// What a round reads of the state, in one read.
+struct Failing {
+    host: String,
+    status: HostStatus,
+    operation: Option<u64>,
+}
+
+/// A reservation the failover holds, to start and commit.
+#[derive(Clone, Debug)]
+struct Held {
+    reservation: u64,
+    token: u64,
+    domain: String,
+    target: String,
+}
+
+/// What restarting one fenced host's guests needs, read at once.
+struct RestartInput {
+    lost: Server,
+    held: Vec<Held>,
+    guests: BTreeMap<String, HaPriority>,
+    candidates: Vec<(Server, Reserved)>,
+    addresses: BTreeMap<String, String>,
+}
+
+impl Failover {
+    pub fn new(config: FailoverConfig, report: Report) -> Self {
+        Self { config, report, retry: BTreeMap::new() }
+    }
+
+    pub fn mode(&self) -> &Mode {
+        &self.config.mode
+    }
+
+    fn update(&self, host: &str, operation: u64, change: impl FnOnce(&mut HostFailover)) {
+        let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = report.entry(host.to_string()).or_insert_with(|| HostFailover {
+            host: host.to_string(),
+            operation,
+            fence: FenceState::Fenced,
+            fence_attempts: 0,
+            restarted: vec![],
+            waiting: vec![],
+            never: vec![],
+            handed_off: None,
+        });
+        entry.operation = operation;
+        change(entry);
+    }
+
+    /// One step for every lost or fenced host.
+    pub async fn round(&mut self, c: &dyn Cluster) {
+        let failing: Vec<Failing> = c.state().read(|s| {
+            s.hosts()
+                .values()
+                .filter(|h| h.status.is_down())
+                .map(|h| Failing { host: h.name.clone(), status: h.status, operation: running_failover(s, &h.name) })
+                .collect()
+        });
+        {
+            let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+            report.retain(|h, _| failing.iter().any(|f| &f.host == h && f.operation.is_some()));
+        }
+        self.retry.retain(|h, _| failing.iter().any(|f| &f.host == h && f.status == HostStatus::Lost));
+        for f in failing {
+            match (f.status, f.operation) {
+                (HostStatus::Lost, None) => self.begin(c, &f.host).await,
+                (HostStatus::Lost, Some(op)) => self.fence(c, &f.host, op).await,
+                (HostStatus::Fenced, Some(op)) => match self.config.mode.clone() {
+                    Mode::Restart => self.restart(c, &f.host, op).await,
+                    Mode::HandOff(h) => self.hand_off(c, &f.host, op, &h).await,
+                },
+                _ => {} // fenced, failover ended: nothing until an admin returns it
+            }
+        }
+    }
+
+    async fn begin(&self, c: &dyn Cluster, host: &str) {
+        let kind = OperationKind::Failover { host: host.to_string() };
+        match c.propose(&agent_actor(c), Command::BeginOperation { kind }).await {
+            Ok(Outcome::OperationBegun { operation }) => {
+                warn!(%host, operation, "HA: failover begins");
+                self.update(host, operation, |_| {});
+            }
+            Ok(other) => warn!(%host, ?other, "BeginOperation answered oddly"),
+            Err(e) => warn!(%host, error = %e, "beginning the failover failed; next round retries"),
+        }
+    }
+
+    async fn fence(&mut self, c: &dyn Cluster, host: &str, op: u64) {
+        let Some(fence) = self.config.fences.get(host).cloned() else {
+            let reason = format!(
+                "HA-02: no power fence is configured for {host} (ha.fence); its guests wait. Once its server is \
+                 checked powered off: ternctl host fence --confirm-off {host}"
+            );
+            self.update(host, op, |r| r.fence = FenceState::AwaitingFence { reason });
+            return;
+        };
+        let now = c.now_ms();
+        let (failed, retry_at) = self.retry.get(host).copied().unwrap_or((0, 0));
+        if now < retry_at {
+            return;
+        }
+        self.update(host, op, |r| r.fence = FenceState::Fencing { attempt: failed + 1 });
+        info!(%host, by = %fence.describe(), "HA-02: fencing");
+        match fence.fence().await {
+            FenceOutcome::ConfirmedOff { attempt } => {
+                let by = format!("{} (attempt {attempt})", fence.describe());
+                warn!(%host, %by, "HA-02: the server is confirmed powered off");
+                self.retry.remove(host);
+                self.update(host, op, |r| {
+                    r.fence = FenceState::ConfirmedOff { by };
+                    r.fence_attempts += attempt;
+                });
+                let command = Command::SetHostStatus {
+                    host: host.into(),
+                    status: HostStatus::Fenced,
+                    expected: Some(HostStatus::Lost),
+                };
+                if let Err(e) = c.propose(&agent_actor(c), command).await {
+                    warn!(%host, error = %e, "recording the fence failed; the next round fences again");
+                }
+            }
+            FenceOutcome::NotConfirmed { attempts, last } => {
+                let failed = failed + 1;
+                let delay = self
+                    .config
+                    .fence_retry_ms
+                    .saturating_mul(1u64 << (failed - 1).min(16))
+                    .min(self.config.fence_retry_max_ms);
+                let retry_at_ms = c.now_ms().saturating_add(delay);
+                warn!(%host, %last, retry_in_ms = delay, "HA-02: the fence is not confirmed; nothing restarts");
+                self.retry.insert(host.to_string(), (failed, retry_at_ms));
+                self.update(host, op, |r| {
+                    r.fence = FenceState::Failed { attempts: failed, last, retry_at_ms };
+                    r.fence_attempts += attempts;
+                });
+            }
+        }
+    }
+
+    async fn restart(&self, c: &dyn Cluster, host: &str, op: u64) {
+        let now = c.now_ms();
+        let Some(input) = c.state().read(|s| restart_input(s, host, op, now)) else {
+            warn!(%host, "no inventory of the fenced host is recorded; its guests cannot be planned");
+            return;
+        };
+        self.update(host, op, |r| {
+            if !matches!(r.fence, FenceState::ConfirmedOff { .. }) {
+                r.fence = FenceState::Fenced;
+            }
+        });
+        // What an earlier round (or leader) reserved first.
+        for held in &input.held {
+            self.start_and_commit(c, host, op, held, &input.addresses).await;
+        }
+        let plan = plan_restarts(&input.lost, &input.guests, &input.candidates);
+        for placed in &plan.restarts {
+            let reserve = Command::Reserve {
+                operation: op,
+                target: placed.target.clone(),
+                source: host.to_string(),
+                domain: placed.domain.clone(),
+                binding: placed.binding.clone(),
+                lease_ms: self.config.lease_ms,
+            };
+            match c.propose(&agent_actor(c), reserve).await {
+                Ok(Outcome::Reserved { reservation, token, .. }) => {
+                    let held =
+                        Held { reservation, token, domain: placed.domain.clone(), target: placed.target.clone() };
+                    self.start_and_commit(c, host, op, &held, &input.addresses).await;
+                }
+                Ok(other) => warn!(%host, ?other, "Reserve answered oddly"),
+                Err(e) => warn!(%host, domain = %placed.domain, error = %e, "reserving a restart failed; replanning"),
+            }
+        }
+        let RestartPlan { restarts, waiting, never } = plan;
+        let done = restarts.is_empty() && input.held.is_empty() && waiting.is_empty();
+        self.update(host, op, |r| {
+            r.waiting = waiting;
+            r.never = never.clone();
+        });
+        if done {
+            let mut notes = Vec::new();
+            if !never.is_empty() {
+                notes.push(format!("HA-04: ha-priority none, not restarted: {}", never.join(", ")));
+            }
+            notes.push(format!("HA-04: every guest of {host} with a priority is placed"));
+            match c.propose(&agent_actor(c), Command::CompleteOperation { operation: op, notes }).await {
+                Ok(_) => info!(%host, operation = op, "HA: failover complete"),
+                Err(e) => warn!(%host, error = %e, "completing the failover failed; next round retries"),
+            }
+        }
+    }
+
+    async fn start_and_commit(
+        &self,
+        c: &dyn Cluster,
+        host: &str,
+        op: u64,
+        held: &Held,
+        addresses: &BTreeMap<String, String>,
+    ) {
+        let req = RestartRequest { operation: op, reservation: held.reservation, token: held.token };
+        let started = if held.target == c.host() {
+            start_here(c, req).await
+        } else {
+            match addresses.get(&held.target) {
+                Some(addr) => c.peers().restart(addr, req).await,
+                None => Err(Error::NotFound(format!("no address is recorded for {}", held.target))),
+            }
+        };
+        if let Err(e) = started {
+            warn!(%host, domain = %held.domain, target = %held.target, error = %e, "starting a restart failed");
+            if matches!(&e, Error::Rejected(_) | Error::Conflict(_) | Error::InvalidInput(_)) {
+                // The target cannot take it: give the reservation back so it is planned again.
+                let release = Command::Release { reservation: held.reservation, token: held.token };
+                let _ = c.propose(&agent_actor(c), release).await;
+            }
+            return;
+        }
+        let commit = Command::CommitRestart { operation: op, reservation: held.reservation, token: held.token };
+        match c.propose(&agent_actor(c), commit).await {
+            Ok(_) => {
+                warn!(%host, domain = %held.domain, target = %held.target, "HA-04: guest restarted");
+                let line = format!("{} -> {}", held.domain, held.target);
+                self.update(host, op, |r| r.restarted.push(line));
+            }
+            Err(e) => {
+                warn!(%host, domain = %held.domain, error = %e, "committing a restart failed; next round retries")
+            }
+        }
+    }
+
+    async fn hand_off(&self, c: &dyn Cluster, host: &str, op: u64, how: &HandOff) {
+        let input = c.state().read(|s| hand_off_input(s, host, op));
+        self.update(host, op, |r| r.fence = FenceState::Fenced);
+        let result = run_hand_off(how, &input).await;
+        let command = match &result {
+            Ok(out) => Command::CompleteOperation {
+                operation: op,
+                notes: vec![clip_line(&format!("HA-06: handed off to {}: exit 0 {out}", how.command.display()))],
+            },
+            Err(e) => Command::AbortOperation {
+                operation: op,
+                outcome: tern_raft_store::AbortOutcome::Failed { reason: clip_line(&format!("HA-06: {e}")) },
+            },
+        };
+        let line = match &result {
+            Ok(_) => "exit 0".to_string(),
+            Err(e) => e.clone(),
+        };
+        warn!(%host, result = %line, "HA-06: hand-off ran");
+        self.update(host, op, |r| r.handed_off = Some(line));
+        if let Err(e) = c.propose(&agent_actor(c), command).await {
+            warn!(%host, error = %e, "recording the hand-off failed; the next round runs it again");
+        }
+    }
+}
+
+/// The running failover of `host`, if any.
+pub fn running_failover(s: &State, host: &str) -> Option<u64> {
+    s.operations()
+        .values()
+        .find(|o| !o.phase.is_terminal() && matches!(&o.kind, OperationKind::Failover { host: h } if h == host))
+        .map(|o| o.id)
+}
+
+fn restart_input(s: &State, host: &str, op: u64, now: u64) -> Option<RestartInput> {
+    let lost = s.host(host)?.inventory.clone()?;
+    let operation = s.operation(op)?;
+    let held: Vec<Held> = operation
+        .reservations
+        .iter()
+        .filter_map(|id| s.reservation(*id))
+        .filter(|r| r.is_active(now))
+        .map(|r| Held { reservation: r.id, token: r.token, domain: r.domain.clone(), target: r.target.clone() })
+        .collect();
+    let guests = s
+        .domains()
+        .iter()
+        .filter(|(name, rec)| rec.host == host && !held.iter().any(|h| &h.domain == *name))
+        .map(|(name, rec)| (name.clone(), rec.ha_priority))
+        .collect();
+    Some(RestartInput { lost, held, guests, candidates: candidates(s, &[host], now), addresses: addresses(s) })
+}
+
+/// The hosts a guest may restart on: Up, with an inventory, not in `except`, each with
+/// what its active reservations hold.
+pub fn candidates(s: &State, except: &[&str], now: u64) -> Vec<(Server, Reserved)> {
+    s.hosts()
+        .values()
+        .filter(|h| h.status == HostStatus::Up && !except.contains(&h.name.as_str()))
+        .filter_map(|h| h.inventory.clone().map(|inv| (inv, s.reserved_on(&h.name, now))))
+        .collect()
+}
+
+fn addresses(s: &State) -> BTreeMap<String, String> {
+    s.hosts().values().map(|h| (h.name.clone(), h.address.clone())).collect()
+}
+
+/// The guests of `host` recorded on it, with their priorities.
+pub fn guests_of(s: &State, host: &str) -> BTreeMap<String, HaPriority> {
+    s.domains().iter().filter(|(_, r)| r.host == host).map(|(n, r)| (n.clone(), r.ha_priority)).collect()
+}
+
+/// HA-04 on the target: start the guest reservation `req.reservation` holds here,
+/// bound with its binding, from shared storage. Everything is read from this member's
+/// replicated state, so a caller can name only a reservation that exists: its
+/// operation must be a running failover, its source fenced (HA-02), its target this
+/// host, its token the one given. `Ok(false)` when the guest already runs here.
+pub async fn start_here(c: &dyn Cluster, req: RestartRequest) -> Result<bool, Error> {
+    let waited_from = c.now_ms();
+    let (name, binding, guest) = loop {
+        let found = c.state().read(|s| restart_checked(s, c.host(), req, c.now_ms()))?;
+        if let Some(found) = found {
+            break found;
+        }
+        if c.now_ms().saturating_sub(waited_from) >= APPLY_WAIT_MS {
+            return Err(Error::Unavailable(format!(
+                "reservation {} is not in this member's state after {APPLY_WAIT_MS} ms",
+                req.reservation
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let hv = c.hypervisor();
+    let unavailable = |e: tern_hypervisor::HvError| Error::Unavailable(format!("{}: {e}", c.host()));
+    let here = hv.inventory().await.map_err(unavailable)?;
+    match here.domain(&name) {
+        Some(d) if d.state == DomainState::Active => return Ok(false),
+        Some(_) => {} // bound by an earlier attempt: start it
+        None => {
+            let mut guest = guest;
+            guest.state = DomainState::Bound;
+            hv.bind(guest, &binding)
+                .await
+                .map_err(|e| Error::Conflict(format!("{} cannot bind {name}: {e}", c.host())))?;
+        }
+    }
+    hv.start(&name).await.map_err(unavailable)?;
+    info!(node = %c.host(), domain = %name, reservation = req.reservation, "HA-04: guest started here");
+    Ok(true)
+}
+
+type Found = Option<(String, tern_model::Binding, tern_model::Domain)>;
+
+/// The checks of [`start_here`]; `Ok(None)` when the reservation is newer than this
+/// member's state.
+fn restart_checked(s: &State, me: &str, req: RestartRequest, now: u64) -> Result<Found, Error> {
+    let Some(r) = s.reservation(req.reservation) else {
+        if req.reservation > s.meta().last_reservation_id {
+            return Ok(None);
+        }
+        return Err(Error::NotFound(format!("reservation {} is released or expired", req.reservation)));
+    };
+    let refuse = |m: String| Err(Error::Rejected(tern_raft_store::Rejection::new(RejectCode::OperationMismatch, m)));
+    if r.token != req.token {
+        return Err(Error::Rejected(tern_raft_store::Rejection::new(
+            RejectCode::StaleToken,
+            format!("reservation {} has fencing token {}, not {}", r.id, r.token, req.token),
+        )));
+    }
+    if r.operation != req.operation || r.target != me {
+        return refuse(format!("reservation {} is for operation {} on {}", r.id, r.operation, r.target));
+    }
+    if !r.is_active(now.max(s.clock_ms())) {
+        return Err(Error::Rejected(tern_raft_store::Rejection::new(
+            RejectCode::LeaseExpired,
+            format!("reservation {}'s lease ended at {} ms", r.id, r.lease_expires_ms),
+        )));
+    }
+    let running = s.operation(r.operation).filter(|o| !o.phase.is_terminal());
+    if !matches!(running.map(|o| &o.kind), Some(OperationKind::Failover { host }) if *host == r.source) {
+        return refuse(format!("operation {} is not a running failover of {}", r.operation, r.source));
+    }
+    let source = s.host(&r.source).ok_or_else(|| Error::NotFound(format!("host {} is unknown", r.source)))?;
+    if source.status != HostStatus::Fenced {
+        return Err(Error::Rejected(tern_raft_store::Rejection::with_rule(
+            RejectCode::HostStatus,
+            tern_model::Rule::Ha(2),
+            format!("{} is {}, not fenced: {} may still run there", r.source, source.status, r.domain),
+        )));
+    }
+    if s.domain(&r.domain).map(|d| d.host.as_str()) != Some(r.source.as_str()) {
+        return refuse(format!("{} is no longer recorded on {}", r.domain, r.source));
+    }
+    let guest = source
+        .inventory
+        .as_ref()
+        .and_then(|i| i.domain(&r.domain))
+        .filter(|d| d.kind == DomainKind::Guest)
+        .cloned()
+        .ok_or_else(|| Error::NotFound(format!("{}'s recorded inventory has no guest {}", r.source, r.domain)))?;
+    Ok(Some((r.binding.domain.clone(), r.binding.clone(), guest)))
+}
+
+/// What the hand-off command reads on stdin.
+#[derive(Serialize)]
+struct HandOffInput {
+    host: String,
+    operation: u64,
+    status: &'static str,
+    guests: Vec<HandOffGuest>,
+}
+
+#[derive(Serialize)]
+struct HandOffGuest {
+    name: String,
+    ha_priority: &'static str,
+    cores: usize,
+    memory_bytes: u64,
+    vdisks: Vec<String>,
+}
+
+fn hand_off_input(s: &State, host: &str, op: u64) -> HandOffInput {
+    let inventory = s.host(host).and_then(|h| h.inventory.as_ref());
+    let guests = guests_of(s, host)
+        .into_iter()
+        .map(|(name, priority)| {
+            let d = inventory.and_then(|i| i.domain(&name));
+            let cpu = inventory.map(|i| i.cpu_of(&name));
+            HandOffGuest {
+                ha_priority: priority.as_str(),
+                cores: cpu.map_or(0, |c| c.cids.len()),
+                memory_bytes: inventory.map_or(0, |i| i.memory_of(&name).iter().map(|r| r.size).sum()),
+                vdisks: d.map(|d| d.vdisks.iter().map(|v| v.volume.clone()).collect()).unwrap_or_default(),
+                name,
+            }
+        })
+        .collect();
+    HandOffInput { host: host.to_string(), operation: op, status: "fenced", guests }
+}
+
+/// Runs the hand-off command with `input` as JSON on stdin, within its deadline.
+async fn run_hand_off(how: &HandOff, input: &HandOffInput) -> Result<String, String> {
+    let json = serde_json::to_vec(input).map_err(|e| format!("encoding the hand-off input: {e}"))?;
+    let what = "hand-off command";
+    let run =
+        crate::process::run(what, &how.command, &how.args, &json, how.deadline_ms, HAND_OFF_OUTPUT_BYTES_MAX).await?;
+    match run.code {
+        Some(0) => Ok(run.output),
+        code => Err(format!("{what} {} exited {code:?}: {}", how.command.display(), run.output)),
+    }
+}
+
+/// One line within the state's text limit.
+fn clip_line(s: &str) -> String {
+    let one: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let mut end = one.len().min(tern_raft_store::limits::TEXT_BYTES_MAX);
+    while !one.is_char_boundary(end) {
+        end -= 1;
+    }
+    one[..end].to_string()
+}
+
+/// HA admission (vSphere's admission control, Ganeti's N+1): for each Up host, where
+/// its guests would restart were it lost now, against the other Up hosts.
+pub fn admission(s: &State, now: u64) -> Vec<(String, RestartPlan)> {
+    s.hosts()
+        .values()
+        .filter(|h| h.status == HostStatus::Up)
+        .filter_map(|h| {
+            let inv = h.inventory.as_ref()?;
+            let guests = guests_of(s, &h.name);
+            if !inv.domains.iter().any(|d| d.kind == DomainKind::Guest) {
+                return Some((h.name.clone(), RestartPlan::default()));
+            }
+            Some((h.name.clone(), plan_restarts(inv, &guests, &candidates(s, &[&h.name], now))))
+        })
+        .collect()
+}

@@ -1,0 +1,188 @@
+//! HA end to end (SPEC HA-01..HA-09) on real processes: three `ternd`s on simulated
+//! servers, the lost one behind a simulated BMC (`ipmi_sim`) that Debian's
+//! `fence_ipmilan` powers off; its chassis-control script cuts the simulated server's
+//! power (`ternctl sim power-off`), which stops the guests its dead control domain
+//! left running.
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tern_proto::v1 as pb;
+use tern_tests::bmc::{Bmc, PASSWORD};
+use tern_tests::{Cluster, WAIT, binary};
+
+/// Polls `check` until it yields a value, within [`WAIT`].
+async fn wait_for<T, F, Fut>(what: &str, c: &Cluster, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < WAIT {
+        match check().await {
+            Ok(v) => return v,
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logs: String = (0..c.agents.len()).map(|i| format!("--- {}\n{}\n", c.agents[i].name, c.log(i))).collect();
+    panic!("waited {WAIT:?} for {what}; last: {last}\n{logs}");
+}
+
+fn ha_section(fences: &str) -> String {
+    format!(
+        "[ha]\nheartbeat_interval_ms = 200\nsuspect_after_ms = 1000\nlost_after_ms = 2500\nfence_retry_ms = 500\n\
+fence_retry_max_ms = 2000\nrestart_lease_ms = 30000\n{fences}"
+    )
+}
+
+fn fence_entry(host: &str, bmc: &Bmc, password_file: &Path) -> String {
+    format!(
+        "[[ha.fence]]\nhost = \"{host}\"\nip = \"127.0.0.1\"\nipport = {port}\nusername = \"admin\"\n\
+password_file = \"{pw}\"\ncipher = 3\ndeadline_ms = 20000\nattempts = 2\n",
+        port = bmc.port,
+        pw = password_file.display()
+    )
+}
+
+async fn ha_status(c: &Cluster, i: usize) -> Result<pb::HaStatusResponse, String> {
+    let mut ha = pb::ha_client::HaClient::new(c.channel(i).await);
+    ha.status(pb::HaStatusRequest {}).await.map(|r| r.into_inner()).map_err(|e| e.to_string())
+}
+
+fn guest<'a>(domains: &'a [pb::DomainInfo], name: &str) -> Option<&'a pb::DomainInfo> {
+    domains.iter().find(|d| d.name == name)
+}
+
+/// A member other than `host`'s agent, to ask while `host` is down.
+fn other(c: &Cluster, host: &str) -> usize {
+    (0..c.agents.len()).find(|i| c.agents[*i].name != host).expect("another agent")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_control_domain_is_fenced_by_ipmi_and_its_guest_restarts_elsewhere_once() {
+    // Goal: HA-01..HA-04, HA-09: kill -9 m10-1-1's agent (ldom1 keeps running on its server); the leader declares it lost,
+    // fence_ipmilan powers it off through the BMC, ldom1 restarts on another server from its reservation, and the
+    // returning agent unbinds its old copy and never starts it.
+    let lost = "m10-1-1";
+    let work = tempfile::tempdir().unwrap();
+    let pidfile = work.path().join("ternd.pid");
+    let password_file = work.path().join("bmc.pass");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The agent's folder is known only once the cluster exists: the chassis script reads it from a file.
+    let state_link = work.path().join("state-file");
+    let power_off = format!(
+        "kill -9 \"$(cat {pid})\" 2>/dev/null; {ternctl} sim power-off --state \"$(cat {state})\"",
+        pid = pidfile.display(),
+        ternctl = binary("ternctl").display(),
+        state = state_link.display()
+    );
+    let bmc = Bmc::start(&power_off);
+    bmc.wait_answering().await;
+    let extra = ha_section(&fence_entry(lost, &bmc, &password_file));
+    let mut c = Cluster::with_layouts_and(&["m10-1-1", "m10-1-2", "m10-1-3"], 50, &extra).await;
+    let victim = c.host(lost);
+    let state_file = c.agents[victim].dir.join("data/sim-state.json");
+    std::fs::write(&state_link, state_file.display().to_string()).unwrap();
+    let pid = c.agents[victim].child.as_ref().expect("running").id();
+    std::fs::write(&pidfile, pid.to_string()).unwrap();
+    let asker = other(&c, lost);
+    let mut ha = pb::ha_client::HaClient::new(c.channel(asker).await);
+    ha.set_domain(pb::HaSetDomainRequest { domain: "ldom1".into(), ha_priority: "high".into() }).await.unwrap();
+    let bad = ha.set_domain(pb::HaSetDomainRequest { domain: "ldom1".into(), ha_priority: "urgent".into() }).await;
+    assert_eq!(bad.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let refused = ha.set_host(pb::HaSetHostRequest { host: lost.into(), status: "fenced".into() }).await.unwrap_err();
+    assert!(refused.message().contains("only a lost host"), "{refused:?}");
+
+    // The control domain dies; its guest keeps running on the server (HA-02's premise).
+    c.kill(victim);
+    let running = tern_hypervisor::sim::running_guests(&state_file).unwrap();
+    assert_eq!(running, ["ldom1"]);
+
+    // Lost, fenced by power, restarted elsewhere.
+    let target = wait_for("ldom1 active on another host", &c, || async {
+        let domains = c.domains(asker).await.map_err(|e| e.to_string())?;
+        match guest(&domains, "ldom1") {
+            Some(d) if d.host != lost && d.state == "active" => Ok(d.host.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(bmc.file("calls.log").contains("set power 0"), "{}", bmc.file("calls.log"));
+    assert!(tern_hypervisor::sim::running_guests(&state_file).unwrap().is_empty(), "{}", bmc.file("power-off.log"));
+    let status = wait_for("the failover complete", &c, || async {
+        let s = ha_status(&c, asker).await?;
+        let h = s.hosts.iter().find(|h| h.host == lost).ok_or("no host")?;
+        if h.status == "fenced" && h.operation_id == 0 { Ok(s) } else { Err(format!("{h:?}")) }
+    })
+    .await;
+    assert_eq!(status.mode, "restart");
+    let ops = c.operations(asker).await;
+    let failover = ops.iter().find(|o| o.kind == "failover").expect("a failover operation");
+    assert_eq!(failover.phase, "done", "{failover:?}");
+    let notes = failover.report.as_ref().map(|r| r.notes.join("\n")).unwrap_or_default();
+    assert!(notes.contains(&format!("HA-04: ldom1 restarted on {target}")), "{notes}");
+    let target_state = c.agents[c.host(&target)].dir.join("data/sim-state.json");
+    assert_eq!(tern_hypervisor::sim::running_guests(&target_state).unwrap(), ["ldom1"]);
+
+    // The server is powered on again: its agent never starts ldom1 (HA-09) and drops its old copy.
+    c.start(victim);
+    wait_for("the returned server without ldom1", &c, || async {
+        let inv = tern_hypervisor::sim::running_guests(&state_file).map_err(|e| e.to_string())?;
+        let text = std::fs::read_to_string(&state_file).map_err(|e| e.to_string())?;
+        if inv.is_empty() && !text.contains("\"ldom1\"") { Ok(()) } else { Err(format!("running {inv:?}")) }
+    })
+    .await;
+    let mut ha = pb::ha_client::HaClient::new(c.channel(asker).await);
+    let up = ha.set_host(pb::HaSetHostRequest { host: lost.into(), status: "up".into() }).await.unwrap();
+    assert_eq!(up.into_inner().status, "up");
+    let domains = c.domains(asker).await.unwrap();
+    assert_eq!(guest(&domains, "ldom1").map(|d| d.host.as_str()), Some(target.as_str()));
+    let restarts = ops.iter().filter(|o| o.kind == "failover").count();
+    assert_eq!(restarts, 1, "{ops:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_fence_the_guests_wait_until_an_admin_confirms_the_server_off() {
+    // Goal: HA-02: no power fence configured: the lost host's guest stays put, reported "awaiting fence"; the
+    // admin's `host fence --confirm-off` lets it restart.
+    let lost = "m10-1-1";
+    let mut c = Cluster::with_layouts_and(&["m10-1-1", "m10-1-2", "m10-1-3"], 50, &ha_section("")).await;
+    let victim = c.host(lost);
+    let asker = other(&c, lost);
+    c.kill(victim);
+    let awaiting = wait_for("the failover awaiting a fence", &c, || async {
+        let s = ha_status(&c, asker).await?;
+        let h = s.hosts.iter().find(|h| h.host == lost).ok_or("no host")?.clone();
+        if h.fence == "awaiting fence" { Ok(h) } else { Err(format!("{h:?}")) }
+    })
+    .await;
+    assert!(awaiting.fence_detail.contains("ternctl host fence --confirm-off m10-1-1"), "{awaiting:?}");
+    let domains = c.domains(asker).await.unwrap();
+    assert_eq!(guest(&domains, "ldom1").map(|d| d.host.as_str()), Some(lost));
+    // The CLI: ha status exits 1 while a guest waits for its fence.
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(binary("ternctl"))
+            .args(["--agent", &c.addr(asker), "--certs-dir"])
+            .arg(&c.certs)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = ctl(&["ha", "status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("awaiting fence"));
+    let out = ctl(&["host", "fence", "--confirm-off", lost]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("ldom1 restarted elsewhere", &c, || async {
+        let domains = c.domains(asker).await.map_err(|e| e.to_string())?;
+        match guest(&domains, "ldom1") {
+            Some(d) if d.host != lost && d.state == "active" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
