@@ -518,6 +518,9 @@ kind = "sim"
 layout = "m10-1-1.toml"
 "#;
 
+    const FENCE: &str = "[[ha.fence]]\nhost = \"m10-1-1\"\nip = \"10.0.0.5\"\nusername = \"admin\"\n\
+password_file = \"bmc.pass\"\nattempts = 2\n";
+
     fn load(text: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ternd.toml");
@@ -554,10 +557,42 @@ layout = "m10-1-1.toml"
             (format!("{GOOD}[ha]\nheartbeat_interval_ms = 0\n"), "ha.heartbeat_interval_ms"),
             (format!("{GOOD}[ha]\nsuspect_after_ms = 1500\n"), "ha.suspect_after_ms"),
             (format!("{GOOD}[ha]\nlost_after_ms = 3000\n"), "ha.lost_after_ms"),
+            (format!("{GOOD}[ha]\nmode = \"hand-off\"\n"), "ha.hand_off_command"),
+            (format!("{GOOD}[ha]\nhand_off_command = \"/bin/true\"\n"), "ha.hand_off_command"),
+            (format!("{GOOD}[ha]\nrestart_lease_ms = 0\n"), "ha.restart_lease_ms"),
+            (format!("{GOOD}[ha]\nrestart_lease_ms = 999999999\n"), "ha.restart_lease_ms"),
+            (format!("{GOOD}[ha]\nfence_retry_max_ms = 10\n"), "ha.fence_retry_max_ms"),
+            (format!("{GOOD}[ha]\nisolation_timeout_ms = 1500\n"), "ha.isolation_timeout_ms"),
+            (format!("{GOOD}[ha]\nisolation_response = \"leave-running\"\n"), "ha.isolation_response"),
+            (format!("{GOOD}{FENCE}{FENCE}"), "ha.fence.host"),
+            (format!("{GOOD}{}", FENCE.replace("attempts = 2", "attempts = 0")), "ha.fence.deadline_ms"),
+            (format!("{GOOD}{}", FENCE.replace("\"admin\"", "\"ad=min\"")), "ha.fence.ip"),
         ];
         for (text, field) in cases {
             let err = load(&text).unwrap_err();
             assert!(matches!(&err, ConfigError::Invalid { field: f, .. } if *f == field), "{field}: {err}");
         }
+    }
+
+    #[test]
+    fn a_fence_reads_its_password_file_and_refuses_one_others_can_read() {
+        // Goal: HA-02 settings: a fence's password comes from a mode-600 file beside the config; 644 is refused by field.
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ternd.toml");
+        std::fs::write(&p, format!("{GOOD}{FENCE}")).unwrap();
+        let pass = dir.path().join("bmc.pass");
+        std::fs::write(&pass, "s3cret\n").unwrap();
+        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = Config::load(&p).unwrap();
+        let fences = c.ha.power_fences().unwrap();
+        assert_eq!(fences.len(), 1);
+        let (host, f) = &fences[0];
+        assert_eq!((host.as_str(), f.password.as_str(), f.lanplus), ("m10-1-1", "s3cret", true));
+        assert_eq!(f.agent, PathBuf::from("/usr/sbin/fence_ipmilan"));
+        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (field, message) = c.ha.power_fences().unwrap_err();
+        assert_eq!(field, "ha.fence.password_file");
+        assert!(message.contains("chmod 600"), "{message}");
     }
 }

@@ -25,6 +25,13 @@ pub fn heard(node: &Node, host: &str) -> Result<(), Error> {
     if !node.is_leader() {
         return Err(Error::NotLeader { leader: node.leader().map(|(_, addr)| addr) });
     }
+    // HA-03: a leader cut off from its quorum is no cluster to be reachable through:
+    // its own agent and those still reaching it count themselves isolated.
+    let quorum_ack_ms = node.raft.metrics().borrow().millis_since_quorum_ack;
+    if quorum_ack_ms.is_none_or(|ms| ms >= node.config.ha.suspect_after_ms) {
+        let since = quorum_ack_ms.map_or("since it was elected".to_string(), |ms| format!("for {ms} ms"));
+        return Err(Error::Unavailable(format!("this leader has not heard from a quorum {since}")));
+    }
     // Only registered hosts are remembered, so the detector's memory stays bounded by
     // the cluster's hosts whatever callers send.
     if !node.read(|s| s.host(host).is_some()) {

@@ -186,3 +186,75 @@ async fn without_a_fence_the_guests_wait_until_an_admin_confirms_the_server_off(
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_hand_off_mode_the_fenced_host_and_its_guests_go_to_the_command_as_json() {
+    // Goal: HA-06: with mode = "hand-off", once the lost host is fenced (here by the admin), the configured command
+    // gets the host and its guests as JSON on stdin, nothing restarts, and its exit status ends the failover.
+    let lost = "m10-1-1";
+    let work = tempfile::tempdir().unwrap();
+    let got = work.path().join("handed-off.json");
+    let command = work.path().join("hand-off.sh");
+    tern_tests::bmc::write_exec(&command, &format!("#!/bin/sh\ncat > {}\necho taken over\n", got.display()));
+    let extra = ha_section("").replace(
+        "[ha]\n",
+        &format!(
+            "[ha]\nmode = \"hand-off\"\nhand_off_command = \"{}\"\nhand_off_deadline_ms = 10000\n",
+            command.display()
+        ),
+    );
+    let mut c = Cluster::with_layouts_and(&["m10-1-1", "m10-1-2", "m10-1-3"], 50, &extra).await;
+    let victim = c.host(lost);
+    let asker = other(&c, lost);
+    c.kill(victim);
+    wait_for("the host lost and awaiting a fence", &c, || async {
+        let s = ha_status(&c, asker).await?;
+        let h = s.hosts.iter().find(|h| h.host == lost).ok_or("no host")?;
+        if h.fence == "awaiting fence" { Ok(()) } else { Err(format!("{h:?}")) }
+    })
+    .await;
+    let mut ha = pb::ha_client::HaClient::new(c.channel(asker).await);
+    ha.set_host(pb::HaSetHostRequest { host: lost.into(), status: "fenced".into() }).await.unwrap();
+    let json: serde_json::Value = wait_for("the hand-off command's input", &c, || async {
+        let text = std::fs::read_to_string(&got).map_err(|e| e.to_string())?;
+        serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+    })
+    .await;
+    assert_eq!(json["host"], lost);
+    assert_eq!(json["status"], "fenced");
+    assert_eq!(json["guests"][0]["name"], "ldom1");
+    assert_eq!(json["guests"][0]["ha_priority"], "medium");
+    assert_eq!(json["guests"][0]["memory_bytes"], 16 * 1024 * 1024 * 1024u64);
+    let op = wait_for("the failover ended by the command's exit", &c, || async {
+        let ops = c.operations(asker).await;
+        match ops.into_iter().find(|o| o.kind == "failover") {
+            Some(o) if o.phase == "done" => Ok(o),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let notes = op.report.map(|r| r.notes.join("\n")).unwrap_or_default();
+    assert!(notes.contains("HA-06: handed off to") && notes.contains("taken over"), "{notes}");
+    let domains = c.domains(asker).await.unwrap();
+    assert_eq!(guest(&domains, "ldom1").map(|d| d.host.as_str()), Some(lost), "nothing restarts in hand-off mode");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cut_off_from_the_cluster_stops_its_guests_after_the_isolation_timeout() {
+    // Goal: HA-03: m10-1-1's agent, alone once the other two are gone, stops ldom1 after isolation_timeout_ms.
+    let extra = ha_section("").replace("[ha]\n", "[ha]\nisolation_timeout_ms = 1500\n");
+    let mut c = Cluster::with_layouts_and(&["m10-1-1", "m10-1-2", "m10-1-3"], 50, &extra).await;
+    let alone = c.host("m10-1-1");
+    let state_file = c.agents[alone].dir.join("data/sim-state.json");
+    assert_eq!(tern_hypervisor::sim::running_guests(&state_file).unwrap(), ["ldom1"]);
+    for name in ["m10-1-2", "m10-1-3"] {
+        let i = c.host(name);
+        c.kill(i);
+    }
+    wait_for("ldom1 stopped by the isolation response", &c, || async {
+        let running = tern_hypervisor::sim::running_guests(&state_file).map_err(|e| e.to_string())?;
+        if running.is_empty() { Ok(()) } else { Err(format!("running {running:?}")) }
+    })
+    .await;
+    assert!(c.log(alone).contains("HA-03: isolated from the cluster; stopping guests"), "{}", c.log(alone));
+}
