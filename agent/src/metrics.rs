@@ -12,11 +12,18 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HostLabels {
     host: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostStatusLabels {
+    host: String,
+    status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,6 +44,12 @@ pub struct Metrics {
     free_cores: Family<HostLabels, Gauge>,
     free_memory: Family<HostLabels, Gauge>,
     largest_free_range: Family<HostLabels, Gauge>,
+    host_status: Family<HostStatusLabels, Gauge>,
+    heartbeat_age: Family<HostLabels, Gauge<f64, AtomicU64>>,
+    failovers_running: Gauge,
+    fence_attempts: Family<HostLabels, Gauge>,
+    guests_restarted: Family<HostLabels, Gauge>,
+    guests_waiting: Family<HostLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -59,6 +72,12 @@ impl Metrics {
             free_cores: Family::default(),
             free_memory: Family::default(),
             largest_free_range: Family::default(),
+            host_status: Family::default(),
+            heartbeat_age: Family::default(),
+            failovers_running: Gauge::default(),
+            fence_attempts: Family::default(),
+            guests_restarted: Family::default(),
+            guests_waiting: Family::default(),
             registry: Registry::default(),
         };
         registry.register("raft_term", "Current Raft term", m.term.clone());
@@ -78,6 +97,36 @@ impl Metrics {
             "host_largest_free_range_bytes",
             "Largest contiguous free memory range (LM-09)",
             m.largest_free_range.clone(),
+        );
+        registry.register(
+            "host_status",
+            "1 for each host's replicated status (up, suspect, lost, fenced, maintenance; HA-01)",
+            m.host_status.clone(),
+        );
+        registry.register(
+            "ha_heartbeat_age_seconds",
+            "Time since the leader last heard the host's heartbeat (leader only; HA-01)",
+            m.heartbeat_age.clone(),
+        );
+        registry.register(
+            "ha_failovers_running",
+            "Failover operations running (HA-02..HA-06)",
+            m.failovers_running.clone(),
+        );
+        registry.register(
+            "ha_fence_attempts",
+            "Fence rounds (off, then status) run for the host's running failover (leader only; HA-02)",
+            m.fence_attempts.clone(),
+        );
+        registry.register(
+            "ha_guests_restarted",
+            "Guests of the host restarted elsewhere by this leader in its running failover (HA-04)",
+            m.guests_restarted.clone(),
+        );
+        registry.register(
+            "ha_guests_waiting",
+            "Guests of the host that no server can take now (leader only; HA-05)",
+            m.guests_waiting.clone(),
         );
         Self { registry, ..m }
     }
@@ -103,6 +152,7 @@ impl Metrics {
         self.free_memory.clear();
         self.largest_free_range.clear();
         let now = node.now_ms();
+        self.refresh_ha(node, now);
         node.read(|state| {
             for host in state.hosts().values() {
                 let Some(inv) = &host.inventory else { continue };
@@ -116,6 +166,48 @@ impl Metrics {
                     .set(to_i64(free.iter().map(|r| r.size).max().unwrap_or(0)));
             }
         });
+    }
+
+    fn refresh_ha(&self, node: &Node, now: u64) {
+        self.host_status.clear();
+        self.heartbeat_age.clear();
+        self.fence_attempts.clear();
+        self.guests_restarted.clear();
+        self.guests_waiting.clear();
+        let leading = node.is_leader();
+        let report = node.failover.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let hosts: Vec<String> = node.read(|state| {
+            let running = state
+                .operations()
+                .values()
+                .filter(|o| !o.phase.is_terminal() && matches!(o.kind, tern_raft_store::OperationKind::Failover { .. }))
+                .count();
+            self.failovers_running.set(to_i64(running as u64));
+            state
+                .hosts()
+                .values()
+                .map(|h| {
+                    let labels = HostStatusLabels { host: h.name.clone(), status: h.status.to_string() };
+                    self.host_status.get_or_create(&labels).set(1);
+                    h.name.clone()
+                })
+                .collect()
+        });
+        if !leading {
+            return;
+        }
+        let detector = node.detector();
+        for host in hosts {
+            if let Some(ms) = detector.heard_ago_ms(&host, now) {
+                self.heartbeat_age.get_or_create(&HostLabels { host }).set(ms as f64 / 1000.0);
+            }
+        }
+        for (host, r) in &report {
+            let labels = HostLabels { host: host.clone() };
+            self.fence_attempts.get_or_create(&labels).set(i64::from(r.fence_attempts));
+            self.guests_restarted.get_or_create(&labels).set(to_i64(r.restarted.len() as u64));
+            self.guests_waiting.get_or_create(&labels).set(to_i64(r.waiting.len() as u64));
+        }
     }
 
     /// The OpenMetrics text of every gauge.

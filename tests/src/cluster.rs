@@ -277,6 +277,17 @@ impl Cluster {
         inv.list_devices(req).await.unwrap().into_inner().hosts[0].cores.len()
     }
 
+    /// Agent `i`'s `/metrics` text (plain HTTP/1.1 on its metrics address).
+    pub async fn metrics(&self, i: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = std::fs::read_to_string(self.agents[i].dir.join("data/metrics.addr")).unwrap();
+        let mut conn = tokio::net::TcpStream::connect(addr.trim()).await.unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: tern\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).await.unwrap();
+        text
+    }
+
     /// Index of the agent running host `name`.
     pub fn host(&self, name: &str) -> usize {
         self.agents.iter().position(|a| a.name == name).expect("host")

@@ -161,6 +161,9 @@ async fn without_a_fence_the_guests_wait_until_an_admin_confirms_the_server_off(
     })
     .await;
     assert!(awaiting.fence_detail.contains("ternctl host fence --confirm-off m10-1-1"), "{awaiting:?}");
+    let metrics = c.metrics(asker).await;
+    assert!(metrics.contains("tern_host_status{host=\"m10-1-1\",status=\"lost\"} 1"), "{metrics}");
+    assert!(metrics.contains("tern_ha_failovers_running 1"), "{metrics}");
     let domains = c.domains(asker).await.unwrap();
     assert_eq!(guest(&domains, "ldom1").map(|d| d.host.as_str()), Some(lost));
     // The CLI: ha status exits 1 while a guest waits for its fence.
