@@ -13,7 +13,7 @@ use crate::net::{SimDialer, incoming};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tern_agent::config::{Config, HypervisorConfig, LogConfig, Timeouts, TlsConfig};
 use tern_hypervisor::sim::{SimHypervisor, SimOptions};
@@ -100,6 +100,10 @@ pub struct HostSlot {
     pub skew_ms: AtomicI64,
     /// How many times the software started.
     pub boots: AtomicU64,
+    /// A fence asked the BMC to power the server off ([`crate::power`]).
+    pub power_off_requested: AtomicBool,
+    /// How many power-offs were served (a fence waits for this to grow).
+    pub power_offs: AtomicU64,
 }
 
 impl HostSlot {
@@ -141,6 +145,16 @@ impl HostSlot {
         let hv = lock(&self.hypervisor).clone()?;
         // The sim's inventory never waits, so this completes at once.
         hv.inventory().now_or_never().and_then(Result::ok)
+    }
+
+    /// Cuts the server's power (its in-memory hypervisor outlives the agent, as a
+    /// server outlives its control domain): every guest stops. The guests that ran.
+    pub fn power_off_now(&self) -> Vec<String> {
+        let hv = lock(&self.hypervisor).clone();
+        match hv {
+            Some(hv) => hv.power_off_now().unwrap_or_default(),
+            None => tern_hypervisor::sim::power_off(&self.server_state).unwrap_or_default(),
+        }
     }
 
     /// The server as it physically is: like [`HostSlot::server`], except that a guest
@@ -196,6 +210,8 @@ pub struct Options {
     pub link_latency_ms: (u64, u64),
     pub nemesis: crate::nemesis::NemesisOptions,
     pub workload: crate::workload::WorkloadOptions,
+    /// The servers' fences (HA-02).
+    pub fences: crate::power::FenceModel,
 }
 
 impl Default for Options {
@@ -211,6 +227,7 @@ impl Default for Options {
             link_latency_ms: (1, 15),
             nemesis: Default::default(),
             workload: Default::default(),
+            fences: Default::default(),
         }
     }
 }
@@ -262,6 +279,8 @@ impl Shared {
                     raft: Mutex::new(None),
                     skew_ms: AtomicI64::new(0),
                     boots: AtomicU64::new(0),
+                    power_off_requested: AtomicBool::new(false),
+                    power_offs: AtomicU64::new(0),
                 }
             })
             .collect();
@@ -402,7 +421,7 @@ pub async fn boot(shared: Arc<Shared>, i: usize) -> turmoil::Result {
         node_id: disk.node_id,
         clock: shared.clock(i),
         inline_blocking: true,
-        fences: None,
+        fences: crate::power::fences(&shared),
     };
     let shutdown = CancellationToken::new();
     let running = tern_agent::serve(config, seams, log, sm, disk.store.state(), shutdown.clone()).await?;

@@ -32,6 +32,7 @@ pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod net;
+pub mod power;
 pub mod rng;
 pub mod run;
 pub mod scenario;

@@ -269,6 +269,7 @@ impl Driver<'_> {
         let now = self.now_ms();
         self.shared.now_ms.store(now, Ordering::SeqCst);
         SIM_MS.store(now, Ordering::Relaxed);
+        crate::power::serve_requests(&mut self.sim, &self.shared, &mut self.nemesis, now);
         if let Err(e) = self.sim.step() {
             return Err(Failure::Crash { at_ms: now, message: format!("host software failed: {e}") });
         }

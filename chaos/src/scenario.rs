@@ -9,6 +9,7 @@
 use crate::cluster::{Options, Shared, layout_host, seed_layout};
 use crate::history::MigrationEnd;
 use crate::nemesis::{Fault, Nemesis, NemesisOptions, leader_name};
+use crate::power::FenceModel;
 use crate::run::RunReport;
 use crate::workload::{ScriptedMigration, WorkloadOptions};
 use std::path::PathBuf;
@@ -48,10 +49,30 @@ pub enum Scenario {
     /// host's recovery took the incoming copy for the leftover of the first migration
     /// and removed it: the guest was lost (seeds 67, 98).
     RoundTrip,
+    /// HA: m10-1-1's control domain crashes with ldom1 running, for longer than
+    /// `lost_after_ms`; its BMC fences it and ldom1 restarts elsewhere, once.
+    ControlDomainCrashFailover,
+    /// HA-02: as above, but the BMC never answers: nothing restarts, and the host
+    /// comes back Up with its guest.
+    FenceFails,
+    /// HA: m10-1-1 is cut off from everyone (its agent and guest still run); the
+    /// majority fences it by power, which also takes its control domain down, and
+    /// restarts ldom1 elsewhere; the server, switched on again while still cut off,
+    /// never starts its old copy (HA-09).
+    PartitionIsolatesHost,
+    /// HA: the leader is cut off once the failover holds a reservation; the new
+    /// leader finishes the failover and nothing starts twice.
+    LeaderLostMidFailover,
+    /// HA: the leader's own host (m10-1-1, with ldom1) is lost; the new leader fences
+    /// it and restarts ldom1.
+    LeaderHostLost,
+    /// HA-01: m10-1-1 drops off the network for 3 s every 5 s; it is never lost, so
+    /// nothing is fenced and nothing restarts.
+    FlappingHost,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 15] = [
         Self::LeaderPartitionedDuringPrepare,
         Self::SourceCrashMidTransfer,
         Self::TargetCrashMidCommit,
@@ -61,6 +82,12 @@ impl Scenario {
         Self::RoundTrip,
         Self::CommitAnswerLost,
         Self::SourceCrashAfterCommit,
+        Self::ControlDomainCrashFailover,
+        Self::FenceFails,
+        Self::PartitionIsolatesHost,
+        Self::LeaderLostMidFailover,
+        Self::LeaderHostLost,
+        Self::FlappingHost,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +101,12 @@ impl Scenario {
             Self::RoundTrip => "round-trip",
             Self::CommitAnswerLost => "commit-answer-lost",
             Self::SourceCrashAfterCommit => "source-crash-after-commit",
+            Self::ControlDomainCrashFailover => "control-domain-crash-failover",
+            Self::FenceFails => "fence-fails",
+            Self::PartitionIsolatesHost => "partition-isolates-host",
+            Self::LeaderLostMidFailover => "leader-lost-mid-failover",
+            Self::LeaderHostLost => "leader-host-lost",
+            Self::FlappingHost => "flapping-host",
         }
     }
 
@@ -123,11 +156,25 @@ impl Scenario {
                 let back = ScriptedMigration { after_ms: 15_000, ..migrate("ldom1", "m10-1-1") };
                 opts.workload = WorkloadOptions::scripted(vec![migrate("ldom1", "m10-1-2"), back]);
             }
+            Self::ControlDomainCrashFailover
+            | Self::FenceFails
+            | Self::PartitionIsolatesHost
+            | Self::LeaderLostMidFailover
+            | Self::LeaderHostLost
+            | Self::FlappingHost => {
+                opts.workload = WorkloadOptions::scripted(vec![]);
+                opts.faults_ms = 45_000;
+                opts.fences = if self == Self::FenceFails { FenceModel::Fails } else { FenceModel::Works };
+                if self == Self::LeaderHostLost {
+                    // The founder, which leads at first, is the host that is lost.
+                    opts.layouts = ["m10-1-1", "t4-1", "m10-1-2", "m10-1-3"].iter().map(|n| seed_layout(n)).collect();
+                }
+            }
         }
     }
 
     pub fn script(self) -> Script {
-        Script { scenario: self, fired: false, started_ms: None }
+        Script { scenario: self, fired: false, stage: 0, started_ms: None }
     }
 
     /// What the scenario demands beyond the checker's invariants.
@@ -174,6 +221,26 @@ impl Scenario {
                     out.push(format!("ldom1 is active on {on:?}; its migration committed, so it belongs on m10-1-2"));
                 }
             }
+            Self::ControlDomainCrashFailover
+            | Self::PartitionIsolatesHost
+            | Self::LeaderLostMidFailover
+            | Self::LeaderHostLost => {
+                // Fenced, so restarted: on exactly one other server.
+                let on = report.placement.get("ldom1").cloned().unwrap_or_default();
+                if on.len() != 1 || on[0] == "m10-1-1" {
+                    out.push(format!("ldom1 is active on {on:?}; m10-1-1 was fenced, so it restarts elsewhere"));
+                }
+                if !report.nemesis_log.iter().any(|(_, w)| w.starts_with("fence: power off m10-1-1")) {
+                    out.push("m10-1-1 was never fenced".into());
+                }
+            }
+            Self::FenceFails | Self::FlappingHost => {
+                // Never fenced (the BMC fails; the host is never lost), so never restarted.
+                let on = report.placement.get("ldom1").cloned().unwrap_or_default();
+                if on != ["m10-1-1"] {
+                    out.push(format!("ldom1 is active on {on:?}; m10-1-1 was never fenced, so it stays there"));
+                }
+            }
             Self::LeaderPartitionedDuringPrepare | Self::TargetCrashMidCommit | Self::DiskReplacedRejoin => {}
         }
         if !report.nemesis_log.iter().any(|(_, w)| w.starts_with("scenario:")) {
@@ -192,6 +259,8 @@ pub fn chaos_layout(name: &str) -> PathBuf {
 pub struct Script {
     scenario: Scenario,
     fired: bool,
+    /// Faults injected so far, for scenarios of several.
+    stage: u32,
     /// When the fault phase began (the first step seen).
     started_ms: Option<u64>,
 }
@@ -265,6 +334,58 @@ impl Script {
                 }
                 (Fault::Down { host: "m10-1-1".into(), wipe: false }, 1000)
             }
+            Scenario::ControlDomainCrashFailover | Scenario::FenceFails => {
+                if now_ms < started + 2000 {
+                    return;
+                }
+                (Fault::Down { host: "m10-1-1".into(), wipe: false }, 30_000)
+            }
+            Scenario::PartitionIsolatesHost => {
+                if now_ms < started + 2000 {
+                    return;
+                }
+                let b = names.iter().filter(|n| *n != "m10-1-1").cloned().collect();
+                (Fault::Cut { a: vec!["m10-1-1".into()], b }, 25_000)
+            }
+            Scenario::LeaderHostLost => {
+                if now_ms < started + 2000 || leader_name(shared).as_deref() != Some("m10-1-1") {
+                    return;
+                }
+                (Fault::Down { host: "m10-1-1".into(), wipe: false }, 30_000)
+            }
+            Scenario::LeaderLostMidFailover => {
+                if self.stage == 0 {
+                    if now_ms < started + 2000 {
+                        return;
+                    }
+                    nemesis.note(now_ms, "scenario: leader-lost-mid-failover: m10-1-1 crashes");
+                    nemesis.inject(sim, shared, now_ms, Fault::Down { host: "m10-1-1".into(), wipe: false }, 35_000);
+                    self.stage = 1;
+                    return;
+                }
+                if !failover_holds_reservation(shared) {
+                    return;
+                }
+                let Some(leader) = leader_name(shared) else { return };
+                let b = names.iter().filter(|n| **n != leader).cloned().collect();
+                (Fault::Cut { a: vec![leader], b }, 6000)
+            }
+            Scenario::FlappingHost => {
+                // Five drops of 3 s, 5 s apart; the last one is the scenario's fault.
+                let due = started + 2000 + u64::from(self.stage) * 5000;
+                if now_ms < due {
+                    return;
+                }
+                let b: Vec<String> = names.iter().filter(|n| *n != "m10-1-1").cloned().collect();
+                let cut = Fault::Cut { a: vec!["m10-1-1".into()], b };
+                if self.stage < 4 {
+                    nemesis.note(now_ms, format!("scenario: flapping-host drop {}", self.stage + 1));
+                    nemesis.inject(sim, shared, now_ms, cut, 3000);
+                    self.stage += 1;
+                    return;
+                }
+                (cut, 3000)
+            }
             Scenario::DiskReplacedRejoin => {
                 if now_ms < started + 5000 {
                     return;
@@ -289,6 +410,17 @@ impl Script {
         nemesis.inject(sim, shared, now_ms, fault, ms);
         self.fired = true;
     }
+}
+
+/// Whether any member's state shows a running failover holding a reservation.
+fn failover_holds_reservation(shared: &Shared) -> bool {
+    shared.hosts.iter().any(|h| {
+        h.state().read(|s| {
+            s.operations().values().any(|o| {
+                !o.phase.is_terminal() && matches!(o.kind, OperationKind::Failover { .. }) && !o.reservations.is_empty()
+            })
+        })
+    })
 }
 
 /// Whether `host`'s applied state has a (real) migration of `domain` Done.

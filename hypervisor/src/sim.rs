@@ -81,6 +81,21 @@ struct Durable {
     suspended: BTreeMap<String, u64>,
 }
 
+impl Durable {
+    /// Every guest stops; nothing suspended may resume. Returns the guests that ran.
+    fn power_cut(&mut self) -> Vec<String> {
+        let mut stopped = Vec::new();
+        for d in self.server.domains.iter_mut().filter(|d| d.kind != DomainKind::Control) {
+            if d.state == DomainState::Active {
+                d.state = DomainState::Bound;
+                stopped.push(d.name.clone());
+            }
+        }
+        self.suspended.clear();
+        stopped
+    }
+}
+
 struct Inner {
     durable: Durable,
     outgoing: BTreeMap<String, Flight>,
@@ -150,6 +165,17 @@ impl SimHypervisor {
     /// Guests migrating out that are suspended for (or after) the final copy: the
     /// inventory still shows them active here until the migration is finished, but
     /// they do not run. For observers such as the chaos checker.
+    /// The server loses power ([`power_off`] on a live handle, for simulations whose
+    /// agent is gone): every guest stops, migrations copying out end. Persisted.
+    pub fn power_off_now(&self) -> Result<Vec<String>, HvError> {
+        self.mutate(|i| {
+            for flight in i.outgoing.values_mut() {
+                flight.cancel = true;
+            }
+            Ok(i.durable.power_cut())
+        })
+    }
+
     pub fn suspended_now(&self) -> BTreeSet<String> {
         self.lock().durable.suspended.keys().cloned().collect()
     }
@@ -181,14 +207,7 @@ impl SimHypervisor {
 /// Its agent must not be running: it would write its own memory back over this.
 pub fn power_off(state_file: &Path) -> Result<Vec<String>, HvError> {
     let mut durable = read_state(state_file)?;
-    let mut stopped = Vec::new();
-    for d in durable.server.domains.iter_mut().filter(|d| d.kind != DomainKind::Control) {
-        if d.state == DomainState::Active {
-            d.state = DomainState::Bound;
-            stopped.push(d.name.clone());
-        }
-    }
-    durable.suspended.clear();
+    let stopped = durable.power_cut();
     let state = PersistedState { version: STATE_VERSION, durable };
     let bytes = serde_json::to_vec_pretty(&state).map_err(|e| HvError::Io(format!("encoding sim state: {e}")))?;
     write_durably(state_file, &bytes).map_err(|e| HvError::Io(format!("{}: {e}", state_file.display())))?;
