@@ -154,7 +154,8 @@ Exit codes: 0 migrated (or the dry run passed); 1 refused, cancelled or rolled b
     #[command(subcommand)]
     Sim(SimCommand),
     /// Start a local 3-agent cluster, show the domains, dry-run and then live-migrate
-    /// ldom1 to m10-1-2 with progress, print the report, and stop.
+    /// ldom1 to m10-1-2 with progress, print the report; then kill m10-1-2's agent,
+    /// confirm its server off and watch ldom1 restart elsewhere (HA); and stop.
     Demo(demo::DemoArgs),
     /// List virtual services (VDS volumes, VSW, VCC) per host, as `ldm list-services`.
     ListServices {

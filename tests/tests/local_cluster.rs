@@ -81,3 +81,22 @@ fn local_cluster_up_serves_root_by_its_password_file_and_down_stops_every_agent(
         assert!(!pid_alive(&dir.join(node)), "{node}'s ternd still runs");
     }
 }
+
+#[test]
+fn the_demo_migrates_ldom1_then_restarts_it_when_its_new_control_domain_dies() {
+    // Goal: the main job (`./dev run`'s `ternctl demo`) end to end: the live migration, then the failover act
+    // (lost, awaiting a fence, confirmed off, ldom1 restarted elsewhere), and every agent stopped.
+    let dir = tempfile::tempdir().unwrap();
+    let layouts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/layouts");
+    let out = ternctl(
+        &["demo", "--dir", dir.path().join("demo").to_str().unwrap(), "--layouts", layouts.to_str().unwrap()],
+        &[],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("ldom1 migrated from m10-1-1 to m10-1-2"), "{t}");
+    assert!(t.contains("m10-1-2           lost") && t.contains("awaiting fence"), "{t}");
+    assert!(t.contains("m10-1-2 is fenced"), "{t}");
+    assert!(t.contains("HA-04: ldom1 restarted on m10-1"), "{t}");
+    assert!(t.contains("stopped 2 agent(s)"), "{t}");
+}
