@@ -12,34 +12,9 @@ use tern_tests::Cluster;
 
 const PW: &str = "bench-pass";
 
-/// A 16-core, 64 GB M10-1 whose primary has 4 cores and 8 GB, with `guests` one-core,
-/// 1 GB guests named `{prefix}{j}`.
+/// A 16-core, 64 GB M10-1 with `guests` one-core, 1 GB guests named `{prefix}{j}`.
 fn layout(prefix: &str, guests: usize) -> String {
-    const G: u64 = 1 << 30;
-    let mut memory = format!(
-        "  {{ pa = 0x0, size = \"1G\", bound = \"_sys_\" }},\n  {{ pa = {:#x}, size = \"8G\", bound = \"primary\" }},\n",
-        G
-    );
-    let mut domains = String::new();
-    for j in 0..guests {
-        memory += &format!("  {{ pa = {:#x}, size = \"1G\", bound = \"{prefix}{j}\" }},\n", (9 + j as u64) * G);
-        domains += &format!(
-            "\n[[domain]]\nname = \"{prefix}{j}\"\nkind = \"guest\"\ncores = \"{}\"\nos = \"Solaris 11.1.17.5.0\"\n\
-vdisks = [{{ name = \"vdisk0\", volume = \"vol0@primary-vds0\" }}]\nvnets = [{{ name = \"vnet0\", service = \"primary-vsw0\" }}]\n\
-console = {{ service = \"primary-vcc0\", port = {} }}\nworkload = {{ cpu_pct = 10, dirty_mib_per_s = 5 }}\n",
-            4 + j,
-            5000 + j
-        );
-    }
-    let used = 9 + guests as u64;
-    memory += &format!("  {{ pa = {:#x}, size = \"{}G\" }},\n", used * G, 64 - used);
-    format!(
-        "[server]\nmodel = \"SPARC M10-1\"\ncpu = \"SPARC64 X+\"\nfrequency_mhz = 3200\nfirmware = \"XCP2210\"\n\
-os = \"Solaris 11.1.17.5.0\"\nthreads_per_core = 2\n\n[cpu]\ncids = \"0-15\"\n\n[memory]\nblocks = [\n{memory}]\n\n\
-[[vds]]\nname = \"primary-vds0\"\nvolumes = [{{ name = \"vol0\", device = \"/dev/dsk/c0t600000E00D28000000280CC600020000d0s2\", shared = true }}]\n\n\
-[[vsw]]\nname = \"primary-vsw0\"\nnic = \"net1\"\n\n[[vcc]]\nname = \"primary-vcc0\"\nports = \"5000-6000\"\n\n\
-[[domain]]\nname = \"primary\"\nkind = \"control\"\ncores = \"0-3\"\nos = \"Solaris 11.1.17.5.0\"\n{domains}"
-    )
+    tern_tests::layouts::synthetic(prefix, guests, 16, 64)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

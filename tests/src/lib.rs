@@ -10,6 +10,7 @@
 
 pub mod bmc;
 pub mod cluster;
+pub mod layouts;
 
 pub use cluster::{Cluster, LAYOUTS, WAIT, layout};
 
