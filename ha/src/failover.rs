@@ -32,6 +32,7 @@
 use crate::fence::{FenceOutcome, PowerFence};
 use crate::restart::{RestartPlan, Waiting, plan_restarts};
 use async_trait::async_trait;
+use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -45,6 +46,8 @@ use tracing::{info, warn};
 /// How long the target waits for its state to show the reservation it is asked to
 /// start under (the leader committed it; this member may not have applied it yet).
 pub const APPLY_WAIT_MS: u64 = 3_000;
+/// Restarts of one failover in flight at once (each a Reserve, a start, a commit).
+pub const RESTARTS_IN_FLIGHT_MAX: usize = 16;
 /// The largest output of a hand-off command kept.
 pub const HAND_OFF_OUTPUT_BYTES_MAX: usize = 4 * 1024;
 
@@ -326,30 +329,37 @@ impl Failover {
                 r.fence = FenceState::Fenced;
             }
         });
-        // What an earlier round (or leader) reserved first.
-        for held in &input.held {
-            self.start_and_commit(c, host, op, held, &input.addresses).await;
-        }
+        // What an earlier round (or leader) reserved first. Restarts run side by side,
+        // at most RESTARTS_IN_FLIGHT_MAX at once: the plan gave each its own resources.
+        stream::iter(&input.held)
+            .for_each_concurrent(RESTARTS_IN_FLIGHT_MAX, |held| {
+                self.start_and_commit(c, host, op, held, &input.addresses)
+            })
+            .await;
         let plan = plan_restarts(&input.lost, &input.guests, &input.candidates);
-        for placed in &plan.restarts {
-            let reserve = Command::Reserve {
-                operation: op,
-                target: placed.target.clone(),
-                source: host.to_string(),
-                domain: placed.domain.clone(),
-                binding: placed.binding.clone(),
-                lease_ms: self.config.lease_ms,
-            };
-            match c.propose(&agent_actor(c), reserve).await {
-                Ok(Outcome::Reserved { reservation, token, .. }) => {
-                    let held =
-                        Held { reservation, token, domain: placed.domain.clone(), target: placed.target.clone() };
-                    self.start_and_commit(c, host, op, &held, &input.addresses).await;
+        stream::iter(&plan.restarts)
+            .for_each_concurrent(RESTARTS_IN_FLIGHT_MAX, |placed| async {
+                let reserve = Command::Reserve {
+                    operation: op,
+                    target: placed.target.clone(),
+                    source: host.to_string(),
+                    domain: placed.domain.clone(),
+                    binding: placed.binding.clone(),
+                    lease_ms: self.config.lease_ms,
+                };
+                match c.propose(&agent_actor(c), reserve).await {
+                    Ok(Outcome::Reserved { reservation, token, .. }) => {
+                        let held =
+                            Held { reservation, token, domain: placed.domain.clone(), target: placed.target.clone() };
+                        self.start_and_commit(c, host, op, &held, &input.addresses).await;
+                    }
+                    Ok(other) => warn!(%host, ?other, "Reserve answered oddly"),
+                    Err(e) => {
+                        warn!(%host, domain = %placed.domain, error = %e, "reserving a restart failed; replanning")
+                    }
                 }
-                Ok(other) => warn!(%host, ?other, "Reserve answered oddly"),
-                Err(e) => warn!(%host, domain = %placed.domain, error = %e, "reserving a restart failed; replanning"),
-            }
-        }
+            })
+            .await;
         let RestartPlan { restarts, waiting, never } = plan;
         let done = restarts.is_empty() && input.held.is_empty() && waiting.is_empty();
         self.update(host, op, |r| {

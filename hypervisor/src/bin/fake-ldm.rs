@@ -75,7 +75,9 @@ fn log(line: &str) {
         },
     };
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-        let _ = writeln!(f, "{line}");
+        // One write of the whole record: parallel invocations append to one file
+        // (O_APPEND), and a record written in pieces could interleave with another.
+        let _ = f.write_all(format!("{line}\n").as_bytes());
     }
 }
 
