@@ -71,7 +71,12 @@ impl Peers for Node {
     }
 
     async fn restart(&self, addr: &str, req: RestartRequest) -> Result<bool, Error> {
-        let msg = pb::RestartRequest { operation_id: req.operation, reservation_id: req.reservation, token: req.token };
+        let msg = pb::RestartRequest {
+            operation_id: req.operation,
+            reservation_id: req.reservation,
+            token: req.token,
+            domain: req.domain,
+        };
         let mut client = pb::ha_client::HaClient::new(self.channel(addr)?).with_message_limits();
         let answer = client.restart(within(msg, CALL_DEADLINE_MS)).await.map_err(convert::error)?;
         Ok(answer.into_inner().started)

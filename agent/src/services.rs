@@ -399,9 +399,18 @@ const HA_ADMIN_ACTOR: &str = "ternctl";
 impl pb::ha_server::Ha for HaService {
     async fn restart(&self, req: GrpcRequest<pb::RestartRequest>) -> Result<Response<pb::RestartResponse>, Status> {
         let r = req.into_inner();
-        let req =
-            tern_cluster::RestartRequest { operation: r.operation_id, reservation: r.reservation_id, token: r.token };
-        let started = tern_ha::failover::start_here(&self.0, req).await.map_err(status)?;
+        let req = tern_cluster::RestartRequest {
+            operation: r.operation_id,
+            reservation: r.reservation_id,
+            token: r.token,
+            domain: r.domain,
+        };
+        // On a task of its own: a caller that gives up (its deadline) must not cut the
+        // restart between starting the guest and recording or retracting it.
+        let node = self.0.clone();
+        let task = self.0.tasks.spawn(async move { tern_ha::failover::start_here(&node, req).await });
+        let started = task.await.map_err(|e| Status::internal(format!("the restart task failed: {e}")))?;
+        let started = started.map_err(status)?;
         Ok(Response::new(pb::RestartResponse { started }))
     }
 

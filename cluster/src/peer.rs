@@ -171,11 +171,14 @@ impl MigrationEvent {
 /// HA-04: the leader asks a restart's target to start a fenced host's guest under
 /// reservation `reservation` (held for failover `operation`, fencing token `token`).
 /// The target reads everything else (the guest, the binding) from its replicated state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RestartRequest {
     pub operation: u64,
     pub reservation: u64,
     pub token: u64,
+    /// The guest the reservation is for (so a repeated request is recognised once
+    /// the commit consumed the reservation).
+    pub domain: String,
 }
 
 /// Calls to other agents, each with its deadline.
@@ -195,7 +198,8 @@ pub trait Peers: Send + Sync {
     /// end: a `Refused` or a `Report`, never `Progress`. Given up after
     /// [`MIGRATION_SILENCE_MAX_MS`] without an event.
     async fn migrate(&self, addr: &str, req: MigrateRequest) -> Result<MigrationEvent, Error>;
-    /// Starts a fenced host's guest on the agent at `addr` (HA-04); `Ok(false)` when it
-    /// already ran there under that reservation ([`CALL_DEADLINE_MS`]).
+    /// Starts a fenced host's guest on the agent at `addr` and has it record the
+    /// restart (HA-04); `Ok(false)` when it was already restarted and recorded there
+    /// ([`CALL_DEADLINE_MS`]).
     async fn restart(&self, addr: &str, req: RestartRequest) -> Result<bool, Error>;
 }

@@ -387,33 +387,32 @@ impl Failover {
         held: &Held,
         addresses: &BTreeMap<String, String>,
     ) {
-        let req = RestartRequest { operation: op, reservation: held.reservation, token: held.token };
-        let started = if held.target == c.host() {
-            start_here(c, req).await
-        } else {
-            match addresses.get(&held.target) {
-                Some(addr) => c.peers().restart(addr, req).await,
-                None => Err(Error::NotFound(format!("no address is recorded for {}", held.target))),
-            }
+        let req = RestartRequest {
+            operation: op,
+            reservation: held.reservation,
+            token: held.token,
+            domain: held.domain.clone(),
         };
-        if let Err(e) = started {
-            warn!(%host, domain = %held.domain, target = %held.target, error = %e, "starting a restart failed");
-            if matches!(&e, Error::Rejected(_) | Error::Conflict(_) | Error::InvalidInput(_)) {
-                // The target cannot take it: give the reservation back so it is planned again.
-                let release = Command::Release { reservation: held.reservation, token: held.token };
-                let _ = c.propose(&agent_actor(c), release).await;
-            }
-            return;
-        }
-        let commit = Command::CommitRestart { operation: op, reservation: held.reservation, token: held.token };
-        match c.propose(&agent_actor(c), commit).await {
+        // The target starts the guest and records the restart itself (start_here), on
+        // a task of its own there; through the RPC even when the target is this
+        // member, so that a leadership change cannot cut it halfway.
+        let started = match addresses.get(&held.target) {
+            Some(addr) => c.peers().restart(addr, req).await,
+            None => Err(Error::NotFound(format!("no address is recorded for {}", held.target))),
+        };
+        match started {
             Ok(_) => {
                 warn!(%host, domain = %held.domain, target = %held.target, "HA-04: guest restarted");
                 let line = format!("{} -> {}", held.domain, held.target);
                 self.update(host, op, |r| r.restarted.push(line));
             }
             Err(e) => {
-                warn!(%host, domain = %held.domain, error = %e, "committing a restart failed; next round retries")
+                warn!(%host, domain = %held.domain, target = %held.target, error = %e, "restarting failed");
+                if matches!(&e, Error::Rejected(_) | Error::Conflict(_) | Error::InvalidInput(_)) {
+                    // The target cannot take it: give the reservation back so it is planned again.
+                    let release = Command::Release { reservation: held.reservation, token: held.token };
+                    let _ = c.propose(&agent_actor(c), release).await;
+                }
             }
         }
     }
@@ -491,14 +490,25 @@ pub fn guests_of(s: &State, host: &str) -> BTreeMap<String, HaPriority> {
 }
 
 /// HA-04 on the target: start the guest reservation `req.reservation` holds here,
-/// bound with its binding, from shared storage. Everything is read from this member's
-/// replicated state, so a caller can name only a reservation that exists: its
-/// operation must be a running failover, its source fenced (HA-02), its target this
-/// host, its token the one given. `Ok(false)` when the guest already runs here.
+/// bound with its binding, from shared storage, and record it (`CommitRestart`).
+/// Everything is read from this member's replicated state, so a caller can name only
+/// a reservation that exists: its operation must be a running failover, its source
+/// fenced (HA-02), its target this host, its token the one given.
+///
+/// The target commits, not the leader, so that a guest never runs here unrecorded
+/// for longer than it must: a commit the state machine refuses, or one that cannot
+/// be made while a quarter of the lease is left, stops and unbinds the guest again
+/// (the cluster expires the reservation at the lease's end and plans the guest anew;
+/// this holds while members' clocks differ by less than a quarter of the lease).
+/// `Ok(false)` when the guest was already restarted and recorded here.
 pub async fn start_here(c: &dyn Cluster, req: RestartRequest) -> Result<bool, Error> {
+    let mine = |s: &State| s.domain(&req.domain).is_some_and(|d| d.host == c.host());
+    if c.state().read(|s| s.reservation(req.reservation).is_none() && mine(s)) {
+        return Ok(false); // a repeated request whose answer was lost
+    }
     let waited_from = c.now_ms();
-    let (name, binding, guest) = loop {
-        let found = c.state().read(|s| restart_checked(s, c.host(), req, c.now_ms()))?;
+    let r = loop {
+        let found = c.state().read(|s| restart_checked(s, c.host(), &req, c.now_ms()))?;
         if let Some(found) = found {
             break found;
         }
@@ -513,27 +523,65 @@ pub async fn start_here(c: &dyn Cluster, req: RestartRequest) -> Result<bool, Er
     let hv = c.hypervisor();
     let unavailable = |e: tern_hypervisor::HvError| Error::Unavailable(format!("{}: {e}", c.host()));
     let here = hv.inventory().await.map_err(unavailable)?;
-    match here.domain(&name) {
-        Some(d) if d.state == DomainState::Active => return Ok(false),
-        Some(_) => {} // bound by an earlier attempt: start it
+    match here.domain(&r.name) {
+        Some(d) if d.state == DomainState::Active => {} // started by an earlier attempt
+        Some(_) => hv.start(&r.name).await.map_err(unavailable)?,
         None => {
-            let mut guest = guest;
+            let mut guest = r.guest.clone();
             guest.state = DomainState::Bound;
-            hv.bind(guest, &binding)
+            hv.bind(guest, &r.binding)
                 .await
-                .map_err(|e| Error::Conflict(format!("{} cannot bind {name}: {e}", c.host())))?;
+                .map_err(|e| Error::Conflict(format!("{} cannot bind {}: {e}", c.host(), r.name)))?;
+            hv.start(&r.name).await.map_err(unavailable)?;
         }
     }
-    hv.start(&name).await.map_err(unavailable)?;
-    info!(node = %c.host(), domain = %name, reservation = req.reservation, "HA-04: guest started here");
-    Ok(true)
+    info!(node = %c.host(), domain = %r.name, reservation = req.reservation, "HA-04: guest started here");
+    let commit = Command::CommitRestart { operation: req.operation, reservation: req.reservation, token: req.token };
+    loop {
+        match c.propose(&agent_actor(c), commit.clone()).await {
+            Ok(_) => return Ok(true),
+            Err(_) if c.state().read(mine) => return Ok(true), // recorded meanwhile
+            Err(Error::Rejected(rejection)) => {
+                retract(c, &r.name, &rejection.to_string()).await;
+                return Err(Error::Rejected(rejection));
+            }
+            Err(e) if c.now_ms().saturating_add(r.margin_ms) >= r.lease_expires_ms => {
+                let why = format!("the restart could not be recorded before its lease ran short: {e}");
+                retract(c, &r.name, &why).await;
+                return Err(Error::Unavailable(format!("{}: {why}; the guest is stopped here again", c.host())));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
-type Found = Option<(String, tern_model::Binding, tern_model::Domain)>;
+/// Stops and unbinds a guest this host started but could not record.
+async fn retract(c: &dyn Cluster, name: &str, why: &str) {
+    warn!(node = %c.host(), domain = %name, %why, "HA-04: stopping the unrecorded restart");
+    let hv = c.hypervisor();
+    if let Err(e) = hv.stop(name).await {
+        warn!(node = %c.host(), domain = %name, error = %e, "stopping it failed");
+    }
+    if let Err(e) = hv.unbind(name).await {
+        warn!(node = %c.host(), domain = %name, error = %e, "unbinding it failed");
+    }
+}
+
+/// A restart this host may start (see [`restart_checked`]).
+struct Restarting {
+    name: String,
+    binding: tern_model::Binding,
+    guest: tern_model::Domain,
+    lease_expires_ms: u64,
+    /// A quarter of the lease: the commit must be made before less than this is left.
+    margin_ms: u64,
+}
+
+type Found = Option<Restarting>;
 
 /// The checks of [`start_here`]; `Ok(None)` when the reservation is newer than this
 /// member's state.
-fn restart_checked(s: &State, me: &str, req: RestartRequest, now: u64) -> Result<Found, Error> {
+fn restart_checked(s: &State, me: &str, req: &RestartRequest, now: u64) -> Result<Found, Error> {
     let Some(r) = s.reservation(req.reservation) else {
         if req.reservation > s.meta().last_reservation_id {
             return Ok(None);
@@ -547,7 +595,7 @@ fn restart_checked(s: &State, me: &str, req: RestartRequest, now: u64) -> Result
             format!("reservation {} has fencing token {}, not {}", r.id, r.token, req.token),
         )));
     }
-    if r.operation != req.operation || r.target != me {
+    if r.operation != req.operation || r.target != me || r.domain != req.domain {
         return refuse(format!("reservation {} is for operation {} on {}", r.id, r.operation, r.target));
     }
     if !r.is_active(now.max(s.clock_ms())) {
@@ -578,7 +626,13 @@ fn restart_checked(s: &State, me: &str, req: RestartRequest, now: u64) -> Result
         .filter(|d| d.kind == DomainKind::Guest)
         .cloned()
         .ok_or_else(|| Error::NotFound(format!("{}'s recorded inventory has no guest {}", r.source, r.domain)))?;
-    Ok(Some((r.binding.domain.clone(), r.binding.clone(), guest)))
+    Ok(Some(Restarting {
+        name: r.binding.domain.clone(),
+        binding: r.binding.clone(),
+        guest,
+        lease_expires_ms: r.lease_expires_ms,
+        margin_ms: r.lease_expires_ms.saturating_sub(r.created_ms) / 4,
+    }))
 }
 
 /// What the hand-off command reads on stdin.
