@@ -223,6 +223,13 @@ pub(crate) fn status(node: &Node) -> pb::HaStatusResponse {
                     fence: "none".into(),
                     ..Default::default()
                 };
+                if h.status == HostStatus::Fenced && operation == 0 {
+                    out.fence = "fenced".into();
+                    out.fence_detail = format!(
+                        "powered off and its failover ended; once the server is back, `ternctl host up {}` returns it",
+                        h.name
+                    );
+                }
                 if let Some(r) = report.get(&h.name).filter(|_| operation != 0) {
                     out.fence = r.fence.name().into();
                     out.fence_detail = r.fence.detail();

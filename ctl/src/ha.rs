@@ -53,9 +53,6 @@ pub async fn status(agent: &AgentArgs, json: bool) -> anyhow::Result<i32> {
     for h in &s.hosts {
         let op = if h.operation_id == 0 { "-".to_string() } else { h.operation_id.to_string() };
         let _ = writeln!(out, "{:<18}{:<13}{:<11}{:<10}{}", h.host, h.status, age(h.heartbeat_age_ms), op, h.fence);
-        if h.operation_id == 0 {
-            continue;
-        }
         if !h.fence_detail.is_empty() {
             let _ = writeln!(out, "    fence: {}", h.fence_detail);
         }
