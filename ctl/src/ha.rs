@@ -19,6 +19,20 @@ fn age(ms: Option<u64>) -> String {
     }
 }
 
+/// The guests that wait (each with every candidate's reasons) and those that never
+/// restart, indented under their host.
+fn waiting_lines(out: &mut String, waiting: &[pb::HaWaiting], never: &[String], verb: &str) {
+    for w in waiting {
+        let _ = writeln!(out, "    {} (ha-priority {}) {verb}:", w.domain, w.priority);
+        for reason in &w.reasons {
+            let _ = writeln!(out, "      {reason}");
+        }
+    }
+    if !never.is_empty() {
+        let _ = writeln!(out, "    not restarted (ha-priority none): {}", never.join(", "));
+    }
+}
+
 /// `ternctl ha status`: what the leader sees. Exit 1 when a guest waits (no home, or
 /// a fence not confirmed), so scripts can alert on it.
 pub async fn status(agent: &AgentArgs, json: bool) -> anyhow::Result<i32> {
@@ -59,15 +73,7 @@ pub async fn status(agent: &AgentArgs, json: bool) -> anyhow::Result<i32> {
         for r in &h.restarted {
             let _ = writeln!(out, "    restarted {r}");
         }
-        for w in &h.waiting {
-            let _ = writeln!(out, "    waiting {} (ha-priority {}):", w.domain, w.priority);
-            for reason in &w.reasons {
-                let _ = writeln!(out, "      {reason}");
-            }
-        }
-        if !h.never.is_empty() {
-            let _ = writeln!(out, "    not restarted (ha-priority none): {}", h.never.join(", "));
-        }
+        waiting_lines(&mut out, &h.waiting, &h.never, "waits for a home");
     }
     print!("{out}");
     Ok(if stuck { EXIT_NO } else { 0 })
@@ -98,15 +104,7 @@ pub async fn check(agent: &AgentArgs, json: bool) -> anyhow::Result<i32> {
         for p in &l.placed {
             let _ = writeln!(out, "    {p}");
         }
-        for w in &l.waiting {
-            let _ = writeln!(out, "    {} (ha-priority {}) finds no home:", w.domain, w.priority);
-            for reason in &w.reasons {
-                let _ = writeln!(out, "      {reason}");
-            }
-        }
-        if !l.never.is_empty() {
-            let _ = writeln!(out, "    not restarted (ha-priority none): {}", l.never.join(", "));
-        }
+        waiting_lines(&mut out, &l.waiting, &l.never, "would find no home");
     }
     let _ = writeln!(
         out,
