@@ -1,8 +1,10 @@
-//! HA in the agent (SPEC HA-01): every agent heartbeats the leader over gRPC (not
-//! through the Raft log); the leader feeds its [`tern_ha::Detector`] and, as a leader
-//! duty, commits the host transitions the detector decides (Up -> Suspect -> Lost,
-//! and back to Up when a suspect or lost host is heard again: nothing restarts a lost
-//! host's guests elsewhere yet, so its guests never left it).
+//! HA in the agent (SPEC HA-01..HA-06): every agent heartbeats the leader over gRPC
+//! (not through the Raft log) and applies its isolation response when it cannot
+//! (HA-03); the leader feeds its [`tern_ha::Detector`] and, as leader duties, commits
+//! the host transitions the detector decides (Up -> Suspect -> Lost, back to Up when
+//! heard again before a fence) and runs the [`tern_ha::Failover`] rounds (fence, then
+//! restart or hand off). Also the leader's answers to `ternctl ha status|check` and
+//! the admin's `host fence --confirm-off` / `host up`.
 
 use crate::config::{HaMode, IsolationResponse};
 use crate::convert;

@@ -13,10 +13,10 @@
 //! 3. Fenced, mode `restart` (HA-04/05): the guests still recorded on the host are
 //!    planned by [`plan_restarts`] (priority order, the migration's preflight and
 //!    exact fitting) against the Up hosts minus their active reservations; each
-//!    placement is reserved through Raft, started on its target from shared storage
-//!    ([`start_here`] on the target) and committed (`CommitRestart`). A reservation
-//!    the failover already holds is started and committed first, so a new leader
-//!    finishes what an old one began and nothing starts twice (the start is
+//!    placement is reserved through Raft, then its target starts it from shared
+//!    storage and records it (`CommitRestart`) itself ([`start_here`]). A
+//!    reservation the failover already holds is restarted first, so a new leader
+//!    finishes what an old one began and nothing starts twice (the restart is
 //!    idempotent under its reservation). What fits nowhere waits, planned again every
 //!    round; the failover completes once only `none` guests remain.
 //! 4. Fenced, mode `hand-off` (HA-06): the configured command gets the host and its
@@ -205,10 +205,6 @@ struct RestartInput {
 impl Failover {
     pub fn new(config: FailoverConfig, report: Report) -> Self {
         Self { config, report, retry: BTreeMap::new() }
-    }
-
-    pub fn mode(&self) -> &Mode {
-        &self.config.mode
     }
 
     fn update(&self, host: &str, operation: u64, change: impl FnOnce(&mut HostFailover)) {
