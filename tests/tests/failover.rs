@@ -56,6 +56,19 @@ fn guest<'a>(domains: &'a [pb::DomainInfo], name: &str) -> Option<&'a pb::Domain
     domains.iter().find(|d| d.name == name)
 }
 
+/// Waits until ldom1 is active on a host other than `lost`, as agent `asker` sees it;
+/// returns that host.
+async fn restarted_elsewhere(c: &Cluster, asker: usize, lost: &str) -> String {
+    wait_for("ldom1 active on another host", c, || async {
+        let domains = c.domains(asker).await.map_err(|e| e.to_string())?;
+        match guest(&domains, "ldom1") {
+            Some(d) if d.host != lost && d.state == "active" => Ok(d.host.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
 /// A member other than `host`'s agent, to ask while `host` is down.
 fn other(c: &Cluster, host: &str) -> usize {
     (0..c.agents.len()).find(|i| c.agents[*i].name != host).expect("another agent")
@@ -103,14 +116,7 @@ async fn a_lost_control_domain_is_fenced_by_ipmi_and_its_guest_restarts_elsewher
     assert_eq!(running, ["ldom1"]);
 
     // Lost, fenced by power, restarted elsewhere.
-    let target = wait_for("ldom1 active on another host", &c, || async {
-        let domains = c.domains(asker).await.map_err(|e| e.to_string())?;
-        match guest(&domains, "ldom1") {
-            Some(d) if d.host != lost && d.state == "active" => Ok(d.host.clone()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    let target = restarted_elsewhere(&c, asker, lost).await;
     assert!(bmc.file("calls.log").contains("set power 0"), "{}", bmc.file("calls.log"));
     assert!(tern_hypervisor::sim::running_guests(&state_file).unwrap().is_empty(), "{}", bmc.file("power-off.log"));
     let status = wait_for("the failover complete", &c, || async {
@@ -180,14 +186,7 @@ async fn without_a_fence_the_guests_wait_until_an_admin_confirms_the_server_off(
     assert!(String::from_utf8_lossy(&out.stdout).contains("awaiting fence"));
     let out = ctl(&["host", "fence", "--confirm-off", lost]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_for("ldom1 restarted elsewhere", &c, || async {
-        let domains = c.domains(asker).await.map_err(|e| e.to_string())?;
-        match guest(&domains, "ldom1") {
-            Some(d) if d.host != lost && d.state == "active" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    restarted_elsewhere(&c, asker, lost).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
