@@ -92,6 +92,17 @@ pub struct HaConfig {
     /// HA-03: `stop-guests` (default) or `leave-running` (allowed only where this
     /// host has a power fence, which proves the server off before any restart).
     pub isolation_response: IsolationResponse,
+    /// HA-08: a watchdog resets this control domain within this long once ternd stops
+    /// (hangs, crashes, or is stopped), so the hypervisor stops the guests that are
+    /// its slaves (`ldm set-domain master=primary GUEST`) when its failure-policy is
+    /// `stop`. 0 (default): no watchdog is declared. tern cannot verify it; declare it
+    /// only where one is set up. With an isolation timeout it lets a lost host's
+    /// slaves restart elsewhere without a power fence (see `self_stop_margin_ms`).
+    pub watchdog_timeout_ms: u64,
+    /// HA-08: a lost host's slaves count stopped once it has been lost for the longer
+    /// of `isolation_timeout_ms` and `watchdog_timeout_ms` plus this (time to stop
+    /// guests, clocks that differ).
+    pub self_stop_margin_ms: u64,
     /// HA-02: the power fence of each server (its XSCF/ILOM), in every agent's config
     /// since any agent may lead.
     pub fence: Vec<FenceConfig>,
@@ -173,6 +184,8 @@ impl Default for HaConfig {
             fence_retry_max_ms: 60_000,
             isolation_timeout_ms: 0,
             isolation_response: IsolationResponse::StopGuests,
+            watchdog_timeout_ms: 0,
+            self_stop_margin_ms: 5_000,
             fence: vec![],
         }
     }
@@ -182,6 +195,20 @@ impl HaConfig {
     /// The leader's failure detector's settings.
     pub fn detector(&self) -> tern_ha::DetectorConfig {
         tern_ha::DetectorConfig { suspect_after_ms: self.suspect_after_ms, lost_after_ms: self.lost_after_ms }
+    }
+
+    /// What this host declares to the cluster it does to its guests when cut off
+    /// (HA-03, HA-08): an isolation timeout counts only with `stop-guests`.
+    pub fn self_stop(&self) -> tern_raft_store::SelfStop {
+        let isolation = match self.isolation_response {
+            IsolationResponse::StopGuests => self.isolation_timeout_ms,
+            IsolationResponse::LeaveRunning => 0,
+        };
+        tern_raft_store::SelfStop {
+            isolation_timeout_ms: isolation,
+            watchdog_timeout_ms: self.watchdog_timeout_ms,
+            margin_ms: self.self_stop_margin_ms,
+        }
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
@@ -228,6 +255,18 @@ impl HaConfig {
                     tern_raft_store::limits::LEASE_MS_MAX
                 ),
             ));
+        }
+        for (field, v) in [
+            ("ha.isolation_timeout_ms", self.isolation_timeout_ms),
+            ("ha.watchdog_timeout_ms", self.watchdog_timeout_ms),
+            ("ha.self_stop_margin_ms", self.self_stop_margin_ms),
+        ] {
+            if v > tern_raft_store::limits::SELF_STOP_MS_MAX {
+                return Err((
+                    field,
+                    format!("{v} is above {} ms (one hour)", tern_raft_store::limits::SELF_STOP_MS_MAX),
+                ));
+            }
         }
         if self.fence_retry_max_ms < self.fence_retry_ms {
             return Err((

@@ -239,6 +239,7 @@ pub(crate) fn status(node: &Node) -> pb::HaStatusResponse {
                     out.restarted = r.restarted.clone();
                     out.waiting = r.waiting.iter().map(waiting_to_pb).collect();
                     out.never = r.never.clone();
+                    out.not_stopped = r.not_stopped.iter().map(|(g, why)| format!("{g}: {why}")).collect();
                     if let Some(h) = &r.handed_off {
                         out.fence = "handed off".into();
                         out.fence_detail = h.clone();

@@ -13,20 +13,26 @@ fn actor(node: &Node) -> String {
     format!("agent:{}", node.name)
 }
 
-/// Registers the host (or updates its address), retrying until it succeeds.
+/// Registers the host, then keeps its address and declared self-stop (HA-08) as this
+/// agent's config says, retrying until the state shows them.
 async fn register(node: &Node, shutdown: &CancellationToken) {
     let mut attempt = 0;
     loop {
-        let known = node.read(|s| s.host(&node.name).map(|h| h.address.clone()));
+        let declared = node.config.ha.self_stop();
+        let known = node.read(|s| s.host(&node.name).map(|h| (h.address.clone(), h.self_stop)));
         let command = match known {
-            Some(addr) if addr == node.address => return,
-            Some(_) => Command::UpdateHost { name: node.name.clone(), address: Some(node.address.clone()) },
+            Some((addr, self_stop)) if addr == node.address && self_stop == declared => return,
+            Some((addr, self_stop)) => Command::UpdateHost {
+                name: node.name.clone(),
+                address: (addr != node.address).then(|| node.address.clone()),
+                self_stop: (self_stop != declared).then_some(declared),
+            },
             None => Command::RegisterHost { host: HostSpec { name: node.name.clone(), address: node.address.clone() } },
         };
         match node.propose(&actor(node), command).await {
             Ok(_) => {
-                info!(node = %node.name, "host registered");
-                return;
+                info!(node = %node.name, "host recorded");
+                continue; // the next look returns once the state shows all of it
             }
             Err(e) => debug!(node = %node.name, error = %e, "registering host; will retry"),
         }

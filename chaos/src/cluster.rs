@@ -157,6 +157,16 @@ impl HostSlot {
         }
     }
 
+    /// The control domain fails with the server powered on (HA-08): its slaves stop
+    /// when its failure-policy is `stop`. The guests stopped.
+    pub fn control_domain_fails_now(&self) -> Vec<String> {
+        let hv = lock(&self.hypervisor).clone();
+        match hv {
+            Some(hv) => hv.control_domain_fails_now().unwrap_or_default(),
+            None => tern_hypervisor::sim::crash_control_domain(&self.server_state).unwrap_or_default(),
+        }
+    }
+
     /// The server as it physically is: like [`HostSlot::server`], except that a guest
     /// suspended for the final copy of an outgoing migration is shown bound, not
     /// active (it does not run, whatever the inventory says).
@@ -212,6 +222,8 @@ pub struct Options {
     pub workload: crate::workload::WorkloadOptions,
     /// The servers' fences (HA-02).
     pub fences: crate::power::FenceModel,
+    /// HA-08: every agent declares an isolation response and a watchdog.
+    pub self_stop: bool,
 }
 
 impl Default for Options {
@@ -228,6 +240,7 @@ impl Default for Options {
             nemesis: Default::default(),
             workload: Default::default(),
             fences: Default::default(),
+            self_stop: false,
         }
     }
 }
@@ -382,7 +395,16 @@ impl Shared {
                 inventory_debounce_ms: 100,
                 shutdown_deadline_ms: 2000,
             },
-            ha: tern_agent::config::HaConfig::default(),
+            ha: if self.opts.self_stop {
+                tern_agent::config::HaConfig {
+                    isolation_timeout_ms: 3000,
+                    watchdog_timeout_ms: 4000,
+                    self_stop_margin_ms: 2000,
+                    ..Default::default()
+                }
+            } else {
+                tern_agent::config::HaConfig::default()
+            },
             log: LogConfig::default(),
         }
     }

@@ -69,10 +69,18 @@ pub enum Scenario {
     /// HA-01: m10-1-1 drops off the network for 3 s every 5 s; it is never lost, so
     /// nothing is fenced and nothing restarts.
     FlappingHost,
+    /// HA-08: no fence; m10-1-1's primary has failure-policy stop and ldom1 is its
+    /// slave; its control domain crashes (the hypervisor stops ldom1). ldom1 counts
+    /// stopped once the agents' declared isolation and watchdog timeouts pass, and
+    /// restarts elsewhere, once, without any fence.
+    SelfStopRestartsSlave,
+    /// HA-08: as above with failure-policy reset: the hypervisor boots ldom1 again on
+    /// m10-1-1, so it never counts stopped and never restarts elsewhere.
+    ResetPolicyKeepsGuest,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 15] = [
+    pub const ALL: [Scenario; 17] = [
         Self::LeaderPartitionedDuringPrepare,
         Self::SourceCrashMidTransfer,
         Self::TargetCrashMidCommit,
@@ -88,6 +96,8 @@ impl Scenario {
         Self::LeaderLostMidFailover,
         Self::LeaderHostLost,
         Self::FlappingHost,
+        Self::SelfStopRestartsSlave,
+        Self::ResetPolicyKeepsGuest,
     ];
 
     pub fn name(self) -> &'static str {
@@ -107,6 +117,8 @@ impl Scenario {
             Self::LeaderLostMidFailover => "leader-lost-mid-failover",
             Self::LeaderHostLost => "leader-host-lost",
             Self::FlappingHost => "flapping-host",
+            Self::SelfStopRestartsSlave => "self-stop-restarts-slave",
+            Self::ResetPolicyKeepsGuest => "reset-policy-keeps-guest",
         }
     }
 
@@ -169,6 +181,14 @@ impl Scenario {
                     // The founder, which leads at first, is the host that is lost.
                     opts.layouts = ["m10-1-1", "t4-1", "m10-1-2", "m10-1-3"].iter().map(|n| seed_layout(n)).collect();
                 }
+            }
+            Self::SelfStopRestartsSlave | Self::ResetPolicyKeepsGuest => {
+                opts.workload = WorkloadOptions::scripted(vec![]);
+                opts.faults_ms = 45_000;
+                opts.fences = FenceModel::None;
+                opts.self_stop = true;
+                let policy = if self == Self::SelfStopRestartsSlave { "stop" } else { "reset" };
+                opts.layouts[1] = slave_layout(policy);
             }
         }
     }
@@ -234,6 +254,21 @@ impl Scenario {
                     out.push("m10-1-1 was never fenced".into());
                 }
             }
+            Self::SelfStopRestartsSlave => {
+                let on = report.placement.get("ldom1").cloned().unwrap_or_default();
+                if on.len() != 1 || on[0] == "m10-1-1" {
+                    out.push(format!("ldom1 is active on {on:?}; it counted stopped, so it restarts elsewhere"));
+                }
+                if report.nemesis_log.iter().any(|(_, w)| w.starts_with("fence:")) {
+                    out.push("a fence ran; none is configured".into());
+                }
+            }
+            Self::ResetPolicyKeepsGuest => {
+                let on = report.placement.get("ldom1").cloned().unwrap_or_default();
+                if on != ["m10-1-1"] {
+                    out.push(format!("ldom1 is active on {on:?}; failure-policy reset boots it again on m10-1-1"));
+                }
+            }
             Self::FenceFails | Self::FlappingHost => {
                 // Never fenced (the BMC fails; the host is never lost), so never restarted.
                 let on = report.placement.get("ldom1").cloned().unwrap_or_default();
@@ -248,6 +283,21 @@ impl Scenario {
         }
         out
     }
+}
+
+/// The seed's m10-1-1 with ldom1 a slave of primary and primary's failure-policy
+/// `policy` (HA-08), written once per process under the temp folder.
+fn slave_layout(policy: &str) -> PathBuf {
+    let seed = std::fs::read_to_string(seed_layout("m10-1-1")).expect("the seed layout m10-1-1");
+    let text = seed
+        .replacen("kind = \"control\"\n", &format!("kind = \"control\"\nfailure_policy = \"{policy}\"\n"), 1)
+        .replacen("name = \"ldom1\"\n", "name = \"ldom1\"\nmasters = [\"primary\"]\n", 1);
+    assert_ne!(seed, text, "m10-1-1 lost its primary or ldom1");
+    let dir = std::env::temp_dir().join(format!("tern-chaos-{}-{policy}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp folder");
+    let path = dir.join("m10-1-1.toml");
+    std::fs::write(&path, text).expect("writing the layout");
+    path
 }
 
 /// A layout of `chaos/layouts/`.
@@ -339,6 +389,17 @@ impl Script {
                     return;
                 }
                 (Fault::Down { host: "m10-1-1".into(), wipe: false }, 30_000)
+            }
+            Scenario::SelfStopRestartsSlave | Scenario::ResetPolicyKeepsGuest => {
+                if now_ms < started + 2000 {
+                    return;
+                }
+                nemesis.note(now_ms, format!("scenario: {} fires", self.scenario.name()));
+                nemesis.inject(sim, shared, now_ms, Fault::Down { host: "m10-1-1".into(), wipe: false }, 30_000);
+                let stopped = shared.host("m10-1-1").map(|h| h.control_domain_fails_now()).unwrap_or_default();
+                nemesis.note(now_ms, format!("m10-1-1's control domain fails; its failure-policy stopped {stopped:?}"));
+                self.fired = true;
+                return;
             }
             Scenario::PartitionIsolatesHost => {
                 if now_ms < started + 2000 {

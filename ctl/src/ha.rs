@@ -54,7 +54,7 @@ pub async fn status(agent: &AgentArgs, json: bool) -> anyhow::Result<i32> {
                     "failover": (h.operation_id != 0).then_some(h.operation_id), "fence": h.fence,
                     "fence_detail": h.fence_detail, "fence_attempts": h.fence_attempts, "restarted": h.restarted,
                     "waiting": h.waiting.iter().map(|w| serde_json::json!({"domain": w.domain,
-                        "priority": w.priority, "reasons": w.reasons})).collect::<Vec<_>>(), "never": h.never})
+                        "priority": w.priority, "reasons": w.reasons})).collect::<Vec<_>>(), "never": h.never, "not_stopped": h.not_stopped})
             })
             .collect();
         let v = serde_json::json!({"leader": s.leader, "mode": s.mode, "hosts": hosts});
@@ -74,6 +74,9 @@ pub async fn status(agent: &AgentArgs, json: bool) -> anyhow::Result<i32> {
             let _ = writeln!(out, "    restarted {r}");
         }
         waiting_lines(&mut out, &h.waiting, &h.never, "waits for a home");
+        for line in &h.not_stopped {
+            let _ = writeln!(out, "    waits for the fence: {line}");
+        }
     }
     print!("{out}");
     Ok(if stuck { EXIT_NO } else { 0 })
@@ -160,5 +163,15 @@ pub fn sim_power_off(state: &std::path::Path) -> anyhow::Result<i32> {
     } else {
         println!("powered off; stopped {}", stopped.join(", "));
     }
+    Ok(0)
+}
+
+/// `ternctl sim crash-control-domain --state FILE`: the simulated control domain fails
+/// with the server powered on; the hypervisor applies its failure-policy (HA-08).
+pub fn sim_crash_control_domain(state: &std::path::Path) -> anyhow::Result<i32> {
+    let stopped = tern_hypervisor::sim::crash_control_domain(state).map_err(|e| anyhow!("{e}"))?;
+    let running = tern_hypervisor::sim::running_guests(state).map_err(|e| anyhow!("{e}"))?;
+    let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+    println!("control domain failed; stopped by failure-policy: {}; still running: {}", list(&stopped), list(&running));
     Ok(0)
 }

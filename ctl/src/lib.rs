@@ -230,6 +230,15 @@ pub enum SimCommand {
         #[arg(long, value_name = "FILE")]
         state: PathBuf,
     },
+    /// The simulated server's control domain fails (crashes, or is reset by its
+    /// watchdog) while the server keeps power: guests that are its slaves
+    /// (master=primary) stop when its failure-policy is stop; every other guest keeps
+    /// running (HA-08). Its ternd must not run.
+    CrashControlDomain {
+        /// The server's state file (DATA_DIR/sim-state.json).
+        #[arg(long, value_name = "FILE")]
+        state: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -342,6 +351,7 @@ pub fn run(cli: Cli) -> i32 {
             block_on(ha::set_domain(&agent, &args, &domain))
         }
         Command::Sim(SimCommand::PowerOff { state }) => ha::sim_power_off(&state),
+        Command::Sim(SimCommand::CrashControlDomain { state }) => ha::sim_crash_control_domain(&state),
         Command::ListServices { host } => block_on(cluster::list_services(&agent, host.as_deref(), json)),
         Command::ImportLdm(args) => import::run(&args, json),
         Command::Cluster(ClusterCommand::Status) => block_on(cluster::status(&agent, json)),

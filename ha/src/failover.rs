@@ -9,7 +9,10 @@
 //!    recorded Fenced (a compare-and-set on Lost, so a host heard again meanwhile is
 //!    never marked fenced by a stale verdict). A failed fence is retried with a
 //!    doubling delay. With no fence configured the guests wait for an admin's
-//!    `ternctl host fence --confirm-off HOST`; nothing restarts.
+//!    `ternctl host fence --confirm-off HOST`. Meanwhile the guests that count
+//!    stopped by the host's own means ([`State::counts_stopped`]: its agent's
+//!    isolation response and watchdog, and the control domain's failure-policy, HA-08)
+//!    restart as in step 3; the others wait for the fence.
 //! 3. Fenced, mode `restart` (HA-04/05): the guests still recorded on the host are
 //!    planned by [`plan_restarts`] (priority order, the migration's preflight and
 //!    exact fitting) against the Up hosts minus their active reservations; each
@@ -162,6 +165,9 @@ pub struct HostFailover {
     #[serde(skip)]
     pub waiting: Vec<Waiting>,
     pub never: Vec<String>,
+    /// A lost host's guests that do not count stopped yet (HA-08), each with why: they
+    /// wait for the fence.
+    pub not_stopped: Vec<(String, String)>,
     /// HA-06: the hand-off command's result.
     pub handed_off: Option<String>,
 }
@@ -193,11 +199,15 @@ struct Held {
     target: String,
 }
 
-/// What restarting one fenced host's guests needs, read at once.
+/// What restarting one down host's guests needs, read at once.
 struct RestartInput {
+    status: HostStatus,
     lost: Server,
     held: Vec<Held>,
+    /// The guests known stopped (all of a fenced host's), not yet reserved.
     guests: BTreeMap<String, HaPriority>,
+    /// A lost host's guests that do not count stopped yet, each with why.
+    not_stopped: Vec<(String, String)>,
     candidates: Vec<(Server, Reserved)>,
     addresses: BTreeMap<String, String>,
 }
@@ -217,6 +227,7 @@ impl Failover {
             restarted: vec![],
             waiting: vec![],
             never: vec![],
+            not_stopped: vec![],
             handed_off: None,
         });
         entry.operation = operation;
@@ -240,7 +251,13 @@ impl Failover {
         for f in failing {
             match (f.status, f.operation) {
                 (HostStatus::Lost, None) => self.begin(c, &f.host).await,
-                (HostStatus::Lost, Some(op)) => self.fence(c, &f.host, op).await,
+                (HostStatus::Lost, Some(op)) => {
+                    self.fence(c, &f.host, op).await;
+                    // HA-08: guests that count stopped restart while the fence is pending.
+                    if self.config.mode == Mode::Restart {
+                        self.restart(c, &f.host, op).await;
+                    }
+                }
                 (HostStatus::Fenced, Some(op)) => match self.config.mode.clone() {
                     Mode::Restart => self.restart(c, &f.host, op).await,
                     Mode::HandOff(h) => self.hand_off(c, &f.host, op, &h).await,
@@ -265,8 +282,8 @@ impl Failover {
     async fn fence(&mut self, c: &dyn Cluster, host: &str, op: u64) {
         let Some(fence) = self.config.fences.get(host).cloned() else {
             let reason = format!(
-                "HA-02: no power fence is configured for {host} (ha.fence); its guests wait. Once its server is \
-                 checked powered off: ternctl host fence --confirm-off {host}"
+                "HA-02: no power fence is configured for {host} (ha.fence); its guests wait, but for those that \
+                 count stopped (HA-08). Once its server is checked powered off: ternctl host fence --confirm-off {host}"
             );
             self.update(host, op, |r| r.fence = FenceState::AwaitingFence { reason });
             return;
@@ -314,17 +331,26 @@ impl Failover {
         }
     }
 
+    /// Restarts the guests of `host` that are known stopped: all of them once it is
+    /// Fenced; while it is only Lost, those that count stopped by its own means
+    /// (HA-08). The failover completes only from Fenced.
     async fn restart(&self, c: &dyn Cluster, host: &str, op: u64) {
         let now = c.now_ms();
         let Some(input) = c.state().read(|s| restart_input(s, host, op, now)) else {
-            warn!(%host, "no inventory of the fenced host is recorded; its guests cannot be planned");
+            warn!(%host, "no inventory of the down host is recorded; its guests cannot be planned");
             return;
         };
+        let fenced = input.status == HostStatus::Fenced;
+        let not_stopped = input.not_stopped.clone();
         self.update(host, op, |r| {
-            if !matches!(r.fence, FenceState::ConfirmedOff { .. }) {
+            if fenced && !matches!(r.fence, FenceState::ConfirmedOff { .. }) {
                 r.fence = FenceState::Fenced;
             }
+            r.not_stopped = not_stopped;
         });
+        if !fenced && input.held.is_empty() && input.guests.is_empty() {
+            return;
+        }
         // What an earlier round (or leader) reserved first. Restarts run side by side,
         // at most RESTARTS_IN_FLIGHT_MAX at once: the plan gave each its own resources.
         stream::iter(&input.held)
@@ -357,7 +383,7 @@ impl Failover {
             })
             .await;
         let RestartPlan { restarts, waiting, never } = plan;
-        let done = restarts.is_empty() && input.held.is_empty() && waiting.is_empty();
+        let done = fenced && restarts.is_empty() && input.held.is_empty() && waiting.is_empty();
         self.update(host, op, |r| {
             r.waiting = waiting;
             r.never = never.clone();
@@ -448,6 +474,7 @@ pub fn running_failover(s: &State, host: &str) -> Option<u64> {
 }
 
 fn restart_input(s: &State, host: &str, op: u64, now: u64) -> Option<RestartInput> {
+    let status = s.host(host)?.status;
     let lost = s.host(host)?.inventory.clone()?;
     let operation = s.operation(op)?;
     let held: Vec<Held> = operation
@@ -457,13 +484,29 @@ fn restart_input(s: &State, host: &str, op: u64, now: u64) -> Option<RestartInpu
         .filter(|r| r.is_active(now))
         .map(|r| Held { reservation: r.id, token: r.token, domain: r.domain.clone(), target: r.target.clone() })
         .collect();
-    let guests = s
-        .domains()
-        .iter()
-        .filter(|(name, rec)| rec.host == host && !held.iter().any(|h| &h.domain == *name))
-        .map(|(name, rec)| (name.clone(), rec.ha_priority))
-        .collect();
-    Some(RestartInput { lost, held, guests, candidates: candidates(s, &[host], now), addresses: addresses(s) })
+    let mut guests = BTreeMap::new();
+    let mut not_stopped = Vec::new();
+    for (name, rec) in s.domains() {
+        if rec.host != host || held.iter().any(|h| &h.domain == name) {
+            continue;
+        }
+        match s.counts_stopped(host, name, now) {
+            Ok(_) => {
+                guests.insert(name.clone(), rec.ha_priority);
+            }
+            Err(why) if rec.ha_priority != HaPriority::Never => not_stopped.push((name.clone(), why)),
+            Err(_) => {}
+        }
+    }
+    Some(RestartInput {
+        status,
+        lost,
+        held,
+        guests,
+        not_stopped,
+        candidates: candidates(s, &[host], now),
+        addresses: addresses(s),
+    })
 }
 
 /// The hosts a guest may restart on: Up, with an inventory, not in `except`, each with
@@ -488,8 +531,9 @@ pub fn guests_of(s: &State, host: &str) -> BTreeMap<String, HaPriority> {
 /// HA-04 on the target: start the guest reservation `req.reservation` holds here,
 /// bound with its binding, from shared storage, and record it (`CommitRestart`).
 /// Everything is read from this member's replicated state, so a caller can name only
-/// a reservation that exists: its operation must be a running failover, its source
-/// fenced (HA-02), its target this host, its token the one given.
+/// a reservation that exists: its operation must be a running failover, the guest
+/// known stopped on its source (fenced, HA-02, or counted stopped, HA-08), its target
+/// this host, its token the one given.
 ///
 /// The target commits, not the leader, so that a guest never runs here unrecorded
 /// for longer than it must: a commit the state machine refuses, or one that cannot
@@ -605,11 +649,11 @@ fn restart_checked(s: &State, me: &str, req: &RestartRequest, now: u64) -> Resul
         return refuse(format!("operation {} is not a running failover of {}", r.operation, r.source));
     }
     let source = s.host(&r.source).ok_or_else(|| Error::NotFound(format!("host {} is unknown", r.source)))?;
-    if source.status != HostStatus::Fenced {
+    if let Err(why) = s.counts_stopped(&r.source, &r.domain, now.max(s.clock_ms())) {
         return Err(Error::Rejected(tern_raft_store::Rejection::with_rule(
             RejectCode::HostStatus,
             tern_model::Rule::Ha(2),
-            format!("{} is {}, not fenced: {} may still run there", r.source, source.status, r.domain),
+            why,
         )));
     }
     if s.domain(&r.domain).map(|d| d.host.as_str()) != Some(r.source.as_str()) {

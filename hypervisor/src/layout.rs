@@ -31,7 +31,11 @@
 //! cores = "4-7"                   # whole cores by CID, or threads = "8,9"
 //! vdisks = [ { name = "vdisk0", volume = "vol0@primary-vds0" } ]
 //! console = { service = "primary-vcc0", port = 5001 }
+//! masters = ["primary"]           # ldm master= (HA-08)
 //! ```
+//!
+//! The control domain's `failure_policy = "stop"` (ldm `failure-policy=`; default
+//! `ignore`) makes the hypervisor stop its slaves when it fails (HA-08).
 //!
 //! Errors name the file and the line of the offending entry.
 
@@ -40,8 +44,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use tern_model::units::{parse_id_list, parse_size};
 use tern_model::{
-    Console, Core, CpuArch, CpuFamily, CpuType, Domain, DomainKind, DomainState, Firmware, MemoryBlock, OsVersion,
-    Owner, Server, Services, Strand, VDisk, VNet, Vcc, Vds, Volume, Vsw, Workload,
+    Console, Core, CpuArch, CpuFamily, CpuType, Domain, DomainKind, DomainState, FailurePolicy, Firmware, MemoryBlock,
+    OsVersion, Owner, Server, Services, Strand, VDisk, VNet, Vcc, Vds, Volume, Vsw, Workload,
 };
 use toml::Spanned;
 
@@ -159,6 +163,11 @@ struct DomainSpec {
     console: Option<ConsoleSpec>,
     #[serde(default)]
     workload: WorkloadSpec,
+    /// ldm `master=` (HA-08).
+    #[serde(default)]
+    masters: Vec<String>,
+    /// ldm `failure-policy=` (HA-08): ignore, panic, reset or stop.
+    failure_policy: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -474,6 +483,11 @@ fn build_domain(d: &DomainSpec) -> Result<Domain, String> {
         vnets: d.vnets.iter().map(|n| VNet { name: n.name.clone(), service: n.service.clone() }).collect(),
         console: d.console.as_ref().map(|c| Console { service: c.service.clone(), port: c.port, logging: c.logging }),
         workload: Workload { cpu_pct: d.workload.cpu_pct, dirty_mib_per_s: d.workload.dirty_mib_per_s },
+        masters: d.masters.clone(),
+        failure_policy: match &d.failure_policy {
+            Some(p) => p.parse().map_err(|e| format!("failure_policy: {e}"))?,
+            None => FailurePolicy::Ignore,
+        },
     })
 }
 
@@ -598,6 +612,13 @@ pub fn write_layout(server: &Server) -> Result<String, String> {
             "workload = {{ cpu_pct = {}, dirty_mib_per_s = {} }}",
             d.workload.cpu_pct, d.workload.dirty_mib_per_s
         );
+        if !d.masters.is_empty() {
+            let items: Vec<String> = d.masters.iter().map(|m| q(m)).collect();
+            let _ = writeln!(out, "masters = [{}]", items.join(", "));
+        }
+        if !d.failure_policy.is_ignore() {
+            let _ = writeln!(out, "failure_policy = \"{}\"", d.failure_policy);
+        }
     }
     Ok(out)
 }

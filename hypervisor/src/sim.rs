@@ -94,6 +94,28 @@ impl Durable {
         self.suspended.clear();
         stopped
     }
+
+    /// The control domain fails (crashes, or its watchdog resets it) while the server
+    /// keeps power: the hypervisor applies the control domain's failure-policy to its
+    /// slaves (HA-08). `stop` stops them; `reset` and `panic` boot them again here, so
+    /// they still run, as do guests that are no slave of it. Returns the guests stopped.
+    fn control_domain_failure(&mut self) -> Vec<String> {
+        let stopped: Vec<String> = self
+            .server
+            .domains
+            .iter()
+            .filter(|d| d.kind == DomainKind::Guest && d.state == DomainState::Active)
+            .filter(|d| self.server.stopped_with_control_domain(&d.name).is_ok())
+            .map(|d| d.name.clone())
+            .collect();
+        for name in &stopped {
+            if let Some(d) = self.server.domain_mut(name) {
+                d.state = DomainState::Bound;
+            }
+            self.suspended.remove(name);
+        }
+        stopped
+    }
 }
 
 struct Inner {
@@ -162,9 +184,6 @@ impl SimHypervisor {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Guests migrating out that are suspended for (or after) the final copy: the
-    /// inventory still shows them active here until the migration is finished, but
-    /// they do not run. For observers such as the chaos checker.
     /// The server loses power ([`power_off`] on a live handle, for simulations whose
     /// agent is gone): every guest stops, migrations copying out end. Persisted.
     pub fn power_off_now(&self) -> Result<Vec<String>, HvError> {
@@ -176,6 +195,23 @@ impl SimHypervisor {
         })
     }
 
+    /// The control domain fails ([`crash_control_domain`] on a live handle, for
+    /// simulations whose agent is gone). Persisted; returns the guests stopped.
+    pub fn control_domain_fails_now(&self) -> Result<Vec<String>, HvError> {
+        self.mutate(|i| {
+            let stopped = i.durable.control_domain_failure();
+            for name in &stopped {
+                if let Some(flight) = i.outgoing.get_mut(name) {
+                    flight.cancel = true;
+                }
+            }
+            Ok(stopped)
+        })
+    }
+
+    /// Guests migrating out that are suspended for (or after) the final copy: the
+    /// inventory still shows them active here until the migration is finished, but
+    /// they do not run. For observers such as the chaos checker.
     pub fn suspended_now(&self) -> BTreeSet<String> {
         self.lock().durable.suspended.keys().cloned().collect()
     }
@@ -206,8 +242,24 @@ impl SimHypervisor {
 /// it). The state file is rewritten durably; returns the guests that were running.
 /// Its agent must not be running: it would write its own memory back over this.
 pub fn power_off(state_file: &Path) -> Result<Vec<String>, HvError> {
+    change_state_file(state_file, Durable::power_cut)
+}
+
+/// The simulated server's control domain fails while the server keeps power (a
+/// crash, or a watchdog reset after its agent stopped): the hypervisor stops the
+/// guests that are its slaves when its failure-policy is `stop` (HA-08); every other
+/// guest keeps running. Rewritten durably; returns the guests stopped. Its agent must
+/// not be running (a failed control domain runs no agent).
+pub fn crash_control_domain(state_file: &Path) -> Result<Vec<String>, HvError> {
+    change_state_file(state_file, Durable::control_domain_failure)
+}
+
+fn change_state_file(
+    state_file: &Path,
+    change: impl FnOnce(&mut Durable) -> Vec<String>,
+) -> Result<Vec<String>, HvError> {
     let mut durable = read_state(state_file)?;
-    let stopped = durable.power_cut();
+    let stopped = change(&mut durable);
     let state = PersistedState { version: STATE_VERSION, durable };
     let bytes = serde_json::to_vec_pretty(&state).map_err(|e| HvError::Io(format!("encoding sim state: {e}")))?;
     write_durably(state_file, &bytes).map_err(|e| HvError::Io(format!("{}: {e}", state_file.display())))?;

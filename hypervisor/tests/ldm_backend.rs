@@ -124,6 +124,42 @@ async fn inventory_reads_the_seed_server_through_ldm() {
 }
 
 #[tokio::test]
+async fn inventory_reads_domain_dependencies_and_the_failure_policy() {
+    // Goal: HA-08: `DEPENDENCY|master=` and `CONTROL|failure-policy=` reach the model, so ldom1 counts as stopped with primary.
+    let fake = FakeLdm::new();
+    let fx = manifest_dir().join("tests/fixtures/ldm/seed");
+    for (from, to) in [("list-domain-l-p.txt", "list-domain-l.out"), ("list-bindings-p.txt", "list-bindings.out")] {
+        let text = std::fs::read_to_string(fx.join(from)).unwrap();
+        let mut out = String::new();
+        let mut domain = "";
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("DOMAIN|name=") {
+                domain = if rest.starts_with("primary|") { "primary" } else { "guest" };
+            }
+            let line = match (domain, line) {
+                ("primary", l) if l.starts_with("CONTROL|") => {
+                    l.replace("failure-policy=ignore", "failure-policy=stop")
+                }
+                ("guest", "DEPENDENCY|master=") => "DEPENDENCY|master=primary".to_string(),
+                (_, l) => l.to_string(),
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
+        fake.set(to, &out);
+    }
+    let s = fake.hypervisor().inventory().await.unwrap();
+    assert_eq!(s.domain("ldom1").unwrap().masters, ["primary"]);
+    assert_eq!(s.domain("primary").unwrap().failure_policy, tern_model::FailurePolicy::Stop);
+    assert_eq!(s.stopped_with_control_domain("ldom1"), Ok(()));
+    // The seed as captured: no dependency, ldm's default policy.
+    let seed = FakeLdm::new().hypervisor().inventory().await.unwrap();
+    assert!(seed.domain("ldom1").unwrap().masters.is_empty());
+    let why = seed.stopped_with_control_domain("ldom1").unwrap_err();
+    assert!(why.contains("ldom1 is not a slave of primary"), "{why}");
+}
+
+#[tokio::test]
 async fn migration_reports_progress_and_removes_its_password_file() {
     // Goal: migrate-domain -p FILE ldom1 m10-1-2:ldom9 runs, progress is polled (OP-06), the 0600 file is gone after.
     let fake = FakeLdm::new();

@@ -117,10 +117,12 @@ fn seed_service_listing_reads_vds_volumes_vsw_and_vcc() {
 
 #[test]
 fn seed_long_listing_reads_control_core_vdisk_vnet_and_vcons() {
-    // Goal: the 3.x records of list-domain -l -p; UUID/MAC/HOSTID/VARIABLES/DEPENDENCY are skipped.
+    // Goal: the 3.x records of list-domain -l -p, with failure-policy and DEPENDENCY; UUID/MAC/HOSTID/VARIABLES are skipped.
     let l = parse_domain_listing(&fixture("seed/list-domain-l-p.txt")).unwrap();
     let [primary, ldom1] = l.domains.as_slice() else { panic!("two domains") };
     assert_eq!(primary.cpu_arch.as_deref(), Some("native"));
+    assert_eq!(primary.failure_policy.as_deref(), Some("ignore"));
+    assert!(ldom1.masters.is_empty(), "DEPENDENCY|master= (empty) names no master");
     assert_eq!(primary.cores.iter().map(|c| c.cid).collect::<Vec<_>>(), [0, 1, 2, 3]);
     assert_eq!(primary.console.as_ref().unwrap().kind.as_deref(), Some("UART"));
     assert_eq!(ldom1.cores[0].cpuset, [8, 9]);
@@ -210,4 +212,16 @@ fn malformed_records_name_their_line() {
 /// This package's folder, read at run time first: one target folder serves every checkout.
 fn manifest_dir() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
+#[test]
+fn dependency_records_read_up_to_four_masters() {
+    // Goal: HA-08: `DEPENDENCY|master=a,b` lists the masters; more than ldm's four is an error naming the line.
+    let text = "DOMAIN|name=pine|state=active|flags=normal\nDEPENDENCY|master=apple, lemon\n";
+    let l = parse_domain_listing(text).unwrap();
+    assert_eq!(l.domains[0].masters, ["apple", "lemon"]);
+    let five = "DOMAIN|name=pine|state=active\nDEPENDENCY|master=a,b,c,d,e\n";
+    let e = parse_domain_listing(five).unwrap_err();
+    assert_eq!(e.line, 2);
+    assert!(e.message.contains("more than 4"), "{e}");
 }

@@ -224,6 +224,30 @@ async fn an_active_domain_cannot_be_unbound() {
 }
 
 /// This package's folder, read at run time first: one target folder serves every checkout.
+#[test]
+fn a_failed_control_domain_stops_only_its_slaves_under_failure_policy_stop() {
+    // Goal: HA-08 in the sim: m10-1-3's primary (failure-policy stop) failing stops its
+    // slave ldom5; m10-1-1's ldom1 (no master) keeps running; the state file says so.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, stopped, running) in [("m10-1-3", vec!["ldom5"], vec![]), ("m10-1-1", vec![], vec!["ldom1"])] {
+        let state = dir.path().join(format!("{name}.json"));
+        drop(open(name, Some(state.clone())));
+        assert_eq!(tern_hypervisor::sim::crash_control_domain(&state).unwrap(), stopped, "{name}");
+        assert_eq!(tern_hypervisor::sim::running_guests(&state).unwrap(), running, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_reset_or_panic_policy_boots_the_slave_again_so_it_keeps_running() {
+    // Goal: HA-08: only failure-policy stop keeps a slave stopped; with reset it runs again on the same server.
+    let mut server = open("m10-1-3", None).inventory().await.unwrap();
+    server.domain_mut("primary").unwrap().failure_policy = tern_model::FailurePolicy::Reset;
+    let hv = SimHypervisor::from_server(server, 1);
+    assert!(hv.control_domain_fails_now().unwrap().is_empty());
+    let inv = hv.inventory().await.unwrap();
+    assert_eq!(inv.domain("ldom5").unwrap().state, tern_model::DomainState::Active);
+}
+
 fn manifest_dir() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }

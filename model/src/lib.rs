@@ -33,8 +33,8 @@ pub use placement::Binding;
 pub use precopy::{PrecopyParams, PrecopyPlan, precopy_plan};
 pub use preflight::{Code, MigrationQuery, Report, Rule, Violation, preflight};
 pub use server::{
-    BindError, Console, Core, CpuHolding, Domain, DomainKind, DomainState, MemoryBlock, Owner, Reserved, Server,
-    Services, Strand, VDisk, VNet, Vcc, Vds, Volume, Vsw, Workload,
+    BindError, Console, Core, CpuHolding, Domain, DomainKind, DomainState, FailurePolicy, MemoryBlock, Owner, Reserved,
+    Server, Services, Strand, VDisk, VNet, Vcc, Vds, Volume, Vsw, Workload,
 };
 pub use units::{Range, Size};
 pub use version::{Firmware, OsVersion};

@@ -179,6 +179,58 @@ impl fmt::Display for DomainState {
     }
 }
 
+/// What the hypervisor does to a master domain's slaves when the master fails
+/// (ldm `failure-policy=`, HA-08). Set on the master; `ignore` is ldm's default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    #[default]
+    Ignore,
+    /// The slaves panic (as `ldm panic`); their OS then reboots on this server.
+    Panic,
+    /// The slaves are stopped and started again (as `ldm stop -f; ldm start`).
+    Reset,
+    /// The slaves are stopped (as `ldm stop -f`) and stay stopped.
+    Stop,
+}
+
+impl FailurePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ignore => "ignore",
+            Self::Panic => "panic",
+            Self::Reset => "reset",
+            Self::Stop => "stop",
+        }
+    }
+
+    pub fn is_ignore(&self) -> bool {
+        *self == Self::Ignore
+    }
+}
+
+impl fmt::Display for FailurePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FailurePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ignore" => Ok(Self::Ignore),
+            "panic" => Ok(Self::Panic),
+            "reset" => Ok(Self::Reset),
+            "stop" => Ok(Self::Stop),
+            other => Err(format!("failure-policy {other:?} is not one of ignore, panic, reset, stop")),
+        }
+    }
+}
+
+/// The most masters ldm lets a domain name (`master=a,b,c,d`).
+pub const MASTERS_MAX: usize = 4;
+
 /// A virtual disk: `vdisk0` backed by `vol0@primary-vds0`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VDisk {
@@ -224,6 +276,12 @@ pub struct Domain {
     pub vnets: Vec<VNet>,
     pub console: Option<Console>,
     pub workload: Workload,
+    /// ldm `master=`: the domains this one depends on (HA-08), at most [`MASTERS_MAX`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masters: Vec<String>,
+    /// ldm `failure-policy=`: what happens to this domain's slaves when it fails (HA-08).
+    #[serde(default, skip_serializing_if = "FailurePolicy::is_ignore")]
+    pub failure_policy: FailurePolicy,
 }
 
 /// The CPU a domain holds, as the rules count it (LM-05, LM-06).
@@ -282,6 +340,34 @@ impl Server {
 
     pub fn domain_mut(&mut self, name: &str) -> Option<&mut Domain> {
         self.domains.iter_mut().find(|d| d.name == name)
+    }
+
+    /// HA-08: whether the hypervisor stops `guest` and keeps it stopped when this
+    /// server's control domain fails (crashes, or is reset by its watchdog): the guest
+    /// names the control domain among its masters and the control domain's
+    /// failure-policy is `stop`. `reset` and `panic` do not count: both boot the
+    /// guest's OS on this server again (at once, or when the control domain's I/O
+    /// returns), so it could run beside a copy restarted elsewhere. `Err` says why not.
+    pub fn stopped_with_control_domain(&self, guest: &str) -> Result<(), String> {
+        let d = self.domain(guest).ok_or_else(|| format!("{} has no domain {guest}", self.name))?;
+        let Some(control) = self.domains.iter().find(|d| d.kind == DomainKind::Control) else {
+            return Err(format!("{} records no control domain", self.name));
+        };
+        if !d.masters.contains(&control.name) {
+            return Err(format!(
+                "{guest} is not a slave of {} (ldm set-domain master={} {guest})",
+                control.name, control.name
+            ));
+        }
+        match control.failure_policy {
+            FailurePolicy::Stop => Ok(()),
+            other => Err(format!(
+                "{}'s failure-policy is {other}, not stop (ldm set-domain failure-policy=stop {}){}",
+                control.name,
+                control.name,
+                if other == FailurePolicy::Ignore { "" } else { ": the guest's OS boots again on this server" }
+            )),
+        }
     }
 
     /// The CPU bound to `domain`.
@@ -464,6 +550,12 @@ impl Server {
     fn validate_domains(&self, errs: &mut Vec<String>) {
         let mut ports = BTreeMap::new();
         for d in &self.domains {
+            if d.masters.len() > MASTERS_MAX {
+                errs.push(format!("domain {} names {} masters; ldm allows {MASTERS_MAX}", d.name, d.masters.len()));
+            }
+            if d.masters.contains(&d.name) {
+                errs.push(format!("domain {} names itself as its master", d.name));
+            }
             for disk in &d.vdisks {
                 match self.services.vds(&disk.service) {
                     None => {

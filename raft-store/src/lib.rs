@@ -39,7 +39,7 @@ pub use state::command::{
 };
 pub use state::records::{
     AuditRecord, DomainRecord, HaPriority, Host, HostStatus, Operation, OperationKind, OperationResult, Phase, Profile,
-    Reservation, Subject, User,
+    Reservation, SelfStop, Stopped, Subject, User,
 };
 pub use state::{Meta, State};
 

@@ -55,6 +55,10 @@ pub const AUDIT_SUMMARY_BYTES_MAX: usize = 256;
 /// coordinator that dies holds resources at most this long (ARCHITECTURE step 5).
 pub const LEASE_MS_MAX: u64 = 10 * 60 * 1000;
 
+/// Longest isolation timeout, watchdog timeout or margin a host may declare (HA-08):
+/// one hour, so that sums of them cannot overflow and a typo cannot park guests for days.
+pub const SELF_STOP_MS_MAX: u64 = 60 * 60 * 1000;
+
 // Relations between the limits, checked at compile time.
 const _: () = assert!(ENTRY_BYTES_MAX > REQUEST_BYTES_MAX);
 const _: () = assert!(SNAPSHOT_BYTES_MAX > ENTRY_BYTES_MAX);

@@ -806,6 +806,79 @@ fn nothing_of_a_lost_host_is_reserved_before_it_is_fenced() {
     w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
 }
 
+/// `world()` where a's primary has failure-policy stop and ldom1 (not ldom2) is its
+/// slave, and a declares `self_stop`.
+fn self_stopping_world(self_stop: SelfStop) -> World {
+    let mut w = world();
+    let mut a = w.inventory("a");
+    a.domain_mut("primary").expect("primary").failure_policy = tern_model::FailurePolicy::Stop;
+    a.domain_mut("ldom1").expect("ldom1").masters = vec!["primary".into()];
+    w.ok(Command::ReportInventory { server: a });
+    w.ok(Command::UpdateHost { name: "a".into(), address: None, self_stop: Some(self_stop) });
+    w
+}
+
+const SELF_STOP: SelfStop = SelfStop { isolation_timeout_ms: 4_000, watchdog_timeout_ms: 6_000, margin_ms: 1_000 };
+
+#[test]
+fn a_lost_hosts_slave_with_failure_policy_stop_is_reserved_once_it_counts_stopped() {
+    // Goal: HA-08: without a fence, ldom1 (slave of primary, failure-policy stop, host
+    // declaring isolation and watchdog) is reserved only after lost + max(4 s, 6 s) + 1 s;
+    // ldom2, no slave, still waits for the fence.
+    let mut w = self_stopping_world(SELF_STOP);
+    let op = lost_a_with_failover(&mut w);
+    let lost_at = w.state.host("a").expect("a").status_since_ms;
+    let early = w.run_at(lost_at + 6_999, w.reserve_cmd(op, "ldom1", ldom1_on_b(), 30_000)).expect_err("too early");
+    assert_eq!((early.code, early.rule), (RejectCode::HostStatus, Some(Rule::Ha(2))));
+    assert!(early.message.contains("counts stopped 1 ms from now"), "{}", early.message);
+    w.now = lost_at + 7_000;
+    let (r, token, _) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    assert_eq!(w.state.counts_stopped("a", "ldom1", w.now), Ok(Stopped::BySelfStop { since_ms: lost_at + 7_000 }));
+    let ldom2 = w.rejected(w.reserve_cmd(op, "ldom2", binding("ldom2", &[6], gib(6), Some(5004)), 30_000));
+    assert!(ldom2.message.contains("ldom2 is not a slave of primary"), "{}", ldom2.message);
+    // The restart commits while a is still only lost.
+    let outcome = w.ok(Command::CommitRestart { operation: op, reservation: r, token });
+    assert_eq!(outcome, Outcome::Restarted { domain: "ldom1".into(), target: "b".into() });
+    assert_eq!(w.state.host("a").map(|h| h.status), Some(HostStatus::Lost));
+}
+
+#[test]
+fn a_guest_does_not_count_stopped_without_both_halves_of_self_stop_or_with_reset() {
+    // Goal: HA-08: no watchdog, no isolation, or a failure-policy of reset each keep a lost host's slave waiting, named.
+    let cases = [
+        (SelfStop { watchdog_timeout_ms: 0, ..SELF_STOP }, None, "no watchdog resets its control domain"),
+        (SelfStop { isolation_timeout_ms: 0, ..SELF_STOP }, None, "does not stop its guests when isolated"),
+        (SelfStop::default(), None, "neither an isolation response nor a watchdog"),
+        (SELF_STOP, Some(tern_model::FailurePolicy::Reset), "failure-policy is reset, not stop"),
+    ];
+    for (self_stop, policy, want) in cases {
+        let mut w = self_stopping_world(self_stop);
+        if let Some(p) = policy {
+            let mut a = w.inventory("a");
+            a.domain_mut("primary").expect("primary").failure_policy = p;
+            w.ok(Command::ReportInventory { server: a });
+        }
+        let op = lost_a_with_failover(&mut w);
+        w.now += 3_600_000;
+        let r = w.rejected(w.reserve_cmd(op, "ldom1", ldom1_on_b(), 30_000));
+        assert!(r.message.contains(want), "{want}: {}", r.message);
+    }
+}
+
+#[test]
+fn a_declared_self_stop_is_bounded() {
+    // Goal: UpdateHost refuses a self-stop timeout above one hour, naming the field.
+    let mut w = world();
+    let r = w.rejected(Command::UpdateHost {
+        name: "a".into(),
+        address: None,
+        self_stop: Some(SelfStop { watchdog_timeout_ms: limits::SELF_STOP_MS_MAX + 1, ..SELF_STOP }),
+    });
+    assert_eq!(r.code, RejectCode::InvalidRequest);
+    assert!(r.message.contains("watchdog_timeout_ms"), "{}", r.message);
+    assert_eq!(w.state.host("a").map(|h| h.self_stop), Some(SelfStop::default()));
+}
+
 #[test]
 fn a_restart_commits_the_guest_onto_its_target_and_the_failover_goes_on() {
     // Goal: HA-04: CommitRestart records ldom1 on b with the reserved binding, frees it on a, keeps the failover running.

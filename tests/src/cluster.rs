@@ -229,13 +229,20 @@ impl Cluster {
 
     /// Like [`Cluster::with_layouts`], each agent's config ending with `extra`.
     pub async fn with_layouts_and(names: &[&str], time_scale: u32, extra: &str) -> Self {
+        let servers: Vec<(&str, PathBuf)> = names.iter().map(|n| (*n, layout(n))).collect();
+        Self::with_layout_files_and(&servers, time_scale, extra).await
+    }
+
+    /// Like [`Cluster::with_layouts_and`] with `(host, layout file)` pairs.
+    pub async fn with_layout_files_and(servers: &[(&str, PathBuf)], time_scale: u32, extra: &str) -> Self {
+        let names: Vec<&str> = servers.iter().map(|(n, _)| *n).collect();
         let mut c = Self::new();
         c.time_scale = time_scale;
         c.extra_config = extra.to_string();
-        c.add(names[0], names[0], &[]);
+        c.add_layout(servers[0].0, &servers[0].1, &[]);
         let first = c.start(0);
-        for n in &names[1..] {
-            let i = c.add(n, n, std::slice::from_ref(&first));
+        for (n, path) in &servers[1..] {
+            let i = c.add_layout(n, path, std::slice::from_ref(&first));
             c.start(i);
         }
         // Every member, a leader, and the voters the configs ask for (a cluster of

@@ -260,3 +260,55 @@ async fn an_agent_cut_off_from_the_cluster_stops_its_guests_after_the_isolation_
     .await;
     assert!(c.log(alone).contains("HA-03: isolated from the cluster; stopping guests"), "{}", c.log(alone));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slave_of_a_failed_control_domain_restarts_without_a_fence_once_it_counts_stopped() {
+    // Goal: HA-08 (with HA-03): no power fence; the agents declare an isolation response and a watchdog, m10-1-1's
+    // primary has failure-policy stop and ldom1 is its slave. Its control domain fails (ternd killed, the hypervisor
+    // stops ldom1): ldom1 is reported waiting until lost + max(isolation, watchdog) + margin, then restarts
+    // elsewhere while m10-1-1 is still only lost, never fenced.
+    let lost = "m10-1-1";
+    let work = tempfile::tempdir().unwrap();
+    let seed = std::fs::read_to_string(tern_tests::layout(lost)).unwrap();
+    let with_dependency = seed
+        .replacen("kind = \"control\"\n", "kind = \"control\"\nfailure_policy = \"stop\"\n", 1)
+        .replacen("name = \"ldom1\"\n", "name = \"ldom1\"\nmasters = [\"primary\"]\n", 1);
+    assert_ne!(seed, with_dependency);
+    let path = work.path().join(format!("{lost}.toml"));
+    std::fs::write(&path, with_dependency).unwrap();
+    let extra = ha_section("").replace(
+        "[ha]\n",
+        "[ha]\nisolation_timeout_ms = 1500\nwatchdog_timeout_ms = 2000\nself_stop_margin_ms = 500\n",
+    );
+    let servers =
+        [(lost, path), ("m10-1-2", tern_tests::layout("m10-1-2")), ("m10-1-3", tern_tests::layout("m10-1-3"))];
+    let mut c = Cluster::with_layout_files_and(&servers, 50, &extra).await;
+    let victim = c.host(lost);
+    let asker = other(&c, lost);
+    let state_file = c.agents[victim].dir.join("data/sim-state.json");
+    c.kill(victim);
+    let out = std::process::Command::new(binary("ternctl"))
+        .args(["sim", "crash-control-domain", "--state"])
+        .arg(&state_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped by failure-policy: ldom1"));
+    let waiting = wait_for("ldom1 reported as not yet counted stopped", &c, || async {
+        let s = ha_status(&c, asker).await?;
+        let h = s.hosts.iter().find(|h| h.host == lost).ok_or("no host")?;
+        match h.not_stopped.first() {
+            Some(line) => Ok(line.clone()),
+            None => Err(format!("{h:?}")),
+        }
+    })
+    .await;
+    assert!(waiting.starts_with("ldom1: ") && waiting.contains("counts stopped"), "{waiting}");
+    let domains = c.domains(asker).await.unwrap();
+    assert_eq!(guest(&domains, "ldom1").map(|d| d.host.as_str()), Some(lost), "not before it counts stopped");
+    restarted_elsewhere(&c, asker, lost).await;
+    let s = ha_status(&c, asker).await.unwrap();
+    let h = s.hosts.iter().find(|h| h.host == lost).expect("host");
+    assert_eq!(h.status, "lost", "restarted without a fence: {h:?}");
+    assert!(tern_hypervisor::sim::running_guests(&state_file).unwrap().is_empty(), "one copy only");
+}

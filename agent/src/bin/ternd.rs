@@ -28,6 +28,9 @@ use tokio_util::sync::CancellationToken;
        mode = \"restart\" | \"hand-off\" (with hand_off_command, hand_off_args,\n\
        hand_off_deadline_ms), restart_lease_ms, fence_retry_ms, fence_retry_max_ms,\n\
        isolation_timeout_ms = 0 (off), isolation_response = \"stop-guests\" | \"leave-running\"\n\
+       watchdog_timeout_ms = 0 (none declared), self_stop_margin_ms = 5000: with an\n\
+       isolation timeout and a watchdog, a lost host's guests that are slaves of its\n\
+       primary with failure-policy=stop restart without a fence (HA-08)\n\
   [[ha.fence]] host, ip, ipport, username, password_file (mode 600), lanplus = true,\n\
        cipher, agent = \"/usr/sbin/fence_ipmilan\", deadline_ms = 20000, attempts = 2\n\
        (one per server; the same [ha] on every agent, since any agent may lead)\n\

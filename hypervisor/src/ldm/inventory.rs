@@ -14,6 +14,8 @@
 //! | domains: state, kind, cpu-arch, vdisks, vnets, console | `list-domain -l -p` merged with `list-bindings -p` |
 //! | a domain's kind | `flags=` (`control`, `vio-service`) and its `IO` rows (a bare `pci@...` root complex makes an I/O root domain) |
 //! | cpu-arch | `CONTROL|cpu-arch=`; absent (releases before 2.0) means ldm's default, `native` |
+//! | failure-policy (HA-08) | `CONTROL|failure-policy=`; absent means ldm's default, `ignore` |
+//! | masters (HA-08) | `DEPENDENCY|master=a,b`; absent or empty means none |
 //! | utilisation | `util=` of the `DOMAIN` record |
 //! | guest dirty-page rate | not in ldm's output: 0 |
 //! | a guest's OS | not in ldm's output: unknown (LM-11 then warns) |
@@ -26,8 +28,8 @@ use crate::ldm::parse::{DeviceListing, DomainListing, LdmDomain, ServiceListing}
 use std::collections::{BTreeMap, BTreeSet};
 use tern_model::server::{CONTROL_DOMAIN, SYS_OWNER};
 use tern_model::{
-    Console, Core, CpuArch, CpuType, Domain, DomainKind, DomainState, Firmware, MemoryBlock, OsVersion, Owner, Server,
-    Services, Strand, VDisk, VNet, Vcc, Vds, Volume, Vsw, Workload,
+    Console, Core, CpuArch, CpuType, Domain, DomainKind, DomainState, FailurePolicy, Firmware, MemoryBlock, OsVersion,
+    Owner, Server, Services, Strand, VDisk, VNet, Vcc, Vds, Volume, Vsw, Workload,
 };
 
 /// What a server is that `ldm` does not print (it comes from `prtdiag`, `psrinfo -pv`,
@@ -168,6 +170,8 @@ fn fill_in(o: &mut LdmDomain, d: &LdmDomain) {
     take(&mut o.mem, &d.mem);
     take(&mut o.util, &d.util);
     take(&mut o.cpu_arch, &d.cpu_arch);
+    take(&mut o.failure_policy, &d.failure_policy);
+    take_vec(&mut o.masters, &d.masters);
     take_vec(&mut o.cores, &d.cores);
     take_vec(&mut o.vcpus, &d.vcpus);
     take_vec(&mut o.memory, &d.memory);
@@ -372,6 +376,11 @@ fn build_domain(d: &LdmDomain, services: &Services) -> Result<Domain, InventoryE
         workload: Workload {
             cpu_pct: d.util.map(|u| u.round().clamp(0.0, 100.0) as u32).unwrap_or(0),
             dirty_mib_per_s: 0,
+        },
+        masters: d.masters.clone(),
+        failure_policy: match d.failure_policy.as_deref() {
+            Some(p) => p.parse().map_err(|e| InventoryError::Inconsistent(format!("domain {}: {e}", d.name)))?,
+            None => FailurePolicy::Ignore,
         },
     })
 }

@@ -338,6 +338,10 @@ pub struct LdmDomain {
     pub util: Option<f64>,
     /// `CONTROL|...|cpu-arch=` (releases 2.0 and later).
     pub cpu_arch: Option<String>,
+    /// `CONTROL|...|failure-policy=` (HA-08): what its slaves suffer when it fails.
+    pub failure_policy: Option<String>,
+    /// `DEPENDENCY|master=a,b` (HA-08): the domains it depends on.
+    pub masters: Vec<String>,
     pub cores: Vec<DomainCore>,
     pub vcpus: Vec<DomainVcpu>,
     pub memory: Vec<DomainMemory>,
@@ -363,6 +367,8 @@ impl LdmDomain {
             mem: line.get("mem").map(|v| parse_bytes(no, "mem", v)).transpose()?,
             util: line.get("util").map(|v| parse_util(no, "util", v)).transpose()?,
             cpu_arch: None,
+            failure_policy: None,
+            masters: Vec::new(),
             cores: Vec::new(),
             vcpus: Vec::new(),
             memory: Vec::new(),
@@ -383,7 +389,7 @@ pub struct DomainListing {
 }
 
 const DOMAIN_RECORDS: &[&str] =
-    &["DOMAIN", "CONTROL", "CORE", "VCPU", "MEMORY", "IO", "VDISK", "VNET", "VCONS", "VDS", "VSW", "VCC"];
+    &["DOMAIN", "CONTROL", "DEPENDENCY", "CORE", "VCPU", "MEMORY", "IO", "VDISK", "VNET", "VCONS", "VDS", "VSW", "VCC"];
 
 /// Parses `ldm list-domain -p`, `ldm list-domain -l -p` and `ldm list-bindings -p`.
 pub fn parse_domain_listing(text: &str) -> Result<DomainListing, ParseError> {
@@ -420,6 +426,22 @@ fn domain_record(d: &mut LdmDomain, kind: &str, line: &Line<'_>) -> Result<(), P
         "CONTROL" => {
             if let Some(a) = line.get("cpu-arch") {
                 d.cpu_arch = Some(a.to_string());
+            }
+            if let Some(p) = line.get("failure-policy") {
+                d.failure_policy = Some(p.to_string());
+            }
+        }
+        "DEPENDENCY" => {
+            if let Some(m) = line.get("master") {
+                let masters: Vec<String> =
+                    m.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect();
+                if masters.len() > tern_model::server::MASTERS_MAX {
+                    return err(
+                        no,
+                        format!("master={m:?} names more than {} domains", tern_model::server::MASTERS_MAX),
+                    );
+                }
+                d.masters = masters;
             }
         }
         // Rows under these headers; a header that carries the fields itself counts too.

@@ -57,6 +57,8 @@ pub fn plain_domain(name: &str, kind: DomainKind) -> Domain {
         vnets: vec![],
         console: None,
         workload: Workload::default(),
+        masters: vec![],
+        failure_policy: Default::default(),
     }
 }
 

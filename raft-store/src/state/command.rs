@@ -6,7 +6,7 @@
 //! rule decides it, the rule id.
 
 use crate::limits;
-use crate::state::records::{HaPriority, HostStatus, OperationKind, OperationResult, Profile};
+use crate::state::records::{HaPriority, HostStatus, OperationKind, OperationResult, Profile, SelfStop};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -62,11 +62,14 @@ pub enum Command {
     RegisterHost {
         host: HostSpec,
     },
-    /// Changes a host's address; `None` keeps the old value. (Version 1 entries may
-    /// carry `cpu`, `firmware` and `os`: ignored, the inventory holds them.)
+    /// Changes a host's address or its declared self-stop (HA-03, HA-08); `None`
+    /// keeps the old value. (Version 1 entries may carry `cpu`, `firmware` and `os`:
+    /// ignored, the inventory holds them.)
     UpdateHost {
         name: String,
         address: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        self_stop: Option<SelfStop>,
     },
     /// The host's agent reports what its hypervisor shows (`server.name` is the host).
     ReportInventory {
@@ -138,7 +141,8 @@ pub enum Command {
     },
     /// HA-04: a failover's guest runs on its reservation's target, started there from
     /// shared storage: the domain leaves its fenced host and is bound on the target
-    /// with the reservation's binding. Only from a Fenced host (HA-02). The failover
+    /// with the reservation's binding. Only while the guest is known stopped on its
+    /// host: fenced (HA-02) or counted stopped (HA-08, [`crate::State::counts_stopped`]). The failover
     /// keeps running until `CompleteOperation`.
     CommitRestart {
         operation: u64,

@@ -18,7 +18,7 @@ pub(crate) mod records;
 pub(crate) mod validate;
 
 use crate::codec::{self, CodecError, Kind};
-use records::{AuditRecord, DomainRecord, Host, Operation, Reservation, User};
+use records::{AuditRecord, DomainRecord, Host, HostStatus, Operation, Reservation, Stopped, User};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use tern_model::{Owner, Range, Reserved};
@@ -132,6 +132,35 @@ impl State {
 
     pub fn host(&self, name: &str) -> Option<&Host> {
         self.hosts.get(name)
+    }
+
+    /// Whether `domain`, recorded on the down host `host`, is known not to run there
+    /// at `now_ms`, so that it may start elsewhere: the host is Fenced (HA-02), or it
+    /// is Lost and the guest counts stopped by the host's own means (HA-03 with
+    /// HA-08, see [`SelfStop`](records::SelfStop)): a slave of the control domain whose failure-policy is
+    /// `stop`, on a host whose agent declares an isolation response and a watchdog,
+    /// Lost for longer than their timeouts plus its margin. `Err` says why not, and
+    /// when it will count stopped if only time is missing.
+    pub fn counts_stopped(&self, host: &str, domain: &str, now_ms: u64) -> Result<Stopped, String> {
+        let h = self.hosts.get(host).ok_or_else(|| format!("host {host} is not registered"))?;
+        match h.status {
+            HostStatus::Fenced => return Ok(Stopped::Fenced),
+            HostStatus::Lost => {}
+            other => return Err(format!("{host} is {other}: {domain} may be running there")),
+        }
+        let not_yet = |why: &str| format!("{host} is lost, not fenced, and {domain} does not count stopped: {why}");
+        let delay = h.self_stop.delay_ms().map_err(not_yet)?;
+        let inventory = h.inventory.as_ref().ok_or_else(|| not_yet("no inventory of it is recorded"))?;
+        inventory.stopped_with_control_domain(domain).map_err(|e| not_yet(&e))?;
+        let since_ms = h.status_since_ms.saturating_add(delay);
+        if now_ms < since_ms {
+            return Err(not_yet(&format!(
+                "it counts stopped {} ms from now (HA-08: lost at {} ms + {delay} ms)",
+                since_ms - now_ms,
+                h.status_since_ms
+            )));
+        }
+        Ok(Stopped::BySelfStop { since_ms })
     }
 
     /// The guest-domain index: name -> where it runs.
@@ -443,6 +472,8 @@ struct HostRow {
     status_since_ms: u64,
     inventory_at_ms: Option<u64>,
     fencing_token_max: u64,
+    #[serde(default, skip_serializing_if = "records::SelfStop::is_none")]
+    self_stop: records::SelfStop,
 }
 
 impl From<&Host> for HostRow {
@@ -454,6 +485,7 @@ impl From<&Host> for HostRow {
             status_since_ms: h.status_since_ms,
             inventory_at_ms: h.inventory_at_ms,
             fencing_token_max: h.fencing_token_max,
+            self_stop: h.self_stop,
         }
     }
 }
@@ -468,6 +500,7 @@ impl HostRow {
             inventory: None,
             inventory_at_ms: self.inventory_at_ms,
             fencing_token_max: self.fencing_token_max,
+            self_stop: self.self_stop,
         }
     }
 }
@@ -500,6 +533,7 @@ impl From<HostRowV1> for HostRow {
             status_since_ms: v1.status_since_ms,
             inventory_at_ms: v1.inventory_at_ms,
             fencing_token_max: v1.fencing_token_max,
+            self_stop: records::SelfStop::default(),
         }
     }
 }

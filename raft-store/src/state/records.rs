@@ -66,6 +66,60 @@ pub struct Host {
     /// The highest fencing token ever issued for a reservation on this host: the
     /// host's agent refuses any bind carrying a lower one.
     pub fencing_token_max: u64,
+    /// What this host's agent declares it does to its guests when cut off (HA-03,
+    /// HA-08); none until its agent says so.
+    #[serde(default, skip_serializing_if = "SelfStop::is_none")]
+    pub self_stop: SelfStop,
+}
+
+/// How a lost host stops its own guests without a power fence, as its agent's config
+/// declares (HA-03, HA-08). Both halves are needed, because the majority cannot tell
+/// a partition from a dead agent:
+/// - a live agent cut off from the quorum stops every guest after
+///   `isolation_timeout_ms` (its isolation response, HA-03);
+/// - a dead or hung agent stops feeding its watchdog, which resets the control domain
+///   within `watchdog_timeout_ms`, and the hypervisor then stops the control domain's
+///   slaves whose master's failure-policy is `stop` (HA-08).
+///
+/// So a guest of a Lost host counts stopped once the host has been Lost for the longer
+/// of the two plus `margin_ms`, and only if it is such a slave
+/// ([`State::counts_stopped`](crate::State::counts_stopped)). Like Pacemaker's
+/// `stonith-watchdog-timeout`, the watchdog is the admin's declaration: tern cannot
+/// verify it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfStop {
+    /// 0: the agent does not stop its guests when isolated.
+    pub isolation_timeout_ms: u64,
+    /// 0: no watchdog resets the control domain.
+    pub watchdog_timeout_ms: u64,
+    /// Time to stop guests and for clocks to differ, added to the longer timeout.
+    pub margin_ms: u64,
+}
+
+impl SelfStop {
+    pub fn is_none(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// How long after the host is declared Lost its qualifying guests count stopped;
+    /// `Err` names what is missing.
+    pub fn delay_ms(&self) -> Result<u64, &'static str> {
+        match (self.isolation_timeout_ms, self.watchdog_timeout_ms) {
+            (0, 0) => Err("its agent declares neither an isolation response nor a watchdog"),
+            (0, _) => Err("its agent does not stop its guests when isolated (ha.isolation_timeout_ms = 0)"),
+            (_, 0) => Err("no watchdog resets its control domain (ha.watchdog_timeout_ms = 0)"),
+            (i, w) => Ok(i.max(w).saturating_add(self.margin_ms)),
+        }
+    }
+}
+
+/// Why a guest of a down host cannot be running there any more (HA-02, HA-08).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Its server was power-fenced.
+    Fenced,
+    /// HA-08: it counts stopped since `since_ms` (see [`SelfStop`]).
+    BySelfStop { since_ms: u64 },
 }
 
 /// A guest's restart priority on failover (HA-04).

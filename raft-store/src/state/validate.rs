@@ -63,10 +63,21 @@ fn command(command: &Command) -> Result<(), Rejection> {
             name("host name", &host.name)?;
             text("address", &host.address)
         }
-        Command::UpdateHost { name: host, address } => {
+        Command::UpdateHost { name: host, address, self_stop } => {
             name("host name", host)?;
             if let Some(a) = address {
                 text("address", a)?;
+            }
+            if let Some(s) = self_stop {
+                for (what, v) in [
+                    ("isolation_timeout_ms", s.isolation_timeout_ms),
+                    ("watchdog_timeout_ms", s.watchdog_timeout_ms),
+                    ("margin_ms", s.margin_ms),
+                ] {
+                    if v > SELF_STOP_MS_MAX {
+                        return Err(invalid(format!("self-stop {what} is {v} ms; the limit is {SELF_STOP_MS_MAX}")));
+                    }
+                }
             }
             Ok(())
         }

@@ -86,6 +86,8 @@ pub fn domain(name: &str, kind: DomainKind, port: Option<u16>) -> Domain {
         vnets: vec![],
         console: port.map(|p| Console { service: "primary-vcc0".into(), port: p, logging: true }),
         workload: Workload::default(),
+        masters: vec![],
+        failure_policy: Default::default(),
     }
 }
 

@@ -21,16 +21,20 @@ impl State {
             inventory: None,
             inventory_at_ms: None,
             fencing_token_max: 0,
+            self_stop: SelfStop::default(),
         });
         Ok(Outcome::HostRegistered)
     }
 
-    pub(super) fn update_host(&mut self, name: &str, address: Option<&str>) -> Response {
+    pub(super) fn update_host(&mut self, name: &str, address: Option<&str>, self_stop: Option<SelfStop>) -> Response {
         self.host_checked(name)?;
-        if let Some(a) = address
-            && let Some(h) = self.host_mut(name)
-        {
-            a.clone_into(&mut h.address);
+        if let Some(h) = self.host_mut(name) {
+            if let Some(a) = address {
+                a.clone_into(&mut h.address);
+            }
+            if let Some(s) = self_stop {
+                h.self_stop = s;
+            }
         }
         Ok(Outcome::HostUpdated)
     }
@@ -136,7 +140,8 @@ impl State {
         for r in &active {
             check_report_keeps(server, r)?;
         }
-        // A guest recorded on a fenced host (proven stopped there, HA-02) that this
+        // A guest recorded on a fenced host (proven stopped there, HA-02; or counted
+        // stopped, HA-08) that this
         // host now runs was started here by someone else: an external HA cluster the
         // failover handed it to (HA-06), or an admin. The state follows the servers.
         let mut adopted = Vec::new();
@@ -145,9 +150,9 @@ impl State {
                 && rec.host != server.name
                 && !active.iter().any(|r| r.binding.domain == d.name)
             {
-                let fenced = self.hosts.get(&rec.host).is_some_and(|h| h.status == HostStatus::Fenced);
+                let stopped = self.counts_stopped(&rec.host, &d.name, now).is_ok();
                 let reserved = self.reservations.values().any(|r| r.domain == d.name && r.is_active(now));
-                if fenced && !reserved {
+                if stopped && !reserved {
                     adopted.push((d.name.clone(), rec.clone()));
                     continue;
                 }

@@ -60,7 +60,7 @@ impl State {
         let now = self.meta.clock_ms;
         match &req.command {
             Command::RegisterHost { host } => self.register_host(now, host),
-            Command::UpdateHost { name, address } => self.update_host(name, address.as_deref()),
+            Command::UpdateHost { name, address, self_stop } => self.update_host(name, address.as_deref(), *self_stop),
             Command::ReportInventory { server } => self.report_inventory(now, server),
             Command::SetHostStatus { host, status, expected } => self.set_host_status(now, host, *status, *expected),
             Command::SetDomain { domain, ha_priority } => self.set_domain_settings(domain, *ha_priority),

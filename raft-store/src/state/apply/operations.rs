@@ -311,8 +311,8 @@ impl State {
         Ok(Outcome::Committed { moved: true, result })
     }
 
-    /// `CommitRestart` (HA-04): the guest of a fenced host runs on its reservation's
-    /// target. The same move as a migration's commit, without a live source.
+    /// `CommitRestart` (HA-04): the guest of a fenced host (or one counted stopped on
+    /// its lost host, HA-08) runs on its reservation's target. The same move as a migration's commit, without a live source.
     pub(super) fn commit_restart(&mut self, now: u64, id: u64, reservation: u64, token: u64) -> Response {
         let op = self.running_operation_checked(id)?;
         let OperationKind::Failover { host } = &op.kind else {
@@ -325,12 +325,8 @@ impl State {
         let r = self.live_reservation_of(id, reservation, token, now)?;
         let (domain, target, binding) = (r.domain.clone(), r.target.clone(), r.binding.clone());
         let source_host = self.host_checked(&source)?;
-        if source_host.status != HostStatus::Fenced {
-            return reject_rule(
-                RejectCode::HostStatus,
-                Rule::Ha(2),
-                format!("{source} is {}, not fenced: {domain} may still run there", source_host.status),
-            );
+        if let Err(why) = self.counts_stopped(&source, &domain, now) {
+            return reject_rule(RejectCode::HostStatus, Rule::Ha(2), why);
         }
         let target_host = self.host_checked(&target)?;
         if target_host.status.is_down() {

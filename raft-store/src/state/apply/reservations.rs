@@ -125,14 +125,10 @@ impl State {
                 if binding.domain != domain {
                     return mismatch(format!("restarts {domain} under its own name, not as {}", binding.domain));
                 }
-                // HA-02: nothing of a lost host restarts elsewhere before it is fenced.
-                let status = self.hosts.get(host).map(|h| h.status).unwrap_or_default();
-                if status != HostStatus::Fenced {
-                    return reject_rule(
-                        RejectCode::HostStatus,
-                        Rule::Ha(2),
-                        format!("{host} is {status}, not fenced: its guests may still run there"),
-                    );
+                // HA-02: nothing of a lost host restarts elsewhere before it is fenced,
+                // or counts stopped by the host's own means (HA-08).
+                if let Err(why) = self.counts_stopped(host, domain, now) {
+                    return reject_rule(RejectCode::HostStatus, Rule::Ha(2), why);
                 }
                 if let Some(held) = op
                     .reservations
