@@ -8,6 +8,7 @@
 //! Shutdown (one cancellation token): stop accepting and end the background tasks,
 //! then stop Raft, then release storage, all within `shutdown_deadline_ms`.
 
+pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod ha;
@@ -187,6 +188,7 @@ where
         detector: Arc::new(std::sync::Mutex::new(tern_ha::Detector::new(config_ha))),
         fences: Arc::new(fences),
         failover: tern_ha::failover::Report::default(),
+        peer_cert: auth::peer_cert_of::<IO::ConnectInfo>,
     };
     let tasks = node.tasks.clone();
     let registry = Arc::new(tern_migrate::coordinator::Registry::new());

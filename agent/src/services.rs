@@ -3,6 +3,7 @@
 //! Users and Hosts over `tern-migrate` and `tern-cluster`. Each handler converts its
 //! request (`convert`), calls the library, and maps the seam's error to a status once.
 
+use crate::auth::{self, authorize};
 use crate::convert::{self, status};
 use crate::membership;
 use crate::node::Node;
@@ -36,8 +37,11 @@ impl RaftService {
     /// Refuses a message meant for another member id (this agent's disk was replaced
     /// and its old id is still in the membership): UNAVAILABLE, so the sender treats
     /// that member as unreachable.
-    fn check_target<T>(&self, req: &GrpcRequest<T>) -> Result<(), Status> {
-        let Some(value) = req.metadata().get(crate::raft_net::TARGET_ID_HEADER) else { return Ok(()) };
+    fn check_target<T>(&self, req: &GrpcRequest<T>, method: &str) -> Result<(), Status> {
+        authorize(&self.0, req, method)?;
+        let Some(value) = req.metadata().get(crate::raft_net::TARGET_ID_HEADER) else {
+            return Err(Status::invalid_argument("a Raft message must name its target member (tern-target-id)"));
+        };
         match value.to_str().ok().and_then(|v| v.parse::<NodeId>().ok()) {
             Some(target) if target == self.0.id => Ok(()),
             Some(target) => Err(Status::unavailable(format!(
@@ -52,19 +56,19 @@ impl RaftService {
 #[tonic::async_trait]
 impl pb::raft_server::Raft for RaftService {
     async fn append_entries(&self, req: GrpcRequest<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        self.check_target(&req)?;
+        self.check_target(&req, "/tern.v1.Raft/AppendEntries")?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.into_inner().data).map_err(bad_payload)?;
         reply(&self.0.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: GrpcRequest<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        self.check_target(&req)?;
+        self.check_target(&req, "/tern.v1.Raft/Vote")?;
         let rpc: VoteRequest<NodeId> = decode(&req.into_inner().data).map_err(bad_payload)?;
         reply(&self.0.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, req: GrpcRequest<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        self.check_target(&req)?;
+        self.check_target(&req, "/tern.v1.Raft/InstallSnapshot")?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(&req.into_inner().data).map_err(bad_payload)?;
         reply(&self.0.raft.install_snapshot(rpc).await)
     }
@@ -76,7 +80,18 @@ pub struct ClusterService(pub Node);
 impl pb::cluster_server::Cluster for ClusterService {
     #[instrument(skip_all, fields(node = %self.0.name, joining = %req.get_ref().name))]
     async fn join(&self, req: GrpcRequest<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+        let caller = authorize(&self.0, &req, "/tern.v1.Cluster/Join")?;
         let j = req.into_inner();
+        // A node joins as the name its certificate carries; a member may forward
+        // another's join to the leader.
+        let forwarder = caller.node().is_some_and(|n| self.0.read(|s| s.host(n).is_some()));
+        if caller.node() != Some(j.name.as_str()) && !forwarder {
+            return Err(Status::permission_denied(format!(
+                "{} may not join as {:?}: a node joins under its certificate's name",
+                caller.actor(),
+                j.name
+            )));
+        }
         use crate::limits::{ADDRESS_BYTES_MAX, JOIN_NAME_BYTES_MAX, MessageLimits};
         if j.node_id == 0
             || j.name.is_empty()
@@ -107,7 +122,8 @@ impl pb::cluster_server::Cluster for ClusterService {
         Ok(Response::new(pb::JoinResponse { leader_id: node.id, members }))
     }
 
-    async fn status(&self, _req: GrpcRequest<pb::StatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
+    async fn status(&self, req: GrpcRequest<pb::StatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
+        authorize(&self.0, &req, "/tern.v1.Cluster/Status")?;
         let node = &self.0;
         let m = node.raft.metrics().borrow().clone();
         let members = self.status_members().await;
@@ -125,7 +141,12 @@ impl pb::cluster_server::Cluster for ClusterService {
     }
 
     async fn propose(&self, req: GrpcRequest<pb::ProposeRequest>) -> Result<Response<pb::ProposeResponse>, Status> {
-        let request: Request = decode(&req.into_inner().request).map_err(bad_payload)?;
+        let caller = authorize(&self.0, &req, "/tern.v1.Cluster/Propose")?;
+        let mut request: Request = decode(&req.into_inner().request).map_err(bad_payload)?;
+        forwarded_checked(&caller, &request)?;
+        // The leader's clock stamps every write it takes (item 4 of the trust rules):
+        // a member whose clock runs ahead cannot lapse leases early.
+        request.proposed_at_ms = self.0.now_ms();
         // Only the leader takes forwarded writes: a follower answers with the hint, so a
         // write never bounces between followers.
         let (result, log_index) = match tern_raft_store::propose(&self.0.raft, request).await {
@@ -142,8 +163,40 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: GrpcRequest<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        crate::ha::heard(&self.0, &req.into_inner().host).map_err(status)?;
+        let caller = authorize(&self.0, &req, "/tern.v1.Cluster/Heartbeat")?;
+        let host = req.into_inner().host;
+        auth::must_be(&caller, &host, "heartbeat")?;
+        crate::ha::heard(&self.0, &host).map_err(status)?;
         Ok(Response::new(pb::HeartbeatResponse {}))
+    }
+}
+
+/// A write a member forwards to the leader: it speaks for itself (its host's
+/// registration and inventory) or for a user it serves, never for another member;
+/// `Expire` is the leader's own duty and is never taken from outside.
+fn forwarded_checked(caller: &auth::Caller, request: &Request) -> Result<(), Status> {
+    use tern_raft_store::Command;
+    let me = caller.node().unwrap_or_default();
+    if let Some(agent) = request.actor.strip_prefix("agent:")
+        && agent != me
+    {
+        return Err(Status::permission_denied(format!("node {me} may not propose as agent:{agent}")));
+    }
+    let host = match &request.command {
+        Command::RegisterHost { host } => Some(host.name.as_str()),
+        Command::UpdateHost { name, .. } => Some(name.as_str()),
+        Command::ReportInventory { server } => Some(server.name.as_str()),
+        Command::Expire { .. } => {
+            return Err(Status::permission_denied("Expire is proposed by the leader only, with its own clock"));
+        }
+        _ => None,
+    };
+    match host {
+        Some(h) if h != me => Err(Status::permission_denied(format!(
+            "node {me} may not {} for host {h}: a node speaks only for itself",
+            request.command.name()
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -165,6 +218,7 @@ impl pb::inventory_server::Inventory for InventoryService {
         &self,
         req: GrpcRequest<pb::ListDomainsRequest>,
     ) -> Result<Response<pb::ListDomainsResponse>, Status> {
+        authorize(&self.0, &req, "/tern.v1.Inventory/ListDomains")?;
         let r = req.into_inner();
         let domains = self.0.read(|state| {
             let known = host_filter(&r.host).is_none_or(|h| state.host(h).is_some());
@@ -187,6 +241,7 @@ impl pb::inventory_server::Inventory for InventoryService {
         &self,
         req: GrpcRequest<pb::ListDevicesRequest>,
     ) -> Result<Response<pb::ListDevicesResponse>, Status> {
+        authorize(&self.0, &req, "/tern.v1.Inventory/ListDevices")?;
         let r = req.into_inner();
         let now = self.0.now_ms();
         let hosts = self.0.read(|state| {
@@ -209,6 +264,7 @@ impl pb::inventory_server::Inventory for InventoryService {
         &self,
         req: GrpcRequest<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        authorize(&self.0, &req, "/tern.v1.Inventory/ListServices")?;
         let r = req.into_inner();
         let hosts = self.0.read(|state| {
             state
@@ -265,6 +321,7 @@ impl pb::migration_server::Migration for MigrationService {
     type MigrateStream = Events<pb::MigrateEvent>;
 
     async fn migrate(&self, req: GrpcRequest<pb::MigrateRequest>) -> Result<Response<Self::MigrateStream>, Status> {
+        authorize(&self.node, &req, "/tern.v1.Migration/Migrate")?;
         let req = convert::migrate_request(req.into_inner());
         if req.domain.is_empty() || req.target.is_empty() {
             return Err(Status::invalid_argument("a migration needs a domain and a target"));
@@ -277,18 +334,23 @@ impl pb::migration_server::Migration for MigrationService {
     }
 
     async fn prepare(&self, req: GrpcRequest<pb::PrepareRequest>) -> Result<Response<pb::PrepareResponse>, Status> {
+        let caller = authorize(&self.node, &req, "/tern.v1.Migration/Prepare")?;
+        auth::must_be(&caller, &req.get_ref().source, "prepare a migration")?;
         let req = convert::prepare_request(req.into_inner()).map_err(status)?;
         let prepared = target::prepare(&self.node, req).await.map_err(status)?;
         Ok(Response::new(convert::prepared_to_pb(&prepared).map_err(status)?))
     }
 
     async fn finish(&self, req: GrpcRequest<pb::FinishRequest>) -> Result<Response<pb::FinishResponse>, Status> {
+        let caller = authorize(&self.node, &req, "/tern.v1.Migration/Finish")?;
         let req = req.into_inner();
-        target::finish(&self.node, &req.domain, req.committed).await.map_err(status)?;
+        let coordinator = caller.node().unwrap_or_default();
+        target::finish(&self.node, coordinator, req.operation_id, &req.domain, req.committed).await.map_err(status)?;
         Ok(Response::new(pb::FinishResponse {}))
     }
 
     async fn cancel(&self, req: GrpcRequest<pb::CancelRequest>) -> Result<Response<pb::CancelResponse>, Status> {
+        authorize(&self.node, &req, "/tern.v1.Migration/Cancel")?;
         let req = req.into_inner();
         if req.operation != "migration" {
             return Err(Status::invalid_argument(format!("cannot cancel {:?}; only \"migration\"", req.operation)));
@@ -301,6 +363,7 @@ impl pb::migration_server::Migration for MigrationService {
         &self,
         req: GrpcRequest<pb::ListOperationsRequest>,
     ) -> Result<Response<pb::ListOperationsResponse>, Status> {
+        authorize(&self.node, &req, "/tern.v1.Migration/ListOperations")?;
         let limit = match req.into_inner().limit {
             0 => OPERATIONS_LISTED_MAX,
             n => n.min(OPERATIONS_LISTED_MAX),
@@ -316,9 +379,12 @@ pub struct UsersService(pub Node);
 #[tonic::async_trait]
 impl pb::users_server::Users for UsersService {
     async fn add_user(&self, req: GrpcRequest<pb::AddUserRequest>) -> Result<Response<pb::AddUserResponse>, Status> {
+        let caller = authorize(&self.0, &req, "/tern.v1.Users/AddUser")?;
         let r = req.into_inner();
         let profiles: BTreeSet<Profile> = r.profiles.iter().map(|p| Profile::parse(p)).collect();
-        tern_cluster::users::add(&self.0, r.name, r.password, profiles, r.replace).await.map_err(status)?;
+        tern_cluster::users::add(&self.0, &caller.actor(), r.name, r.password, profiles, r.replace)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::AddUserResponse {}))
     }
 
@@ -326,14 +392,16 @@ impl pb::users_server::Users for UsersService {
         &self,
         req: GrpcRequest<pb::RemoveUserRequest>,
     ) -> Result<Response<pb::RemoveUserResponse>, Status> {
-        tern_cluster::users::remove(&self.0, req.into_inner().name).await.map_err(status)?;
+        let caller = authorize(&self.0, &req, "/tern.v1.Users/RemoveUser")?;
+        tern_cluster::users::remove(&self.0, &caller.actor(), req.into_inner().name).await.map_err(status)?;
         Ok(Response::new(pb::RemoveUserResponse {}))
     }
 
     async fn list_users(
         &self,
-        _req: GrpcRequest<pb::ListUsersRequest>,
+        req: GrpcRequest<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        authorize(&self.0, &req, "/tern.v1.Users/ListUsers")?;
         let users = self.0.read(|s| {
             s.users()
                 .values()
@@ -380,10 +448,12 @@ impl pb::hosts_server::Hosts for HostsService {
     type RestoreStream = Events<pb::HostEvent>;
 
     async fn evacuate(&self, req: GrpcRequest<pb::HostRequest>) -> Result<Response<Self::EvacuateStream>, Status> {
+        authorize(&self.node, &req, "/tern.v1.Hosts/Evacuate")?;
         self.run(req.into_inner(), |c, g, r, tx| Box::pin(hosts::evacuate(c, g, r, tx)))
     }
 
     async fn restore(&self, req: GrpcRequest<pb::HostRequest>) -> Result<Response<Self::RestoreStream>, Status> {
+        authorize(&self.node, &req, "/tern.v1.Hosts/Restore")?;
         self.run(req.into_inner(), |c, g, r, tx| Box::pin(hosts::restore(c, g, r, tx)))
     }
 }
@@ -392,12 +462,10 @@ impl pb::hosts_server::Hosts for HostsService {
 /// the admin's fence confirmation and priorities.
 pub struct HaService(pub Node);
 
-/// Who asked, for the audit log. (Identity per certificate is issue 12's.)
-const HA_ADMIN_ACTOR: &str = "ternctl";
-
 #[tonic::async_trait]
 impl pb::ha_server::Ha for HaService {
     async fn restart(&self, req: GrpcRequest<pb::RestartRequest>) -> Result<Response<pb::RestartResponse>, Status> {
+        authorize(&self.0, &req, "/tern.v1.Ha/Restart")?;
         let r = req.into_inner();
         let req = tern_cluster::RestartRequest {
             operation: r.operation_id,
@@ -415,6 +483,7 @@ impl pb::ha_server::Ha for HaService {
     }
 
     async fn status(&self, req: GrpcRequest<pb::HaStatusRequest>) -> Result<Response<pb::HaStatusResponse>, Status> {
+        authorize(&self.0, &req, "/tern.v1.Ha/Status")?;
         let node = &self.0;
         if !node.is_leader() {
             // The detector and the failover driver live on the leader: ask it.
@@ -427,7 +496,8 @@ impl pb::ha_server::Ha for HaService {
         Ok(Response::new(crate::ha::status(node)))
     }
 
-    async fn check(&self, _req: GrpcRequest<pb::HaCheckRequest>) -> Result<Response<pb::HaCheckResponse>, Status> {
+    async fn check(&self, req: GrpcRequest<pb::HaCheckRequest>) -> Result<Response<pb::HaCheckResponse>, Status> {
+        authorize(&self.0, &req, "/tern.v1.Ha/Check")?;
         Ok(Response::new(crate::ha::check(&self.0)))
     }
 
@@ -435,8 +505,9 @@ impl pb::ha_server::Ha for HaService {
         &self,
         req: GrpcRequest<pb::HaSetHostRequest>,
     ) -> Result<Response<pb::HaSetHostResponse>, Status> {
+        let caller = authorize(&self.0, &req, "/tern.v1.Ha/SetHost")?;
         let r = req.into_inner();
-        let status_now = crate::ha::set_host(&self.0, HA_ADMIN_ACTOR, &r.host, &r.status).await.map_err(status)?;
+        let status_now = crate::ha::set_host(&self.0, &caller.actor(), &r.host, &r.status).await.map_err(status)?;
         Ok(Response::new(pb::HaSetHostResponse { status: status_now.to_string() }))
     }
 
@@ -444,11 +515,12 @@ impl pb::ha_server::Ha for HaService {
         &self,
         req: GrpcRequest<pb::HaSetDomainRequest>,
     ) -> Result<Response<pb::HaSetDomainResponse>, Status> {
+        let caller = authorize(&self.0, &req, "/tern.v1.Ha/SetDomain")?;
         let r = req.into_inner();
         let ha_priority: tern_raft_store::HaPriority =
             r.ha_priority.parse().map_err(|e: String| Status::invalid_argument(e))?;
         let command = tern_raft_store::Command::SetDomain { domain: r.domain, ha_priority };
-        self.0.propose(HA_ADMIN_ACTOR, command).await.map_err(status)?;
+        self.0.propose(&caller.actor(), command).await.map_err(status)?;
         Ok(Response::new(pb::HaSetDomainResponse {}))
     }
 }

@@ -29,6 +29,9 @@ pub const PORT: u16 = 7400;
 pub const EPOCH_MS: u64 = 1_704_067_200_000;
 /// The workload client's certificate name and turmoil host name.
 pub const CLIENT: &str = "workload";
+/// The workload's user certificate (System Administrator) for the users' verbs;
+/// [`CLIENT`]'s own is a node certificate, for the writes it proposes as a member would.
+pub const CLIENT_USER: &str = "workload-admin";
 
 /// Election timeouts: member of rank r waits `BASE + r * STEP` ms. openraft 0.9 draws
 /// the timeout from `min..max` with a thread RNG; `max = min + 1` makes that range one
@@ -55,8 +58,10 @@ impl Certs {
         let path = dir.path().to_path_buf();
         tern_tls::init_ca(&path, "chaos")?;
         for name in names.iter().copied().chain([CLIENT]) {
-            tern_tls::issue(&path, name, &[])?;
+            tern_tls::issue(&path, name, &tern_tls::Role::Node { sans: vec![], loopback: false }, None)?;
         }
+        let admin = tern_tls::Role::User { profiles: vec!["system-administrator".into()] };
+        tern_tls::issue(&path, CLIENT_USER, &admin, None)?;
         Ok(Self { _dir: dir, path })
     }
 

@@ -109,7 +109,10 @@ enum Failure {
 
 struct Client {
     shared: Arc<Shared>,
+    /// As a member (node certificate): the writes it proposes.
     channels: Channels,
+    /// As the administrator (user certificate): migrations, cancels, evacuations.
+    user_channels: Channels,
     leader: Mutex<Option<String>>,
     in_flight: AtomicUsize,
     /// One evacuation at a time.
@@ -120,16 +123,20 @@ struct Client {
 
 /// The workload client's software.
 pub async fn run(shared: Arc<Shared>) -> turmoil::Result {
-    let tls = shared.certs.files(CLIENT).client_config()?;
-    let channels = Channels::new(ClientSettings {
-        tls: Some(tls),
-        connect_timeout: Duration::from_millis(500),
-        request_timeout: Duration::from_millis(3000),
-        dialer: Arc::new(crate::net::SimDialer),
-    });
+    let settings = |cert: &str| -> Result<ClientSettings, tern_tls::TlsError> {
+        Ok(ClientSettings {
+            tls: Some(shared.certs.files(cert).client_config()?),
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_millis(3000),
+            dialer: Arc::new(crate::net::SimDialer),
+        })
+    };
+    let channels = Channels::new(settings(CLIENT)?);
+    let user_channels = Channels::new(settings(crate::cluster::CLIENT_USER)?);
     let client = Arc::new(Client {
         shared: shared.clone(),
         channels,
+        user_channels,
         leader: Mutex::new(None),
         in_flight: 0.into(),
         evacuating: false.into(),
@@ -202,6 +209,10 @@ impl Client {
 
     fn channel(&self, addr: &str) -> Option<tonic::transport::Channel> {
         self.channels.get(addr).ok()
+    }
+
+    fn user_channel(&self, addr: &str) -> Option<tonic::transport::Channel> {
+        self.user_channels.get(addr).ok()
     }
 
     fn count(&self, what: impl Into<String>) {
@@ -311,7 +322,7 @@ impl Client {
         };
         let Some(addr) = view.host(&source).map(|h| h.address.clone()) else { return };
         let started_ms = self.now_ms();
-        let end = match self.channel(&addr) {
+        let end = match self.user_channel(&addr) {
             None => MigrationEnd::Unknown { error: format!("no channel to {addr}") },
             Some(ch) => {
                 let req = pb::MigrateRequest {
@@ -352,7 +363,7 @@ impl Client {
             .collect();
         let Some(domain) = rng.pick(&running).cloned() else { return };
         let addrs: Vec<String> = self.shared.hosts.iter().map(|h| h.address()).collect();
-        let Some(ch) = rng.pick(&addrs).and_then(|a| self.channel(a)) else { return };
+        let Some(ch) = rng.pick(&addrs).and_then(|a| self.user_channel(a)) else { return };
         let req = pb::CancelRequest { operation: "migration".into(), domain };
         let result = pb::migration_client::MigrationClient::new(ch).cancel(self.channels.settings().request(req)).await;
         self.count(match result {
@@ -472,7 +483,7 @@ impl Client {
     /// `done`, or what went wrong.
     async fn host_call(&self, rng: &mut SimRng, host: &str, evacuate: bool) -> String {
         let addrs: Vec<String> = self.shared.hosts.iter().map(|h| h.address()).collect();
-        let Some(ch) = rng.pick(&addrs).and_then(|a| self.channel(a)) else { return "no-channel".into() };
+        let Some(ch) = rng.pick(&addrs).and_then(|a| self.user_channel(a)) else { return "no-channel".into() };
         let req = pb::HostRequest { host: host.into(), user: USER.into(), password: PASSWORD.into() };
         let mut client = pb::hosts_client::HostsClient::new(ch);
         let call = if evacuate { client.evacuate(req).await } else { client.restore(req).await };

@@ -268,22 +268,41 @@ pub enum ClusterCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum CertsCommand {
-    /// Create the cluster CA (ca.pem, ca-key.pem) and the `ternctl` client certificate.
+    /// Create the cluster CA (ca.pem, ca-key.pem) and `ternctl`, the administrator's
+    /// own user certificate (profile System Administrator).
     Init {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
         /// A name for the cluster, written into the CA's subject.
         #[arg(long, default_value = "tern")]
         cluster: String,
+        /// Lifetime of the `ternctl` certificate, in days.
+        #[arg(long, default_value_t = tern_tls::USER_DAYS_DEFAULT)]
+        days: u32,
     },
-    /// Issue a node or user certificate NAME signed by the CA in DIR.
+    /// Issue a certificate NAME signed by the CA in DIR: a node's (for its ternd; the
+    /// default), or with --user a person's, with the rights profiles they hold.
     Issue {
         name: String,
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
-        /// Extra host names or IP addresses the certificate is valid for. Repeatable.
-        #[arg(long = "san", value_name = "NAME")]
+        /// A user certificate (client only) instead of a node's.
+        #[arg(long)]
+        user: bool,
+        /// A user's rights profile: "LDoms Review" (read), "LDoms Management" (change
+        /// domains, migrate), "System Administrator" (everything); or their slugs
+        /// ldoms-review, ldoms-management, system-administrator. Repeatable.
+        #[arg(long = "profile", value_name = "PROFILE", requires = "user")]
+        profiles: Vec<String>,
+        /// A node's host names or IP addresses it is reached by. Repeatable.
+        #[arg(long = "san", value_name = "NAME", conflicts_with = "user")]
         sans: Vec<String>,
+        /// Also valid as localhost, 127.0.0.1 and ::1 (nodes of a local cluster only).
+        #[arg(long, conflicts_with = "user")]
+        loopback: bool,
+        /// Lifetime in days (default: 3650 for a node, 30 for a user).
+        #[arg(long)]
+        days: Option<u32>,
     },
 }
 
@@ -355,8 +374,10 @@ pub fn run(cli: Cli) -> i32 {
         Command::ListServices { host } => block_on(cluster::list_services(&agent, host.as_deref(), json)),
         Command::ImportLdm(args) => import::run(&args, json),
         Command::Cluster(ClusterCommand::Status) => block_on(cluster::status(&agent, json)),
-        Command::Certs(CertsCommand::Init { dir, cluster }) => certs::init(&dir, &cluster),
-        Command::Certs(CertsCommand::Issue { name, dir, sans }) => certs::issue(&dir, &name, &sans),
+        Command::Certs(CertsCommand::Init { dir, cluster, days }) => certs::init(&dir, &cluster, days),
+        Command::Certs(CertsCommand::Issue { name, dir, user, profiles, sans, loopback, days }) => {
+            certs::issue(&dir, &name, user, &profiles, sans, loopback, days)
+        }
         Command::LocalCluster(LocalCommand::Up(args)) => block_on(local::up(&args)),
         Command::LocalCluster(LocalCommand::Down { dir }) => block_on(local::down(&dir)),
     };

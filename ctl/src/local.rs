@@ -111,13 +111,13 @@ pub async fn start(args: &UpArgs) -> anyhow::Result<Up> {
     }
     let layouts = pick_layouts(&args.servers.layouts, args.agents)?;
     tern_tls::init_ca(&certs, "local")?;
-    tern_tls::issue(&certs, "ternctl", &[])?;
+    tern_tls::issue(&certs, "ternctl", &crate::certs::admin_role(), None)?;
     let ternd = ternd_path(args.servers.ternd.as_deref());
     let mut first_addr: Option<String> = None;
     let mut names = Vec::new();
     for (i, layout) in layouts.iter().enumerate() {
         let name = layout.file_stem().and_then(|s| s.to_str()).unwrap_or("node").to_string();
-        tern_tls::issue(&certs, &name, &[])?;
+        tern_tls::issue(&certs, &name, &tern_tls::Role::Node { sans: vec![], loopback: true }, None)?;
         let node = dir.join(&name);
         std::fs::create_dir_all(node.join("data"))?;
         let join = first_addr.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");

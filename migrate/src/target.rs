@@ -5,7 +5,7 @@ use tern_cluster::users::authenticate;
 use tern_cluster::{Cluster, Error, Finding, PrepareRequest, Prepared, agent_actor};
 use tern_hypervisor::Incoming;
 use tern_model::{MigrationQuery, preflight};
-use tern_raft_store::{Command, Outcome, RejectCode};
+use tern_raft_store::{Command, OperationKind, Outcome, Phase, RejectCode};
 use tracing::{info, instrument, warn};
 
 /// How many times Prepare plans again after losing a race for the same resources.
@@ -20,8 +20,7 @@ fn planning_again_may_win(code: RejectCode) -> bool {
 
 #[instrument(skip_all, fields(node = %c.host(), domain = %req.domain, operation = req.operation))]
 pub async fn prepare(c: &dyn Cluster, req: PrepareRequest) -> Result<Prepared, Error> {
-    let user = if req.user.is_empty() { "root" } else { req.user.as_str() };
-    authenticate(c, user, &req.password).await?;
+    authenticate(c, &req.user, &req.password).await?;
     let source = &req.source_server;
     if source.name != req.source {
         return Err(Error::InvalidInput(format!("source_server is {}, not {}", source.name, req.source)));
@@ -84,8 +83,51 @@ pub async fn prepare(c: &dyn Cluster, req: PrepareRequest) -> Result<Prepared, E
     Ok(Prepared::Reserved { reservation, token, binding, warnings })
 }
 
-/// The source's verdict on an incoming domain: activate it or drop it.
-pub async fn finish(c: &dyn Cluster, domain: &str, committed: bool) -> Result<(), Error> {
+/// How long Finish waits for this member's state to show the commit it is told of.
+pub const FINISH_APPLY_WAIT_MS: u64 = 3_000;
+
+/// The source's verdict on an incoming domain: activate it or drop it. Taken only from
+/// the operation's coordinator (its source, `caller`), and only as the replicated
+/// operation record says: the copy is activated once the state shows the migration
+/// committed with the guest recorded here, and a committed migration's copy is never
+/// dropped.
+pub async fn finish(c: &dyn Cluster, caller: &str, operation: u64, domain: &str, committed: bool) -> Result<(), Error> {
+    let me = c.host().to_string();
+    let waited_from = c.now_ms();
+    loop {
+        let verdict = c.state().read(|s| {
+            let Some(op) = s.operation(operation) else {
+                return Err(Error::NotFound(format!("operation {operation} is not in this member's state")));
+            };
+            let OperationKind::Migration { source, target, domain: name, new_name, .. } = &op.kind else {
+                return Err(Error::InvalidInput(format!("operation {operation} is not a migration")));
+            };
+            if source != caller || *target != me || new_name.as_deref().unwrap_or(name) != domain {
+                return Err(Error::PermissionDenied(format!(
+                    "operation {operation} moves {name} from {source} to {target}; {caller} may not finish {domain} here"
+                )));
+            }
+            let recorded_here = s.domain(domain).is_some_and(|d| d.host == me);
+            Ok((op.phase == Phase::Done, recorded_here))
+        })?;
+        match (committed, verdict) {
+            (true, (true, true)) | (false, (false, _)) => break,
+            (false, (true, true)) => {
+                return Err(Error::Conflict(format!(
+                    "operation {operation} committed: {domain} runs here now and is not dropped"
+                )));
+            }
+            _ if c.now_ms().saturating_sub(waited_from) < FINISH_APPLY_WAIT_MS => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            _ => {
+                return Err(Error::Conflict(format!(
+                    "operation {operation} is not recorded as {}; {domain} is left as it is",
+                    if committed { "committed here" } else { "ended without a commit" }
+                )));
+            }
+        }
+    }
     c.hypervisor().finish_receive(domain, committed).await?;
     info!(node = %c.host(), %domain, committed, "incoming migration finished");
     Ok(())

@@ -14,6 +14,7 @@
 //! - [`version`]: firmware (LM-10) and OS (LM-11) versions.
 //! - [`precopy`]: the pre-copy migration timing model (LM-17).
 //! - [`units`]: sizes and ranges in ldm's vocabulary.
+//! - [`profile`]: the rights profiles (LDoms Review, LDoms Management, System Administrator).
 
 pub mod binding;
 pub mod cpu;
@@ -22,6 +23,7 @@ pub mod placement;
 pub mod planner;
 pub mod precopy;
 pub mod preflight;
+pub mod profile;
 pub mod server;
 pub mod units;
 pub mod version;
@@ -32,6 +34,7 @@ pub use fit::{FitError, MemoryFit, fit_memory};
 pub use placement::Binding;
 pub use precopy::{PrecopyParams, PrecopyPlan, precopy_plan};
 pub use preflight::{Code, MigrationQuery, Report, Rule, Violation, preflight};
+pub use profile::Profile;
 pub use server::{
     BindError, Console, Core, CpuHolding, Domain, DomainKind, DomainState, FailurePolicy, MemoryBlock, Owner, Reserved,
     Server, Services, Strand, VDisk, VNet, Vcc, Vds, Volume, Vsw, Workload,

@@ -58,7 +58,8 @@ impl Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let certs = tmp.path().join("certs");
         tern_tls::init_ca(&certs, "test").unwrap();
-        tern_tls::issue(&certs, "ternctl", &[]).unwrap();
+        let admin = tern_tls::Role::User { profiles: vec!["system-administrator".into()] };
+        tern_tls::issue(&certs, "ternctl", &admin, None).unwrap();
         Self { tmp, certs, agents: Vec::new(), time_scale: 50, extra_config: String::new() }
     }
 
@@ -69,7 +70,7 @@ impl Cluster {
 
     /// Like [`Cluster::add`] with a layout file anywhere.
     pub fn add_layout(&mut self, name: &str, layout_path: &Path, join: &[String]) -> usize {
-        tern_tls::issue(&self.certs, name, &[]).unwrap();
+        tern_tls::issue(&self.certs, name, &tern_tls::Role::Node { sans: vec![], loopback: true }, None).unwrap();
         let dir = self.tmp.path().join(name);
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let join = join.iter().map(|j| format!("\"{j}\"")).collect::<Vec<_>>().join(", ");
@@ -141,8 +142,14 @@ inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n{extra}",
         self.agents[i].addr.clone().expect("agent started")
     }
 
+    /// A channel to agent `i` as `ternctl`, the administrator (System Administrator).
     pub async fn channel(&self, i: usize) -> Channel {
-        let tls = tern_tls::TlsFiles::in_dir(&self.certs, "ternctl").client_config().unwrap();
+        self.channel_as(i, "ternctl")
+    }
+
+    /// A channel to agent `i` presenting certificate `cert` of the cluster's folder.
+    pub fn channel_as(&self, i: usize, cert: &str) -> Channel {
+        let tls = tern_tls::TlsFiles::in_dir(&self.certs, cert).client_config().unwrap();
         Endpoint::from_shared(format!("https://{}", self.addr(i)))
             .unwrap()
             .tls_config(tls)

@@ -108,7 +108,13 @@ async fn clients_without_a_cluster_certificate_are_refused() {
     let no_cert = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(&ca));
     let other = tempfile::tempdir().unwrap();
     tern_tls::init_ca(other.path(), "other").unwrap();
-    let foreign = tern_tls::issue(other.path(), "intruder", &[]).unwrap();
+    let foreign = tern_tls::issue(
+        other.path(),
+        "intruder",
+        &tern_tls::Role::User { profiles: vec!["system-administrator".into()] },
+        None,
+    )
+    .unwrap();
     let foreign_identity = tonic::transport::Identity::from_pem(
         std::fs::read_to_string(&foreign.cert).unwrap(),
         std::fs::read_to_string(&foreign.key).unwrap(),
@@ -166,13 +172,17 @@ async fn a_silent_control_domain_is_lost_and_up_again_once_it_heartbeats() {
     // A follower points heartbeats at the leader (a header, not text); the leader takes
     // them only for registered hosts.
     let beat = |host: &str| pb::HeartbeatRequest { host: host.into(), node_id: 1 };
-    let mut follower = pb::cluster_client::ClusterClient::new(c.channel(victim).await);
+    // Heartbeats are a member's call, each for its own host (trust per call).
+    let mut follower = pb::cluster_client::ClusterClient::new(c.channel_as(victim, &name));
     let e = follower.heartbeat(beat(&name)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     assert_eq!(e.metadata().get("tern-leader").and_then(|v| v.to_str().ok()), Some(c.addr(leader).as_str()));
-    let mut to_leader = pb::cluster_client::ClusterClient::new(c.channel(leader).await);
+    let mut to_leader = pb::cluster_client::ClusterClient::new(c.channel_as(leader, &name));
     let e = to_leader.heartbeat(beat("nosuch")).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let mut as_user = pb::cluster_client::ClusterClient::new(c.channel(leader).await);
+    let e = as_user.heartbeat(beat(&name)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     c.kill(victim);
     let lost = pb::HostStatus::Lost as i32;
     c.wait_status(leader, "the killed agent's host lost", |s| host_status(s, &name) == lost).await;

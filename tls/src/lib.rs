@@ -9,6 +9,18 @@
 //! Every server demands a client certificate signed by the CA and every client checks
 //! the server's against it; a peer without one, or with one from another CA, fails the
 //! handshake. Private keys are written with mode 0600.
+//!
+//! A certificate says who holds it, as URI subject alternative names that
+//! [`identity_of`] reads on every call (the agent's authorisation table decides what
+//! that identity may do):
+//! - a node: `urn:tern:node:NAME`; usable as server and client (EKU serverAuth and
+//!   clientAuth); DNS/IP names only those given, plus the loopback names only when
+//!   asked for (local clusters and tests);
+//! - a user: `urn:tern:user:NAME` and one `urn:tern:profile:SLUG` per rights profile
+//!   (`ldoms-review`, `ldoms-management`, `system-administrator`); client only (EKU
+//!   clientAuth), short-lived (30 days unless told otherwise).
+//!
+//! A certificate with neither (issued before roles existed) is refused every call.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -128,42 +140,138 @@ pub fn init_ca(dir: &Path, cluster: &str) -> Result<PathBuf, TlsError> {
     Ok(ca)
 }
 
-/// Issues certificate `name` signed by the CA in `dir`, valid as both server and
-/// client. Its subject alternative names are `name`, `localhost`, 127.0.0.1, ::1 and
-/// `extra_sans` (host names or IP addresses the agent is reached by).
-pub fn issue(dir: &Path, name: &str, extra_sans: &[String]) -> Result<TlsFiles, TlsError> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-        return Err(TlsError::Invalid(format!("certificate name {name:?} must be letters, digits, '-', '_' or '.'")));
+/// The URI SAN prefix naming a node.
+pub const NODE_URI: &str = "urn:tern:node:";
+/// The URI SAN prefix naming a user.
+pub const USER_URI: &str = "urn:tern:user:";
+/// The URI SAN prefix of each of a user's rights profiles.
+pub const PROFILE_URI: &str = "urn:tern:profile:";
+/// A node certificate's default lifetime.
+pub const NODE_DAYS_DEFAULT: u32 = 3650;
+/// A user certificate's default lifetime: short, as the holder is a person.
+pub const USER_DAYS_DEFAULT: u32 = 30;
+/// The longest lifetime [`issue`] gives.
+pub const DAYS_MAX: u32 = 3650;
+
+/// What a certificate is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// An agent: `sans` are the host names and addresses it is reached by;
+    /// `loopback` adds localhost, 127.0.0.1 and ::1 (local clusters only).
+    Node { sans: Vec<String>, loopback: bool },
+    /// A person or a tool, with its rights profiles (slugs, see the module doc).
+    User { profiles: Vec<String> },
+}
+
+/// Who a peer's certificate names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    Node(String),
+    User { name: String, profiles: Vec<String> },
+}
+
+fn valid_name(what: &str, name: &str) -> Result<(), TlsError> {
+    if name.is_empty()
+        || name.len() > 64
+        || name.starts_with(['-', '.'])
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(TlsError::Invalid(format!(
+            "{what} {name:?} must be 1 to 64 letters, digits, '-', '_' or '.', not starting with '-' or '.'"
+        )));
+    }
+    Ok(())
+}
+
+/// Issues certificate `name` for `role`, signed by the CA in `dir`, valid from an hour
+/// ago (clock differences) for `days` (default by role: [`NODE_DAYS_DEFAULT`],
+/// [`USER_DAYS_DEFAULT`]).
+pub fn issue(dir: &Path, name: &str, role: &Role, days: Option<u32>) -> Result<TlsFiles, TlsError> {
+    valid_name("certificate name", name)?;
+    let days = days.unwrap_or(match role {
+        Role::Node { .. } => NODE_DAYS_DEFAULT,
+        Role::User { .. } => USER_DAYS_DEFAULT,
+    });
+    if days == 0 || days > DAYS_MAX {
+        return Err(TlsError::Invalid(format!("a certificate lives 1 to {DAYS_MAX} days, not {days}")));
     }
     let ca_pem = read_pem(&dir.join("ca.pem"))?;
     let ca_key_path = dir.join("ca-key.pem");
     let ca_key = KeyPair::from_pem(&read_pem(&ca_key_path)?)
         .map_err(|e| TlsError::Invalid(format!("{}: {e}", ca_key_path.display())))?;
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
-    let mut sans: Vec<String> = vec![name.to_string(), "localhost".into(), "127.0.0.1".into(), "::1".into()];
-    sans.extend(extra_sans.iter().cloned());
-    sans.dedup();
+    let uri = |s: String| s.as_str().try_into().map(SanType::URI);
     let mut params = CertificateParams::default();
-    params.subject_alt_names = sans
-        .iter()
-        .map(|s| match s.parse::<std::net::IpAddr>() {
-            Ok(ip) => Ok(SanType::IpAddress(ip)),
-            Err(_) => s.as_str().try_into().map(SanType::DnsName),
-        })
-        .collect::<Result<_, _>>()?;
+    match role {
+        Role::Node { sans, loopback } => {
+            let mut names: Vec<String> = vec![name.to_string()];
+            if *loopback {
+                names.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+            }
+            names.extend(sans.iter().cloned());
+            names.dedup();
+            params.subject_alt_names.push(uri(format!("{NODE_URI}{name}"))?);
+            for s in &names {
+                params.subject_alt_names.push(match s.parse::<std::net::IpAddr>() {
+                    Ok(ip) => SanType::IpAddress(ip),
+                    Err(_) => SanType::DnsName(s.as_str().try_into()?),
+                });
+            }
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        }
+        Role::User { profiles } => {
+            params.subject_alt_names.push(uri(format!("{USER_URI}{name}"))?);
+            for p in profiles {
+                valid_name("profile", p)?;
+                params.subject_alt_names.push(uri(format!("{PROFILE_URI}{p}"))?);
+            }
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        }
+    }
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "tern");
     dn.push(DnType::CommonName, name);
     params.distinguished_name = dn;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-    params.not_after = rcgen::date_time_ymd(2046, 1, 1);
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(days));
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
     let files = TlsFiles::in_dir(dir, name);
     write_new(&files.key, &key.serialize_pem(), true)?;
     write_new(&files.cert, &cert.pem(), false)?;
     Ok(files)
+}
+
+/// Who the DER certificate `der` names (see the module doc). The handshake already
+/// proved it chains to the cluster CA; this only reads it.
+pub fn identity_of(der: &[u8]) -> Result<Holder, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("unreadable certificate: {e}"))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| format!("unreadable subject alternative names: {e}"))?
+        .ok_or("the certificate names no tern identity (no subject alternative names)")?;
+    let (mut node, mut user, mut profiles) = (None, None, Vec::new());
+    for name in &san.value.general_names {
+        let GeneralName::URI(u) = name else { continue };
+        if let Some(n) = u.strip_prefix(NODE_URI) {
+            node = Some(n.to_string());
+        } else if let Some(n) = u.strip_prefix(USER_URI) {
+            user = Some(n.to_string());
+        } else if let Some(p) = u.strip_prefix(PROFILE_URI) {
+            profiles.push(p.to_string());
+        }
+    }
+    match (node, user) {
+        (Some(n), None) if !n.is_empty() => Ok(Holder::Node(n)),
+        (None, Some(name)) if !name.is_empty() => Ok(Holder::User { name, profiles }),
+        (Some(_), Some(_)) => Err("the certificate names both a node and a user".into()),
+        _ => Err(format!(
+            "the certificate names no tern identity ({NODE_URI}NAME or {USER_URI}NAME); it predates roles: issue a new one"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -176,7 +284,8 @@ mod tests {
         install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         init_ca(dir.path(), "test").unwrap();
-        let files = issue(dir.path(), "node-1", &["m10-1-1.example".into()]).unwrap();
+        let role = Role::Node { sans: vec!["m10-1-1.example".into()], loopback: false };
+        let files = issue(dir.path(), "node-1", &role, None).unwrap();
         files.server_config().unwrap();
         files.client_config().unwrap();
         #[cfg(unix)]
@@ -193,8 +302,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         init_ca(dir.path(), "test").unwrap();
         assert!(matches!(init_ca(dir.path(), "test"), Err(TlsError::Exists { .. })));
-        issue(dir.path(), "a", &[]).unwrap();
-        assert!(matches!(issue(dir.path(), "a", &[]), Err(TlsError::Exists { .. })));
-        assert!(matches!(issue(dir.path(), "../evil", &[]), Err(TlsError::Invalid(_))));
+        let node = Role::Node { sans: vec![], loopback: true };
+        issue(dir.path(), "a", &node, None).unwrap();
+        assert!(matches!(issue(dir.path(), "a", &node, None), Err(TlsError::Exists { .. })));
+        assert!(matches!(issue(dir.path(), "../evil", &node, None), Err(TlsError::Invalid(_))));
+        assert!(matches!(issue(dir.path(), "b", &node, Some(0)), Err(TlsError::Invalid(_))));
+    }
+
+    fn der_of(path: &Path) -> Vec<u8> {
+        let pem = std::fs::read_to_string(path).unwrap();
+        x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap().1.contents
+    }
+
+    #[test]
+    fn a_certificate_names_its_node_or_its_user_and_profiles() {
+        // Goal: identity_of reads back the role issue wrote: a node, or a user with its profiles.
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), "test").unwrap();
+        let node = issue(dir.path(), "m10-1-1", &Role::Node { sans: vec![], loopback: false }, None).unwrap();
+        assert_eq!(identity_of(&der_of(&node.cert)), Ok(Holder::Node("m10-1-1".into())));
+        let role = Role::User { profiles: vec!["ldoms-review".into()] };
+        let alice = issue(dir.path(), "alice", &role, Some(1)).unwrap();
+        assert_eq!(
+            identity_of(&der_of(&alice.cert)),
+            Ok(Holder::User { name: "alice".into(), profiles: vec!["ldoms-review".into()] })
+        );
+        assert!(identity_of(b"not a certificate").is_err());
     }
 }

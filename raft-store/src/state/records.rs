@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
+pub use tern_model::Profile;
 use tern_model::{Binding, Server};
 
 /// What the cluster believes about a host's control domain (HA-01, HA-02).
@@ -337,56 +338,6 @@ pub struct Operation {
     /// Reservations it holds now (released or committed ones leave this set).
     pub reservations: BTreeSet<u64>,
     pub result: Option<OperationResult>,
-}
-
-/// A rights profile (OP-04).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum Profile {
-    LdomsManagement,
-    SystemAdministrator,
-    Other(String),
-}
-
-impl Profile {
-    pub const LDOMS_MANAGEMENT: &'static str = "LDoms Management";
-    pub const SYSTEM_ADMINISTRATOR: &'static str = "System Administrator";
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::LdomsManagement => Self::LDOMS_MANAGEMENT,
-            Self::SystemAdministrator => Self::SYSTEM_ADMINISTRATOR,
-            Self::Other(s) => s,
-        }
-    }
-
-    /// Parses a profile name; unknown names are kept as [`Profile::Other`].
-    pub fn parse(name: &str) -> Self {
-        match name {
-            Self::LDOMS_MANAGEMENT => Self::LdomsManagement,
-            Self::SYSTEM_ADMINISTRATOR => Self::SystemAdministrator,
-            other => Self::Other(other.to_string()),
-        }
-    }
-}
-
-impl fmt::Display for Profile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl TryFrom<String> for Profile {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Ok(Self::parse(&s))
-    }
-}
-
-impl From<Profile> for String {
-    fn from(p: Profile) -> String {
-        p.as_str().to_string()
-    }
 }
 
 /// A user who may authenticate to agents (OP-04). The password is stored only as an

@@ -1,0 +1,214 @@
+//! Trust per call: who a caller is, proven by its TLS certificate, and what it may do.
+//!
+//! Every RPC handler starts with [`authorize`], which looks its method up in [`RULES`]
+//! (the one authorisation table; a test checks it names every RPC of `tern.proto`),
+//! reads the caller's identity from its peer certificate ([`tern_tls::identity_of`]) and
+//! refuses with PERMISSION_DENIED what the identity may not do. The [`Caller`] it
+//! returns is the actor written to the log: never a field of the request.
+//!
+//! | need | who passes |
+//! |---|---|
+//! | `Node` | a node certificate (`urn:tern:node:NAME`) only: Raft, Join, forwarded writes, Prepare/Finish, restarts, heartbeats |
+//! | `Review` | a user with LDoms Review or more, or a node (members forward reads to the leader) |
+//! | `Management` | a user with LDoms Management or System Administrator |
+//! | `ManagementOrNode` | as `Management`, or a node passing a user's call to the agent that runs it (a cancel to the source, an evacuation's migrations) |
+//! | `Admin` | a user with System Administrator |
+//!
+//! A user's profiles are those its certificate carries (signed by the cluster CA) and
+//! those the replicated users table gives the same name; the stronger counts.
+
+use crate::node::Node;
+use tern_model::Profile;
+use tonic::{Request as GrpcRequest, Status};
+
+/// Reads the DER of a call's first peer certificate from its request extensions.
+pub type PeerCert = fn(&tonic::Extensions) -> Option<Vec<u8>>;
+
+/// [`PeerCert`] for connections whose tonic connect info is `C` (wrapped in TLS).
+pub fn peer_cert_of<C: Clone + Send + Sync + 'static>(ext: &tonic::Extensions) -> Option<Vec<u8>> {
+    let info = ext.get::<tonic::transport::server::TlsConnectInfo<C>>()?;
+    let certs = info.peer_certs()?;
+    certs.first().map(|c| c.to_vec())
+}
+
+/// What an RPC requires of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    Node,
+    Review,
+    Management,
+    ManagementOrNode,
+    Admin,
+}
+
+/// Every RPC and what it needs: the authorisation table.
+pub const RULES: &[(&str, Need)] = &[
+    ("/tern.v1.Raft/AppendEntries", Need::Node),
+    ("/tern.v1.Raft/Vote", Need::Node),
+    ("/tern.v1.Raft/InstallSnapshot", Need::Node),
+    ("/tern.v1.Cluster/Join", Need::Node),
+    ("/tern.v1.Cluster/Status", Need::Review),
+    ("/tern.v1.Cluster/Propose", Need::Node),
+    ("/tern.v1.Cluster/Heartbeat", Need::Node),
+    ("/tern.v1.Inventory/ListDomains", Need::Review),
+    ("/tern.v1.Inventory/ListDevices", Need::Review),
+    ("/tern.v1.Inventory/ListServices", Need::Review),
+    // A node starts a user's migrations on their sources during an evacuation.
+    ("/tern.v1.Migration/Migrate", Need::ManagementOrNode),
+    ("/tern.v1.Migration/Prepare", Need::Node),
+    ("/tern.v1.Migration/Finish", Need::Node),
+    ("/tern.v1.Migration/Cancel", Need::ManagementOrNode),
+    ("/tern.v1.Migration/ListOperations", Need::Review),
+    ("/tern.v1.Users/AddUser", Need::Admin),
+    ("/tern.v1.Users/RemoveUser", Need::Admin),
+    ("/tern.v1.Users/ListUsers", Need::Admin),
+    ("/tern.v1.Hosts/Evacuate", Need::Admin),
+    ("/tern.v1.Hosts/Restore", Need::Admin),
+    ("/tern.v1.Ha/Restart", Need::Node),
+    ("/tern.v1.Ha/Status", Need::Review),
+    ("/tern.v1.Ha/Check", Need::Review),
+    ("/tern.v1.Ha/SetHost", Need::Admin),
+    ("/tern.v1.Ha/SetDomain", Need::Management),
+];
+
+/// Who called, as its certificate proves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Node(String),
+    /// `level`: the strongest profile's [`Profile::level`].
+    User {
+        name: String,
+        level: u8,
+    },
+}
+
+impl Caller {
+    /// The actor the audit log records for this caller's writes.
+    pub fn actor(&self) -> String {
+        match self {
+            Self::Node(n) => format!("agent:{n}"),
+            Self::User { name, .. } => name.clone(),
+        }
+    }
+
+    /// The node's name, for checks that a node speaks only for itself.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Self::Node(n) => Some(n),
+            Self::User { .. } => None,
+        }
+    }
+}
+
+/// The need of `method` (a gRPC path such as `/tern.v1.Inventory/ListDomains`).
+pub fn need_of(method: &str) -> Option<Need> {
+    RULES.iter().find(|(m, _)| *m == method).map(|(_, n)| *n)
+}
+
+/// Whether `caller` may call an RPC that needs `need`; `Err` says what is missing.
+pub fn allows(need: Need, caller: &Caller) -> Result<(), String> {
+    let level = |min: u8| match caller {
+        Caller::User { level, .. } if *level >= min => Ok(()),
+        Caller::User { name, .. } => Err(format!("user {name} lacks the {:?} profile", profile_name(min))),
+        Caller::Node(n) => Err(format!("node {n} may not make this call; a user certificate must")),
+    };
+    match (need, caller) {
+        (Need::Node, Caller::Node(_)) => Ok(()),
+        (Need::Node, Caller::User { name, .. }) => Err(format!("only cluster members make this call, not user {name}")),
+        (Need::Review, Caller::Node(_)) | (Need::ManagementOrNode, Caller::Node(_)) => Ok(()),
+        (Need::Review, _) => level(Profile::LdomsReview.level()),
+        (Need::Management | Need::ManagementOrNode, _) => level(Profile::LdomsManagement.level()),
+        (Need::Admin, _) => level(Profile::SystemAdministrator.level()),
+    }
+}
+
+fn profile_name(level: u8) -> &'static str {
+    match level {
+        1 => Profile::LDOMS_REVIEW,
+        2 => Profile::LDOMS_MANAGEMENT,
+        _ => Profile::SYSTEM_ADMINISTRATOR,
+    }
+}
+
+/// The caller of `req`, if it may call `method` (see the module doc).
+pub fn authorize<T>(node: &Node, req: &GrpcRequest<T>, method: &str) -> Result<Caller, Status> {
+    let Some(need) = need_of(method) else {
+        return Err(Status::permission_denied(format!("{method} is not in the authorisation table")));
+    };
+    let der = (node.peer_cert)(req.extensions())
+        .ok_or_else(|| Status::unauthenticated("the call carries no client certificate"))?;
+    let holder = tern_tls::identity_of(&der).map_err(Status::permission_denied)?;
+    let caller = match holder {
+        tern_tls::Holder::Node(name) => Caller::Node(name),
+        tern_tls::Holder::User { name, profiles } => {
+            let from_cert = profiles.iter().map(|p| Profile::parse(p).level()).max().unwrap_or(0);
+            let from_table = node
+                .read(|s| s.user(&name).map(|u| u.profiles.iter().map(Profile::level).max().unwrap_or(0)))
+                .unwrap_or(0);
+            Caller::User { level: from_cert.max(from_table), name }
+        }
+    };
+    allows(need, &caller).map_err(|why| Status::permission_denied(format!("{method}: {why}")))?;
+    Ok(caller)
+}
+
+/// PERMISSION_DENIED unless `caller` is the node `who`.
+pub fn must_be(caller: &Caller, who: &str, what: &str) -> Result<(), Status> {
+    match caller.node() {
+        Some(n) if n == who => Ok(()),
+        Some(n) => Err(Status::permission_denied(format!("node {n} may not {what} for {who}"))),
+        None => Err(Status::permission_denied(format!("only node {who} may {what}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rpc_of_the_proto_is_in_the_authorisation_table_once() {
+        // Goal: no RPC escapes the table: each `rpc` of tern.proto has exactly one rule, and no rule names a missing RPC.
+        let proto = include_str!("../../proto/proto/tern/v1/tern.proto");
+        let mut service = "";
+        let mut methods = Vec::new();
+        for line in proto.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("service ") {
+                service = rest.split_whitespace().next().unwrap_or("");
+            } else if let Some(rest) = line.strip_prefix("rpc ") {
+                let name = rest.split('(').next().unwrap_or("").trim();
+                methods.push(format!("/tern.v1.{service}/{name}"));
+            }
+        }
+        assert!(methods.len() >= 25, "{methods:?}");
+        for m in &methods {
+            assert_eq!(RULES.iter().filter(|(r, _)| r == m).count(), 1, "{m} needs one rule");
+        }
+        for (r, _) in RULES {
+            assert!(methods.iter().any(|m| m == r), "rule for unknown RPC {r}");
+        }
+    }
+
+    #[test]
+    fn profiles_grant_rights_weakest_first_and_nodes_only_member_calls_and_reads() {
+        // Goal: the table's needs: review < management < administrator; nodes pass member calls and reads only.
+        let user = |level| Caller::User { name: "u".into(), level };
+        let node = Caller::Node("m10-1-1".into());
+        let cases = [
+            (Need::Review, user(1), true),
+            (Need::Review, user(0), false),
+            (Need::Management, user(1), false),
+            (Need::Management, user(2), true),
+            (Need::Admin, user(2), false),
+            (Need::Admin, user(3), true),
+            (Need::Node, user(3), false),
+            (Need::Node, node.clone(), true),
+            (Need::Review, node.clone(), true),
+            (Need::ManagementOrNode, node.clone(), true),
+            (Need::Management, node.clone(), false),
+            (Need::Admin, node, false),
+        ];
+        for (need, caller, ok) in cases {
+            assert_eq!(allows(need, &caller).is_ok(), ok, "{need:?} {caller:?}");
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Trust per call (issue 12) through the real gRPC surface: a caller that holds a
+//! cluster certificate gets only what its certificate's identity may do (the agent's
+//! authorisation table, `tern_agent::auth`). Each attack uses the certificate an
+//! attacker would hold and expects PERMISSION_DENIED; each profile's positive path too.
+
+use tern_proto::v1 as pb;
+use tern_raft_store::{Command, Request};
+use tern_tests::Cluster;
+use tonic::Code;
+
+/// Issues a user certificate `name` with `profiles` (slugs) in the cluster's folder.
+fn user(c: &Cluster, name: &str, profiles: &[&str]) {
+    let role = tern_tls::Role::User { profiles: profiles.iter().map(|p| p.to_string()).collect() };
+    tern_tls::issue(&c.certs, name, &role, Some(1)).unwrap();
+}
+
+#[track_caller]
+fn denied<T: std::fmt::Debug>(what: &str, r: Result<T, tonic::Status>) -> String {
+    match r {
+        Err(e) if e.code() == Code::PermissionDenied => e.message().to_string(),
+        other => panic!("{what}: expected PERMISSION_DENIED, got {other:?}"),
+    }
+}
+
+fn propose_request(actor: &str, command: Command) -> pb::ProposeRequest {
+    let request = Request { proposed_at_ms: 1, actor: actor.into(), command };
+    pb::ProposeRequest { request: tern_agent::raft_net::encode(&request).unwrap() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_profile_gets_its_verbs_and_nothing_more() {
+    // Goal: LDoms Review lists but changes nothing; LDoms Management sets a domain's priority but manages no users
+    // or hosts; System Administrator adds users; the refusals name the missing profile.
+    let c = Cluster::three().await;
+    user(&c, "reader", &["ldoms-review"]);
+    user(&c, "operator", &["ldoms-management"]);
+    let leader = c.status(0).await.unwrap();
+    let i = c.index_of(&leader, leader.leader_id);
+
+    let mut inv = pb::inventory_client::InventoryClient::new(c.channel_as(i, "reader"));
+    let listed = inv.list_domains(pb::ListDomainsRequest::default()).await.unwrap().into_inner();
+    assert!(listed.domains.iter().any(|d| d.name == "ldom1"), "{listed:?}");
+    let mut ha = pb::ha_client::HaClient::new(c.channel_as(i, "reader"));
+    let set = pb::HaSetDomainRequest { domain: "ldom1".into(), ha_priority: "high".into() };
+    let why = denied("review sets a priority", ha.set_domain(set.clone()).await);
+    assert!(why.contains("lacks the \"LDoms Management\" profile"), "{why}");
+    let mut users = pb::users_client::UsersClient::new(c.channel_as(i, "reader"));
+    denied("review lists users", users.list_users(pb::ListUsersRequest {}).await);
+    let mut hosts = pb::hosts_client::HostsClient::new(c.channel_as(i, "reader"));
+    let evacuate = pb::HostRequest { host: "m10-1-1".into(), user: "root".into(), password: "x".into() };
+    denied("review evacuates", hosts.evacuate(evacuate.clone()).await);
+
+    let mut ha = pb::ha_client::HaClient::new(c.channel_as(i, "operator"));
+    ha.set_domain(set).await.unwrap();
+    let fence = pb::HaSetHostRequest { host: "m10-1-2".into(), status: "fenced".into() };
+    let why = denied("management confirms a fence", ha.set_host(fence).await);
+    assert!(why.contains("System Administrator"), "{why}");
+    let mut users = pb::users_client::UsersClient::new(c.channel_as(i, "operator"));
+    let reset_root = pb::AddUserRequest {
+        name: "root".into(),
+        password: "owned".into(),
+        profiles: vec!["System Administrator".into()],
+        replace: true,
+    };
+    denied("management resets root's password", users.add_user(reset_root.clone()).await);
+    let mut hosts = pb::hosts_client::HostsClient::new(c.channel_as(i, "operator"));
+    denied("management evacuates", hosts.evacuate(evacuate).await);
+
+    let mut users = pb::users_client::UsersClient::new(c.channel(i).await);
+    users.add_user(reset_root).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_certificate_makes_no_member_call() {
+    // Goal: even System Administrator's certificate cannot speak as a member: no raw Propose (AddUser with a chosen
+    // actor), no Raft message, no Finish that activates an incoming copy, no restart, no join.
+    let c = Cluster::three().await;
+    let admin = c.channel(0).await;
+    let mut cluster = pb::cluster_client::ClusterClient::new(admin.clone());
+    let add_root = Command::AddUser {
+        name: "root".into(),
+        password_hash: tern_raft_store::hash_password("owned").unwrap(),
+        profiles: [tern_raft_store::Profile::SystemAdministrator].into(),
+        replace: true,
+    };
+    denied("a user's raw Propose", cluster.propose(propose_request("agent:m10-1-1", add_root)).await);
+    let join = pb::JoinRequest { node_id: 99, name: "m10-1-1".into(), address: "127.0.0.1:1".into() };
+    denied("a user's join", cluster.join(join).await);
+    let mut raft = pb::raft_client::RaftClient::new(admin.clone());
+    denied("a user's Raft vote", raft.vote(pb::RaftPayload { data: b"{}".to_vec() }).await);
+    let mut migration = pb::migration_client::MigrationClient::new(admin.clone());
+    let finish = pb::FinishRequest { operation_id: 1, domain: "ldom1".into(), committed: true };
+    denied("a user's Finish", migration.finish(finish).await);
+    let mut ha = pb::ha_client::HaClient::new(admin);
+    let restart = pb::RestartRequest { operation_id: 1, reservation_id: 1, token: 1, domain: "ldom1".into() };
+    denied("a user's restart", ha.restart(restart).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_certificate_speaks_only_for_its_own_host() {
+    // Goal: m10-1-2's node certificate cannot report m10-1-1's inventory, propose as agent:m10-1-1, propose Expire,
+    // finish a migration it does not coordinate, heartbeat for another host, or use a user's verbs.
+    let c = Cluster::three().await;
+    let st = c.status(0).await.unwrap();
+    let leader = c.index_of(&st, st.leader_id);
+    let node = c.channel_as(leader, "m10-1-2");
+    let mut cluster = pb::cluster_client::ClusterClient::new(node.clone());
+    let update =
+        |name: &str| Command::UpdateHost { name: name.into(), address: Some("10.0.0.66:7400".into()), self_stop: None };
+    let why =
+        denied("another host's update", cluster.propose(propose_request("agent:m10-1-2", update("m10-1-1"))).await);
+    assert!(why.contains("speaks only for itself"), "{why}");
+    denied("posing as another agent", cluster.propose(propose_request("agent:m10-1-1", update("m10-1-2"))).await);
+    let expire = Command::Expire { now_ms: u64::MAX / 2 };
+    denied("a forwarded Expire", cluster.propose(propose_request("agent:m10-1-2", expire)).await);
+    let beat = pb::HeartbeatRequest { host: "m10-1-1".into(), node_id: 1 };
+    denied("another host's heartbeat", cluster.heartbeat(beat).await);
+    let mut migration = pb::migration_client::MigrationClient::new(node.clone());
+    let finish = pb::FinishRequest { operation_id: 1, domain: "ldom1".into(), committed: true };
+    let e = migration.finish(finish).await.unwrap_err();
+    assert!(matches!(e.code(), Code::NotFound | Code::PermissionDenied), "{e:?}");
+    let mut users = pb::users_client::UsersClient::new(node);
+    let add = pb::AddUserRequest { name: "mallory".into(), password: "pw".into(), profiles: vec![], replace: false };
+    denied("a node adds a user", users.add_user(add).await);
+    // Its own host's update is taken, stamped with the leader's clock.
+    let own = Command::UpdateHost { name: "m10-1-2".into(), address: None, self_stop: None };
+    let own = cluster.propose(propose_request("agent:m10-1-2", own)).await.unwrap().into_inner();
+    assert!(own.log_index > 0);
+}
