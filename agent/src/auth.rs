@@ -50,6 +50,7 @@ pub const RULES: &[(&str, Need)] = &[
     ("/tern.v1.Cluster/Status", Need::Review),
     ("/tern.v1.Cluster/Propose", Need::Node),
     ("/tern.v1.Cluster/Heartbeat", Need::Node),
+    ("/tern.v1.Cluster/Audit", Need::Admin),
     ("/tern.v1.Inventory/ListDomains", Need::Review),
     ("/tern.v1.Inventory/ListDevices", Need::Review),
     ("/tern.v1.Inventory/ListServices", Need::Review),

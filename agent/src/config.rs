@@ -26,9 +26,14 @@ pub struct Config {
     /// How many voters the cluster keeps; other members are learners.
     #[serde(default = "default_voters")]
     pub voters: u32,
-    /// Where /metrics is served (Prometheus text). Absent: no metrics endpoint.
+    /// Where /metrics is served (Prometheus text over plain HTTP). Absent: no metrics
+    /// endpoint. A loopback address unless `metrics_remote` is set.
     #[serde(default)]
     pub metrics_addr: Option<SocketAddr>,
+    /// Allow a non-loopback `metrics_addr`: the endpoint has no authentication, so
+    /// only behind a firewall or a TLS proxy that checks client certificates.
+    #[serde(default)]
+    pub metrics_remote: bool,
     pub tls: TlsConfig,
     pub hypervisor: HypervisorConfig,
     #[serde(default)]
@@ -483,6 +488,18 @@ impl Config {
                 return Err(("join", format!("{j:?} is not host:port")));
             }
         }
+        if let Some(m) = self.metrics_addr
+            && !m.ip().is_loopback()
+            && !self.metrics_remote
+        {
+            return Err((
+                "metrics_addr",
+                format!(
+                    "{m} is not a loopback address and /metrics has no authentication; bind 127.0.0.1, or set \
+                     metrics_remote = true behind a firewall or a TLS proxy"
+                ),
+            ));
+        }
         if let Some(a) = &self.advertise_addr
             && a.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).filter(|p| *p != 0).is_none()
         {
@@ -591,6 +608,7 @@ password_file = \"bmc.pass\"\nattempts = 2\n";
             (GOOD.replace("\"m10-1-1\"\nlisten", "\"bad name\"\nlisten"), "name"),
             (format!("voters = 0\n{GOOD}"), "voters"),
             (format!("join = [\"nohostport\"]\n{GOOD}"), "join"),
+            (format!("metrics_addr = \"0.0.0.0:9400\"\n{GOOD}"), "metrics_addr"),
             (format!("{GOOD}time_scale = 0\n"), "hypervisor.time_scale"),
             (format!("{GOOD}[timeouts]\nelection_timeout_min_ms = 100\n"), "timeouts.election_timeout_min_ms"),
             (format!("{GOOD}[ha]\nheartbeat_interval_ms = 0\n"), "ha.heartbeat_interval_ms"),

@@ -32,6 +32,8 @@ pub const EMBEDDED_VALUE_BYTES_MAX: usize = 8 << 20;
 pub const MIGRATION_EVENTS_QUEUE_MAX: usize = 256;
 /// At most this many operations are listed by `ListOperations`.
 pub const OPERATIONS_LISTED_MAX: u32 = 1000;
+/// Most audit entries one `Cluster.Audit` answer holds.
+pub const AUDIT_LISTED_MAX: u32 = 1000;
 
 // A forwarded request (`Cluster.Propose` carries one encoded request) and any single
 // log entry fit in one message, with room for the envelope.

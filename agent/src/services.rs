@@ -159,6 +159,11 @@ impl pb::cluster_server::Cluster for ClusterService {
         Ok(Response::new(pb::ProposeResponse { response, log_index }))
     }
 
+    async fn audit(&self, req: GrpcRequest<pb::AuditRequest>) -> Result<Response<pb::AuditResponse>, Status> {
+        authorize(&self.0, &req, "/tern.v1.Cluster/Audit")?;
+        Ok(Response::new(pb::AuditResponse { entries: self.audit_entries(req.get_ref()) }))
+    }
+
     async fn heartbeat(
         &self,
         req: GrpcRequest<pb::HeartbeatRequest>,
@@ -201,6 +206,32 @@ fn forwarded_checked(caller: &auth::Caller, request: &Request) -> Result<(), Sta
 }
 
 impl ClusterService {
+    /// `Cluster.Audit` (see the proto).
+    fn audit_entries(&self, r: &pb::AuditRequest) -> Vec<pb::AuditEntry> {
+        let limit = match r.limit {
+            0 => crate::limits::AUDIT_LISTED_MAX,
+            n => n.min(crate::limits::AUDIT_LISTED_MAX),
+        } as usize;
+        self.0.read(|s| {
+            s.audit()
+                .values()
+                .rev()
+                .filter(|a| a.at_ms >= r.since_ms)
+                .filter(|a| {
+                    if r.actor.is_empty() { r.agents || !a.actor.starts_with("agent:") } else { a.actor == r.actor }
+                })
+                .take(limit)
+                .map(|a| pb::AuditEntry {
+                    index: a.index,
+                    at_ms: a.at_ms,
+                    actor: a.actor.clone(),
+                    summary: a.summary.clone(),
+                    outcome: a.outcome.clone(),
+                })
+                .collect()
+        })
+    }
+
     async fn status_members(&self) -> Vec<pb::Member> {
         membership::members(&self.0)
     }

@@ -387,6 +387,7 @@ impl Shared {
             join,
             voters: self.opts.voters,
             metrics_addr: None,
+            metrics_remote: false,
             tls: TlsConfig { ca: tls.ca, cert: tls.cert, key: tls.key },
             hypervisor: HypervisorConfig::Sim { layout: h.layout.clone(), time_scale: self.opts.time_scale },
             timeouts: Timeouts {

@@ -1,4 +1,4 @@
-//! Commands answered by a running cluster: `cluster status`, `list-domain`,
+//! Commands answered by a running cluster: `cluster status`, `audit`, `list-domain`,
 //! `list-devices` (without --layout), `list-services`.
 
 use crate::client::{AgentArgs, status_message};
@@ -291,4 +291,96 @@ pub async fn list_services(agent: &AgentArgs, host: Option<&str>, json: bool) ->
     }
     print!("{out}");
     Ok(0)
+}
+
+/// `--since`: `30s`, `30m`, `2h`, `7d` back from `now_ms`, or a time in ms since the epoch.
+pub fn since_ms(text: &str, now_ms: u64) -> anyhow::Result<u64> {
+    let t = text.trim();
+    let unit = |c: char| match c {
+        's' => Some(1_000u64),
+        'm' => Some(60_000),
+        'h' => Some(3_600_000),
+        'd' => Some(86_400_000),
+        _ => None,
+    };
+    if let Some(last) = t.chars().last()
+        && let Some(ms) = unit(last)
+    {
+        let n: u64 = t[..t.len() - 1].parse().map_err(|_| anyhow!("--since {t:?}: not a number of {last}"))?;
+        return Ok(now_ms.saturating_sub(n.saturating_mul(ms)));
+    }
+    t.parse().map_err(|_| anyhow!("--since {t:?} is neither a duration (30m, 2h, 7d) nor ms since the epoch"))
+}
+
+/// `ms` since the epoch as `YYYY-MM-DD HH:MM:SS` UTC (days to a civil date: Howard
+/// Hinnant's algorithm).
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// `ternctl audit`.
+pub async fn audit(agent: &AgentArgs, args: &crate::AuditArgs, json: bool) -> anyhow::Result<i32> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let since_ms = args.since.as_deref().map(|s| since_ms(s, now)).transpose()?.unwrap_or(0);
+    let mut c = pb::cluster_client::ClusterClient::new(agent.connect().await?).with_message_limits();
+    let req = pb::AuditRequest {
+        since_ms,
+        actor: args.user.clone().unwrap_or_default(),
+        limit: args.limit,
+        agents: args.agents,
+    };
+    let entries = rpc(c.audit(req).await)?.entries;
+    if json {
+        let v: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({"index": e.index, "at_ms": e.at_ms, "actor": e.actor, "summary": e.summary,
+                    "outcome": e.outcome})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<21}{:<8}{:<22}{:<24}WHAT", "TIME (UTC)", "INDEX", "ACTOR", "OUTCOME");
+    for e in &entries {
+        let _ = writeln!(out, "{:<21}{:<8}{:<22}{:<24}{}", utc(e.at_ms), e.index, e.actor, e.outcome, e.summary);
+    }
+    print!("{out}");
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_durations_back_from_now_or_epoch_ms() {
+        // Goal: --since 30m / 2h / 7d count back from now; a plain number is ms since the epoch; junk is refused.
+        let now = 10 * 86_400_000;
+        assert_eq!(since_ms("30m", now).unwrap(), now - 1_800_000);
+        assert_eq!(since_ms("7d", now).unwrap(), 3 * 86_400_000);
+        assert_eq!(since_ms("12345", now).unwrap(), 12345);
+        assert!(since_ms("soon", now).is_err());
+        assert!(since_ms("xh", now).is_err());
+    }
+
+    #[test]
+    fn utc_prints_the_civil_date() {
+        // Goal: epoch ms become a UTC date and time (leap years included).
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_796_173_323_000), "2026-12-02 01:02:03");
+    }
 }

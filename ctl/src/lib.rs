@@ -172,6 +172,9 @@ Exit codes: 0 migrated (or the dry run passed); 1 refused, cancelled or rolled b
     /// The Raft cluster: members, voter or learner, leader, term, commit index, host status.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Who changed what, newest first: every change the cluster applied or refused,
+    /// with the caller its certificate proved and the outcome (System Administrator).
+    Audit(AuditArgs),
     /// The cluster's certificate authority and certificates (mutual TLS).
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -264,6 +267,23 @@ pub enum UserCommand {
 pub enum ClusterCommand {
     /// Members, roles, leader, term, commit and applied index, host status.
     Status,
+}
+
+/// `ternctl audit`'s filters.
+#[derive(clap::Args, Debug)]
+pub struct AuditArgs {
+    /// Only changes of the last DURATION (e.g. 30m, 2h, 7d) or since MS (ms since the epoch).
+    #[arg(long, value_name = "DURATION|MS")]
+    pub since: Option<String>,
+    /// Only changes by this user (or agent:HOST).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Include the agents' own bookkeeping (inventory reports, lease renewals, ...).
+    #[arg(long)]
+    pub agents: bool,
+    /// At most this many entries, newest first.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -374,6 +394,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::ListServices { host } => block_on(cluster::list_services(&agent, host.as_deref(), json)),
         Command::ImportLdm(args) => import::run(&args, json),
         Command::Cluster(ClusterCommand::Status) => block_on(cluster::status(&agent, json)),
+        Command::Audit(args) => block_on(cluster::audit(&agent, &args, json)),
         Command::Certs(CertsCommand::Init { dir, cluster, days }) => certs::init(&dir, &cluster, days),
         Command::Certs(CertsCommand::Issue { name, dir, user, profiles, sans, loopback, days }) => {
             certs::issue(&dir, &name, user, &profiles, sans, loopback, days)

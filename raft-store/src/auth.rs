@@ -31,9 +31,34 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
         return false;
     }
     match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
-        Err(_) => false,
+        // A stored hash with other costs is not trusted (it could make each login
+        // take minutes, or be cheap to crack): only the cluster's parameters verify.
+        Ok(parsed) if cluster_parameters(&parsed).is_ok() => {
+            Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
+        }
+        _ => false,
     }
+}
+
+/// `Ok` when `parsed` is argon2id with the parameters [`hash_password`] uses.
+fn cluster_parameters(parsed: &PasswordHash<'_>) -> Result<(), String> {
+    if parsed.algorithm.as_str() != "argon2id" {
+        return Err(format!("password hash uses {}; only argon2id is accepted", parsed.algorithm));
+    }
+    let want = argon2::Params::default();
+    let got = argon2::Params::try_from(parsed).map_err(|e| format!("password hash parameters: {e}"))?;
+    if (got.m_cost(), got.t_cost(), got.p_cost()) != (want.m_cost(), want.t_cost(), want.p_cost()) {
+        return Err(format!(
+            "password hash costs m={} t={} p={}; the cluster uses m={} t={} p={}",
+            got.m_cost(),
+            got.t_cost(),
+            got.p_cost(),
+            want.m_cost(),
+            want.t_cost(),
+            want.p_cost()
+        ));
+    }
+    Ok(())
 }
 
 /// Apply's check: `hash` is an argon2 PHC string with a salt and a hash.
@@ -43,8 +68,8 @@ pub(crate) fn check_phc(hash: &str) -> Result<(), Rejection> {
         Ok(p) => p,
         Err(e) => return bad(format!("password hash is not a PHC string: {e}")),
     };
-    if !parsed.algorithm.as_str().starts_with("argon2") {
-        return bad(format!("password hash uses {}; only argon2 is accepted", parsed.algorithm));
+    if let Err(why) = cluster_parameters(&parsed) {
+        return bad(why);
     }
     if parsed.salt.is_none() || parsed.hash.is_none() {
         return bad("password hash lacks its salt or hash".into());
@@ -71,5 +96,25 @@ mod tests {
         assert!(check_phc("$5$rounds=5000$salt$hash").is_err());
         assert!(check_phc("plaintext").is_err());
         assert!(hash_password("").is_err());
+    }
+
+    #[test]
+    fn a_hash_with_other_argon2_costs_is_refused_and_never_verifies() {
+        // Goal: only the cluster's argon2id parameters are trusted: a cheap (or costly) stored hash is refused by
+        // apply, naming the costs, and does not verify even with the right password.
+        let salt = SaltString::generate(&mut OsRng);
+        let cheap = argon2::Params::new(8, 1, 1, None).unwrap();
+        let hash = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, cheap)
+            .hash_password(b"s3cret", &salt)
+            .unwrap()
+            .to_string();
+        assert!(!verify_password("s3cret", &hash));
+        let r = check_phc(&hash).unwrap_err();
+        assert!(r.message.contains("m=8 t=1 p=1"), "{}", r.message);
+        let argon2i = Argon2::new(argon2::Algorithm::Argon2i, argon2::Version::V0x13, argon2::Params::default())
+            .hash_password(b"s3cret", &salt)
+            .unwrap()
+            .to_string();
+        assert!(check_phc(&argon2i).unwrap_err().message.contains("only argon2id"));
     }
 }

@@ -68,6 +68,14 @@ async fn each_profile_gets_its_verbs_and_nothing_more() {
 
     let mut users = pb::users_client::UsersClient::new(c.channel(i).await);
     users.add_user(reset_root).await.unwrap();
+
+    // The audit log names the certificate's user, and only an administrator reads it.
+    let mut admin = pb::cluster_client::ClusterClient::new(c.channel(i).await);
+    let req = pb::AuditRequest { actor: "operator".into(), ..Default::default() };
+    let entries = admin.audit(req.clone()).await.unwrap().into_inner().entries;
+    assert!(entries.iter().any(|e| e.summary.contains("ha-priority=high") && e.outcome == "ok"), "{entries:?}");
+    let mut reader = pb::cluster_client::ClusterClient::new(c.channel_as(i, "reader"));
+    denied("review reads the audit log", reader.audit(req).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,6 +69,7 @@ impl TlsFiles {
     }
 
     fn read(&self) -> Result<(String, String, String), TlsError> {
+        private_checked(&self.key)?;
         Ok((read_pem(&self.ca)?, read_pem(&self.cert)?, read_pem(&self.key)?))
     }
 
@@ -83,6 +84,23 @@ impl TlsFiles {
         let (ca, cert, key) = self.read()?;
         Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).identity(Identity::from_pem(cert, key)))
     }
+}
+
+/// A private key must not be readable by group or others (as ssh refuses such keys).
+fn private_checked(path: &Path) -> Result<(), TlsError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(io(path))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(TlsError::Invalid(format!(
+                "{}: private key has mode {:o}; it must not be readable by group or others (chmod 600)",
+                path.display(),
+                mode & 0o777
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn read_pem(path: &Path) -> Result<String, TlsError> {
@@ -307,6 +325,18 @@ mod tests {
         assert!(matches!(issue(dir.path(), "a", &node, None), Err(TlsError::Exists { .. })));
         assert!(matches!(issue(dir.path(), "../evil", &node, None), Err(TlsError::Invalid(_))));
         assert!(matches!(issue(dir.path(), "b", &node, Some(0)), Err(TlsError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_private_key_readable_by_others_is_refused() {
+        // Goal: like ssh, a key file with group or other permissions is not loaded; the error says chmod 600.
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), "test").unwrap();
+        let files = issue(dir.path(), "n", &Role::Node { sans: vec![], loopback: false }, None).unwrap();
+        std::fs::set_permissions(&files.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = files.server_config().unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
     }
 
     fn der_of(path: &Path) -> Vec<u8> {

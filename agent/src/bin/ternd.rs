@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
   data_dir = \"/var/tern\"        Raft log, state machine, sim state, node-id, ternd.addr\n\
   join = [\"host:7400\"]          members to join through; empty: start a new cluster\n\
   voters = 3                     voters kept; other members are learners\n\
-  metrics_addr = \"0.0.0.0:9400\" Prometheus /metrics (optional)\n\
+  metrics_addr = \"127.0.0.1:9400\" Prometheus /metrics (optional; plain HTTP, so loopback\n\
+                                 unless metrics_remote = true)\n\
   [tls] ca, cert, key             PEM files from `ternctl certs`\n\
   [hypervisor] kind = \"sim\", layout = \"m10-1-1.toml\", time_scale = 1\n\
   [timeouts] heartbeat_interval_ms, election_timeout_min_ms, election_timeout_max_ms,\n\
