@@ -31,6 +31,42 @@ pub fn peer_cert_of<C: Clone + Send + Sync + 'static>(ext: &tonic::Extensions) -
     certs.first().map(|c| c.to_vec())
 }
 
+/// The revocation list in `[tls] revoked`, re-read when its modification time changes;
+/// a list that becomes unreadable keeps the last one read (and says so).
+pub struct Revoked {
+    path: Option<std::path::PathBuf>,
+    cache: std::sync::Mutex<(Option<std::time::SystemTime>, std::collections::BTreeSet<String>)>,
+}
+
+impl Revoked {
+    /// Reads `path` once (an unreadable list is a startup error).
+    pub fn load(path: Option<std::path::PathBuf>) -> Result<Self, tern_tls::TlsError> {
+        let mut cache = (None, Default::default());
+        if let Some(p) = &path {
+            cache = (modified(p), tern_tls::read_revoked(p)?);
+        }
+        Ok(Self { path, cache: std::sync::Mutex::new(cache) })
+    }
+
+    /// Whether `serial` is revoked now.
+    pub fn contains(&self, serial: &str) -> bool {
+        let Some(path) = &self.path else { return false };
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = modified(path);
+        if now != cache.0 {
+            match tern_tls::read_revoked(path) {
+                Ok(list) => *cache = (now, list),
+                Err(e) => tracing::warn!(error = %e, "the revocation list is unreadable; keeping the last one read"),
+            }
+        }
+        cache.1.contains(serial)
+    }
+}
+
+fn modified(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 /// What an RPC requires of its caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
@@ -138,6 +174,10 @@ pub fn authorize<T>(node: &Node, req: &GrpcRequest<T>, method: &str) -> Result<C
     };
     let der = (node.peer_cert)(req.extensions())
         .ok_or_else(|| Status::unauthenticated("the call carries no client certificate"))?;
+    let serial = tern_tls::serial_of(&der).map_err(Status::permission_denied)?;
+    if node.revoked.contains(&serial) {
+        return Err(Status::permission_denied(format!("certificate {serial} is revoked")));
+    }
     let holder = tern_tls::identity_of(&der).map_err(Status::permission_denied)?;
     let caller = match holder {
         tern_tls::Holder::Node(name) => Caller::Node(name),

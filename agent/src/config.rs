@@ -53,6 +53,10 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// This node's private key (PEM).
     pub key: PathBuf,
+    /// A revocation list (`ternctl certs revoke` writes one): certificates whose serial
+    /// it names are refused on every call. Re-read when it changes; absent = none.
+    #[serde(default)]
+    pub revoked: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -459,6 +463,9 @@ impl Config {
         fix(&mut self.tls.ca);
         fix(&mut self.tls.cert);
         fix(&mut self.tls.key);
+        if let Some(r) = &mut self.tls.revoked {
+            fix(r);
+        }
         match &mut self.hypervisor {
             HypervisorConfig::Sim { layout, .. } => fix(layout),
         }

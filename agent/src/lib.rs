@@ -172,6 +172,7 @@ where
             .map(|(host, f)| (host, Arc::new(f) as Arc<dyn tern_ha::Fence>))
             .collect(),
     };
+    let revoked = Arc::new(auth::Revoked::load(config.tls.revoked.clone())?);
     let node = Node {
         id,
         name: config.name.clone(),
@@ -189,6 +190,7 @@ where
         fences: Arc::new(fences),
         failover: tern_ha::failover::Report::default(),
         peer_cert: auth::peer_cert_of::<IO::ConnectInfo>,
+        revoked,
     };
     let tasks = node.tasks.clone();
     let registry = Arc::new(tern_migrate::coordinator::Registry::new());
@@ -277,14 +279,22 @@ async fn join(node: Node, shutdown: CancellationToken) {
                 targets.push(n.addr.clone());
             }
         }
-        for addr in &targets {
-            let result = match node.channels.get(addr) {
+        // A member that is not the leader answers with the leader's address: asked
+        // next (a join is taken by the leader only, under the joiner's own certificate).
+        let mut queue: std::collections::VecDeque<String> = targets.iter().cloned().collect();
+        let mut asked = 0;
+        while let Some(addr) = queue.pop_front() {
+            asked += 1;
+            if asked > targets.len() + 3 {
+                break;
+            }
+            let result = match node.channels.get(&addr) {
                 Ok(ch) => pb::cluster_client::ClusterClient::new(ch)
                     .with_message_limits()
                     .join(node.channels.settings().request(request.clone()))
                     .await
-                    .map_err(|s| s.to_string()),
-                Err(e) => Err(e.to_string()),
+                    .map_err(|s| (convert::leader_address(&s), s.to_string())),
+                Err(e) => Err((None, e.to_string())),
             };
             match result {
                 Ok(_) => {
@@ -292,7 +302,8 @@ async fn join(node: Node, shutdown: CancellationToken) {
                     answered = true;
                     break;
                 }
-                Err(e) => warn!(node = %node.name, via = %addr, error = %e, "join failed; will retry"),
+                Err((Some(leader), _)) if leader != addr && leader != node.address => queue.push_front(leader),
+                Err((_, e)) => warn!(node = %node.name, via = %addr, error = %e, "join failed; will retry"),
             }
         }
         attempt = attempt.saturating_add(1);

@@ -38,7 +38,16 @@ pub async fn admit(node: &Node, id: NodeId, name: &str, address: &str) -> Result
         Some(n) if n.addr == address => {
             return Err(Status::unavailable(format!("{name} is in a membership change not committed yet; retry")));
         }
-        Some(_) => {
+        Some(n) => {
+            // Only the node that holds this id moves it to a new address: the host
+            // registered at the member's address must be the one joining.
+            let owner = node.read(|s| s.hosts().values().find(|h| h.address == n.addr).map(|h| h.name.clone()));
+            if let Some(owner) = owner.filter(|o| o != name) {
+                return Err(Status::permission_denied(format!(
+                    "member {id} at {} is {owner}; {name} may not take its id",
+                    n.addr
+                )));
+            }
             let nodes = BTreeMap::from([(id, tern_raft_store::Node { addr: address.to_string() })]);
             node.raft
                 .change_membership(ChangeMembers::SetNodes(nodes), true)

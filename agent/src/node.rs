@@ -53,6 +53,8 @@ pub struct Node {
     /// The DER of a call's TLS peer certificate, from its request extensions (the
     /// connection type differs between real TCP and turmoil; see [`crate::auth`]).
     pub peer_cert: crate::auth::PeerCert,
+    /// `[tls] revoked`: certificates refused on every call.
+    pub revoked: Arc<crate::auth::Revoked>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the time a proposer stamps on its

@@ -82,17 +82,16 @@ impl pb::cluster_server::Cluster for ClusterService {
     async fn join(&self, req: GrpcRequest<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
         let caller = authorize(&self.0, &req, "/tern.v1.Cluster/Join")?;
         let j = req.into_inner();
-        // A node joins as the name its certificate carries; a member may forward
-        // another's join to the leader.
-        let forwarder = caller.node().is_some_and(|n| self.0.read(|s| s.host(n).is_some()));
-        if caller.node() != Some(j.name.as_str()) && !forwarder {
+        // A node joins as the name its certificate carries, at the leader itself (a
+        // forwarded join would carry the forwarder's identity, not the joiner's).
+        if caller.node() != Some(j.name.as_str()) {
             return Err(Status::permission_denied(format!(
                 "{} may not join as {:?}: a node joins under its certificate's name",
                 caller.actor(),
                 j.name
             )));
         }
-        use crate::limits::{ADDRESS_BYTES_MAX, JOIN_NAME_BYTES_MAX, MessageLimits};
+        use crate::limits::{ADDRESS_BYTES_MAX, JOIN_NAME_BYTES_MAX};
         if j.node_id == 0
             || j.name.is_empty()
             || j.address.is_empty()
@@ -105,16 +104,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         }
         let node = &self.0;
         if node.raft.metrics().borrow().current_leader != Some(node.id) {
-            return match node.leader() {
-                Some((_, addr)) => {
-                    let channel = node.channels.get(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
-                    pb::cluster_client::ClusterClient::new(channel)
-                        .with_message_limits()
-                        .join(node.channels.settings().request(j))
-                        .await
-                }
-                None => Err(Status::unavailable("no leader is known yet; retry")),
-            };
+            return Err(status(Error::NotLeader { leader: node.leader().map(|(_, addr)| addr) }));
         }
         membership::admit(node, j.node_id, &j.name, &j.address).await?;
         info!(node_id = j.node_id, address = %j.address, "admitted as learner");

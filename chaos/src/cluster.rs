@@ -388,7 +388,7 @@ impl Shared {
             voters: self.opts.voters,
             metrics_addr: None,
             metrics_remote: false,
-            tls: TlsConfig { ca: tls.ca, cert: tls.cert, key: tls.key },
+            tls: TlsConfig { ca: tls.ca, cert: tls.cert, key: tls.key, revoked: None },
             hypervisor: HypervisorConfig::Sim { layout: h.layout.clone(), time_scale: self.opts.time_scale },
             timeouts: Timeouts {
                 heartbeat_interval_ms: 150,

@@ -49,3 +49,13 @@ pub fn issue(
     println!("created {} and {} for {what}", files.cert.display(), files.key.display());
     Ok(0)
 }
+
+/// `certs revoke NAME`: NAME's serial goes on the revocation list in `dir`.
+pub fn revoke(dir: &Path, name: &str) -> anyhow::Result<i32> {
+    let serial = tern_tls::revoke(dir, name)?;
+    println!(
+        "revoked {name} (serial {serial}) in {}; copy it to each agent's [tls] revoked path",
+        dir.join("revoked.txt").display()
+    );
+    Ok(0)
+}

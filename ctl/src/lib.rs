@@ -324,6 +324,13 @@ pub enum CertsCommand {
         #[arg(long)]
         days: Option<u32>,
     },
+    /// Revoke certificate NAME of DIR: its serial is appended to DIR/revoked.txt. Copy
+    /// that file to where each agent's `[tls] revoked` points; agents re-read it.
+    Revoke {
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -396,6 +403,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Cluster(ClusterCommand::Status) => block_on(cluster::status(&agent, json)),
         Command::Audit(args) => block_on(cluster::audit(&agent, &args, json)),
         Command::Certs(CertsCommand::Init { dir, cluster, days }) => certs::init(&dir, &cluster, days),
+        Command::Certs(CertsCommand::Revoke { name, dir }) => certs::revoke(&dir, &name),
         Command::Certs(CertsCommand::Issue { name, dir, user, profiles, sans, loopback, days }) => {
             certs::issue(&dir, &name, user, &profiles, sans, loopback, days)
         }

@@ -76,7 +76,7 @@ impl Cluster {
         let join = join.iter().map(|j| format!("\"{j}\"")).collect::<Vec<_>>().join(", ");
         let config = format!(
             "name = \"{name}\"\nlisten_addr = \"127.0.0.1:0\"\nmetrics_addr = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
-join = [{join}]\nvoters = 3\n[tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/{name}.pem\"\nkey = \"{c}/{name}-key.pem\"\n\
+join = [{join}]\nvoters = 3\n[tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/{name}.pem\"\nkey = \"{c}/{name}-key.pem\"\nrevoked = \"{c}/revoked.txt\"\n\
 [hypervisor]\nkind = \"sim\"\nlayout = \"{l}\"\ntime_scale = {ts}\n\
 [timeouts]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\n\
 rpc_timeout_ms = 1000\nconnect_timeout_ms = 500\nvoter_replace_after_ms = 3000\ninventory_poll_ms = 200\n\

@@ -79,6 +79,21 @@ async fn each_profile_gets_its_verbs_and_nothing_more() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused_from_the_next_call() {
+    // Goal: `certs revoke` puts a serial on the agents' list; they re-read it and refuse that certificate, even an
+    // administrator's, while the others keep working.
+    let c = Cluster::three().await;
+    user(&c, "leaver", &["system-administrator"]);
+    let mut inv = pb::inventory_client::InventoryClient::new(c.channel_as(0, "leaver"));
+    inv.list_domains(pb::ListDomainsRequest::default()).await.unwrap();
+    let serial = tern_tls::revoke(&c.certs, "leaver").unwrap();
+    let why = denied("a revoked certificate", inv.list_domains(pb::ListDomainsRequest::default()).await);
+    assert!(why.contains(&serial) && why.contains("revoked"), "{why}");
+    let mut admin = pb::inventory_client::InventoryClient::new(c.channel(0).await);
+    admin.list_domains(pb::ListDomainsRequest::default()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_certificate_makes_no_member_call() {
     // Goal: even System Administrator's certificate cannot speak as a member: no raw Propose (AddUser with a chosen
     // actor), no Raft message, no Finish that activates an incoming copy, no restart, no join.
@@ -130,6 +145,13 @@ async fn a_node_certificate_speaks_only_for_its_own_host() {
     let mut users = pb::users_client::UsersClient::new(node);
     let add = pb::AddUserRequest { name: "mallory".into(), password: "pw".into(), profiles: vec![], replace: false };
     denied("a node adds a user", users.add_user(add).await);
+    // A join only under its own name, and never taking another member's id.
+    let m1 = st.members.iter().find(|m| m.name == "m10-1-1").expect("m10-1-1 is a member").node_id;
+    let as_other = pb::JoinRequest { node_id: 4242, name: "m10-1-1".into(), address: "127.0.0.1:1".into() };
+    denied("a join under another name", cluster.join(as_other).await);
+    let take_id = pb::JoinRequest { node_id: m1, name: "m10-1-2".into(), address: "127.0.0.1:1".into() };
+    let why = denied("taking another member's id", cluster.join(take_id).await);
+    assert!(why.contains("may not take its id"), "{why}");
     // Its own host's update is taken, stamped with the leader's clock.
     let own = Command::UpdateHost { name: "m10-1-2".into(), address: None, self_stop: None };
     let own = cluster.propose(propose_request("agent:m10-1-2", own)).await.unwrap().into_inner();

@@ -262,6 +262,63 @@ pub fn issue(dir: &Path, name: &str, role: &Role, days: Option<u32>) -> Result<T
     Ok(files)
 }
 
+/// The serial number of the DER certificate `der`, in lowercase hex without
+/// separators (as a revocation list names it).
+pub fn serial_of(der: &[u8]) -> Result<String, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("unreadable certificate: {e}"))?;
+    Ok(cert.tbs_certificate.raw_serial().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The largest revocation list read.
+pub const REVOKED_BYTES_MAX: u64 = 1024 * 1024;
+
+/// Reads a revocation list: certificate serials in hex, one per line (`#` starts a
+/// comment; `:` separators and case are ignored). A missing file revokes nothing.
+pub fn read_revoked(path: &Path) -> Result<std::collections::BTreeSet<String>, TlsError> {
+    let len = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(TlsError::Io { path: path.display().to_string(), source: e }),
+    };
+    if len > REVOKED_BYTES_MAX {
+        return Err(TlsError::Invalid(format!("{}: {len} bytes is too large for a revocation list", path.display())));
+    }
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let mut out = std::collections::BTreeSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let serial: String = line.split('#').next().unwrap_or("").trim().replace(':', "").to_ascii_lowercase();
+        if serial.is_empty() {
+            continue;
+        }
+        if !serial.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(TlsError::Invalid(format!(
+                "{} line {}: {serial:?} is not a serial number in hex",
+                path.display(),
+                i + 1
+            )));
+        }
+        out.insert(serial);
+    }
+    Ok(out)
+}
+
+/// Revokes certificate `name` of `dir`: appends its serial to `dir/revoked.txt` (the
+/// file each agent's `[tls] revoked` points at once copied there). Returns the serial.
+pub fn revoke(dir: &Path, name: &str) -> Result<String, TlsError> {
+    use std::io::Write;
+    valid_name("certificate name", name)?;
+    let path = dir.join(format!("{name}.pem"));
+    let pem = read_pem(&path)?;
+    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| TlsError::Invalid(format!("{}: {e}", path.display())))?;
+    let serial = serial_of(&parsed.contents).map_err(TlsError::Invalid)?;
+    let list = dir.join("revoked.txt");
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&list).map_err(io(&list))?;
+    writeln!(f, "{serial} # {name}").map_err(io(&list))?;
+    f.sync_all().map_err(io(&list))?;
+    Ok(serial)
+}
+
 /// Who the DER certificate `der` names (see the module doc). The handshake already
 /// proved it chains to the cluster CA; this only reads it.
 pub fn identity_of(der: &[u8]) -> Result<Holder, String> {
@@ -325,6 +382,25 @@ mod tests {
         assert!(matches!(issue(dir.path(), "a", &node, None), Err(TlsError::Exists { .. })));
         assert!(matches!(issue(dir.path(), "../evil", &node, None), Err(TlsError::Invalid(_))));
         assert!(matches!(issue(dir.path(), "b", &node, Some(0)), Err(TlsError::Invalid(_))));
+    }
+
+    #[test]
+    fn revoke_lists_the_serial_and_the_list_reads_it_back() {
+        // Goal: revoke appends NAME's serial (what serial_of reads from its certificate); comments, colons and case
+        // do not matter; junk names its line; a missing list revokes nothing.
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), "test").unwrap();
+        let files = issue(dir.path(), "alice", &Role::User { profiles: vec![] }, None).unwrap();
+        assert!(read_revoked(&dir.path().join("revoked.txt")).unwrap().is_empty());
+        let serial = revoke(dir.path(), "alice").unwrap();
+        assert_eq!(serial_of(&der_of(&files.cert)).unwrap(), serial);
+        let list = dir.path().join("revoked.txt");
+        assert!(read_revoked(&list).unwrap().contains(&serial));
+        std::fs::write(&list, "# old\nAB:cd # bob\n").unwrap();
+        assert!(read_revoked(&list).unwrap().contains("abcd"));
+        std::fs::write(&list, "ok\nnot-hex\n").unwrap();
+        let err = read_revoked(&list).unwrap_err().to_string();
+        assert!(err.contains("line 1") || err.contains("line 2"), "{err}");
     }
 
     #[test]
