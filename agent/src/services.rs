@@ -133,7 +133,7 @@ impl pb::cluster_server::Cluster for ClusterService {
     async fn propose(&self, req: GrpcRequest<pb::ProposeRequest>) -> Result<Response<pb::ProposeResponse>, Status> {
         let caller = authorize(&self.0, &req, "/tern.v1.Cluster/Propose")?;
         let mut request: Request = decode(&req.into_inner().request).map_err(bad_payload)?;
-        forwarded_checked(&caller, &request)?;
+        forwarded_checked(&self.0, &caller, &request)?;
         // The leader's clock stamps every write it takes (item 4 of the trust rules):
         // a member whose clock runs ahead cannot lapse leases early.
         request.proposed_at_ms = self.0.now_ms();
@@ -167,30 +167,63 @@ impl pb::cluster_server::Cluster for ClusterService {
 }
 
 /// A write a member forwards to the leader: it speaks for itself (its host's
-/// registration and inventory) or for a user it serves, never for another member;
-/// `Expire` is the leader's own duty and is never taken from outside.
-fn forwarded_checked(caller: &auth::Caller, request: &Request) -> Result<(), Status> {
-    use tern_raft_store::Command;
+/// registration and inventory, the operations it takes part in) or for a user it
+/// serves, never for another member; `Expire` is the leader's own duty and is never
+/// taken from outside.
+fn forwarded_checked(node: &Node, caller: &auth::Caller, request: &Request) -> Result<(), Status> {
+    use tern_raft_store::{Command, OperationKind};
     let me = caller.node().unwrap_or_default();
-    if let Some(agent) = request.actor.strip_prefix("agent:")
-        && agent != me
-    {
-        return Err(Status::permission_denied(format!("node {me} may not propose as agent:{agent}")));
-    }
+    let deny = |why: String| Err(Status::permission_denied(why));
+    let as_agent = match request.actor.strip_prefix("agent:") {
+        Some(agent) if agent != me => return deny(format!("node {me} may not propose as agent:{agent}")),
+        Some(_) => true,
+        None => false,
+    };
     let host = match &request.command {
         Command::RegisterHost { host } => Some(host.name.as_str()),
         Command::UpdateHost { name, .. } => Some(name.as_str()),
         Command::ReportInventory { server } => Some(server.name.as_str()),
-        Command::Expire { .. } => {
-            return Err(Status::permission_denied("Expire is proposed by the leader only, with its own clock"));
-        }
+        Command::Expire { .. } => return deny("Expire is proposed by the leader only, with its own clock".into()),
         _ => None,
     };
-    match host {
-        Some(h) if h != me => Err(Status::permission_denied(format!(
+    if let Some(h) = host.filter(|h| *h != me) {
+        return deny(format!(
             "node {me} may not {} for host {h}: a node speaks only for itself",
             request.command.name()
-        ))),
+        ));
+    }
+    if !as_agent {
+        return Ok(()); // a user's command, which the member serves; the state machine judges it
+    }
+    // The operation the command acts on, and whether `me` takes part in it: a
+    // migration's source or target, an evacuation's coordinator, any member but the
+    // lost host in a failover.
+    let takes_part = |kind: &OperationKind, began_by: Option<&str>| match kind {
+        OperationKind::Migration { source, target, .. } => source == me || target == me,
+        OperationKind::Evacuation { .. } => began_by.is_none_or(|a| a == request.actor),
+        OperationKind::Failover { host } => host != me,
+    };
+    let op_of = |s: &tern_raft_store::State, id: u64| s.operation(id).map(|o| (o.kind.clone(), o.actor.clone()));
+    let acted_on = node.read(|s| match &request.command {
+        Command::BeginOperation { kind } => Some((kind.clone(), None)),
+        Command::Reserve { operation, .. }
+        | Command::AdvanceOperation { operation, .. }
+        | Command::CommitMigration { operation, .. }
+        | Command::CommitRestart { operation, .. }
+        | Command::CompleteOperation { operation, .. }
+        | Command::AbortOperation { operation, .. } => op_of(s, *operation).map(|(k, a)| (k, Some(a))),
+        Command::Renew { reservation, .. } | Command::Release { reservation, .. } => {
+            s.reservation(*reservation).and_then(|r| op_of(s, r.operation)).map(|(k, a)| (k, Some(a)))
+        }
+        _ => None,
+    });
+    match acted_on {
+        Some((OperationKind::Migration { source, .. }, None)) if source != me => {
+            deny(format!("node {me} may not begin a migration from {source}: its source coordinates it"))
+        }
+        Some((kind, began_by)) if !takes_part(&kind, began_by.as_deref()) => {
+            deny(format!("node {me} takes no part in this {} and may not {} it", kind.name(), request.command.name()))
+        }
         _ => Ok(()),
     }
 }

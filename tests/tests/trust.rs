@@ -157,3 +157,34 @@ async fn a_node_certificate_speaks_only_for_its_own_host() {
     let own = cluster.propose(propose_request("agent:m10-1-2", own)).await.unwrap().into_inner();
     assert!(own.log_index > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_acts_only_on_operations_it_takes_part_in() {
+    // Goal: m10-1-3, neither source nor target of ldom1's migration m10-1-1 -> m10-1-2, may not abort it or begin a
+    // migration from m10-1-1; the source's own abort passes the check (the state machine then judges it).
+    let c = Cluster::three().await;
+    c.wait_domains(0, 3).await;
+    c.add_user("root", "pw", &["System Administrator"]).await;
+    let mut events = c.migrate(0, "ldom1", "m10-1-2", "", true, "root", "pw").await.unwrap();
+    while events.message().await.unwrap().is_some() {}
+    let op = c.operations(0).await.into_iter().find(|o| o.kind == "migration").expect("the dry run's operation");
+    let st = c.status(0).await.unwrap();
+    let leader = c.index_of(&st, st.leader_id);
+    let abort = || Command::AbortOperation { operation: op.id, outcome: tern_raft_store::AbortOutcome::Cancelled };
+    let mut bystander = pb::cluster_client::ClusterClient::new(c.channel_as(leader, "m10-1-3"));
+    let why = denied("a bystander's abort", bystander.propose(propose_request("agent:m10-1-3", abort())).await);
+    assert!(why.contains("takes no part in this migration"), "{why}");
+    let begin = Command::BeginOperation {
+        kind: tern_raft_store::OperationKind::Migration {
+            domain: "ldom1".into(),
+            source: "m10-1-1".into(),
+            target: "m10-1-2".into(),
+            new_name: None,
+            dry_run: false,
+        },
+    };
+    let why = denied("a bystander's migration", bystander.propose(propose_request("agent:m10-1-3", begin)).await);
+    assert!(why.contains("its source coordinates it"), "{why}");
+    let mut source = pb::cluster_client::ClusterClient::new(c.channel_as(leader, "m10-1-1"));
+    source.propose(propose_request("agent:m10-1-1", abort())).await.unwrap();
+}
