@@ -13,6 +13,7 @@
 //! - [`cpu`]: CPU types and the cpu-arch table (LM-07).
 //! - [`version`]: firmware (LM-10) and OS (LM-11) versions.
 //! - [`precopy`]: the pre-copy migration timing model (LM-17).
+//! - [`rebalance`]: load-based rebalancing and make-room planning (RB-01..RB-05).
 //! - [`units`]: sizes and ranges in ldm's vocabulary.
 //! - [`profile`]: the rights profiles (LDoms Review, LDoms Management, System Administrator).
 
@@ -24,6 +25,7 @@ pub mod planner;
 pub mod precopy;
 pub mod preflight;
 pub mod profile;
+pub mod rebalance;
 pub mod server;
 pub mod units;
 pub mod version;

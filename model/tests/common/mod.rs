@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod brute;
+pub mod cluster;
 
 use tern_model::units::{GIB, MIB};
 use tern_model::{
