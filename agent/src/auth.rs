@@ -106,6 +106,11 @@ pub const RULES: &[(&str, Need)] = &[
     ("/tern.v1.Ha/Check", Need::Review),
     ("/tern.v1.Ha/SetHost", Need::Admin),
     ("/tern.v1.Ha/SetDomain", Need::Management),
+    ("/tern.v1.Rebalance/Plan", Need::Management),
+    ("/tern.v1.Rebalance/Apply", Need::Management),
+    ("/tern.v1.Rebalance/Cancel", Need::Management),
+    ("/tern.v1.Rebalance/Status", Need::Review),
+    ("/tern.v1.Rebalance/Configure", Need::Admin),
 ];
 
 /// Who called, as its certificate proves.

@@ -41,7 +41,25 @@ pub struct Config {
     #[serde(default)]
     pub ha: HaConfig,
     #[serde(default)]
+    pub rebalance: RebalanceTiming,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// When the leader's rebalancer looks (RB-01); the policy itself (auto mode, level,
+/// limits) is the cluster's, in the replicated state (`ternctl rebalance set`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RebalanceTiming {
+    /// One round every this many milliseconds: measure the imbalance, plan in auto
+    /// mode once it held, and drive an applying plan's moves.
+    pub interval_ms: u64,
+}
+
+impl Default for RebalanceTiming {
+    fn default() -> Self {
+        Self { interval_ms: 30_000 }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -519,6 +537,12 @@ impl Config {
             HypervisorConfig::Sim { .. } => {}
         }
         self.ha.validate_for(&self.name)?;
+        if !(100..=3_600_000).contains(&self.rebalance.interval_ms) {
+            return Err((
+                "rebalance.interval_ms",
+                format!("{} must be between 100 and 3600000 (one hour)", self.rebalance.interval_ms),
+            ));
+        }
         let t = &self.timeouts;
         let positive = [
             ("timeouts.heartbeat_interval_ms", t.heartbeat_interval_ms),

@@ -333,6 +333,7 @@ pub fn migrate_request(r: pb::MigrateRequest) -> MigrateRequest {
         user: r.user,
         password: r.password,
         dry_run: r.dry_run,
+        plan: (r.plan_id != 0).then_some(r.plan_id),
     }
 }
 
@@ -344,6 +345,7 @@ pub fn migrate_request_to_pb(r: MigrateRequest) -> pb::MigrateRequest {
         user: r.user,
         password: r.password,
         dry_run: r.dry_run,
+        plan_id: r.plan.unwrap_or(0),
     }
 }
 
@@ -494,7 +496,7 @@ pub fn host_event_to_pb(e: &HostEvent) -> pb::HostEvent {
 /// A row of `ternctl list-operations`.
 pub fn operation(op: &Operation) -> pb::OperationInfo {
     let (domain, source, target, dry_run, new_name) = match &op.kind {
-        OperationKind::Migration { domain, source, target, dry_run, new_name } => {
+        OperationKind::Migration { domain, source, target, dry_run, new_name, .. } => {
             (domain.clone(), source.clone(), target.clone(), *dry_run, new_name.clone())
         }
         OperationKind::Evacuation { host } | OperationKind::Failover { host } => {
@@ -539,6 +541,105 @@ pub fn operation(op: &Operation) -> pb::OperationInfo {
         updated_ms: op.updated_ms,
         dry_run,
     }
+}
+
+// ---- rebalancing (RB-*) -----------------------------------------------------------
+
+/// A kept plan with each move's state (from the operations).
+pub fn plan_to_pb(p: &tern_raft_store::PlanRecord, states: &[tern_migrate::rebalance::MoveState]) -> pb::RebalancePlan {
+    use tern_raft_store::{PlanPurpose, PlanStatus};
+    let moves = p
+        .plan
+        .moves
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let state = states.get(i);
+            pb::RebalanceMove {
+                domain: m.domain.clone(),
+                source: m.source.clone(),
+                target: m.target.clone(),
+                cids: m.binding.cids.clone(),
+                memory: ranges_to_pb(&m.binding.memory),
+                console_port: port_to_pb(m.binding.console_port),
+                total_ms: m.cost.total_ms,
+                downtime_ms: m.cost.downtime_ms,
+                reason: m.reason.to_string(),
+                imbalance_after_ppm: m.imbalance_after_ppm,
+                state: match (&p.status, state) {
+                    (PlanStatus::Shown, _) | (_, None) => "pending".into(),
+                    (_, Some(s)) => s.to_string(),
+                },
+                operation_id: state.map_or(0, tern_migrate::rebalance::MoveState::operation),
+            }
+        })
+        .collect();
+    pb::RebalancePlan {
+        id: p.id,
+        purpose: match &p.purpose {
+            PlanPurpose::Balance => "balance".into(),
+            PlanPurpose::MakeRoom { domain, target } => format!("make-room {domain} on {target}"),
+        },
+        status: p.status.name().into(),
+        status_detail: match &p.status {
+            PlanStatus::Failed { reason } => reason.clone(),
+            PlanStatus::Cancelled { by } => format!("by {by}"),
+            _ => p.notes.join("; "),
+        },
+        level: u32::from(p.plan.level),
+        imbalance_before_ppm: p.plan.imbalance_before_ppm,
+        imbalance_after_ppm: p.plan.imbalance_after_ppm,
+        act_above_ppm: p.plan.act_above_ppm,
+        moves,
+        notes: p.plan.notes.clone(),
+        preflight_refusals: p.plan.preflight_refusals,
+        actor: p.actor.clone(),
+        applied_by: p.applied_by.clone().unwrap_or_default(),
+        made_ms: p.made_ms,
+        total_ms: p.plan.total_ms(),
+    }
+}
+
+pub fn rebalance_config_to_pb(c: &tern_raft_store::RebalanceConfig) -> pb::RebalanceConfig {
+    pb::RebalanceConfig {
+        auto: c.auto,
+        level: u32::from(c.level.get()),
+        max_moves: c.max_moves,
+        host_concurrency: c.host_concurrency,
+        cluster_concurrency: c.cluster_concurrency,
+        n_plus_one: c.n_plus_one,
+        cooldown_ms: c.cooldown_ms,
+        hold_rounds: c.hold_rounds,
+        cpu_weight: c.cpu_weight,
+        memory_weight: c.memory_weight,
+        max_downtime_ms: c.max_downtime_ms,
+        groups: c.groups.iter().map(|(g, s)| (g.clone(), s.as_str().to_string())).collect(),
+    }
+}
+
+pub fn rebalance_config(c: pb::RebalanceConfig) -> Result<tern_raft_store::RebalanceConfig, Error> {
+    let level = u8::try_from(c.level)
+        .map_err(|_| Error::InvalidInput(format!("level {} is not 1 to 5", c.level)))
+        .and_then(|l| tern_model::rebalance::Level::new(l).map_err(Error::InvalidInput))?;
+    let groups = c
+        .groups
+        .into_iter()
+        .map(|(g, s)| s.parse().map(|s| (g, s)).map_err(Error::InvalidInput))
+        .collect::<Result<_, _>>()?;
+    Ok(tern_raft_store::RebalanceConfig {
+        auto: c.auto,
+        level,
+        max_moves: c.max_moves,
+        host_concurrency: c.host_concurrency,
+        cluster_concurrency: c.cluster_concurrency,
+        n_plus_one: c.n_plus_one,
+        cooldown_ms: c.cooldown_ms,
+        hold_rounds: c.hold_rounds,
+        cpu_weight: c.cpu_weight,
+        memory_weight: c.memory_weight,
+        max_downtime_ms: c.max_downtime_ms,
+        groups,
+    })
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ pub const DUTIES: &[Duty<Node>] = &[
     Duty { name: "manage-voters", run: |node, term| Box::pin(membership::manage_voters(node, term)) },
     Duty { name: "ha-monitor", run: |node, term| Box::pin(crate::ha::monitor(node, term)) },
     Duty { name: "ha-failover", run: |node, term| Box::pin(crate::ha::failover(node, term)) },
+    Duty { name: "rebalance", run: |node, term| Box::pin(crate::rebalance::run(node, term)) },
 ];
 
 /// Runs this agent's [`DUTIES`] while it leads, until `node.shutdown`.

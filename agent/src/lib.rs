@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod raft_net;
+pub mod rebalance;
 pub mod services;
 pub mod transport;
 
@@ -189,6 +190,7 @@ where
         detector: Arc::new(std::sync::Mutex::new(tern_ha::Detector::new(config_ha))),
         fences: Arc::new(fences),
         failover: tern_ha::failover::Report::default(),
+        rebalancer: Default::default(),
         peer_cert: auth::peer_cert_of::<IO::ConnectInfo>,
         revoked,
     };
@@ -220,7 +222,10 @@ where
             .with_message_limits(),
         )
         .add_service(pb::users_server::UsersServer::new(services::UsersService(node.clone())).with_message_limits())
-        .add_service(pb::ha_server::HaServer::new(services::HaService(node.clone())).with_message_limits());
+        .add_service(pb::ha_server::HaServer::new(services::HaService(node.clone())).with_message_limits())
+        .add_service(
+            pb::rebalance_server::RebalanceServer::new(rebalance::RebalanceService(node.clone())).with_message_limits(),
+        );
     let stop = shutdown.clone();
     tasks.spawn(async move {
         if let Err(e) = router.serve_with_incoming_shutdown(seams.incoming, stop.cancelled()).await {

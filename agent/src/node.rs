@@ -50,6 +50,8 @@ pub struct Node {
     pub fences: Arc<std::collections::BTreeMap<String, Arc<dyn tern_ha::Fence>>>,
     /// Where this leader's failovers stand (`ternctl ha status`).
     pub failover: tern_ha::failover::Report,
+    /// What this leader's rebalancer measured last (`ternctl rebalance status`).
+    pub rebalancer: Arc<std::sync::Mutex<crate::rebalance::Rounds>>,
     /// The DER of a call's TLS peer certificate, from its request extensions (the
     /// connection type differs between real TCP and turmoil; see [`crate::auth`]).
     pub peer_cert: crate::auth::PeerCert,

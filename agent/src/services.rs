@@ -571,9 +571,21 @@ impl pb::ha_server::Ha for HaService {
     ) -> Result<Response<pb::HaSetDomainResponse>, Status> {
         let caller = authorize(&self.0, &req, "/tern.v1.Ha/SetDomain")?;
         let r = req.into_inner();
-        let ha_priority: tern_raft_store::HaPriority =
-            r.ha_priority.parse().map_err(|e: String| Status::invalid_argument(e))?;
-        let command = tern_raft_store::Command::SetDomain { domain: r.domain, ha_priority };
+        let ha_priority = match r.ha_priority.as_str() {
+            "" => None,
+            p => Some(p.parse::<tern_raft_store::HaPriority>().map_err(Status::invalid_argument)?),
+        };
+        if ha_priority.is_none() && r.affinity_group.is_none() && r.anti_affinity_group.is_none() {
+            return Err(Status::invalid_argument(
+                "nothing to set: give ha-priority, affinity-group or anti-affinity-group",
+            ));
+        }
+        let command = tern_raft_store::Command::SetDomain {
+            domain: r.domain,
+            ha_priority,
+            affinity_group: r.affinity_group,
+            anti_affinity_group: r.anti_affinity_group,
+        };
         self.0.propose(&caller.actor(), command).await.map_err(status)?;
         Ok(Response::new(pb::HaSetDomainResponse {}))
     }

@@ -401,6 +401,7 @@ impl Shared {
                 inventory_debounce_ms: 100,
                 shutdown_deadline_ms: 2000,
             },
+            rebalance: tern_agent::config::RebalanceTiming { interval_ms: 1000 },
             ha: if self.opts.self_stop {
                 tern_agent::config::HaConfig {
                     isolation_timeout_ms: 3000,

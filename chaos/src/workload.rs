@@ -332,6 +332,7 @@ impl Client {
                     user: USER.into(),
                     password: PASSWORD.into(),
                     dry_run,
+                    plan_id: 0,
                 };
                 follow_migration(pb::migration_client::MigrationClient::new(ch).migrate(req).await).await
             }
@@ -387,6 +388,7 @@ impl Client {
             target: plan.target.clone(),
             new_name: None,
             dry_run,
+            plan: None,
         };
         let operation = match self.propose(rng, Command::BeginOperation { kind }).await {
             Ok((Outcome::OperationBegun { operation }, index)) => {

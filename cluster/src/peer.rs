@@ -67,6 +67,8 @@ pub struct MigrateRequest {
     pub password: String,
     /// OP-02.
     pub dry_run: bool,
+    /// The applying rebalance plan this migration is a move of (RB-04).
+    pub plan: Option<u64>,
 }
 
 /// The source's request to its target: check, reserve, and take the guest in.

@@ -134,23 +134,33 @@ pub async fn set_host(agent: &AgentArgs, host: &str, status: &str) -> anyhow::Re
     Ok(0)
 }
 
-/// `ternctl set-domain ha-priority=high ldom1` (ldm's `set-domain name=value ... ldom`).
+/// `ternctl set-domain ha-priority=high anti-affinity-group=db ldom1` (ldm's
+/// `set-domain name=value ... ldom`).
 pub async fn set_domain(agent: &AgentArgs, settings: &[String], domain: &str) -> anyhow::Result<i32> {
-    let mut priority = None;
+    let mut req = pb::HaSetDomainRequest { domain: domain.to_string(), ..Default::default() };
     for s in settings {
         match s.split_once('=') {
-            Some(("ha-priority", v)) => priority = Some(v.to_string()),
-            Some((k, _)) => bail!("{k} is not a property tern sets; only ha-priority=high|medium|low|none"),
+            Some(("ha-priority", v)) => req.ha_priority = v.to_string(),
+            Some(("affinity-group", v)) => req.affinity_group = Some(v.to_string()),
+            Some(("anti-affinity-group", v)) => req.anti_affinity_group = Some(v.to_string()),
+            Some((k, _)) => bail!(
+                "{k} is not a property tern sets; these are ha-priority=high|medium|low|none, \
+                 affinity-group=NAME, anti-affinity-group=NAME"
+            ),
             None => bail!("{s:?} is not name=value (e.g. ha-priority=high)"),
         }
     }
-    let Some(ha_priority) = priority else { bail!("nothing to set: give ha-priority=high|medium|low|none") };
-    client(agent)
-        .await?
-        .set_domain(pb::HaSetDomainRequest { domain: domain.to_string(), ha_priority: ha_priority.clone() })
-        .await
-        .map_err(|e| anyhow!(status_message(&e)))?;
-    println!("{domain}: ha-priority={ha_priority}");
+    client(agent).await?.set_domain(req.clone()).await.map_err(|e| anyhow!(status_message(&e)))?;
+    let mut set = Vec::new();
+    if !req.ha_priority.is_empty() {
+        set.push(format!("ha-priority={}", req.ha_priority));
+    }
+    for (k, v) in [("affinity-group", &req.affinity_group), ("anti-affinity-group", &req.anti_affinity_group)] {
+        if let Some(v) = v {
+            set.push(format!("{k}={v}"));
+        }
+    }
+    println!("{domain}: {}", set.join(" "));
     Ok(0)
 }
 

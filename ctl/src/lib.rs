@@ -15,6 +15,7 @@ pub mod layouts;
 pub mod list;
 pub mod local;
 pub mod migrate;
+pub mod rebalance;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -143,13 +144,21 @@ Exit codes: 0 migrated (or the dry run passed); 1 refused, cancelled or rolled b
     Ha(HaCommand),
     /// Set a guest's properties, as `ldm set-domain name=value ... ldom`. tern's own:
     /// ha-priority=high|medium|low|none (restart order on failover, HA-04; none never
-    /// restarts; default medium).
-    #[command(after_help = "Example:\n  ternctl set-domain ha-priority=high ldom1")]
+    /// restarts; default medium); affinity-group=NAME and anti-affinity-group=NAME
+    /// (RB-03: members of an affinity group run on one host, of an anti-affinity group
+    /// on different hosts; an empty NAME leaves the group; `rebalance group` sets a
+    /// group's strength, must by default).
+    #[command(after_help = "Examples:\n  ternctl set-domain ha-priority=high ldom1\n  \
+ternctl set-domain anti-affinity-group=db ldom1\n  ternctl set-domain affinity-group= ldom1")]
     SetDomain {
         /// name=value pairs, then the domain.
         #[arg(required = true, num_args = 2.., value_name = "NAME=VALUE... DOMAIN")]
         args: Vec<String>,
     },
+    /// Load-based rebalancing (SPEC RB-01..RB-05): plans made with the full preflight and
+    /// exact memory fitting, kept with ids, applied as ordinary migrations; auto mode.
+    #[command(subcommand)]
+    Rebalance(RebalanceCommand),
     /// The simulated servers (kind = "sim"): what their BMC would do.
     #[command(subcommand)]
     Sim(SimCommand),
@@ -212,6 +221,73 @@ pub enum HostCommand {
     /// Return a fenced (or lost) HOST to service. Guests restarted elsewhere stay
     /// there: its agent unbinds its old copies and never starts them (HA-09).
     Up { host: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RebalanceCommand {
+    /// Make a plan: the moves that lower the imbalance (RB-01, RB-02), each with its
+    /// binding (CIDs, PA ranges), its cost (migration time, downtime) and the imbalance
+    /// after it. Against a cluster the plan is kept with an id (apply it with `apply ID`);
+    /// with --layouts it is computed offline and nothing is kept.
+    #[command(after_help = "Examples:\n  ternctl rebalance plan\n  ternctl rebalance plan --level 5\n  \
+ternctl rebalance plan --layouts deploy/layouts\n\nLevels (vSphere DRS-style): 1 only mandatory moves \
+(broken must-rules), 2 acts at imbalance 0.20, 3 (default) 0.10, 4 0.05, 5 0.02.")]
+    Plan {
+        #[command(flatten)]
+        layouts: LayoutArgs,
+        /// 1 (mandatory moves only) to 5 (aggressive); default: the cluster's.
+        #[arg(long)]
+        level: Option<u8>,
+    },
+    /// RB-05: the fewest moves of HOST's other guests (each itself legal) after which
+    /// DOMAIN fits on HOST, when LM-09 fragmentation or too few free cores refuse it now;
+    /// then DOMAIN's own move. Exit 1 when no such sequence exists.
+    #[command(after_help = "Example:\n  ternctl rebalance make-room ldom1 m10-1-fragmented\n  \
+ternctl rebalance make-room --layouts deploy/layouts ldom1 m10-1-fragmented")]
+    MakeRoom {
+        #[command(flatten)]
+        layouts: LayoutArgs,
+        domain: String,
+        host: String,
+    },
+    /// Run a shown plan if the cluster is as it was when the plan was made (RB-04); if it
+    /// changed, a new plan is made and shown instead (exit 1), to apply in turn.
+    Apply { id: u64 },
+    /// Stop an applying plan: moves not started are not made; running ones finish.
+    Cancel { id: u64 },
+    /// The policy, the imbalance now, rounds held (auto mode) and the recent plans with
+    /// each move's state.
+    Status {
+        /// How many recent plans to show.
+        #[arg(long, default_value_t = 5)]
+        limit: u32,
+        /// Show only this plan.
+        #[arg(long)]
+        plan: Option<u64>,
+    },
+    /// Turn automatic rebalancing on or off (System Administrator). On: the leader plans
+    /// once the imbalance stayed above the level's threshold for hold-rounds rounds, and
+    /// applies the plan itself.
+    Auto {
+        #[arg(value_parser = ["on", "off"])]
+        on: String,
+        #[arg(long)]
+        level: Option<u8>,
+    },
+    /// Change the policy: level, max-moves, host-concurrency, cluster-concurrency,
+    /// n-plus-one=on|off, cooldown=30m, hold-rounds, cpu-weight, memory-weight,
+    /// max-downtime=5s, auto=on|off.
+    #[command(after_help = "Example:\n  ternctl rebalance set level=4 cooldown=1h n-plus-one=on")]
+    Set {
+        #[arg(required = true, value_name = "NAME=VALUE")]
+        pairs: Vec<String>,
+    },
+    /// How hard a group's rule binds: must (never broken), should (weighed), default.
+    Group {
+        name: String,
+        #[arg(value_parser = ["must", "should", "default"])]
+        strength: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -395,6 +471,22 @@ pub fn run(cli: Cli) -> i32 {
         Command::SetDomain { mut args } => {
             let domain = args.pop().unwrap_or_default();
             block_on(ha::set_domain(&agent, &args, &domain))
+        }
+        Command::Rebalance(RebalanceCommand::Plan { layouts, level }) => {
+            block_on(rebalance::plan(&agent, &layouts, level, json))
+        }
+        Command::Rebalance(RebalanceCommand::MakeRoom { layouts, domain, host }) => {
+            block_on(rebalance::make_room(&agent, &layouts, &domain, &host, json))
+        }
+        Command::Rebalance(RebalanceCommand::Apply { id }) => block_on(rebalance::apply(&agent, id, json)),
+        Command::Rebalance(RebalanceCommand::Cancel { id }) => block_on(rebalance::cancel(&agent, id, json)),
+        Command::Rebalance(RebalanceCommand::Status { limit, plan }) => {
+            block_on(rebalance::status(&agent, limit, plan, json))
+        }
+        Command::Rebalance(RebalanceCommand::Auto { on, level }) => block_on(rebalance::auto(&agent, &on, level)),
+        Command::Rebalance(RebalanceCommand::Set { pairs }) => block_on(rebalance::set(&agent, &pairs)),
+        Command::Rebalance(RebalanceCommand::Group { name, strength }) => {
+            block_on(rebalance::group(&agent, &name, &strength))
         }
         Command::Sim(SimCommand::PowerOff { state }) => ha::sim_power_off(&state),
         Command::Sim(SimCommand::CrashControlDomain { state }) => ha::sim_crash_control_domain(&state),

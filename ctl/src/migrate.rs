@@ -73,6 +73,7 @@ pub async fn migrate(agent: &AgentArgs, a: &MigrateArgs<'_>, json: bool) -> anyh
         user: spec.user.clone().unwrap_or_else(|| "root".into()),
         password,
         dry_run: a.dry_run,
+        plan_id: 0,
     };
     // The stream lives as long as the migration: no per-request deadline here.
     let mut stream = client.migrate(req).await.map_err(|s| anyhow!(status_message(&s)))?.into_inner();

@@ -139,6 +139,7 @@ pub async fn migrate(
         target: target.clone(),
         new_name: req.new_name.clone(),
         dry_run: req.dry_run,
+        plan: req.plan,
     };
     let beginning = registry.beginning(&req.domain);
     let begun = c.propose(&agent_actor(c.as_ref()), Command::BeginOperation { kind }).await;

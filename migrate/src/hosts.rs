@@ -272,6 +272,7 @@ async fn move_guests_off(
                     user: req.user.clone(),
                     password: req.password.clone(),
                     dry_run: false,
+                    plan: None,
                 };
                 guest_result(guest, &choice.target, remote_migrate(c, host, migration).await)
             }
@@ -311,7 +312,7 @@ fn sent_away(c: &dyn Cluster, host: &str) -> Vec<(String, String, String)> {
     c.state().read(|s| {
         let mut latest: std::collections::BTreeMap<String, (String, String, String)> = Default::default();
         for op in s.operations().values().filter(|o| o.phase == Phase::Done) {
-            if let OperationKind::Migration { domain, source, target, new_name, dry_run: false } = &op.kind {
+            if let OperationKind::Migration { domain, source, target, new_name, dry_run: false, .. } = &op.kind {
                 let now_named = new_name.clone().unwrap_or_else(|| domain.clone());
                 latest.remove(domain);
                 if source == host {
@@ -342,6 +343,7 @@ async fn bring_guests_back(
             user: req.user.clone(),
             password: req.password.clone(),
             dry_run: false,
+            plan: None,
         };
         let result = guest_result(name, host, remote_migrate(c, at, migration).await);
         if result.moved {

@@ -21,6 +21,7 @@
 
 pub mod coordinator;
 pub mod hosts;
+pub mod rebalance;
 pub mod recovery;
 pub mod report;
 pub mod target;

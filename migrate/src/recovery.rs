@@ -165,6 +165,7 @@ mod tests {
                 target: "m10-1-2".into(),
                 new_name: None,
                 dry_run: false,
+                plan: None,
             };
             let Outcome::OperationBegun { operation } = log.apply(Command::BeginOperation { kind }) else {
                 panic!("not begun")

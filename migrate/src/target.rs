@@ -20,7 +20,7 @@ fn planning_again_may_win(code: RejectCode) -> bool {
 
 #[instrument(skip_all, fields(node = %c.host(), domain = %req.domain, operation = req.operation))]
 pub async fn prepare(c: &dyn Cluster, req: PrepareRequest) -> Result<Prepared, Error> {
-    authenticate(c, &req.user, &req.password).await?;
+    login(c, &req).await?;
     let source = &req.source_server;
     if source.name != req.source {
         return Err(Error::InvalidInput(format!("source_server is {}, not {}", source.name, req.source)));
@@ -81,6 +81,48 @@ pub async fn prepare(c: &dyn Cluster, req: PrepareRequest) -> Result<Prepared, E
     }
     info!(reservation, "reserved");
     Ok(Prepared::Reserved { reservation, token, binding, warnings })
+}
+
+/// OP-04 on the target: the user's login; or, for a request without a user, that the
+/// operation is a move of a rebalance plan that applies now (RB-04), whose approval (by
+/// a user with LDoms Management, or auto mode set by a System Administrator) stands for
+/// it. The operation was begun through the log just before, so this member may wait
+/// [`FINISH_APPLY_WAIT_MS`] to apply it.
+async fn login(c: &dyn Cluster, req: &PrepareRequest) -> Result<(), Error> {
+    if !req.user.is_empty() || !req.password.is_empty() {
+        return authenticate(c, &req.user, &req.password).await;
+    }
+    let waited_from = c.now_ms();
+    loop {
+        let verdict = c.state().read(|s| {
+            let op = s.operation(req.operation)?;
+            let moves_this = matches!(&op.kind, OperationKind::Migration { source, target, domain, .. }
+                if *source == req.source && target == c.host() && *domain == req.domain);
+            Some(if moves_this { s.approved_plan_move(req.operation) } else { Err("it moves another guest".into()) })
+        });
+        match verdict {
+            Some(Ok(plan)) => {
+                info!(plan, operation = req.operation, "move of an applying rebalance plan: no login needed (RB-04)");
+                return Ok(());
+            }
+            Some(Err(why)) => {
+                return Err(Error::PermissionDenied(format!(
+                    "OP-04 a migration to {} names the user to log in as (user@target); operation {} is no approved rebalance move: {why}",
+                    c.host(),
+                    req.operation
+                )));
+            }
+            None if c.now_ms().saturating_sub(waited_from) < FINISH_APPLY_WAIT_MS => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            None => {
+                return Err(Error::Unavailable(format!(
+                    "operation {} is not in this member's state yet; try again",
+                    req.operation
+                )));
+            }
+        }
+    }
 }
 
 /// How long Finish waits for this member's state to show the commit it is told of.

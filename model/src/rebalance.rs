@@ -287,6 +287,18 @@ pub enum Reason {
     Guest,
 }
 
+impl fmt::Display for Reason {
+    /// `load`, `rule GROUP`, `make-room DOMAIN`, `guest`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Load => f.write_str("load"),
+            Self::Rule { group } => write!(f, "rule {group}"),
+            Self::MakeRoom { domain } => write!(f, "make-room {domain}"),
+            Self::Guest => f.write_str("guest"),
+        }
+    }
+}
+
 /// What a move costs (RB-02), from the pre-copy model (LM-17).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cost {

@@ -43,6 +43,8 @@ use pb::migration_client::MigrationClient;
 use pb::migration_server::MigrationServer;
 use pb::raft_client::RaftClient;
 use pb::raft_server::RaftServer;
+use pb::rebalance_client::RebalanceClient;
+use pb::rebalance_server::RebalanceServer;
 use pb::users_client::UsersClient;
 use pb::users_server::UsersServer;
 
@@ -54,4 +56,5 @@ message_limits! {
     HostsServer, HostsClient;
     UsersServer, UsersClient;
     HaServer, HaClient;
+    RebalanceServer, RebalanceClient;
 }

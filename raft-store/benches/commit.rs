@@ -75,6 +75,7 @@ async fn setup(raft: &Raft) -> Vec<u64> {
             target: "b".into(),
             new_name: None,
             dry_run: false,
+            plan: None,
         };
         match must(raft, Command::BeginOperation { kind }).await {
             Outcome::OperationBegun { operation } => ops.push(operation),

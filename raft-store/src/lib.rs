@@ -35,13 +35,13 @@ pub use auth::{hash_password, verify_password};
 pub use error::Error;
 pub use sm::StateHandle;
 pub use state::command::{
-    AbortOutcome, Command, HostSpec, Outcome, Progress, RejectCode, Rejection, Request, Response,
+    AbortOutcome, Command, HostSpec, Outcome, PlanEnd, Progress, RejectCode, Rejection, Request, Response,
 };
 pub use state::records::{
-    AuditRecord, DomainRecord, HaPriority, Host, HostStatus, Operation, OperationKind, OperationResult, Phase, Profile,
-    Reservation, SelfStop, Stopped, Subject, User,
+    AuditRecord, DomainRecord, HaPriority, Host, HostStatus, Operation, OperationKind, OperationResult, Phase,
+    PlanPurpose, PlanRecord, PlanStatus, Profile, RebalanceConfig, Reservation, SelfStop, Stopped, Subject, User,
 };
-pub use state::{Meta, State};
+pub use state::{Meta, PlanningView, State};
 
 /// A member's id in the Raft group.
 pub type NodeId = u64;

@@ -65,3 +65,13 @@ const _: () = assert!(SNAPSHOT_BYTES_MAX > ENTRY_BYTES_MAX);
 const _: () = assert!(NAME_BYTES_MAX <= TEXT_BYTES_MAX);
 const _: () = assert!(AUDIT_SUMMARY_BYTES_MAX >= NAME_BYTES_MAX * 2);
 const _: () = assert!(BINDING_STRANDS_MAX <= INVENTORY_STRANDS_MAX);
+
+/// Most moves one rebalance plan holds, and notes it carries (RB-04).
+pub const PLAN_MOVES_MAX: usize = 64;
+pub const PLAN_NOTES_MAX: usize = 64;
+/// Rebalance plans kept; the oldest that is not applying is dropped first.
+pub const PLANS_KEPT_MAX: usize = 32;
+/// Most (anti-)affinity groups given a strength.
+pub const GROUPS_MAX: usize = 1024;
+/// Longest rebalance cooldown or downtime bound: one day.
+pub const REBALANCE_MS_MAX: u64 = 24 * 60 * 60 * 1000;

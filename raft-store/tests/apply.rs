@@ -54,6 +54,7 @@ impl World {
             target: target.into(),
             new_name: new_name.map(Into::into),
             dry_run,
+            plan: None,
         };
         match self.ok(Command::BeginOperation { kind }) {
             Outcome::OperationBegun { operation } => operation,
@@ -302,6 +303,7 @@ fn reserve_requires_an_up_target_a_matching_operation_and_a_free_name() {
             target: "b".into(),
             new_name: Some("ldom1x".into()),
             dry_run: false,
+            plan: None,
         },
     });
     assert_eq!((r.code, r.rule), (RejectCode::NameTaken, Some(Rule::Op(5))));
@@ -885,7 +887,12 @@ fn a_restart_commits_the_guest_onto_its_target_and_the_failover_goes_on() {
     let mut w = world();
     let op = lost_a_with_failover(&mut w);
     w.ok(Command::SetHostStatus { host: "a".into(), status: HostStatus::Fenced, expected: Some(HostStatus::Lost) });
-    w.ok(Command::SetDomain { domain: "ldom1".into(), ha_priority: HaPriority::High });
+    w.ok(Command::SetDomain {
+        domain: "ldom1".into(),
+        ha_priority: Some(HaPriority::High),
+        affinity_group: None,
+        anti_affinity_group: None,
+    });
     let (r, token, _) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
     let outcome = w.ok(Command::CommitRestart { operation: op, reservation: r, token });
     assert_eq!(outcome, Outcome::Restarted { domain: "ldom1".into(), target: "b".into() });
@@ -965,12 +972,233 @@ fn a_report_showing_a_fenced_hosts_guest_running_elsewhere_moves_its_record() {
 fn set_domain_sets_a_known_guests_priority_only() {
     // Goal: SetDomain changes ha-priority of an indexed guest and refuses unknown names.
     let mut w = world();
-    w.ok(Command::SetDomain { domain: "ldom2".into(), ha_priority: HaPriority::Never });
+    w.ok(Command::SetDomain {
+        domain: "ldom2".into(),
+        ha_priority: Some(HaPriority::Never),
+        affinity_group: None,
+        anti_affinity_group: None,
+    });
     assert_eq!(w.state.domain("ldom2").map(|d| d.ha_priority), Some(HaPriority::Never));
     assert_eq!(
-        w.rejected(Command::SetDomain { domain: "nope".into(), ha_priority: HaPriority::Low }).code,
+        w.rejected(Command::SetDomain {
+            domain: "nope".into(),
+            ha_priority: Some(HaPriority::Low),
+            affinity_group: None,
+            anti_affinity_group: None
+        })
+        .code,
         RejectCode::DomainUnknown
     );
     assert_eq!("none".parse::<HaPriority>(), Ok(HaPriority::Never));
     assert!("urgent".parse::<HaPriority>().is_err());
+}
+
+// ---- rebalance plans (RB-03, RB-04) ------------------------------------------------
+
+/// A one-move plan: ldom1 from a to b on [`ldom1_on_b`].
+fn one_move_plan() -> tern_model::rebalance::Plan {
+    tern_model::rebalance::Plan {
+        level: 3,
+        moves: vec![tern_model::rebalance::Move {
+            domain: "ldom1".into(),
+            source: "a".into(),
+            target: "b".into(),
+            binding: ldom1_on_b(),
+            cost: Default::default(),
+            reason: tern_model::rebalance::Reason::Load,
+            imbalance_after_ppm: 0,
+        }],
+        ..Default::default()
+    }
+}
+
+impl World {
+    /// Records [`one_move_plan`] against the state as it is now; returns its id.
+    fn record_plan(&mut self) -> u64 {
+        let digest = self.state.placement_digest(self.now + 10);
+        let cmd = Command::RecordPlan { purpose: PlanPurpose::Balance, plan: one_move_plan(), digest };
+        match self.ok(cmd) {
+            Outcome::PlanRecorded { id } => id,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn as_agent(&mut self, command: Command) -> Response {
+        self.index += 1;
+        self.now += 10;
+        let request = Request { proposed_at_ms: self.now, actor: "agent:a".into(), command };
+        self.state.apply(self.index, &request)
+    }
+}
+
+fn plan_move(id: u64, target: &str) -> Command {
+    Command::BeginOperation {
+        kind: OperationKind::Migration {
+            domain: "ldom1".into(),
+            source: "a".into(),
+            target: target.into(),
+            new_name: None,
+            dry_run: false,
+            plan: Some(id),
+        },
+    }
+}
+
+#[test]
+fn a_plan_is_kept_applied_while_its_state_holds_and_ended_once() {
+    // Goal: RB-04: record -> shown; apply -> applying (one plan at a time); end -> done.
+    let mut w = world();
+    let id = w.record_plan();
+    assert_eq!(w.state.plan(id).map(|p| p.status.clone()), Some(PlanStatus::Shown));
+    let other = w.record_plan();
+    w.ok(Command::ApplyPlan { id });
+    let p = w.state.plan(id).expect("plan");
+    assert_eq!((p.status.clone(), p.applied_by.as_deref()), (PlanStatus::Applying, Some("test")));
+    let r = w.rejected(Command::ApplyPlan { id: other });
+    assert_eq!((r.code, r.rule), (RejectCode::PlanStatus, Some(Rule::Rb(3))));
+    assert_eq!(
+        w.rejected(Command::ApplyPlan { id }).code,
+        RejectCode::PlanStatus,
+        "an applying plan is not applied twice"
+    );
+    w.ok(Command::EndPlan { id, end: PlanEnd::Done { notes: vec!["1 move(s) made".into()] } });
+    assert_eq!(w.state.plan(id).map(|p| p.status.clone()), Some(PlanStatus::Done));
+    assert_eq!(w.rejected(Command::EndPlan { id, end: PlanEnd::Cancelled }).code, RejectCode::PlanStatus);
+    assert_eq!(w.rejected(Command::ApplyPlan { id: 99 }).code, RejectCode::PlanUnknown);
+}
+
+#[test]
+fn a_plan_whose_state_changed_is_refused_as_stale() {
+    // Goal: RB-04: a reservation taken after the plan was made changes the digest; apply refuses and changes nothing.
+    let mut w = world();
+    let id = w.record_plan();
+    let op = w.begin("ldom2", "a", "b", None, false);
+    w.reserve(op, "ldom2", binding("ldom2", &[6], gib(6), Some(5004)), 30_000);
+    let r = w.rejected(Command::ApplyPlan { id });
+    assert_eq!((r.code, r.rule), (RejectCode::PlanStale, Some(Rule::Rb(4))));
+    assert_eq!(w.state.plan(id).map(|p| p.status.clone()), Some(PlanStatus::Shown));
+}
+
+#[test]
+fn agents_plan_and_approve_only_in_auto_mode() {
+    // Goal: RB-04: an agent's RecordPlan/ApplyPlan is refused while auto is off, taken once an admin turns it on.
+    let mut w = world();
+    let digest = w.state.placement_digest(w.now + 10);
+    let record = || Command::RecordPlan { purpose: PlanPurpose::Balance, plan: one_move_plan(), digest };
+    let r = w.as_agent(record()).unwrap_err();
+    assert_eq!((r.code, r.rule), (RejectCode::NotPermitted, Some(Rule::Rb(4))));
+    let id = w.record_plan();
+    assert_eq!(w.as_agent(Command::ApplyPlan { id }).unwrap_err().code, RejectCode::NotPermitted);
+    let config = RebalanceConfig { auto: true, ..RebalanceConfig::default() };
+    w.ok(Command::SetRebalance { config });
+    assert!(w.state.rebalance().auto);
+    // SetRebalance changed the digest: the old plan is stale, a new agent plan applies.
+    assert_eq!(w.as_agent(Command::ApplyPlan { id }).unwrap_err().code, RejectCode::PlanStale);
+    let digest = w.state.placement_digest(w.now + 10);
+    let Ok(Outcome::PlanRecorded { id }) =
+        w.as_agent(Command::RecordPlan { purpose: PlanPurpose::Balance, plan: one_move_plan(), digest })
+    else {
+        panic!("an agent records in auto mode")
+    };
+    w.as_agent(Command::ApplyPlan { id }).expect("an agent applies in auto mode");
+    assert_eq!(w.state.plan(id).and_then(|p| p.applied_by.clone()).as_deref(), Some("agent:a"));
+}
+
+#[test]
+fn a_plan_move_begins_only_while_its_plan_applies_and_only_as_planned() {
+    // Goal: RB-04: a migration marked with a plan must be one of that applying plan's moves; then the target may take it without a login.
+    let mut w = world();
+    let id = w.record_plan();
+    let r = w.rejected(plan_move(id, "b"));
+    assert_eq!((r.code, r.rule), (RejectCode::PlanStatus, Some(Rule::Rb(4))));
+    w.ok(Command::ApplyPlan { id });
+    let r = w.rejected(plan_move(id, "c"));
+    assert_eq!((r.code, r.rule), (RejectCode::OperationMismatch, Some(Rule::Rb(4))));
+    let Outcome::OperationBegun { operation } = w.ok(plan_move(id, "b")) else { panic!("begun") };
+    assert_eq!(w.state.approved_plan_move(operation), Ok(id));
+    let plain = w.begin("ldom2", "a", "c", None, false);
+    assert!(w.state.approved_plan_move(plain).is_err(), "a user's migration is no plan move");
+    w.ok(Command::EndPlan { id, end: PlanEnd::Cancelled });
+    assert!(w.state.approved_plan_move(operation).is_err(), "a cancelled plan approves nothing more");
+}
+
+#[test]
+fn set_domain_sets_and_clears_groups_and_keeps_what_it_is_not_given() {
+    // Goal: RB-03: affinity and anti-affinity groups are set, kept when not named, cleared by an empty name.
+    let mut w = world();
+    let set = |ha: Option<HaPriority>, aff: Option<&str>, anti: Option<&str>| Command::SetDomain {
+        domain: "ldom1".into(),
+        ha_priority: ha,
+        affinity_group: aff.map(Into::into),
+        anti_affinity_group: anti.map(Into::into),
+    };
+    w.ok(set(Some(HaPriority::High), Some("web"), Some("db")));
+    w.ok(set(None, None, Some("")));
+    let d = w.state.domain("ldom1").expect("ldom1").clone();
+    assert_eq!(
+        (d.ha_priority, d.affinity_group.as_deref(), d.anti_affinity_group),
+        (HaPriority::High, Some("web"), None)
+    );
+    assert_eq!(w.rejected(set(None, Some("bad name"), None)).code, RejectCode::InvalidRequest);
+    let view = w.state.planning_view(w.now);
+    let rules = &view.guests["ldom1"];
+    assert_eq!(
+        rules.affinity.as_ref().map(|g| (g.name.as_str(), g.strength)),
+        Some(("web", tern_model::rebalance::Strength::Must))
+    );
+}
+
+#[test]
+fn a_rebalance_policy_out_of_bounds_is_refused_naming_the_field() {
+    // Goal: SetRebalance validates every bound and names the field; the policy is unchanged.
+    let mut w = world();
+    for (config, field) in [
+        (RebalanceConfig { max_moves: 0, ..Default::default() }, "max_moves"),
+        (RebalanceConfig { host_concurrency: 99, ..Default::default() }, "host_concurrency"),
+        (RebalanceConfig { cpu_weight: 0, memory_weight: 0, ..Default::default() }, "cpu_weight + memory_weight"),
+        (RebalanceConfig { hold_rounds: 0, ..Default::default() }, "hold_rounds"),
+    ] {
+        let r = w.rejected(Command::SetRebalance { config });
+        assert!(r.message.contains(field), "{field}: {r}");
+    }
+    assert_eq!(w.state.rebalance(), &RebalanceConfig::default());
+}
+
+#[test]
+fn the_planning_view_freezes_guests_in_their_cooldown_or_an_operation() {
+    // Goal: RB-03: a guest migrated within cooldown_ms, or in a running operation, is frozen with the reason; hosts not Up are not eligible.
+    let mut w = world();
+    let op = w.begin("ldom1", "a", "b", None, false);
+    let view = w.state.planning_view(w.now);
+    assert!(view.guests["ldom1"].frozen.as_deref().is_some_and(|f| f.contains("is running")), "{:?}", view.guests);
+    assert!(view.guests["ldom2"].frozen.is_none());
+    let (res, token, _) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    w.ok(Command::CommitMigration {
+        operation: op,
+        reservation: res,
+        token,
+        downtime_ms: 1,
+        total_ms: 2,
+        notes: vec![],
+    });
+    let view = w.state.planning_view(w.now + 1000);
+    assert!(view.guests["ldom1"].frozen.as_deref().is_some_and(|f| f.contains("cooldown")), "{:?}", view.guests);
+    let later = w.now + RebalanceConfig::default().cooldown_ms + 1;
+    assert!(w.state.planning_view(later).guests["ldom1"].frozen.is_none());
+    w.ok(Command::SetHostStatus { host: "c".into(), status: HostStatus::Maintenance, expected: None });
+    let view = w.state.planning_view(w.now);
+    let c = view.hosts.iter().find(|h| h.0.name == "c").expect("c");
+    assert!(c.2.is_err());
+}
+
+#[test]
+fn the_placement_digest_follows_bindings_and_reservations_not_time_alone() {
+    // Goal: RB-04: equal states give equal digests; a reservation changes it, and its lapse changes it back.
+    let mut w = world();
+    let before = w.state.placement_digest(w.now);
+    assert_eq!(before, w.state.clone().placement_digest(w.now));
+    let op = w.begin("ldom1", "a", "b", None, false);
+    let (_, _, expires) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    assert_ne!(w.state.placement_digest(w.now), before);
+    assert_eq!(w.state.placement_digest(expires + 1), before);
 }

@@ -327,6 +327,7 @@ impl Cluster {
             user: user.into(),
             password: password.into(),
             dry_run,
+            plan_id: 0,
         };
         c.migrate(req).await.map(tonic::Response::into_inner)
     }

@@ -104,8 +104,16 @@ async fn a_lost_control_domain_is_fenced_by_ipmi_and_its_guest_restarts_elsewher
     std::fs::write(&pidfile, pid.to_string()).unwrap();
     let asker = other(&c, lost);
     let mut ha = pb::ha_client::HaClient::new(c.channel(asker).await);
-    ha.set_domain(pb::HaSetDomainRequest { domain: "ldom1".into(), ha_priority: "high".into() }).await.unwrap();
-    let bad = ha.set_domain(pb::HaSetDomainRequest { domain: "ldom1".into(), ha_priority: "urgent".into() }).await;
+    ha.set_domain(pb::HaSetDomainRequest { domain: "ldom1".into(), ha_priority: "high".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let bad = ha
+        .set_domain(pb::HaSetDomainRequest {
+            domain: "ldom1".into(),
+            ha_priority: "urgent".into(),
+            ..Default::default()
+        })
+        .await;
     assert_eq!(bad.unwrap_err().code(), tonic::Code::InvalidArgument);
     let refused = ha.set_host(pb::HaSetHostRequest { host: lost.into(), status: "fenced".into() }).await.unwrap_err();
     assert!(refused.message().contains("only a lost host"), "{refused:?}");

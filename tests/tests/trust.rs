@@ -41,7 +41,7 @@ async fn each_profile_gets_its_verbs_and_nothing_more() {
     let listed = inv.list_domains(pb::ListDomainsRequest::default()).await.unwrap().into_inner();
     assert!(listed.domains.iter().any(|d| d.name == "ldom1"), "{listed:?}");
     let mut ha = pb::ha_client::HaClient::new(c.channel_as(i, "reader"));
-    let set = pb::HaSetDomainRequest { domain: "ldom1".into(), ha_priority: "high".into() };
+    let set = pb::HaSetDomainRequest { domain: "ldom1".into(), ha_priority: "high".into(), ..Default::default() };
     let why = denied("review sets a priority", ha.set_domain(set.clone()).await);
     assert!(why.contains("lacks the \"LDoms Management\" profile"), "{why}");
     let mut users = pb::users_client::UsersClient::new(c.channel_as(i, "reader"));
@@ -181,6 +181,7 @@ async fn a_node_acts_only_on_operations_it_takes_part_in() {
             target: "m10-1-2".into(),
             new_name: None,
             dry_run: false,
+            plan: None,
         },
     };
     let why = denied("a bystander's migration", bystander.propose(propose_request("agent:m10-1-3", begin)).await);

@@ -6,7 +6,10 @@
 //! rule decides it, the rule id.
 
 use crate::limits;
-use crate::state::records::{HaPriority, HostStatus, OperationKind, OperationResult, Profile, SelfStop};
+use crate::state::records::{
+    HaPriority, HostStatus, OperationKind, OperationResult, PlanPurpose, Profile, RebalanceConfig, RebalancePlan,
+    SelfStop,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -54,6 +57,20 @@ pub enum AbortOutcome {
     Failed { reason: String },
 }
 
+/// How an applying plan ends (`EndPlan`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlanEnd {
+    Done {
+        notes: Vec<String>,
+    },
+    Failed {
+        reason: String,
+    },
+    /// `rebalance cancel`: the moves not started yet are not made.
+    Cancelled,
+}
+
 /// Every change the replicated state accepts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -86,10 +103,38 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expected: Option<HostStatus>,
     },
-    /// Sets a guest's restart priority on failover (HA-04).
+    /// Sets a guest's restart priority on failover (HA-04) and its affinity and
+    /// anti-affinity groups (RB-03). `None` keeps a setting; an empty group name clears
+    /// it. (Entries written before the groups carry `ha_priority` only.)
     SetDomain {
         domain: String,
-        ha_priority: HaPriority,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ha_priority: Option<HaPriority>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        affinity_group: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        anti_affinity_group: Option<String>,
+    },
+    /// Replaces the cluster's rebalancing policy (RB-01..RB-04).
+    SetRebalance {
+        config: RebalanceConfig,
+    },
+    /// Keeps a plan made from the state whose [`crate::State::placement_digest`] was
+    /// `digest` (RB-04). From an agent only in auto mode.
+    RecordPlan {
+        purpose: PlanPurpose,
+        plan: RebalancePlan,
+        digest: u64,
+    },
+    /// Approves a shown plan, if the state it was made from still holds (RB-04): its
+    /// moves may then run as migrations without a user's login on the target.
+    ApplyPlan {
+        id: u64,
+    },
+    /// Ends an applying plan.
+    EndPlan {
+        id: u64,
+        end: PlanEnd,
     },
     /// Holds `binding` on `target` for `operation`, which moves `domain` from `source`.
     Reserve {
@@ -183,6 +228,10 @@ impl Command {
             Self::ReportInventory { .. } => "report-inventory",
             Self::SetHostStatus { .. } => "set-host-status",
             Self::SetDomain { .. } => "set-domain",
+            Self::SetRebalance { .. } => "set-rebalance",
+            Self::RecordPlan { .. } => "record-plan",
+            Self::ApplyPlan { .. } => "apply-plan",
+            Self::EndPlan { .. } => "end-plan",
             Self::CommitRestart { .. } => "commit-restart",
             Self::Reserve { .. } => "reserve",
             Self::Renew { .. } => "renew",
@@ -247,6 +296,12 @@ pub enum Outcome {
         target: String,
     },
     DomainSet,
+    RebalanceSet,
+    PlanRecorded {
+        id: u64,
+    },
+    PlanApplying,
+    PlanEnded,
     Aborted {
         released: Vec<u64>,
     },
@@ -341,6 +396,13 @@ pub enum RejectCode {
     UserExists,
     /// Not an argon2 PHC string.
     PasswordHashInvalid,
+    PlanUnknown,
+    /// The state a plan was made from no longer holds (RB-04): plan again.
+    PlanStale,
+    /// Another plan is applying, or this one is not in the status the command needs.
+    PlanStatus,
+    /// An agent's plan command while auto mode is off (RB-04).
+    NotPermitted,
 }
 
 impl RejectCode {
@@ -376,6 +438,10 @@ impl RejectCode {
             Self::UserUnknown => "user-unknown",
             Self::UserExists => "user-exists",
             Self::PasswordHashInvalid => "password-hash-invalid",
+            Self::PlanUnknown => "plan-unknown",
+            Self::PlanStale => "plan-stale",
+            Self::PlanStatus => "plan-status",
+            Self::NotPermitted => "not-permitted",
         }
     }
 }

@@ -18,7 +18,9 @@ pub(crate) mod records;
 pub(crate) mod validate;
 
 use crate::codec::{self, CodecError, Kind};
-use records::{AuditRecord, DomainRecord, Host, HostStatus, Operation, Reservation, Stopped, User};
+use records::{
+    AuditRecord, DomainRecord, Host, HostStatus, Operation, PlanRecord, RebalanceConfig, Reservation, Stopped, User,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use tern_model::{Owner, Range, Reserved};
@@ -33,6 +35,8 @@ pub struct Meta {
     pub last_operation_id: u64,
     /// The last fencing token issued; tokens only grow.
     pub last_fencing_token: u64,
+    #[serde(default)]
+    pub last_plan_id: u64,
 }
 
 /// The whole replicated state. See the module docs.
@@ -45,6 +49,10 @@ pub struct State {
     users: BTreeMap<String, User>,
     audit: BTreeMap<u64, AuditRecord>,
     meta: Meta,
+    #[serde(default)]
+    rebalance: RebalanceConfig,
+    #[serde(default)]
+    plans: BTreeMap<u64, PlanRecord>,
     /// Rows changed since the last [`State::take_dirty`]; not part of the state.
     #[serde(skip)]
     dirty: BTreeSet<RowKey>,
@@ -59,6 +67,8 @@ impl PartialEq for State {
             && self.users == other.users
             && self.audit == other.audit
             && self.meta == other.meta
+            && self.rebalance == other.rebalance
+            && self.plans == other.plans
     }
 }
 
@@ -77,14 +87,18 @@ pub(crate) enum RowKey {
     Operation(u64),
     User(String),
     Audit(u64),
+    Rebalance,
+    Plan(u64),
 }
 
 impl RowKey {
-    /// `m`, `h/<name>`, `i/<name>`, `d/<name>`, `r/<u64 BE>`, `o/<u64 BE>`, `u/<name>`, `a/<u64 BE>`:
+    /// `m`, `b`, `h/<name>`, `i/<name>`, `d/<name>`, `r/<u64 BE>`, `o/<u64 BE>`, `u/<name>`, `a/<u64 BE>`, `p/<u64 BE>`:
     /// big-endian numbers so that RocksDB's byte order is numeric order.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let (tag, tail): (u8, Vec<u8>) = match self {
             Self::Meta => return b"m".to_vec(),
+            Self::Rebalance => return b"b".to_vec(),
+            Self::Plan(id) => (b'p', id.to_be_bytes().to_vec()),
             Self::Host(n) => (b'h', n.as_bytes().to_vec()),
             Self::Inventory(n) => (b'i', n.as_bytes().to_vec()),
             Self::Domain(n) => (b'd', n.as_bytes().to_vec()),
@@ -104,6 +118,9 @@ impl RowKey {
         if key == b"m" {
             return Some(Self::Meta);
         }
+        if key == b"b" {
+            return Some(Self::Rebalance);
+        }
         let (&tag, rest) = key.split_first()?;
         let tail = rest.strip_prefix(b"/")?;
         let text = || String::from_utf8(tail.to_vec()).ok();
@@ -116,6 +133,7 @@ impl RowKey {
             b'o' => number().map(Self::Operation),
             b'u' => text().map(Self::User),
             b'a' => number().map(Self::Audit),
+            b'p' => number().map(Self::Plan),
             _ => None,
         }
     }
@@ -225,6 +243,136 @@ impl State {
             reserved.add(&r.binding);
         }
         reserved
+    }
+
+    /// Whether `operation` is a migration begun as a move of a plan that applies now
+    /// (RB-04): `Ok(plan id)`, or why not. The target's Prepare takes it in place of a
+    /// user's login (OP-04).
+    pub fn approved_plan_move(&self, operation: u64) -> Result<u64, String> {
+        let op =
+            self.operations.get(&operation).ok_or_else(|| format!("operation {operation} is not in this state"))?;
+        match &op.kind {
+            records::OperationKind::Migration { domain, source, target, plan: Some(id), .. } => {
+                self.check_plan_move(*id, domain, source, target).map(|()| *id).map_err(|r| r.message)
+            }
+            _ => Err(format!("operation {operation} is not a move of a rebalance plan")),
+        }
+    }
+
+    /// The rebalancing policy (RB-01..RB-04).
+    pub fn rebalance(&self) -> &RebalanceConfig {
+        &self.rebalance
+    }
+
+    /// The rebalance plans kept, by id.
+    pub fn plans(&self) -> &BTreeMap<u64, PlanRecord> {
+        &self.plans
+    }
+
+    pub fn plan(&self, id: u64) -> Option<&PlanRecord> {
+        self.plans.get(&id)
+    }
+
+    /// A fingerprint of what a rebalance plan depends on, at `now_ms`: every host's
+    /// status and each domain's CPUs and memory as its inventory binds them, the
+    /// active reservations, and the rebalancing policy. Utilisation is left out (it
+    /// moves all the time, and a plan is re-checked move by move anyway). FNV-1a over
+    /// a canonical encoding, so every member computes the same value (RB-04).
+    pub fn placement_digest(&self, now_ms: u64) -> u64 {
+        let mut h = Fnv::default();
+        for host in self.hosts.values() {
+            h.text(&host.name);
+            h.text(host.status.as_str());
+            if let Some(inv) = &host.inventory {
+                let mut names: Vec<&str> = inv.domains.iter().map(|d| d.name.as_str()).collect();
+                names.sort_unstable();
+                for d in names {
+                    h.text(d);
+                    inv.cpu_of(d).strands.iter().for_each(|s| h.number(u64::from(*s)));
+                    inv.memory_of(d).iter().for_each(|r| {
+                        h.number(r.pa);
+                        h.number(r.size);
+                    });
+                }
+            }
+        }
+        for r in self.reservations.values().filter(|r| r.is_active(now_ms)) {
+            h.number(r.id);
+            h.text(&r.target);
+        }
+        h.text(&serde_json::to_string(&self.rebalance).unwrap_or_default());
+        h.0
+    }
+
+    /// What the rebalancer plans from at `now_ms` (RB-03): every host with its
+    /// inventory, what its active reservations hold, whether it takes part (Up with an
+    /// inventory) and how many migrations it runs; every guest's groups and why it may
+    /// not move (a running operation, the cooldown after its last migration).
+    pub fn planning_view(&self, now_ms: u64) -> PlanningView {
+        let in_flight = |host: &str| {
+            self.operations
+                .values()
+                .filter(|o| !o.phase.is_terminal())
+                .filter(|o| match &o.kind {
+                    records::OperationKind::Migration { source, target, .. } => source == host || target == host,
+                    records::OperationKind::Evacuation { host: h } | records::OperationKind::Failover { host: h } => {
+                        h == host
+                    }
+                })
+                .count() as u32
+        };
+        let hosts = self
+            .hosts
+            .values()
+            .filter_map(|h| {
+                let inv = h.inventory.clone()?;
+                let eligible = match h.status {
+                    HostStatus::Up => Ok(()),
+                    other => Err(format!("{} is {other}", h.name)),
+                };
+                Some((inv, self.reserved_on(&h.name, now_ms), eligible, in_flight(&h.name)))
+            })
+            .collect();
+        // The last time each guest (by its current name) finished a migration.
+        let mut last_moved: BTreeMap<&str, u64> = BTreeMap::new();
+        for op in self.operations.values().filter(|o| o.phase == records::Phase::Done) {
+            if let records::OperationKind::Migration { domain, new_name, dry_run: false, .. } = &op.kind {
+                let name = new_name.as_deref().unwrap_or(domain);
+                let t = last_moved.entry(name).or_default();
+                *t = (*t).max(op.updated_ms);
+            }
+        }
+        let cooldown = self.rebalance.cooldown_ms;
+        let group = |g: &Option<String>| {
+            g.as_ref().map(|name| tern_model::rebalance::Group {
+                name: name.clone(),
+                strength: self.rebalance.strength(name),
+            })
+        };
+        let guests = self
+            .domains
+            .iter()
+            .map(|(name, rec)| {
+                let frozen = if let Some(op) = self.running_operation_for_domain(name) {
+                    Some(format!("operation {} ({}) is running for it", op.id, op.kind.name()))
+                } else {
+                    last_moved.get(name.as_str()).filter(|t| now_ms < t.saturating_add(cooldown)).map(|t| {
+                        format!(
+                            "migrated {} s ago; its cooldown ends in {} s (RB-03)",
+                            (now_ms - t) / 1000,
+                            (t + cooldown - now_ms).div_ceil(1000)
+                        )
+                    })
+                };
+                let rules = tern_model::rebalance::GuestRules {
+                    affinity: group(&rec.affinity_group),
+                    anti_affinity: group(&rec.anti_affinity_group),
+                    frozen,
+                };
+                (name.clone(), rules)
+            })
+            .collect();
+        PlanningView { hosts, guests, settings: self.rebalance.settings() }
     }
 
     /// The running operation whose subject is `domain` (a migration of it), if any.
@@ -401,12 +549,14 @@ impl State {
             RowKey::Operation(id) => enc(self.operations.get(id)),
             RowKey::User(n) => enc(self.users.get(n)),
             RowKey::Audit(i) => enc(self.audit.get(i)),
+            RowKey::Rebalance => enc(Some(&self.rebalance)),
+            RowKey::Plan(id) => enc(self.plans.get(id)),
         }
     }
 
     /// Every row of the state, for a full rewrite (snapshot install).
     pub(crate) fn all_rows(&self) -> Vec<RowKey> {
-        let mut keys = vec![RowKey::Meta];
+        let mut keys = vec![RowKey::Meta, RowKey::Rebalance];
         keys.extend(self.hosts.keys().cloned().map(RowKey::Host));
         keys.extend(self.hosts.keys().cloned().map(RowKey::Inventory));
         keys.extend(self.domains.keys().cloned().map(RowKey::Domain));
@@ -414,6 +564,7 @@ impl State {
         keys.extend(self.operations.keys().copied().map(RowKey::Operation));
         keys.extend(self.users.keys().cloned().map(RowKey::User));
         keys.extend(self.audit.keys().copied().map(RowKey::Audit));
+        keys.extend(self.plans.keys().copied().map(RowKey::Plan));
         keys
     }
 
@@ -451,6 +602,10 @@ impl State {
                 RowKey::Audit(i) => {
                     s.audit.insert(i, codec::decode(Kind::Row, &value, max)?);
                 }
+                RowKey::Rebalance => s.rebalance = codec::decode(Kind::Row, &value, max)?,
+                RowKey::Plan(id) => {
+                    s.plans.insert(id, codec::decode(Kind::Row, &value, max)?);
+                }
             }
         }
         for (name, inventory) in inventories {
@@ -460,6 +615,61 @@ impl State {
             }
         }
         Ok(s)
+    }
+}
+
+/// FNV-1a, 64 bits: a fingerprint every member and every release computes alike.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn bytes(&mut self, b: &[u8]) {
+        for x in b {
+            self.0 ^= u64::from(*x);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn text(&mut self, t: &str) {
+        self.number(t.len() as u64);
+        self.bytes(t.as_bytes());
+    }
+    fn number(&mut self, n: u64) {
+        self.bytes(&n.to_le_bytes());
+    }
+}
+
+/// The rebalancer's input taken from the state ([`State::planning_view`]), owned so
+/// that the planner can borrow it after the state's lock is released.
+#[derive(Clone, Debug)]
+pub struct PlanningView {
+    /// (inventory, reserved, eligible, migrations running) per host, by name.
+    pub hosts: Vec<(tern_model::Server, Reserved, Result<(), String>, u32)>,
+    pub guests: BTreeMap<String, tern_model::rebalance::GuestRules>,
+    pub settings: tern_model::rebalance::Settings,
+}
+
+impl PlanningView {
+    /// The planner's input, borrowing this view.
+    pub fn input(&self) -> tern_model::rebalance::Input<'_> {
+        tern_model::rebalance::Input {
+            hosts: self
+                .hosts
+                .iter()
+                .map(|(server, reserved, eligible, in_flight)| tern_model::rebalance::HostInput {
+                    server,
+                    reserved,
+                    eligible: eligible.clone(),
+                    in_flight: *in_flight,
+                })
+                .collect(),
+            guests: self.guests.clone(),
+            settings: self.settings,
+        }
     }
 }
 
@@ -573,6 +783,8 @@ mod tests {
             RowKey::Operation(7),
             RowKey::User("admin".into()),
             RowKey::Audit(u64::MAX),
+            RowKey::Rebalance,
+            RowKey::Plan(3),
         ];
         for k in &keys {
             assert_eq!(RowKey::decode(&k.encode()).as_ref(), Some(k));

@@ -88,6 +88,7 @@ fn interpret(s: &State, step: &Step, now: u64) -> Option<Command> {
                     target: target.into(),
                     new_name: rename.then(|| format!("{domain}-new")),
                     dry_run: *dry_run,
+                    plan: None,
                 },
             }
         }

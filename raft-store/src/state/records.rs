@@ -189,6 +189,9 @@ pub struct DomainRecord {
     pub ha_priority: HaPriority,
     /// Affinity group (RB-03); `None` when the guest belongs to none.
     pub affinity_group: Option<String>,
+    /// Anti-affinity group (RB-03); `None` when the guest belongs to none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anti_affinity_group: Option<String>,
 }
 
 /// Resources on a target held for one operation until its lease passes.
@@ -225,7 +228,17 @@ impl Reservation {
 #[serde(rename_all = "kebab-case")]
 pub enum OperationKind {
     /// `migrate-domain [-n] <domain> <target>[:<new_name>]` (OP-01, OP-02, OP-05).
-    Migration { domain: String, source: String, target: String, new_name: Option<String>, dry_run: bool },
+    /// `plan`: the rebalance plan this migration is a move of (RB-04), whose approval
+    /// stands for the user's login on the target (OP-04).
+    Migration {
+        domain: String,
+        source: String,
+        target: String,
+        new_name: Option<String>,
+        dry_run: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan: Option<u64>,
+    },
     /// Move every guest off a host (UC-1).
     Evacuation { host: String },
     /// Restart a lost host's guests elsewhere (UC-3, HA-*).
@@ -379,4 +392,133 @@ pub struct AuditRecord {
     pub summary: String,
     /// `ok`, or the rejection's code.
     pub outcome: String,
+}
+
+pub use tern_model::rebalance::{Level, Plan as RebalancePlan, Strength};
+
+/// The cluster's rebalancing policy (RB-01..RB-04), set by a System Administrator
+/// (`ternctl rebalance auto|set|group`). Every leader plans with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RebalanceConfig {
+    /// The leader plans and applies on its own once the imbalance held (RB-04).
+    pub auto: bool,
+    pub level: Level,
+    /// Most moves per plan.
+    pub max_moves: u32,
+    /// Migrations a host may take part in at once (RB-03).
+    pub host_concurrency: u32,
+    /// A plan's moves running at once in the whole cluster (RB-03).
+    pub cluster_concurrency: u32,
+    /// Keep room to restart any one host's guests (RB-03).
+    pub n_plus_one: bool,
+    /// A guest migrated less than this long ago stays (RB-03).
+    pub cooldown_ms: u64,
+    /// Rounds the imbalance must stay above the level's threshold before auto acts (RB-01).
+    pub hold_rounds: u32,
+    pub cpu_weight: u32,
+    pub memory_weight: u32,
+    /// A move predicted to suspend its guest longer than this is not planned (RB-02).
+    pub max_downtime_ms: u64,
+    /// How hard each (anti-)affinity group binds; a group not listed is `must`.
+    pub groups: std::collections::BTreeMap<String, Strength>,
+}
+
+impl Default for RebalanceConfig {
+    fn default() -> Self {
+        let s = tern_model::rebalance::Settings::default();
+        Self {
+            auto: false,
+            level: s.level,
+            max_moves: s.max_moves as u32,
+            host_concurrency: s.host_concurrency,
+            cluster_concurrency: 2,
+            n_plus_one: s.n_plus_one,
+            cooldown_ms: 30 * 60 * 1000,
+            hold_rounds: 3,
+            cpu_weight: s.cpu_weight,
+            memory_weight: s.memory_weight,
+            max_downtime_ms: s.max_downtime_ms,
+            groups: Default::default(),
+        }
+    }
+}
+
+impl RebalanceConfig {
+    /// The planner's settings.
+    pub fn settings(&self) -> tern_model::rebalance::Settings {
+        tern_model::rebalance::Settings {
+            level: self.level,
+            max_moves: self.max_moves as usize,
+            host_concurrency: self.host_concurrency,
+            n_plus_one: self.n_plus_one,
+            cpu_weight: self.cpu_weight,
+            memory_weight: self.memory_weight,
+            max_downtime_ms: self.max_downtime_ms,
+            precopy: Default::default(),
+        }
+    }
+
+    /// The strength of group `name`.
+    pub fn strength(&self, name: &str) -> Strength {
+        self.groups.get(name).copied().unwrap_or_default()
+    }
+}
+
+/// What a plan is for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum PlanPurpose {
+    /// Lower the imbalance (RB-01, RB-02).
+    #[default]
+    Balance,
+    /// Make room for `domain` on `target`, then move it there (RB-05).
+    MakeRoom { domain: String, target: String },
+}
+
+/// Where a plan stands (OpenStack Watcher's RECOMMENDED -> ONGOING -> SUCCEEDED).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "status")]
+pub enum PlanStatus {
+    /// Made and shown; nothing moved.
+    Shown,
+    /// Approved (`rebalance apply`, or the leader in auto mode): its moves run.
+    Applying,
+    Done,
+    Failed {
+        reason: String,
+    },
+    Cancelled {
+        by: String,
+    },
+}
+
+impl PlanStatus {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Shown => "shown",
+            Self::Applying => "applying",
+            Self::Done => "done",
+            Self::Failed { .. } => "failed",
+            Self::Cancelled { .. } => "cancelled",
+        }
+    }
+}
+
+/// A rebalance plan kept with its id (RB-04), so it can be shown, applied if the state
+/// it was made from still holds, and followed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRecord {
+    pub id: u64,
+    pub purpose: PlanPurpose,
+    pub plan: RebalancePlan,
+    /// [`crate::State::placement_digest`] of the state it was made from.
+    pub digest: u64,
+    pub status: PlanStatus,
+    /// Who made it and who approved it.
+    pub actor: String,
+    pub applied_by: Option<String>,
+    pub made_ms: u64,
+    pub updated_ms: u64,
+    pub notes: Vec<String>,
 }

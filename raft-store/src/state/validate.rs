@@ -83,7 +83,39 @@ fn command(command: &Command) -> Result<(), Rejection> {
         }
         Command::ReportInventory { server } => inventory(server),
         Command::SetHostStatus { host, .. } => name("host name", host),
-        Command::SetDomain { domain, .. } => name("domain", domain),
+        Command::SetDomain { domain, affinity_group, anti_affinity_group, .. } => {
+            name("domain", domain)?;
+            for g in [affinity_group, anti_affinity_group].into_iter().flatten().filter(|g| !g.is_empty()) {
+                name("group", g)?;
+            }
+            Ok(())
+        }
+        Command::SetRebalance { config } => rebalance_config(config),
+        Command::RecordPlan { purpose, plan, .. } => {
+            if let crate::state::records::PlanPurpose::MakeRoom { domain, target } = purpose {
+                name("domain", domain)?;
+                name("target host", target)?;
+            }
+            count("moves in a plan", plan.moves.len(), PLAN_MOVES_MAX)?;
+            count("notes", plan.notes.len(), PLAN_NOTES_MAX)?;
+            plan.notes.iter().try_for_each(|n| text("note", n))?;
+            for m in &plan.moves {
+                name("domain", &m.domain)?;
+                name("source host", &m.source)?;
+                name("target host", &m.target)?;
+                binding(&m.binding)?;
+            }
+            Ok(())
+        }
+        Command::ApplyPlan { .. } => Ok(()),
+        Command::EndPlan { end, .. } => match end {
+            crate::state::command::PlanEnd::Done { notes } => {
+                count("notes", notes.len(), NOTES_MAX)?;
+                notes.iter().try_for_each(|n| text("note", n))
+            }
+            crate::state::command::PlanEnd::Failed { reason } => text("reason", reason),
+            crate::state::command::PlanEnd::Cancelled => Ok(()),
+        },
         Command::CommitRestart { .. } => Ok(()),
         Command::Reserve { target, source, domain, binding: b, .. } => {
             name("target host", target)?;
@@ -120,6 +152,28 @@ fn command(command: &Command) -> Result<(), Rejection> {
         }
         Command::RemoveUser { name: user } => name("user name", user),
     }
+}
+
+/// The rebalancing policy's bounds.
+fn rebalance_config(c: &crate::state::records::RebalanceConfig) -> Result<(), Rejection> {
+    let within = |what: &str, v: u64, lo: u64, hi: u64| {
+        if (lo..=hi).contains(&v) {
+            Ok(())
+        } else {
+            Err(invalid(format!("rebalance {what} is {v}; it must be {lo} to {hi}")))
+        }
+    };
+    within("max_moves", u64::from(c.max_moves), 1, PLAN_MOVES_MAX as u64)?;
+    within("host_concurrency", u64::from(c.host_concurrency), 1, 16)?;
+    within("cluster_concurrency", u64::from(c.cluster_concurrency), 1, 64)?;
+    within("cooldown_ms", c.cooldown_ms, 0, REBALANCE_MS_MAX)?;
+    within("hold_rounds", u64::from(c.hold_rounds), 1, 1000)?;
+    within("cpu_weight", u64::from(c.cpu_weight), 0, 100)?;
+    within("memory_weight", u64::from(c.memory_weight), 0, 100)?;
+    within("cpu_weight + memory_weight", u64::from(c.cpu_weight) + u64::from(c.memory_weight), 1, 200)?;
+    within("max_downtime_ms", c.max_downtime_ms, 1, REBALANCE_MS_MAX)?;
+    count("groups", c.groups.len(), GROUPS_MAX)?;
+    c.groups.keys().try_for_each(|g| name("group", g))
 }
 
 fn operation_kind(kind: &OperationKind) -> Result<(), Rejection> {

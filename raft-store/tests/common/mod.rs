@@ -144,5 +144,6 @@ pub fn migration(domain: &str, source: &str, target: &str) -> OperationKind {
         target: target.into(),
         new_name: None,
         dry_run: false,
+        plan: None,
     }
 }

@@ -112,12 +112,29 @@ impl State {
         Ok(Outcome::HostStatusSet { rolled_back, released })
     }
 
-    /// `SetDomain`: a guest's restart priority (HA-04).
-    pub(super) fn set_domain_settings(&mut self, domain: &str, ha_priority: HaPriority) -> Response {
+    /// `SetDomain`: a guest's restart priority (HA-04) and its (anti-)affinity
+    /// groups (RB-03); `None` keeps a setting, an empty group name clears it.
+    pub(super) fn set_domain_settings(
+        &mut self,
+        domain: &str,
+        ha_priority: Option<HaPriority>,
+        affinity: Option<&str>,
+        anti_affinity: Option<&str>,
+    ) -> Response {
         let Some(rec) = self.domains.get(domain) else {
             return reject(RejectCode::DomainUnknown, format!("LDom \"{domain}\" is not a guest the cluster knows"));
         };
-        let rec = DomainRecord { ha_priority, ..rec.clone() };
+        let group = |new: Option<&str>, old: &Option<String>| match new {
+            None => old.clone(),
+            Some("") => None,
+            Some(g) => Some(g.to_string()),
+        };
+        let rec = DomainRecord {
+            ha_priority: ha_priority.unwrap_or(rec.ha_priority),
+            affinity_group: group(affinity, &rec.affinity_group),
+            anti_affinity_group: group(anti_affinity, &rec.anti_affinity_group),
+            ..rec.clone()
+        };
         self.set_domain(domain, Some(rec));
         Ok(Outcome::DomainSet)
     }
@@ -183,8 +200,12 @@ impl State {
             .map(|(n, _)| n.clone())
             .collect();
         for name in &indexed {
-            let rec =
-                DomainRecord { host: server.name.clone(), ha_priority: HaPriority::default(), affinity_group: None };
+            let rec = DomainRecord {
+                host: server.name.clone(),
+                ha_priority: HaPriority::default(),
+                affinity_group: None,
+                anti_affinity_group: None,
+            };
             self.set_domain(name, Some(rec));
         }
         for (name, rec) in &adopted {

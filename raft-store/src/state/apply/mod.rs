@@ -17,6 +17,7 @@ use crate::limits::*;
 
 mod hosts;
 mod operations;
+mod rebalance;
 mod reservations;
 mod users;
 use std::collections::BTreeSet;
@@ -63,7 +64,16 @@ impl State {
             Command::UpdateHost { name, address, self_stop } => self.update_host(name, address.as_deref(), *self_stop),
             Command::ReportInventory { server } => self.report_inventory(now, server),
             Command::SetHostStatus { host, status, expected } => self.set_host_status(now, host, *status, *expected),
-            Command::SetDomain { domain, ha_priority } => self.set_domain_settings(domain, *ha_priority),
+            Command::SetDomain { domain, ha_priority, affinity_group, anti_affinity_group } => self
+                .set_domain_settings(domain, *ha_priority, affinity_group.as_deref(), anti_affinity_group.as_deref()),
+            Command::SetRebalance { config } => {
+                self.rebalance = config.clone();
+                self.touch(RowKey::Rebalance);
+                Ok(Outcome::RebalanceSet)
+            }
+            Command::RecordPlan { purpose, plan, digest } => self.record_plan(now, &req.actor, purpose, plan, *digest),
+            Command::ApplyPlan { id } => self.apply_plan(now, &req.actor, *id),
+            Command::EndPlan { id, end } => self.end_plan(now, &req.actor, *id, end),
             Command::CommitRestart { operation, reservation, token } => {
                 self.commit_restart(now, *operation, *reservation, *token)
             }

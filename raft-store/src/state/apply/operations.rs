@@ -26,8 +26,11 @@ impl State {
             );
         }
         match kind {
-            OperationKind::Migration { domain, source, target, new_name, .. } => {
-                self.check_migration_start(domain, source, target, new_name.as_deref())?
+            OperationKind::Migration { domain, source, target, new_name, plan, .. } => {
+                self.check_migration_start(domain, source, target, new_name.as_deref())?;
+                if let Some(id) = plan {
+                    self.check_plan_move(*id, domain, source, target)?;
+                }
             }
             OperationKind::Evacuation { host } => {
                 let h = self.host_checked(host)?;
@@ -371,6 +374,7 @@ impl State {
                 host: target.to_string(),
                 ha_priority: HaPriority::default(),
                 affinity_group: None,
+                anti_affinity_group: None,
             })),
         );
         // The reservation is consumed: it became the binding.

@@ -70,7 +70,36 @@ pub(super) fn summarize(c: &Command) -> String {
             Some(was) => format!("host {host} is {status} (was {was})"),
             None => format!("host {host} is {status}"),
         },
-        Command::SetDomain { domain, ha_priority } => format!("domain {domain}: ha-priority={}", ha_priority.as_str()),
+        Command::SetDomain { domain, ha_priority, affinity_group, anti_affinity_group } => {
+            let mut set = Vec::new();
+            if let Some(p) = ha_priority {
+                set.push(format!("ha-priority={}", p.as_str()));
+            }
+            if let Some(g) = affinity_group {
+                set.push(format!("affinity-group={g}"));
+            }
+            if let Some(g) = anti_affinity_group {
+                set.push(format!("anti-affinity-group={g}"));
+            }
+            format!("domain {domain}: {}", set.join(" "))
+        }
+        Command::SetRebalance { config } => format!(
+            "rebalance auto={} level={} max-moves={} cooldown={} ms",
+            if config.auto { "on" } else { "off" },
+            config.level,
+            config.max_moves,
+            config.cooldown_ms
+        ),
+        Command::RecordPlan { purpose, plan, .. } => match purpose {
+            crate::state::records::PlanPurpose::Balance => {
+                format!("record rebalance plan of {} move(s)", plan.moves.len())
+            }
+            crate::state::records::PlanPurpose::MakeRoom { domain, target } => {
+                format!("record make-room plan for {domain} on {target}: {} move(s)", plan.moves.len())
+            }
+        },
+        Command::ApplyPlan { id } => format!("apply rebalance plan {id}"),
+        Command::EndPlan { id, end } => format!("end rebalance plan {id}: {end:?}"),
         Command::CommitRestart { operation, reservation, .. } => {
             format!("commit restart of operation {operation} with reservation {reservation}")
         }
@@ -81,10 +110,11 @@ pub(super) fn summarize(c: &Command) -> String {
         Command::Release { reservation, .. } => format!("release reservation {reservation}"),
         Command::Expire { now_ms } => format!("expire leases at {now_ms} ms"),
         Command::BeginOperation { kind } => match kind {
-            OperationKind::Migration { domain, source, target, new_name, dry_run } => format!(
-                "begin {}migration of {domain} from {source} to {target}{}",
+            OperationKind::Migration { domain, source, target, new_name, dry_run, plan } => format!(
+                "begin {}migration of {domain} from {source} to {target}{}{}",
                 if *dry_run { "dry-run " } else { "" },
-                new_name.as_ref().map(|n| format!(" as {n}")).unwrap_or_default()
+                new_name.as_ref().map(|n| format!(" as {n}")).unwrap_or_default(),
+                plan.map(|p| format!(" (move of rebalance plan {p})")).unwrap_or_default()
             ),
             OperationKind::Evacuation { host } => format!("begin evacuation of {host}"),
             OperationKind::Failover { host } => format!("begin failover of {host}"),

@@ -1,0 +1,189 @@
+//! The rebalancer in the agent (RB-01..RB-05): the leader's `rebalance` duty, one
+//! [`tern_migrate::rebalance::round`] every `rebalance.interval_ms`, and the
+//! `Rebalance` gRPC service (plan, apply, cancel, status, configure).
+
+use crate::auth::authorize;
+use crate::convert::{self, status};
+use crate::limits::MessageLimits;
+use crate::node::Node;
+use tern_cluster::{Cluster, Error};
+pub use tern_migrate::rebalance::Rounds;
+use tern_migrate::rebalance::{self as rb, Approval, PlanRequest};
+use tern_proto::v1 as pb;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request as GrpcRequest, Response, Status};
+use tracing::warn;
+
+/// The leader duty: one round every `rebalance.interval_ms` while this member leads.
+pub(crate) async fn run(node: Node, term: CancellationToken) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(node.config.rebalance.interval_ms));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = term.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        // A move's migration is a call to its source's agent that lasts as long as the
+        // migration; it runs on a task of its own, ended with the term (the source's
+        // coordinator goes on regardless, and the next leader follows the operation).
+        let spawn = |addr: String, req: tern_cluster::MigrateRequest| {
+            let (node, term) = (node.clone(), term.clone());
+            node.clone().spawn(async move {
+                let domain = req.domain.clone();
+                tokio::select! {
+                    () = term.cancelled() => {}
+                    r = node.peers().migrate(&addr, req) => {
+                        if let Err(e) = r {
+                            warn!(%domain, error = %e, "rebalance: the move's migration call failed");
+                        }
+                    }
+                }
+            });
+        };
+        if let Err(e) = rb::round(&node, &node.rebalancer, &spawn).await {
+            warn!(error = %e, "rebalance: round failed; trying again next round");
+        }
+    }
+}
+
+fn plan_pb(node: &Node, id: u64) -> Result<pb::RebalancePlan, Status> {
+    node.read(|s| s.plan(id).map(|p| convert::plan_to_pb(p, &rb::move_states(s, p))))
+        .ok_or_else(|| Status::not_found(format!("no rebalance plan {id}")))
+}
+
+pub struct RebalanceService(pub Node);
+
+impl RebalanceService {
+    /// The leader's answer (rounds held live there), forwarded when this member is not it.
+    async fn forward_status(
+        &self,
+        req: pb::RebalanceStatusRequest,
+    ) -> Result<Response<pb::RebalanceStatusResponse>, Status> {
+        let (_, addr) = self.0.leader().ok_or_else(|| Status::unavailable("no leader is known yet; retry"))?;
+        let mut client =
+            pb::rebalance_client::RebalanceClient::new(self.0.channel(&addr).map_err(status)?).with_message_limits();
+        let mut forwarded = GrpcRequest::new(req);
+        forwarded.set_timeout(std::time::Duration::from_millis(tern_cluster::peer::CALL_DEADLINE_MS));
+        client.status(forwarded).await
+    }
+}
+
+#[tonic::async_trait]
+impl pb::rebalance_server::Rebalance for RebalanceService {
+    async fn plan(
+        &self,
+        req: GrpcRequest<pb::RebalancePlanRequest>,
+    ) -> Result<Response<pb::RebalancePlanResponse>, Status> {
+        let caller = authorize(&self.0, &req, "/tern.v1.Rebalance/Plan")?;
+        let r = req.into_inner();
+        let level = match r.level {
+            0 => None,
+            l => Some(
+                u8::try_from(l)
+                    .ok()
+                    .and_then(|l| tern_model::rebalance::Level::new(l).ok())
+                    .ok_or_else(|| Status::invalid_argument(format!("level {l} is not 1 to 5")))?,
+            ),
+        };
+        let make_room = match (r.make_room_domain.is_empty(), r.make_room_target.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some((r.make_room_domain, r.make_room_target)),
+            _ => return Err(Status::invalid_argument("make-room needs both a domain and a target host")),
+        };
+        let node = &self.0;
+        let (purpose, plan, digest) = rb::make_plan(node, &PlanRequest { level, make_room }).await.map_err(status)?;
+        let id = rb::record(node, &caller.actor(), purpose, plan, digest).await.map_err(status)?;
+        Ok(Response::new(pb::RebalancePlanResponse { plan: Some(plan_pb(node, id)?) }))
+    }
+
+    async fn apply(
+        &self,
+        req: GrpcRequest<pb::RebalanceApplyRequest>,
+    ) -> Result<Response<pb::RebalanceApplyResponse>, Status> {
+        let caller = authorize(&self.0, &req, "/tern.v1.Rebalance/Apply")?;
+        let id = req.into_inner().id;
+        let node = &self.0;
+        let approval = rb::approve(node, &caller.actor(), id).await.map_err(status)?;
+        let (id, replanned, message) = match approval {
+            Approval::Applying { id } => (id, false, format!("plan {id} is applying")),
+            Approval::Replanned { stale, id } => (
+                id,
+                true,
+                format!(
+                    "the cluster changed since plan {stale} was made (RB-04); here is plan {id}, made now: apply it to run it"
+                ),
+            ),
+        };
+        // This member may not have applied the new record yet.
+        let plan = wait_for_plan(node, id).await?;
+        Ok(Response::new(pb::RebalanceApplyResponse { plan: Some(plan), replanned, message }))
+    }
+
+    async fn cancel(
+        &self,
+        req: GrpcRequest<pb::RebalanceCancelRequest>,
+    ) -> Result<Response<pb::RebalancePlan>, Status> {
+        let caller = authorize(&self.0, &req, "/tern.v1.Rebalance/Cancel")?;
+        let id = req.into_inner().id;
+        rb::cancel(&self.0, &caller.actor(), id).await.map_err(status)?;
+        Ok(Response::new(wait_for_plan(&self.0, id).await?))
+    }
+
+    async fn status(
+        &self,
+        req: GrpcRequest<pb::RebalanceStatusRequest>,
+    ) -> Result<Response<pb::RebalanceStatusResponse>, Status> {
+        authorize(&self.0, &req, "/tern.v1.Rebalance/Status")?;
+        let node = &self.0;
+        if !node.is_leader() {
+            return self.forward_status(req.into_inner()).await;
+        }
+        let limit = match req.into_inner().limit {
+            0 => 10,
+            n => n.min(tern_raft_store::limits::PLANS_KEPT_MAX as u32),
+        } as usize;
+        let now = node.now_ms();
+        let rounds = node.rebalancer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let reply = node.read(|s| {
+            let view = s.planning_view(now);
+            pb::RebalanceStatusResponse {
+                config: Some(convert::rebalance_config_to_pb(s.rebalance())),
+                imbalance_ppm: tern_model::rebalance::imbalance_ppm(&view.input()),
+                act_above_ppm: s.rebalance().level.act_above().map(|a| (a * 1_000_000.0).round() as u32),
+                rounds_held: rounds.held,
+                plans: s
+                    .plans()
+                    .values()
+                    .rev()
+                    .take(limit)
+                    .map(|p| convert::plan_to_pb(p, &rb::move_states(s, p)))
+                    .collect(),
+                moves_in_flight: rb::moves_in_flight(s),
+                leader: node.address.clone(),
+            }
+        });
+        Ok(Response::new(reply))
+    }
+
+    async fn configure(&self, req: GrpcRequest<pb::RebalanceConfig>) -> Result<Response<pb::RebalanceConfig>, Status> {
+        let caller = authorize(&self.0, &req, "/tern.v1.Rebalance/Configure")?;
+        let config = convert::rebalance_config(req.into_inner()).map_err(status)?;
+        let command = tern_raft_store::Command::SetRebalance { config: config.clone() };
+        self.0.propose(&caller.actor(), command).await.map_err(status)?;
+        Ok(Response::new(convert::rebalance_config_to_pb(&config)))
+    }
+}
+
+/// Plan `id` once this member has applied it (a few seconds at most).
+async fn wait_for_plan(node: &Node, id: u64) -> Result<pb::RebalancePlan, Status> {
+    let from = node.now_ms();
+    loop {
+        match plan_pb(node, id) {
+            Ok(p) => return Ok(p),
+            Err(_) if node.now_ms().saturating_sub(from) < 5_000 => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(_) => return Err(status(Error::Unavailable(format!("plan {id} is not applied here yet; ask again")))),
+        }
+    }
+}

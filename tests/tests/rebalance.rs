@@ -1,0 +1,148 @@
+//! Rebalancing (SPEC RB-01..RB-05) on real `ternd` processes: plans made from the
+//! replicated state, kept with ids, applied as ordinary migrations through the
+//! reservation protocol, with the trust rules of the profiles.
+
+use std::time::{Duration, Instant};
+use tern_proto::v1 as pb;
+use tern_tests::{Cluster, WAIT};
+use tonic::Code;
+
+/// The seed's source, its refused target (10G + 10G free around ldom2) and its target.
+const HOSTS: [&str; 3] = ["m10-1-1", "m10-1-fragmented", "m10-1-2"];
+/// Rounds every 200 ms; migrations at 200x.
+const FAST: &str = "[rebalance]\ninterval_ms = 200\n";
+
+fn user(c: &Cluster, name: &str, profiles: &[&str]) {
+    let role = tern_tls::Role::User { profiles: profiles.iter().map(|p| p.to_string()).collect() };
+    tern_tls::issue(&c.certs, name, &role, Some(1)).unwrap();
+}
+
+fn rebalance(c: &Cluster, i: usize, cert: &str) -> pb::rebalance_client::RebalanceClient<tonic::transport::Channel> {
+    pb::rebalance_client::RebalanceClient::new(c.channel_as(i, cert))
+}
+
+async fn plan(c: &Cluster, id: u64) -> pb::RebalancePlan {
+    let s = rebalance(c, 0, "ternctl").status(pb::RebalanceStatusRequest { limit: 32 }).await.unwrap().into_inner();
+    s.plans.into_iter().find(|p| p.id == id).unwrap_or_else(|| panic!("plan {id} is not listed"))
+}
+
+/// Waits until plan `id` is no longer applying; returns it.
+async fn settled(c: &Cluster, id: u64) -> pb::RebalancePlan {
+    let start = Instant::now();
+    loop {
+        let p = plan(c, id).await;
+        if p.status != "applying" {
+            return p;
+        }
+        assert!(start.elapsed() < WAIT, "plan {id} never finished: {p:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn host_of(c: &Cluster, domain: &str) -> String {
+    let d = c.domains(0).await.unwrap();
+    d.into_iter().find(|x| x.name == domain).map(|x| x.host).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_room_moves_ldom3_away_then_ldom1_onto_the_fragmented_server_without_a_password() {
+    // Goal: RB-05 end to end: ldom1 is refused by m10-1-fragmented (LM-09); the make-room plan moves ldom3 off it,
+    // then ldom1 onto it, each an ordinary migration marked with the plan, approved by an LDoms Management user.
+    let c = Cluster::with_layouts_and(&HOSTS, 200, FAST).await;
+    user(&c, "operator", &["ldoms-management"]);
+    let mut rb = rebalance(&c, 1, "operator");
+    let req = pb::RebalancePlanRequest {
+        level: 0,
+        make_room_domain: "ldom1".into(),
+        make_room_target: "m10-1-fragmented".into(),
+    };
+    let p = rb.plan(req).await.unwrap().into_inner().plan.unwrap();
+    let moves: Vec<(&str, &str, &str)> =
+        p.moves.iter().map(|m| (m.domain.as_str(), m.target.as_str(), m.reason.as_str())).collect();
+    assert_eq!(moves.len(), 2, "{p:?}");
+    assert_eq!((moves[0].0, moves[0].2), ("ldom3", "make-room ldom1"));
+    assert_eq!(moves[1], ("ldom1", "m10-1-fragmented", "guest"));
+    assert_eq!((p.status.as_str(), p.actor.as_str()), ("shown", "operator"));
+    assert!(p.moves.iter().all(|m| !m.cids.is_empty() && !m.memory.is_empty() && m.total_ms > m.downtime_ms));
+
+    let applied = rb.apply(pb::RebalanceApplyRequest { id: p.id }).await.unwrap().into_inner();
+    assert!(!applied.replanned, "{applied:?}");
+    let done = settled(&c, p.id).await;
+    assert_eq!(done.status, "done", "{done:?}");
+    assert!(done.moves.iter().all(|m| m.state == "done" && m.operation_id != 0), "{done:?}");
+    assert_eq!(host_of(&c, "ldom1").await, "m10-1-fragmented");
+    assert_eq!(host_of(&c, "ldom3").await, moves[0].1);
+    // Each move is an ordinary migration in the operations list.
+    let ops = c.operations(0).await;
+    for m in &done.moves {
+        let op = ops.iter().find(|o| o.id == m.operation_id).expect("the move's operation");
+        assert_eq!((op.kind.as_str(), op.phase.as_str(), op.domain.as_str()), ("migration", "done", m.domain.as_str()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_plan_is_replanned_not_applied_and_review_users_only_look() {
+    // Goal: RB-04: apply refuses a plan whose state changed and shows a new one; LDoms Review may read the status but
+    // neither plan nor apply; only a System Administrator changes the policy.
+    let c = Cluster::with_layouts_and(&HOSTS, 200, FAST).await;
+    user(&c, "reader", &["ldoms-review"]);
+    user(&c, "operator", &["ldoms-management"]);
+    let mut reader = rebalance(&c, 0, "reader");
+    let status = reader.status(pb::RebalanceStatusRequest { limit: 5 }).await.unwrap().into_inner();
+    let config = status.config.clone().expect("policy");
+    assert!(!config.auto && config.level == 3, "{config:?}");
+    let denied = reader.plan(pb::RebalancePlanRequest::default()).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let denied = reader.apply(pb::RebalanceApplyRequest { id: 1 }).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    let mut operator = rebalance(&c, 0, "operator");
+    let p = operator.plan(pb::RebalancePlanRequest { level: 5, ..Default::default() }).await.unwrap().into_inner();
+    let p = p.plan.unwrap();
+    let denied = operator.configure(pb::RebalanceConfig { level: 4, ..config.clone() }).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "management may not change the policy");
+    // The administrator changes the policy: the plan's state no longer holds.
+    rebalance(&c, 0, "ternctl").configure(pb::RebalanceConfig { level: 4, ..config }).await.unwrap();
+    let applied = operator.apply(pb::RebalanceApplyRequest { id: p.id }).await.unwrap().into_inner();
+    assert!(applied.replanned, "{applied:?}");
+    let new = applied.plan.expect("a new plan");
+    assert!(new.id > p.id && new.status == "shown", "{new:?}");
+    assert_eq!(plan(&c, p.id).await.status, "shown", "the stale plan is left as it was");
+    let bad = operator.plan(pb::RebalancePlanRequest { level: 9, ..Default::default() }).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let bad = operator
+        .plan(pb::RebalancePlanRequest {
+            make_room_domain: "nope".into(),
+            make_room_target: "m10-1-2".into(),
+            level: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_rebalances_once_the_imbalance_held_and_keeps_the_moved_guest_in_its_cooldown() {
+    // Goal: RB-01/RB-04 auto: with auto on, the leader plans after hold_rounds rounds above the threshold, applies the
+    // plan itself, and the moved guest is not moved again within its cooldown.
+    let c = Cluster::with_layouts_and(&HOSTS, 200, FAST).await;
+    let mut admin = rebalance(&c, 0, "ternctl");
+    let config = admin.status(pb::RebalanceStatusRequest { limit: 1 }).await.unwrap().into_inner().config.unwrap();
+    admin.configure(pb::RebalanceConfig { auto: true, level: 5, hold_rounds: 2, ..config }).await.unwrap();
+    let start = Instant::now();
+    let done = loop {
+        let s = admin.status(pb::RebalanceStatusRequest { limit: 5 }).await.unwrap().into_inner();
+        if let Some(p) = s.plans.iter().find(|p| p.status == "done") {
+            break p.clone();
+        }
+        assert!(start.elapsed() < WAIT, "auto mode never finished a plan: {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(done.actor.starts_with("agent:") && done.applied_by.starts_with("agent:"), "{done:?}");
+    assert!(!done.moves.is_empty() && done.imbalance_after_ppm < done.imbalance_before_ppm, "{done:?}");
+    let moved = done.moves[0].domain.clone();
+    assert_eq!(host_of(&c, &moved).await, done.moves[0].target);
+    // Within its cooldown, no plan moves that guest again.
+    let p = admin.plan(pb::RebalancePlanRequest { level: 5, ..Default::default() }).await.unwrap().into_inner();
+    assert!(p.plan.unwrap().moves.iter().all(|m| m.domain != moved));
+}
