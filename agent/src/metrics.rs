@@ -1,8 +1,10 @@
 //! The Prometheus endpoint (`/metrics`, OpenMetrics text).
 //!
 //! Every value is a gauge read at scrape time from its source of truth: openraft's
-//! metrics (term, leader, indexes, replication) and the replicated state (free cores,
-//! free memory, largest free range per host). Nothing is counted twice or cached.
+//! metrics (term, leader, indexes, replication), the replicated state (free cores,
+//! free memory, largest free range per host, HA, rebalance plans and the imbalance)
+//! and the leader's own rounds (heartbeat ages, fences, rounds held). Nothing is
+//! counted twice or cached.
 //! The same `refresh` is the one place an OTLP exporter will read from later.
 
 use crate::membership::commit_index;
@@ -23,6 +25,11 @@ struct HostLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HostStatusLabels {
     host: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlanStatusLabels {
     status: String,
 }
 
@@ -50,6 +57,12 @@ pub struct Metrics {
     fence_attempts: Family<HostLabels, Gauge>,
     guests_restarted: Family<HostLabels, Gauge>,
     guests_waiting: Family<HostLabels, Gauge>,
+    imbalance: Gauge<f64, AtomicU64>,
+    imbalance_threshold: Gauge<f64, AtomicU64>,
+    rounds_held: Gauge,
+    plans: Family<PlanStatusLabels, Gauge>,
+    plans_recorded: Gauge,
+    moves_in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -78,6 +91,12 @@ impl Metrics {
             fence_attempts: Family::default(),
             guests_restarted: Family::default(),
             guests_waiting: Family::default(),
+            imbalance: Gauge::default(),
+            imbalance_threshold: Gauge::default(),
+            rounds_held: Gauge::default(),
+            plans: Family::default(),
+            plans_recorded: Gauge::default(),
+            moves_in_flight: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("raft_term", "Current Raft term", m.term.clone());
@@ -128,7 +147,51 @@ impl Metrics {
             "Guests of the host that no server can take now (leader only; HA-05)",
             m.guests_waiting.clone(),
         );
+        registry.register(
+            "rebalance_imbalance",
+            "Standard deviation of the Up hosts' load, CPU and memory weighed (RB-01)",
+            m.imbalance.clone(),
+        );
+        registry.register(
+            "rebalance_imbalance_threshold",
+            "The level's imbalance threshold (0 at level 1: mandatory moves only)",
+            m.imbalance_threshold.clone(),
+        );
+        registry.register(
+            "rebalance_rounds_held",
+            "Rounds in a row the imbalance stayed at or above the threshold (leader only; RB-01)",
+            m.rounds_held.clone(),
+        );
+        registry.register("rebalance_plans", "Kept rebalance plans by status (RB-04)", m.plans.clone());
+        registry.register(
+            "rebalance_plans_recorded",
+            "Rebalance plans recorded since the cluster began (the last plan id)",
+            m.plans_recorded.clone(),
+        );
+        registry.register(
+            "rebalance_moves_in_flight",
+            "Moves of applying plans whose migrations run now",
+            m.moves_in_flight.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    fn refresh_rebalance(&self, node: &Node, now: u64) {
+        self.plans.clear();
+        let held = node.rebalancer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).held;
+        self.rounds_held.set(if node.is_leader() { i64::from(held) } else { 0 });
+        node.read(|s| {
+            let view = s.planning_view(now);
+            let ppm = tern_model::rebalance::imbalance_ppm(&view.input());
+            self.imbalance.set(f64::from(ppm) / 1e6);
+            self.imbalance_threshold.set(s.rebalance().level.act_above().unwrap_or(0.0));
+            for status in ["shown", "applying", "done", "failed", "cancelled"] {
+                let n = s.plans().values().filter(|p| p.status.name() == status).count();
+                self.plans.get_or_create(&PlanStatusLabels { status: status.into() }).set(to_i64(n as u64));
+            }
+            self.plans_recorded.set(to_i64(s.meta().last_plan_id));
+            self.moves_in_flight.set(i64::from(tern_migrate::rebalance::moves_in_flight(s)));
+        });
     }
 
     /// Sets every gauge from `node`'s current Raft metrics and replicated state.
@@ -153,6 +216,7 @@ impl Metrics {
         self.largest_free_range.clear();
         let now = node.now_ms();
         self.refresh_ha(node, now);
+        self.refresh_rebalance(node, now);
         node.read(|state| {
             for host in state.hosts().values() {
                 let Some(inv) = &host.inventory else { continue };

@@ -93,7 +93,8 @@ impl pb::rebalance_server::Rebalance for RebalanceService {
         let node = &self.0;
         let (purpose, plan, digest) = rb::make_plan(node, &PlanRequest { level, make_room }).await.map_err(status)?;
         let id = rb::record(node, &caller.actor(), purpose, plan, digest).await.map_err(status)?;
-        Ok(Response::new(pb::RebalancePlanResponse { plan: Some(plan_pb(node, id)?) }))
+        // Committed at the leader; this member may not have applied it yet.
+        Ok(Response::new(pb::RebalancePlanResponse { plan: Some(wait_for_plan(node, id).await?) }))
     }
 
     async fn apply(

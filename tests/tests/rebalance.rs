@@ -142,6 +142,15 @@ async fn auto_mode_rebalances_once_the_imbalance_held_and_keeps_the_moved_guest_
     assert!(!done.moves.is_empty() && done.imbalance_after_ppm < done.imbalance_before_ppm, "{done:?}");
     let moved = done.moves[0].domain.clone();
     assert_eq!(host_of(&c, &moved).await, done.moves[0].target);
+    // The dashboards see it: the kept plan by status, the plans recorded, the imbalance.
+    let metrics = c.metrics(0).await;
+    let value = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in:\n{metrics}"));
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+    };
+    assert!(value("tern_rebalance_plans{status=\"done\"}") >= 1.0);
+    assert!(value("tern_rebalance_plans_recorded") >= 1.0);
+    assert!(value("tern_rebalance_imbalance ") < f64::from(done.imbalance_before_ppm) / 1e6);
     // Within its cooldown, no plan moves that guest again.
     let p = admin.plan(pb::RebalancePlanRequest { level: 5, ..Default::default() }).await.unwrap().into_inner();
     assert!(p.plan.unwrap().moves.iter().all(|m| m.domain != moved));
