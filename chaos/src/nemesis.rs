@@ -128,6 +128,12 @@ pub struct Nemesis {
 }
 
 impl Nemesis {
+    /// From now on, random faults as `opts` says (a scenario that turns them on once
+    /// its subject is under way).
+    pub fn set_options(&mut self, opts: NemesisOptions) {
+        self.opts = opts;
+    }
+
     pub fn new(seed: u64, opts: NemesisOptions) -> Self {
         Self {
             rng: SimRng::derive(seed, "nemesis"),

@@ -134,6 +134,8 @@ pub struct RunReport {
     pub trace: Vec<String>,
     /// Where each guest is active at the end (guest -> servers it is active on).
     pub placement: std::collections::BTreeMap<String, Vec<String>>,
+    /// The applied state of the member furthest ahead at the end.
+    pub state: Option<tern_raft_store::State>,
 }
 
 impl RunReport {
@@ -211,6 +213,11 @@ pub fn run_seed(seed: u64, opts: &Options, certs: Arc<Certs>, scenario: Option<S
         digest,
         trace: std::mem::take(&mut d.checker.trace),
         placement: placement(&shared, d.checker.guests()),
+        state: shared
+            .hosts
+            .iter()
+            .max_by_key(|h| h.state().last_applied().map(|l| l.index))
+            .map(|h| h.state().snapshot()),
     };
     if let Some(s) = scenario
         && report.failure.is_none()
@@ -237,6 +244,7 @@ fn setup_failure(seed: u64, scenario: Option<Scenario>, started: Instant, messag
         digest: 0,
         trace: Vec::new(),
         placement: Default::default(),
+        state: None,
     }
 }
 

@@ -60,6 +60,9 @@ pub struct WorkloadOptions {
     pub lease_ms: (u64, u64),
     /// Migrations asked for at fixed times (a scenario's workload).
     pub script: Vec<ScriptedMigration>,
+    /// Commands proposed once, as the chaos user, before anything else (a scenario's
+    /// policy: the rebalancer's auto mode, a guest's groups).
+    pub setup: Vec<Command>,
 }
 
 impl Default for WorkloadOptions {
@@ -70,6 +73,7 @@ impl Default for WorkloadOptions {
             weights: [4, 2, 1, 5, 1],
             lease_ms: (2000, 8000),
             script: vec![],
+            setup: vec![],
         }
     }
 }
@@ -148,6 +152,9 @@ pub async fn run(shared: Arc<Shared>) -> turmoil::Result {
     }
     client.add_user(&mut rng).await;
     let opts = shared.opts.workload.clone();
+    for command in opts.setup.clone() {
+        client.propose_until_taken(&mut rng, command).await;
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for s in opts.script.clone() {
         let c = client.clone();
@@ -282,14 +289,19 @@ impl Client {
 
     /// Registers the migrating user (OP-04), retrying while the cluster is busy.
     async fn add_user(&self, rng: &mut SimRng) {
+        let command = Command::AddUser {
+            name: USER.into(),
+            password_hash: password_hash().to_string(),
+            profiles: BTreeSet::from([Profile::LdomsManagement]),
+            replace: true,
+        };
+        self.propose_until_taken(rng, command).await;
+    }
+
+    /// Proposes `command` until it is acknowledged (at most 50 tries, 500 ms apart).
+    async fn propose_until_taken(&self, rng: &mut SimRng, command: Command) {
         for _ in 0..50 {
-            let command = Command::AddUser {
-                name: USER.into(),
-                password_hash: password_hash().to_string(),
-                profiles: BTreeSet::from([Profile::LdomsManagement]),
-                replace: true,
-            };
-            if self.propose(rng, command).await.is_ok() {
+            if self.propose(rng, command.clone()).await.is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;

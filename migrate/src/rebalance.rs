@@ -168,10 +168,12 @@ pub struct Rounds {
     pub started: BTreeMap<(u64, usize), (u64, u32)>,
 }
 
-/// A move started but not yet recorded is started again only after this long.
-pub const MOVE_START_WAIT_MS: u64 = 60_000;
+/// A move started but not yet recorded is started again only after this long (a
+/// second start of a move whose first is under way is refused by the state machine:
+/// one running operation per guest).
+pub const MOVE_START_WAIT_MS: u64 = 10_000;
 /// Starts of one move without a recorded migration before the plan fails.
-pub const MOVE_STARTS_MAX: u32 = 3;
+pub const MOVE_STARTS_MAX: u32 = 5;
 
 /// One round of the leader's rebalancer (see the module doc). `spawn` runs a move's
 /// migration call in the background (the agent's task tracker, within the term).
@@ -201,7 +203,7 @@ pub async fn round(
     let (purpose, plan, digest) = make_plan(c, &PlanRequest::default()).await?;
     rounds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).held = 0;
     if plan.moves.is_empty() {
-        tracing::info!(imbalance_ppm = ppm, notes = ?plan.notes, "rebalance: the imbalance held, but no move qualifies");
+        tracing::debug!(imbalance_ppm = ppm, notes = ?plan.notes, "rebalance: the imbalance held, but no move qualifies");
         return Ok(());
     }
     let actor = agent_actor(c);
