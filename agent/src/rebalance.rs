@@ -14,14 +14,27 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request as GrpcRequest, Response, Status};
 use tracing::warn;
 
-/// The leader duty: one round every `rebalance.interval_ms` while this member leads.
+/// How often the leader drives an applying plan (a shown plan applied by a user
+/// starts within this), whatever `rebalance.interval_ms`.
+pub const DRIVE_EVERY_MS: u64 = 1000;
+
+/// The leader duty: a full round every `rebalance.interval_ms` while this member
+/// leads, and the applying plan driven every [`DRIVE_EVERY_MS`] in between.
 pub(crate) async fn run(node: Node, term: CancellationToken) {
-    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(node.config.rebalance.interval_ms));
+    let interval = node.config.rebalance.interval_ms;
+    let every = DRIVE_EVERY_MS.min(interval);
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(every));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_measured: Option<u64> = None;
     loop {
         tokio::select! {
             () = term.cancelled() => break,
             _ = ticks.tick() => {}
+        }
+        let now = node.now_ms();
+        let measure = last_measured.is_none_or(|t| now.saturating_sub(t) + every / 2 >= interval);
+        if measure {
+            last_measured = Some(now);
         }
         // A move's migration is a call to its source's agent that lasts as long as the
         // migration; it runs on a task of its own, ended with the term (the source's
@@ -40,7 +53,7 @@ pub(crate) async fn run(node: Node, term: CancellationToken) {
                 }
             });
         };
-        if let Err(e) = rb::round(&node, &node.rebalancer, &spawn).await {
+        if let Err(e) = rb::round(&node, &node.rebalancer, &spawn, measure).await {
             warn!(error = %e, "rebalance: round failed; trying again next round");
         }
     }
@@ -160,7 +173,7 @@ impl pb::rebalance_server::Rebalance for RebalanceService {
                     .map(|p| convert::plan_to_pb(p, &rb::move_states(s, p)))
                     .collect(),
                 moves_in_flight: rb::moves_in_flight(s),
-                leader: node.address.clone(),
+                leader: node.name.clone(),
             }
         });
         Ok(Response::new(reply))

@@ -217,9 +217,13 @@ pub async fn list_operations(agent: &AgentArgs, json: bool) -> anyhow::Result<i3
         return Ok(0);
     }
     let mut out = String::new();
+    // Columns as wide as their longest value (host names such as m10-1-fragmented).
+    let width =
+        |min: usize, f: &dyn Fn(&pb::OperationInfo) -> usize| ops.iter().map(f).max().unwrap_or(0).max(min - 2) + 2;
+    let (wd, ws, wt) = (width(10, &|o| o.domain.len()), width(12, &|o| o.source.len()), width(12, &|o| o.target.len()));
     let _ = writeln!(
         out,
-        "{:<5}{:<15}{:<10}{:<12}{:<12}{:<14}{:<6}RESULT",
+        "{:<5}{:<15}{:<wd$}{:<ws$}{:<wt$}{:<14}{:<6}RESULT",
         "ID", "OPERATION", "DOMAIN", "SOURCE", "TARGET", "PHASE", "PROG"
     );
     for o in &ops {
@@ -240,7 +244,7 @@ pub async fn list_operations(agent: &AgentArgs, json: bool) -> anyhow::Result<i3
         };
         let _ = writeln!(
             out,
-            "{:<5}{:<15}{:<10}{:<12}{:<12}{:<14}{:<6}{result}",
+            "{:<5}{:<15}{:<wd$}{:<ws$}{:<wt$}{:<14}{:<6}{result}",
             o.id,
             kind,
             o.domain,

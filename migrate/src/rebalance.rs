@@ -175,15 +175,26 @@ pub const MOVE_START_WAIT_MS: u64 = 10_000;
 /// Starts of one move without a recorded migration before the plan fails.
 pub const MOVE_STARTS_MAX: u32 = 5;
 
-/// One round of the leader's rebalancer (see the module doc). `spawn` runs a move's
-/// migration call in the background (the agent's task tracker, within the term).
+/// One round of the leader's rebalancer (see the module doc). `measure`: a full round
+/// (measure the imbalance, count it, plan in auto mode); otherwise only the applying
+/// plan is driven (the agent drives every second, measures every interval). `spawn`
+/// runs a move's migration call in the background (the agent's task tracker, within
+/// the term).
 pub async fn round(
     c: &dyn Cluster,
     rounds: &std::sync::Mutex<Rounds>,
     spawn: &(dyn Fn(String, MigrateRequest) + Sync),
+    measure: bool,
 ) -> Result<(), Error> {
     let now = c.now_ms();
     let applying = c.state().read(|s| s.plans().values().find(|p| p.status == PlanStatus::Applying).cloned());
+    if !measure {
+        let concurrency = c.state().read(|s| s.rebalance().cluster_concurrency);
+        return match applying {
+            Some(plan) => drive(c, rounds, spawn, &plan, concurrency).await,
+            None => Ok(()),
+        };
+    }
     let (view, config) = c.state().read(|s| (s.planning_view(now), s.rebalance().clone()));
     let ppm = imbalance_ppm(&view.input());
     let above = config.level.act_above().is_some_and(|a| f64::from(ppm) >= a * 1_000_000.0);

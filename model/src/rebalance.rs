@@ -1081,9 +1081,8 @@ pub fn make_room(input: &Input<'_>, domain: &str, target: &str) -> Result<Plan, 
     if !capacity_only(&violations) {
         return Err(MakeRoomError::NotCapacity(violations));
     }
-    if let Some(why) = base.breaks_must(domain, t) {
-        return Err(MakeRoomError::Invalid(format!("{domain} may not go to {target}: {why}")));
-    }
+    // A must-rule that only a guest moving away breaks is checked once the set is gone.
+    let blocking_rule = base.breaks_must(domain, t);
     // Guests of the target that may leave, smallest first.
     let mut movable: Vec<Guest> = base.hosts[t]
         .guests
@@ -1130,6 +1129,7 @@ pub fn make_room(input: &Input<'_>, domain: &str, target: &str) -> Result<Plan, 
             }
             if let Some((p, moves)) =
                 place_each(input, &set.iter().map(|i| movable[*i].name.clone()).collect::<Vec<_>>(), t, domain)
+                && p.breaks_must(domain, t).is_none()
             {
                 let names = set.iter().map(|i| movable[*i].name.clone()).collect();
                 best = Some((cost, names, p, moves));
@@ -1147,6 +1147,9 @@ pub fn make_room(input: &Input<'_>, domain: &str, target: &str) -> Result<Plan, 
             plan.imbalance_after_ppm = to_ppm(p.imbalance());
             return Ok(plan);
         }
+    }
+    if let Some(why) = blocking_rule {
+        return Err(MakeRoomError::Invalid(format!("{domain} may not go to {target} (RB-03): {why}")));
     }
     Err(MakeRoomError::NoSequence { tried, violations })
 }

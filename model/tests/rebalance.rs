@@ -402,6 +402,26 @@ fn make_room_fails_with_reasons_when_the_others_have_no_room_either() {
 }
 
 #[test]
+fn make_room_may_move_away_the_anti_affinity_mate_that_blocks_the_guest() {
+    // Goal: RB-05 with RB-03: ldom3 shares ldom1's must anti-affinity group; moving ldom3 off the target both makes room and mends the rule.
+    let servers = seed_make_room_cluster();
+    let anti = GuestRules { anti_affinity: group("db", Strength::Must), ..Default::default() };
+    let r = rules(&[("ldom1", anti.clone()), ("ldom3", anti.clone())]);
+    let p = make_room(&input(&servers, r, Settings::default()), "ldom1", "m10-1-fragmented").unwrap();
+    assert_eq!(p.moves.iter().map(|m| m.domain.as_str()).collect::<Vec<_>>(), ["ldom3", "ldom1"], "{p:#?}");
+    // With ldom2 in the group too, it would have to leave as well: ldom2 and ldom3 both go, or no plan.
+    let r = rules(&[("ldom1", anti.clone()), ("ldom2", anti.clone()), ("ldom3", anti)]);
+    match make_room(&input(&servers, r, Settings::default()), "ldom1", "m10-1-fragmented") {
+        Ok(p) => {
+            let after = replay(&servers, &p);
+            let frag = after.iter().find(|s| s.name == "m10-1-fragmented").unwrap();
+            assert!(frag.domain("ldom2").is_none() && frag.domain("ldom3").is_none(), "{p:#?}");
+        }
+        Err(e) => assert!(e.to_string().contains("RB-03") || e.to_string().contains("no sequence"), "{e}"),
+    }
+}
+
+#[test]
 fn make_room_never_moves_a_frozen_guest() {
     // Goal: RB-05 with RB-03: ldom3 in cooldown; the plan moves ldom2 instead (more costly, still legal).
     let servers = seed_make_room_cluster();
