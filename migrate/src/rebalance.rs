@@ -23,7 +23,7 @@
 use crate::Cluster;
 use std::collections::BTreeMap;
 use tern_cluster::{Error, MigrateRequest, agent_actor};
-use tern_model::rebalance::{Level, MakeRoomError, Plan, imbalance_ppm, make_room, plan};
+use tern_model::rebalance::{Level, MakeRoomError, Plan, imbalance_ppm};
 use tern_raft_store::{
     Command, HostStatus, OperationKind, Outcome, Phase, PlanEnd, PlanPurpose, PlanRecord, PlanStatus, RejectCode,
 };
@@ -95,21 +95,17 @@ pub struct PlanRequest {
 /// Returns the purpose, the plan and the digest of the state it was made from.
 pub async fn make_plan(c: &dyn Cluster, req: &PlanRequest) -> Result<(PlanPurpose, Plan, u64), Error> {
     let now = c.now_ms();
-    let (mut view, digest) = c.state().read(|s| (s.planning_view(now), s.placement_digest(now)));
-    if let Some(level) = req.level {
-        view.settings.level = level;
-    }
-    let make = req.make_room.clone();
-    tern_cluster::blocking(c, move || {
-        let input = view.input();
-        match make {
-            None => Ok((PlanPurpose::Balance, plan(&input), digest)),
-            Some((domain, target)) => match make_room(&input, &domain, &target) {
-                Ok(p) => Ok((PlanPurpose::MakeRoom { domain, target }, p, digest)),
-                Err(MakeRoomError::Invalid(m)) => Err(Error::InvalidInput(format!("RB-05 {m}"))),
-                Err(e) => Err(Error::Conflict(format!("RB-05 {e}"))),
-            },
-        }
+    let (view, digest) = c.state().read(|s| (s.planning_view(now), s.placement_digest(now)));
+    let purpose = match req.make_room.clone() {
+        None => PlanPurpose::Balance,
+        Some((domain, target)) => PlanPurpose::MakeRoom { domain, target },
+    };
+    let level = req.level;
+    // The planner runs off the async threads, on the view copied out of the state.
+    tern_cluster::blocking(c, move || match view.plan(&purpose, level) {
+        Ok(p) => Ok((purpose, p, digest)),
+        Err(MakeRoomError::Invalid(m)) => Err(Error::InvalidInput(format!("RB-05 {m}"))),
+        Err(e) => Err(Error::Conflict(format!("RB-05 {e}"))),
     })
     .await?
 }

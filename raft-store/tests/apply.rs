@@ -1013,10 +1013,19 @@ fn one_move_plan() -> tern_model::rebalance::Plan {
 }
 
 impl World {
-    /// Records [`one_move_plan`] against the state as it is now; returns its id.
+    /// The plan the planner makes now at level 5 (memory alone imbalances the world:
+    /// a holds 4 of its 10 GiB, b and c 2 each).
+    fn planned(&self) -> tern_model::rebalance::Plan {
+        let level = tern_model::rebalance::Level::new(5).ok();
+        let p = self.state.planning_view(self.now + 10).plan(&PlanPurpose::Balance, level).expect("a plan");
+        assert!(!p.moves.is_empty(), "the world is imbalanced: {p:?}");
+        p
+    }
+
+    /// Records the planner's plan for the state as it is now; returns its id.
     fn record_plan(&mut self) -> u64 {
         let digest = self.state.placement_digest(self.now + 10);
-        let cmd = Command::RecordPlan { purpose: PlanPurpose::Balance, plan: one_move_plan(), digest };
+        let cmd = Command::RecordPlan { purpose: PlanPurpose::Balance, plan: self.planned(), digest };
         match self.ok(cmd) {
             Outcome::PlanRecorded { id } => id,
             other => panic!("unexpected {other:?}"),
@@ -1031,10 +1040,10 @@ impl World {
     }
 }
 
-fn plan_move(id: u64, target: &str) -> Command {
+fn plan_move(id: u64, domain: &str, target: &str) -> Command {
     Command::BeginOperation {
         kind: OperationKind::Migration {
-            domain: "ldom1".into(),
+            domain: domain.into(),
             source: "a".into(),
             target: target.into(),
             new_name: None,
@@ -1068,6 +1077,24 @@ fn a_plan_is_kept_applied_while_its_state_holds_and_ended_once() {
 }
 
 #[test]
+fn a_plan_the_planner_would_not_make_is_never_approved() {
+    // Goal: RB-04 with OP-04: a recorded plan whose moves differ from what the planner makes from the state (a forged
+    // move, even with the right digest) is refused, so no forged move runs without a login.
+    let mut w = world();
+    let digest = w.state.placement_digest(w.now + 10);
+    let forged = Command::RecordPlan { purpose: PlanPurpose::Balance, plan: one_move_plan(), digest };
+    let Outcome::PlanRecorded { id } = w.ok(forged) else { panic!("recorded") };
+    let r = w.rejected(Command::ApplyPlan { id });
+    assert_eq!((r.code, r.rule), (RejectCode::PlanStale, Some(Rule::Rb(4))));
+    assert!(r.message.contains("not what the planner makes"), "{r}");
+    let mut honest = w.planned();
+    honest.moves[0].cost.downtime_ms += 1;
+    let tampered = Command::RecordPlan { purpose: PlanPurpose::Balance, plan: honest, digest };
+    let Outcome::PlanRecorded { id } = w.ok(tampered) else { panic!("recorded") };
+    assert_eq!(w.rejected(Command::ApplyPlan { id }).code, RejectCode::PlanStale, "one changed figure is enough");
+}
+
+#[test]
 fn a_plan_whose_state_changed_is_refused_as_stale() {
     // Goal: RB-04: a reservation taken after the plan was made changes the digest; apply refuses and changes nothing.
     let mut w = world();
@@ -1096,7 +1123,7 @@ fn agents_plan_and_approve_only_in_auto_mode() {
     assert_eq!(w.as_agent(Command::ApplyPlan { id }).unwrap_err().code, RejectCode::PlanStale);
     let digest = w.state.placement_digest(w.now + 10);
     let Ok(Outcome::PlanRecorded { id }) =
-        w.as_agent(Command::RecordPlan { purpose: PlanPurpose::Balance, plan: one_move_plan(), digest })
+        w.as_agent(Command::RecordPlan { purpose: PlanPurpose::Balance, plan: w.planned(), digest })
     else {
         panic!("an agent records in auto mode")
     };
@@ -1109,14 +1136,18 @@ fn a_plan_move_begins_only_while_its_plan_applies_and_only_as_planned() {
     // Goal: RB-04: a migration marked with a plan must be one of that applying plan's moves; then the target may take it without a login.
     let mut w = world();
     let id = w.record_plan();
-    let r = w.rejected(plan_move(id, "b"));
+    let m = w.state.plan(id).expect("plan").plan.moves[0].clone();
+    assert_eq!(m.source, "a");
+    let elsewhere = if m.target == "b" { "c" } else { "b" };
+    let other = if m.domain == "ldom1" { "ldom2" } else { "ldom1" };
+    let r = w.rejected(plan_move(id, &m.domain, &m.target));
     assert_eq!((r.code, r.rule), (RejectCode::PlanStatus, Some(Rule::Rb(4))));
     w.ok(Command::ApplyPlan { id });
-    let r = w.rejected(plan_move(id, "c"));
+    let r = w.rejected(plan_move(id, &m.domain, elsewhere));
     assert_eq!((r.code, r.rule), (RejectCode::OperationMismatch, Some(Rule::Rb(4))));
-    let Outcome::OperationBegun { operation } = w.ok(plan_move(id, "b")) else { panic!("begun") };
+    let Outcome::OperationBegun { operation } = w.ok(plan_move(id, &m.domain, &m.target)) else { panic!("begun") };
     assert_eq!(w.state.approved_plan_move(operation), Ok(id));
-    let plain = w.begin("ldom2", "a", "c", None, false);
+    let plain = w.begin(other, "a", elsewhere, None, false);
     assert!(w.state.approved_plan_move(plain).is_err(), "a user's migration is no plan move");
     w.ok(Command::EndPlan { id, end: PlanEnd::Cancelled });
     assert!(w.state.approved_plan_move(operation).is_err(), "a cancelled plan approves nothing more");

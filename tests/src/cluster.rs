@@ -199,10 +199,13 @@ inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n{extra}",
             let i = c.add(name, layout_name, std::slice::from_ref(&first));
             c.start(i);
         }
-        c.wait_status(0, "3 voters and a leader", |s| {
-            s.leader_id != 0 && s.members.iter().filter(|m| m.role == pb::MemberRole::Voter as i32).count() == 3
-        })
-        .await;
+        // On every member (see `with_layout_files_and`).
+        for i in 0..3 {
+            c.wait_status(i, "3 voters and a leader", |s| {
+                s.leader_id != 0 && s.members.iter().filter(|m| m.role == pb::MemberRole::Voter as i32).count() == 3
+            })
+            .await;
+        }
         c.wait_domains(0, 5).await;
         c
     }
@@ -254,12 +257,17 @@ impl Cluster {
         }
         // Every member, a leader, and the voters the configs ask for (a cluster of
         // learners would lose its quorum with its founder).
+        // On every member, not only the leader: the leader lists a voter change as soon
+        // as it appends it, and a test that then kills the leader would leave followers
+        // that never saw it without a quorum.
         let want_voters = names.len().min(3);
-        c.wait_status(0, "every member, a leader and its voters", |s| {
-            let voters = s.members.iter().filter(|m| m.role == pb::MemberRole::Voter as i32).count();
-            s.leader_id != 0 && s.members.len() == names.len() && voters == want_voters
-        })
-        .await;
+        for i in 0..names.len() {
+            c.wait_status(i, "every member, a leader and its voters", |s| {
+                let voters = s.members.iter().filter(|m| m.role == pb::MemberRole::Voter as i32).count();
+                s.leader_id != 0 && s.members.len() == names.len() && voters == want_voters
+            })
+            .await;
+        }
         let start = Instant::now();
         loop {
             let hosts: std::collections::BTreeSet<String> =

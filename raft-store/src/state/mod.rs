@@ -654,6 +654,27 @@ pub struct PlanningView {
 }
 
 impl PlanningView {
+    /// The plan the planner makes from this view for `purpose` at `level` (the
+    /// cluster's when `None`): the one function both the proposer (`rebalance plan`) and
+    /// `ApplyPlan` in apply run, so a plan is approved only if it is exactly what the
+    /// planner makes from the replicated state at that point in the log.
+    pub fn plan(
+        mut self,
+        purpose: &records::PlanPurpose,
+        level: Option<tern_model::rebalance::Level>,
+    ) -> Result<tern_model::rebalance::Plan, tern_model::rebalance::MakeRoomError> {
+        if let Some(l) = level {
+            self.settings.level = l;
+        }
+        let input = self.input();
+        match purpose {
+            records::PlanPurpose::Balance => Ok(tern_model::rebalance::plan(&input)),
+            records::PlanPurpose::MakeRoom { domain, target } => {
+                tern_model::rebalance::make_room(&input, domain, target)
+            }
+        }
+    }
+
     /// The planner's input, borrowing this view.
     pub fn input(&self) -> tern_model::rebalance::Input<'_> {
         tern_model::rebalance::Input {

@@ -91,6 +91,17 @@ impl State {
                 format!("the cluster changed since plan {id} was made (hosts, guests or reservations); plan again"),
             );
         }
+        // Approval stands for the login on the target (OP-04), so only the planner's own
+        // moves get it: the plan must be exactly what the planner makes now, here.
+        let level = tern_model::rebalance::Level::new(plan.plan.level).ok();
+        let fresh = self.planning_view(now).plan(&plan.purpose, level);
+        if fresh.as_ref().map(|p| &p.moves) != Ok(&plan.plan.moves) {
+            return reject_rule(
+                RejectCode::PlanStale,
+                Rule::Rb(4),
+                format!("plan {id} is not what the planner makes from the replicated state now; plan again"),
+            );
+        }
         let mut plan = plan.clone();
         plan.status = PlanStatus::Applying;
         plan.applied_by = Some(actor.to_string());
