@@ -579,6 +579,7 @@ pub fn plan_to_pb(p: &tern_raft_store::PlanRecord, states: &[tern_migrate::rebal
         purpose: match &p.purpose {
             PlanPurpose::Balance => "balance".into(),
             PlanPurpose::MakeRoom { domain, target } => format!("make-room {domain} on {target}"),
+            PlanPurpose::Grow { domain, growth } => format!("grow {domain} to {growth}"),
         },
         status: p.status.name().into(),
         status_detail: match &p.status {

@@ -98,13 +98,21 @@ impl pb::rebalance_server::Rebalance for RebalanceService {
                     .ok_or_else(|| Status::invalid_argument(format!("level {l} is not 1 to 5")))?,
             ),
         };
-        let make_room = match (r.make_room_domain.is_empty(), r.make_room_target.is_empty()) {
-            (true, true) => None,
-            (false, false) => Some((r.make_room_domain, r.make_room_target)),
+        let growth = tern_model::rebalance::Growth {
+            cores: (r.grow_cores != 0).then_some(r.grow_cores),
+            memory: (r.grow_memory_bytes != 0).then_some(r.grow_memory_bytes),
+        };
+        let purpose = match (r.make_room_domain.is_empty(), r.make_room_target.is_empty(), r.grow_domain.is_empty()) {
+            (true, true, true) => tern_raft_store::PlanPurpose::Balance,
+            (false, false, true) => {
+                tern_raft_store::PlanPurpose::MakeRoom { domain: r.make_room_domain, target: r.make_room_target }
+            }
+            (true, true, false) => tern_raft_store::PlanPurpose::Grow { domain: r.grow_domain, growth },
+            (_, _, false) => return Err(Status::invalid_argument("a plan is either make-room or grow, not both")),
             _ => return Err(Status::invalid_argument("make-room needs both a domain and a target host")),
         };
         let node = &self.0;
-        let (purpose, plan, digest) = rb::make_plan(node, &PlanRequest { level, make_room }).await.map_err(status)?;
+        let (purpose, plan, digest) = rb::make_plan(node, &PlanRequest { level, purpose }).await.map_err(status)?;
         let id = rb::record(node, &caller.actor(), purpose, plan, digest).await.map_err(status)?;
         // Committed at the leader; this member may not have applied it yet.
         Ok(Response::new(pb::RebalancePlanResponse { plan: Some(wait_for_plan(node, id).await?) }))

@@ -229,15 +229,25 @@ pub enum RebalanceCommand {
     /// binding (CIDs, PA ranges), its cost (migration time, downtime) and the imbalance
     /// after it. Against a cluster the plan is kept with an id (apply it with `apply ID`);
     /// with --layouts it is computed offline and nothing is kept.
+    /// With --grow DOMAIN cores=N memory=SIZE: the moves after which DOMAIN can grow
+    /// to that size (UC-2, RB-06): none if its host has the room now, else its own move
+    /// or moves of its neighbours, whichever is fewer and cheaper.
     #[command(after_help = "Examples:\n  ternctl rebalance plan\n  ternctl rebalance plan --level 5\n  \
-ternctl rebalance plan --layouts deploy/layouts\n\nLevels (vSphere DRS-style): 1 only mandatory moves \
-(broken must-rules), 2 acts at imbalance 0.20, 3 (default) 0.10, 4 0.05, 5 0.02.")]
+ternctl rebalance plan --layouts deploy/layouts\n  ternctl rebalance plan --grow ldom1 cores=8 memory=32G\n\n\
+Levels (vSphere DRS-style): 1 only mandatory moves (broken must-rules), 2 acts at imbalance 0.20, \
+3 (default) 0.10, 4 0.05, 5 0.02.")]
     Plan {
         #[command(flatten)]
         layouts: LayoutArgs,
         /// 1 (mandatory moves only) to 5 (aggressive); default: the cluster's.
         #[arg(long)]
         level: Option<u8>,
+        /// Plan for this guest's growth instead (give cores=N and/or memory=SIZE).
+        #[arg(long, value_name = "DOMAIN")]
+        grow: Option<String>,
+        /// With --grow: cores=N (whole cores in all) and memory=SIZE (in all, e.g. 32G).
+        #[arg(value_name = "NAME=VALUE", requires = "grow")]
+        sizes: Vec<String>,
     },
     /// RB-05: the fewest moves of HOST's other guests (each itself legal) after which
     /// DOMAIN fits on HOST, when LM-09 fragmentation or too few free cores refuse it now;
@@ -472,8 +482,8 @@ pub fn run(cli: Cli) -> i32 {
             let domain = args.pop().unwrap_or_default();
             block_on(ha::set_domain(&agent, &args, &domain))
         }
-        Command::Rebalance(RebalanceCommand::Plan { layouts, level }) => {
-            block_on(rebalance::plan(&agent, &layouts, level, json))
+        Command::Rebalance(RebalanceCommand::Plan { layouts, level, grow, sizes }) => {
+            block_on(rebalance::plan(&agent, &layouts, level, grow.as_deref(), &sizes, json))
         }
         Command::Rebalance(RebalanceCommand::MakeRoom { layouts, domain, host }) => {
             block_on(rebalance::make_room(&agent, &layouts, &domain, &host, json))

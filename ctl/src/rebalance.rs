@@ -234,12 +234,35 @@ fn level_of(level: Option<u8>) -> anyhow::Result<Option<Level>> {
     level.map(|l| Level::new(l).map_err(|e| anyhow!(e))).transpose()
 }
 
+/// What an offline plan is for.
+enum Offline<'a> {
+    Balance,
+    MakeRoom(&'a str, &'a str),
+    Grow(&'a str, rb::Growth),
+}
+
+/// `cores=N memory=SIZE` of `plan --grow`.
+fn growth_of(sizes: &[String]) -> anyhow::Result<rb::Growth> {
+    let mut g = rb::Growth::default();
+    for s in sizes {
+        match s.split_once('=') {
+            Some(("cores", v)) => {
+                g.cores = Some(v.parse().map_err(|_| anyhow!("cores={v}: not a whole number of cores"))?);
+            }
+            Some(("memory", v)) => {
+                g.memory = Some(tern_model::units::parse_size(v).map_err(|e| anyhow!("memory={v}: {e}"))?);
+            }
+            _ => bail!("{s:?} is not cores=N or memory=SIZE"),
+        }
+    }
+    if g.cores.is_none() && g.memory.is_none() {
+        bail!("--grow needs cores=N and/or memory=SIZE (the guest's size afterwards)");
+    }
+    Ok(g)
+}
+
 /// The offline input: every layout eligible, nothing reserved, no groups.
-fn offline_plan(
-    layouts: &LayoutArgs,
-    level: Option<u8>,
-    make_room: Option<(&str, &str)>,
-) -> anyhow::Result<(rb::Plan, String)> {
+fn offline_plan(layouts: &LayoutArgs, level: Option<u8>, what: Offline<'_>) -> anyhow::Result<(rb::Plan, String)> {
     let servers = crate::layouts::load(layouts)?;
     let none = tern_model::Reserved::default();
     let settings = Settings { level: level_of(level)?.unwrap_or_default(), ..Settings::default() };
@@ -251,29 +274,74 @@ fn offline_plan(
         guests: BTreeMap::new(),
         settings,
     };
-    match make_room {
-        None => Ok((rb::plan(&input), "balance".into())),
-        Some((domain, target)) => {
+    match what {
+        Offline::Balance => Ok((rb::plan(&input), "balance".into())),
+        Offline::MakeRoom(domain, target) => {
             let plan = rb::make_room(&input, domain, target).map_err(|e| anyhow!("RB-05 {e}"))?;
             Ok((plan, format!("make-room {domain} on {target}")))
+        }
+        Offline::Grow(domain, growth) => {
+            let plan = rb::grow(&input, domain, &growth).map_err(|e| anyhow!("RB-06 {e}"))?;
+            Ok((plan, format!("grow {domain} to {growth}")))
         }
     }
 }
 
-/// `ternctl rebalance plan [--level N] [--layouts DIR]`. Exit 0; a plan with no move
-/// is an answer, not an error.
-pub async fn plan(agent: &AgentArgs, layouts: &LayoutArgs, level: Option<u8>, json: bool) -> anyhow::Result<i32> {
+/// Whether `e` is a "no" (no sequence of moves; a rule no move can cure), not bad input.
+fn is_no(e: &anyhow::Error) -> bool {
+    let t = e.to_string();
+    ["moving other guests cannot help", "no sequence of"].iter().any(|m| t.contains(m))
+}
+
+/// `ternctl rebalance plan [--level N] [--layouts DIR] [--grow DOMAIN cores=N memory=SIZE]`.
+/// Exit 0 (a plan with no move is an answer); with --grow, 1 when no moves allow it.
+pub async fn plan(
+    agent: &AgentArgs,
+    layouts: &LayoutArgs,
+    level: Option<u8>,
+    grow: Option<&str>,
+    sizes: &[String],
+    json: bool,
+) -> anyhow::Result<i32> {
+    let growth = grow.map(|_| growth_of(sizes)).transpose()?;
     if layouts.is_offline() {
-        let (p, purpose) = offline_plan(layouts, level, None)?;
-        print_plan(&PlanView::offline(&p, purpose), json)?;
-        return Ok(0);
+        let what = match (grow, growth) {
+            (Some(d), Some(g)) => Offline::Grow(d, g),
+            _ => Offline::Balance,
+        };
+        return match offline_plan(layouts, level, what) {
+            Ok((p, purpose)) => {
+                print_plan(&PlanView::offline(&p, purpose), json)?;
+                Ok(0)
+            }
+            Err(e) if is_no(&e) => {
+                eprintln!("ternctl: {e}");
+                Ok(crate::EXIT_NO)
+            }
+            Err(e) => Err(e),
+        };
     }
     level_of(level)?;
-    let req = pb::RebalancePlanRequest { level: level.map_or(0, u32::from), ..Default::default() };
-    let reply = client(agent).await?.plan(req).await.map_err(|e| anyhow!(status_message(&e)))?.into_inner();
-    let p = reply.plan.ok_or_else(|| anyhow!("the agent answered without a plan"))?;
-    print_plan(&PlanView::from(&p), json)?;
-    Ok(0)
+    let g = growth.unwrap_or_default();
+    let req = pb::RebalancePlanRequest {
+        level: level.map_or(0, u32::from),
+        grow_domain: grow.unwrap_or_default().to_string(),
+        grow_cores: g.cores.unwrap_or(0),
+        grow_memory_bytes: g.memory.unwrap_or(0),
+        ..Default::default()
+    };
+    match client(agent).await?.plan(req).await {
+        Ok(r) => {
+            let p = r.into_inner().plan.ok_or_else(|| anyhow!("the agent answered without a plan"))?;
+            print_plan(&PlanView::from(&p), json)?;
+            Ok(0)
+        }
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            eprintln!("ternctl: {}", status_message(&s));
+            Ok(crate::EXIT_NO)
+        }
+        Err(s) => Err(anyhow!(status_message(&s))),
+    }
 }
 
 /// `ternctl rebalance make-room DOMAIN HOST`. Exit 1 when no sequence of moves makes room.
@@ -285,19 +353,23 @@ pub async fn make_room(
     json: bool,
 ) -> anyhow::Result<i32> {
     if layouts.is_offline() {
-        return match offline_plan(layouts, None, Some((domain, target))) {
+        return match offline_plan(layouts, None, Offline::MakeRoom(domain, target)) {
             Ok((p, purpose)) => {
                 print_plan(&PlanView::offline(&p, purpose), json)?;
                 Ok(0)
             }
-            Err(e) if e.to_string().starts_with("RB-05 moving") || e.to_string().starts_with("RB-05 no sequence") => {
+            Err(e) if is_no(&e) => {
                 eprintln!("ternctl: {e}");
                 Ok(crate::EXIT_NO)
             }
             Err(e) => Err(e),
         };
     }
-    let req = pb::RebalancePlanRequest { level: 0, make_room_domain: domain.into(), make_room_target: target.into() };
+    let req = pb::RebalancePlanRequest {
+        make_room_domain: domain.into(),
+        make_room_target: target.into(),
+        ..Default::default()
+    };
     match client(agent).await?.plan(req).await {
         Ok(r) => {
             let p = r.into_inner().plan.ok_or_else(|| anyhow!("the agent answered without a plan"))?;

@@ -87,8 +87,8 @@ pub fn move_states(s: &tern_raft_store::State, plan: &PlanRecord) -> Vec<MoveSta
 pub struct PlanRequest {
     /// `None`: the cluster's level.
     pub level: Option<Level>,
-    /// Room for this guest on this host (RB-05).
-    pub make_room: Option<(String, String)>,
+    /// Balance (RB-01), room for a guest on a host (RB-05), or a guest's growth (RB-06).
+    pub purpose: PlanPurpose,
 }
 
 /// Plans from this member's applied state (pure planner, off the async threads).
@@ -96,16 +96,14 @@ pub struct PlanRequest {
 pub async fn make_plan(c: &dyn Cluster, req: &PlanRequest) -> Result<(PlanPurpose, Plan, u64), Error> {
     let now = c.now_ms();
     let (view, digest) = c.state().read(|s| (s.planning_view(now), s.placement_digest(now)));
-    let purpose = match req.make_room.clone() {
-        None => PlanPurpose::Balance,
-        Some((domain, target)) => PlanPurpose::MakeRoom { domain, target },
-    };
+    let purpose = req.purpose.clone();
     let level = req.level;
     // The planner runs off the async threads, on the view copied out of the state.
+    let rule = if matches!(purpose, PlanPurpose::Grow { .. }) { "RB-06" } else { "RB-05" };
     tern_cluster::blocking(c, move || match view.plan(&purpose, level) {
         Ok(p) => Ok((purpose, p, digest)),
-        Err(MakeRoomError::Invalid(m)) => Err(Error::InvalidInput(format!("RB-05 {m}"))),
-        Err(e) => Err(Error::Conflict(format!("RB-05 {e}"))),
+        Err(MakeRoomError::Invalid(m)) => Err(Error::InvalidInput(format!("{rule} {m}"))),
+        Err(e) => Err(Error::Conflict(format!("{rule} {e}"))),
     })
     .await?
 }
@@ -137,12 +135,7 @@ pub async fn approve(c: &dyn Cluster, actor: &str, id: u64) -> Result<Approval, 
         Ok(_) => Ok(Approval::Applying { id }),
         Err(Error::Rejected(r)) if r.code == RejectCode::PlanStale => {
             let purpose = c.state().read(|s| s.plan(id).map(|p| p.purpose.clone())).unwrap_or_default();
-            let req = match &purpose {
-                PlanPurpose::Balance => PlanRequest::default(),
-                PlanPurpose::MakeRoom { domain, target } => {
-                    PlanRequest { level: None, make_room: Some((domain.clone(), target.clone())) }
-                }
-            };
+            let req = PlanRequest { level: None, purpose };
             let (purpose, plan, digest) = make_plan(c, &req).await?;
             let new = record(c, actor, purpose, plan, digest).await?;
             Ok(Approval::Replanned { stale: id, id: new })

@@ -1201,3 +1201,188 @@ fn combinations(n: usize, k: usize) -> impl Iterator<Item = Vec<usize>> {
         Some(current)
     })
 }
+
+/// What a guest should grow to (UC-2, RB-06): its cores and memory in all afterwards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Growth {
+    /// Whole cores the guest holds afterwards (as `ldm set-core N`).
+    pub cores: Option<u32>,
+    /// Memory the guest holds afterwards, in bytes (as `ldm set-memory SIZE`).
+    pub memory: Option<u64>,
+}
+
+impl fmt::Display for Growth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(c) = self.cores {
+            parts.push(format!("cores={c}"));
+        }
+        if let Some(m) = self.memory {
+            parts.push(format!("memory={}", crate::units::Size(m)));
+        }
+        f.write_str(&parts.join(" "))
+    }
+}
+
+/// What `domain` needs beyond what it holds on `server` to reach `growth`: (whole cores,
+/// bytes). A growth that shrinks or keeps a resource needs none of it.
+fn growth_need(server: &Server, domain: &str, growth: &Growth) -> Result<(usize, u64), MakeRoomError> {
+    let cpu = server.cpu_of(domain);
+    let held_memory: u64 = server.memory_of(domain).iter().map(|r| r.size).sum();
+    let cores = match growth.cores {
+        None => 0,
+        Some(_) if !cpu.whole_cores => {
+            return Err(MakeRoomError::Invalid(format!(
+                "{domain} holds strands, not whole cores; grow it with vcpus, which tern does not plan yet"
+            )));
+        }
+        Some(n) => (n as usize).saturating_sub(cpu.cids.len()),
+    };
+    let memory = growth.memory.map_or(0, |m| crate::fit::granules(m).saturating_sub(held_memory));
+    Ok((cores, memory))
+}
+
+/// Whether `server` (minus `reserved`, plus whatever `freed` gives back) has `need`
+/// (whole cores, bytes) free.
+fn has_room(server: &Server, reserved: &Reserved, need: (usize, u64), taken: Option<&Binding>) -> bool {
+    let mut cores = server.free_cores(reserved).len();
+    let mut memory: u64 = server.free_ranges(reserved).iter().map(|r| r.size).sum();
+    if let Some(b) = taken {
+        cores = cores.saturating_sub(if b.whole_cores { b.cids.len() } else { 0 });
+        memory = memory.saturating_sub(b.memory.iter().map(|r| r.size).sum());
+    }
+    cores >= need.0 && memory >= need.1
+}
+
+/// RB-06 / UC-2: the fewest legal moves after which `domain` can grow to `growth`:
+/// none if its host has the cores and memory free now; else the guest's own move to a
+/// host that takes it and then has the room (preflight and fitting as any move), or
+/// moves of its host's other guests away (as [`make_room`] does), whichever needs fewer
+/// moves (then less migration time). The growth itself follows the plan (its notes say
+/// how); memory added to a running guest may come in several blocks, so only the
+/// amount counts.
+pub fn grow(input: &Input<'_>, domain: &str, growth: &Growth) -> Result<Plan, MakeRoomError> {
+    let base = Planner::new(input);
+    let s =
+        *base.home.get(domain).ok_or_else(|| MakeRoomError::Invalid(format!("{domain} is not a guest of any host")))?;
+    if growth.cores.is_none() && growth.memory.is_none() {
+        return Err(MakeRoomError::Invalid("name what to grow: cores=N and/or memory=SIZE".into()));
+    }
+    let host = base.name(s).to_string();
+    let need = growth_need(&base.hosts[s].server, domain, growth)?;
+    let mut plan = Plan {
+        level: base.settings.level.get(),
+        imbalance_before_ppm: to_ppm(base.imbalance()),
+        imbalance_after_ppm: to_ppm(base.imbalance()),
+        act_above_ppm: base.settings.level.act_above().map(to_ppm),
+        ..Plan::default()
+    };
+    let how = |on: &str| format!("then grow {domain} on {on} to {growth} (ldm set-core / set-memory)");
+    if has_room(&base.hosts[s].server, base.hosts[s].reserved, need, None) {
+        plan.notes.push(format!("{domain} can grow in place on {host}: no move needed"));
+        plan.notes.push(how(&host));
+        return Ok(plan);
+    }
+    let frozen = base.rules.get(domain).and_then(|r| r.frozen.clone());
+    // (a) The guest itself moves to a host that then has the room.
+    let mut own: Option<(f64, usize, Binding)> = None;
+    if frozen.is_none() {
+        let guest = base.hosts[s].guests.iter().find(|g| g.name == domain).cloned();
+        for t in (0..base.hosts.len()).filter(|t| *t != s && base.room(*t)) {
+            if base.breaks_must(domain, t).is_some() {
+                continue;
+            }
+            let Ok(binding) = base.check(domain, s, t) else { continue };
+            if !has_room(&base.hosts[t].server, base.hosts[t].reserved, need, Some(&binding)) {
+                continue;
+            }
+            let spread = guest.as_ref().map_or(0.0, |g| base.spread_of(&base.sums_after(g, s, t)));
+            if own.as_ref().is_none_or(|(best, ..)| spread < *best) {
+                own = Some((spread, t, binding));
+            }
+        }
+    }
+    // (b) Other guests leave its host: the smallest such set, cheapest first.
+    let mut others: Option<(u64, Planner<'_, '_>, Vec<Move>)> = None;
+    let movable: Vec<Guest> = base.hosts[s]
+        .guests
+        .iter()
+        .filter(|g| g.name != domain && base.rules.get(&g.name).is_none_or(|r| r.frozen.is_none()))
+        .cloned()
+        .collect();
+    let mut tried = 0usize;
+    'sizes: for k in 1..=MAKE_ROOM_MOVES_MAX.min(movable.len()) {
+        for set in combinations(movable.len(), k) {
+            if tried >= MAKE_ROOM_TRIES_MAX {
+                break 'sizes;
+            }
+            tried += 1;
+            let cost: u64 = set.iter().map(|i| movable[*i].cost.total_ms).sum();
+            if others.as_ref().is_some_and(|(best, ..)| *best <= cost) {
+                continue;
+            }
+            let mut without = base.hosts[s].server.clone().into_owned();
+            for i in &set {
+                without.unbind_domain(&movable[*i].name);
+            }
+            if !has_room(&without, base.hosts[s].reserved, need, None) {
+                continue;
+            }
+            let names: Vec<String> = set.iter().map(|i| movable[*i].name.clone()).collect();
+            if let Some((p, moves)) = place_each(input, &names, s, domain) {
+                others = Some((cost, p, moves));
+            }
+        }
+        if others.is_some() {
+            break;
+        }
+    }
+    let own_cost = base.hosts[s].guests.iter().find(|g| g.name == domain).map_or(u64::MAX, |g| g.cost.total_ms);
+    // The guest's own move wins unless the others' is a single, cheaper move.
+    let prefer_own = match (&own, &others) {
+        (Some(_), None) => true,
+        (Some(_), Some((c, _, m))) => m.len() > 1 || *c > own_cost,
+        _ => false,
+    };
+    match (own.filter(|_| prefer_own), others) {
+        (Some((_, t, binding)), _) => {
+            let mut p = base;
+            let target = p.name(t).to_string();
+            plan.moves.push(p.record(domain, s, t, binding, Reason::Guest).map_err(MakeRoomError::Invalid)?);
+            plan.imbalance_after_ppm = to_ppm(p.imbalance());
+            plan.notes.push(how(&target));
+            Ok(plan)
+        }
+        (_, Some((_, p, moves))) => {
+            plan.moves = moves;
+            plan.imbalance_after_ppm = to_ppm(p.imbalance());
+            plan.notes.push(how(&host));
+            Ok(plan)
+        }
+        (None, None) => {
+            let why = match frozen {
+                Some(f) => format!("; {domain} itself may not move: {f}"),
+                None => String::new(),
+            };
+            Err(MakeRoomError::NoSequence {
+                tried,
+                violations: vec![Violation {
+                    rule: crate::preflight::Rule::Rb(6),
+                    code: Code::TooFewFreeCores,
+                    message: format!(
+                        "{domain} needs {}; no host takes it with that room, and moving at most \
+                         {MAKE_ROOM_MOVES_MAX} of {host}'s other guests frees too little{why}",
+                        [
+                            (need.0 > 0).then(|| format!("{} more core(s)", need.0)),
+                            (need.1 > 0).then(|| format!("{} more memory", crate::units::Size(need.1))),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                    ),
+                }],
+            })
+        }
+    }
+}

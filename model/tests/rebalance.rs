@@ -7,8 +7,8 @@ use common::*;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use tern_model::rebalance::{
-    Group, GuestRules, HostInput, Input, Level, MakeRoomError, Plan, Reason, Settings, Strength, imbalance_ppm,
-    make_room, plan,
+    Group, Growth, GuestRules, HostInput, Input, Level, MakeRoomError, Plan, Reason, Settings, Strength, grow,
+    imbalance_ppm, make_room, plan,
 };
 use tern_model::units::{GIB, MIB};
 use tern_model::{Code, GuestShape, Reserved, Server};
@@ -475,4 +475,65 @@ fn random_guest_is_deterministic() {
     // Goal: the generator is a function of its seed (the benchmark's figures depend on it).
     let (a, b) = (random_guest("x".into(), &mut Rng(42)), random_guest("x".into(), &mut Rng(42)));
     assert_eq!((a.cores, a.blocks, a.cpu_pct), (b.cores, b.blocks, b.cpu_pct));
+}
+
+// ---- UC-2 growth (RB-06) -------------------------------------------------------------
+
+fn grown(servers: &[Server], domain: &str, growth: Growth) -> Result<Plan, MakeRoomError> {
+    grow(&input(servers, BTreeMap::new(), Settings::default()), domain, &growth)
+}
+
+#[test]
+fn a_guest_with_room_on_its_host_grows_in_place() {
+    // Goal: RB-06: ldom1 (4 of m10-1-1's 16 cores, 8 free) grows to 8 cores and 40G where it is: no move.
+    let servers = vec![seed_source(), seed_target()];
+    let p = grown(&servers, "ldom1", Growth { cores: Some(8), memory: Some(40 * GIB) }).unwrap();
+    assert!(p.moves.is_empty(), "{p:#?}");
+    assert!(p.notes[0].contains("grow in place on m10-1-1"), "{:?}", p.notes);
+}
+
+#[test]
+fn a_guest_its_host_cannot_grow_moves_where_it_then_can() {
+    // Goal: RB-06: 40 cores fit on no M10-1; the plan moves ldom1 to the 96-core host, where it then has the room.
+    let servers = vec![seed_source(), seed_target(), common::cluster::empty_host("big")];
+    let p = grown(&servers, "ldom1", Growth { cores: Some(40), memory: None }).unwrap();
+    let moves: Vec<(&str, &str)> = p.moves.iter().map(|m| (m.domain.as_str(), m.target.as_str())).collect();
+    assert_eq!(moves, [("ldom1", "big")], "{p:#?}");
+    assert!(p.notes.iter().any(|n| n.contains("then grow ldom1 on big to cores=40")), "{:?}", p.notes);
+    replay(&servers, &p);
+}
+
+#[test]
+fn the_cheaper_way_to_room_wins_moving_a_small_neighbour_away() {
+    // Goal: RB-06 with RB-02: ldom1 needs the cores a small, calm guest holds on m10-1-1; moving that guest away
+    // costs less than moving ldom1's 16G, so the plan moves the neighbour and ldom1 grows in place.
+    let mut source = seed_source();
+    let mut small = guest_domain("tiny", 5002);
+    small.vdisks.clear();
+    small.workload.dirty_mib_per_s = 1;
+    add_domain(&mut source, small);
+    bind_cores(&mut source, "tiny", &(8..16).collect::<Vec<_>>());
+    lay_out_after_primary(
+        &mut source,
+        &[("ldom1", 248 * MIB), ("ldom1", 16136 * MIB), ("tiny", 4 * GIB), ("", 35320 * MIB)],
+    );
+    assert_valid(&source);
+    let servers = vec![source, seed_target()];
+    let p = grown(&servers, "ldom1", Growth { cores: Some(8), memory: None }).unwrap();
+    let moves: Vec<&str> = p.moves.iter().map(|m| m.domain.as_str()).collect();
+    assert_eq!(moves, ["tiny"], "{p:#?}");
+    assert_eq!(p.moves[0].reason, Reason::MakeRoom { domain: "ldom1".into() });
+    assert!(p.notes.iter().any(|n| n.contains("then grow ldom1 on m10-1-1")), "{:?}", p.notes);
+    replay(&servers, &p);
+}
+
+#[test]
+fn a_growth_no_sequence_of_moves_allows_is_refused_naming_rb06() {
+    // Goal: RB-06: 20 cores fit on no server of the seed: refused with the rule and the numbers; bad input is invalid.
+    let servers = vec![seed_source(), seed_target()];
+    let e = grown(&servers, "ldom1", Growth { cores: Some(20), memory: None }).unwrap_err();
+    assert!(matches!(e, MakeRoomError::NoSequence { .. }) && e.to_string().contains("RB-06"), "{e}");
+    assert!(e.to_string().contains("16 more core(s)"), "{e}");
+    assert!(matches!(grown(&servers, "nope", Growth { cores: Some(8), memory: None }), Err(MakeRoomError::Invalid(_))));
+    assert!(matches!(grown(&servers, "ldom1", Growth::default()), Err(MakeRoomError::Invalid(_))));
 }

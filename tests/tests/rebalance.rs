@@ -52,9 +52,9 @@ async fn make_room_moves_ldom3_away_then_ldom1_onto_the_fragmented_server_withou
     user(&c, "operator", &["ldoms-management"]);
     let mut rb = rebalance(&c, 1, "operator");
     let req = pb::RebalancePlanRequest {
-        level: 0,
         make_room_domain: "ldom1".into(),
         make_room_target: "m10-1-fragmented".into(),
+        ..Default::default()
     };
     let p = rb.plan(req).await.unwrap().into_inner().plan.unwrap();
     let moves: Vec<(&str, &str, &str)> =
@@ -114,11 +114,20 @@ async fn a_stale_plan_is_replanned_not_applied_and_review_users_only_look() {
         .plan(pb::RebalancePlanRequest {
             make_room_domain: "nope".into(),
             make_room_target: "m10-1-2".into(),
-            level: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    // UC-2 (RB-06): ldom1 grows to 8 cores in place on m10-1-1; 20 cores fit nowhere (FAILED_PRECONDITION).
+    let grow =
+        |cores: u32| pb::RebalancePlanRequest { grow_domain: "ldom1".into(), grow_cores: cores, ..Default::default() };
+    let p = operator.plan(grow(8)).await.unwrap().into_inner().plan.unwrap();
+    assert!(p.moves.is_empty() && p.purpose == "grow ldom1 to cores=8", "{p:?}");
+    assert!(p.notes.iter().any(|n| n.contains("grow in place on m10-1-1")), "{p:?}");
+    let no = operator.plan(grow(20)).await.unwrap_err();
+    assert_eq!(no.code(), Code::FailedPrecondition, "{no:?}");
+    assert!(no.message().contains("RB-06"), "{no:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

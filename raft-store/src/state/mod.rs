@@ -672,6 +672,7 @@ impl PlanningView {
             records::PlanPurpose::MakeRoom { domain, target } => {
                 tern_model::rebalance::make_room(&input, domain, target)
             }
+            records::PlanPurpose::Grow { domain, growth } => tern_model::rebalance::grow(&input, domain, growth),
         }
     }
 

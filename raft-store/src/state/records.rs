@@ -474,6 +474,8 @@ pub enum PlanPurpose {
     Balance,
     /// Make room for `domain` on `target`, then move it there (RB-05).
     MakeRoom { domain: String, target: String },
+    /// The moves after which `domain` can grow to `growth` (UC-2, RB-06).
+    Grow { domain: String, growth: tern_model::rebalance::Growth },
 }
 
 /// Where a plan stands (OpenStack Watcher's RECOMMENDED -> ONGOING -> SUCCEEDED).

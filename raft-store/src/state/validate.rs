@@ -92,9 +92,13 @@ fn command(command: &Command) -> Result<(), Rejection> {
         }
         Command::SetRebalance { config } => rebalance_config(config),
         Command::RecordPlan { purpose, plan, .. } => {
-            if let crate::state::records::PlanPurpose::MakeRoom { domain, target } = purpose {
-                name("domain", domain)?;
-                name("target host", target)?;
+            match purpose {
+                crate::state::records::PlanPurpose::Balance => {}
+                crate::state::records::PlanPurpose::MakeRoom { domain, target } => {
+                    name("domain", domain)?;
+                    name("target host", target)?;
+                }
+                crate::state::records::PlanPurpose::Grow { domain, .. } => name("domain", domain)?,
             }
             count("moves in a plan", plan.moves.len(), PLAN_MOVES_MAX)?;
             count("notes", plan.notes.len(), PLAN_NOTES_MAX)?;

@@ -97,6 +97,9 @@ pub(super) fn summarize(c: &Command) -> String {
             crate::state::records::PlanPurpose::MakeRoom { domain, target } => {
                 format!("record make-room plan for {domain} on {target}: {} move(s)", plan.moves.len())
             }
+            crate::state::records::PlanPurpose::Grow { domain, growth } => {
+                format!("record plan to grow {domain} to {growth}: {} move(s)", plan.moves.len())
+            }
         },
         Command::ApplyPlan { id } => format!("apply rebalance plan {id}"),
         Command::EndPlan { id, end } => format!("end rebalance plan {id}: {end:?}"),
