@@ -493,10 +493,10 @@ pub fn run(cli: Cli) -> i32 {
         Command::Rebalance(RebalanceCommand::Status { limit, plan }) => {
             block_on(rebalance::status(&agent, limit, plan, json))
         }
-        Command::Rebalance(RebalanceCommand::Auto { on, level }) => block_on(rebalance::auto(&agent, &on, level)),
-        Command::Rebalance(RebalanceCommand::Set { pairs }) => block_on(rebalance::set(&agent, &pairs)),
+        Command::Rebalance(RebalanceCommand::Auto { on, level }) => block_on(rebalance::auto(&agent, &on, level, json)),
+        Command::Rebalance(RebalanceCommand::Set { pairs }) => block_on(rebalance::set(&agent, &pairs, json)),
         Command::Rebalance(RebalanceCommand::Group { name, strength }) => {
-            block_on(rebalance::group(&agent, &name, &strength))
+            block_on(rebalance::group(&agent, &name, &strength, json))
         }
         Command::Sim(SimCommand::PowerOff { state }) => ha::sim_power_off(&state),
         Command::Sim(SimCommand::CrashControlDomain { state }) => ha::sim_crash_control_domain(&state),

@@ -447,13 +447,7 @@ pub async fn status(agent: &AgentArgs, limit: u32, only: Option<u64>, json: bool
         bail!("no rebalance plan {id} is kept (the 32 most recent are)");
     }
     if json {
-        let config = s.config.as_ref().map(|c| {
-            serde_json::json!({"auto": c.auto, "level": c.level, "max_moves": c.max_moves,
-                "host_concurrency": c.host_concurrency, "cluster_concurrency": c.cluster_concurrency,
-                "n_plus_one": c.n_plus_one, "cooldown_ms": c.cooldown_ms, "hold_rounds": c.hold_rounds,
-                "cpu_weight": c.cpu_weight, "memory_weight": c.memory_weight, "max_downtime_ms": c.max_downtime_ms,
-                "groups": c.groups})
-        });
+        let config = s.config.as_ref().map(config_json);
         let v = serde_json::json!({"leader": s.leader, "config": config, "imbalance": ppm_text(s.imbalance_ppm),
             "threshold": s.act_above_ppm.map(ppm_text), "rounds_held": s.rounds_held,
             "moves_in_flight": s.moves_in_flight, "plans": plans});
@@ -482,6 +476,14 @@ pub async fn status(agent: &AgentArgs, limit: u32, only: Option<u64>, json: bool
     Ok(0)
 }
 
+fn config_json(c: &pb::RebalanceConfig) -> serde_json::Value {
+    serde_json::json!({"auto": c.auto, "level": c.level, "max_moves": c.max_moves,
+        "host_concurrency": c.host_concurrency, "cluster_concurrency": c.cluster_concurrency,
+        "n_plus_one": c.n_plus_one, "cooldown_ms": c.cooldown_ms, "hold_rounds": c.hold_rounds,
+        "cpu_weight": c.cpu_weight, "memory_weight": c.memory_weight, "max_downtime_ms": c.max_downtime_ms,
+        "groups": c.groups})
+}
+
 async fn current(agent: &AgentArgs) -> anyhow::Result<pb::RebalanceConfig> {
     let s = client(agent)
         .await?
@@ -492,14 +494,18 @@ async fn current(agent: &AgentArgs) -> anyhow::Result<pb::RebalanceConfig> {
     s.config.ok_or_else(|| anyhow!("the agent answered without the policy"))
 }
 
-async fn configure(agent: &AgentArgs, config: pb::RebalanceConfig) -> anyhow::Result<i32> {
+async fn configure(agent: &AgentArgs, config: pb::RebalanceConfig, json: bool) -> anyhow::Result<i32> {
     let c = client(agent).await?.configure(config).await.map_err(|e| anyhow!(status_message(&e)))?.into_inner();
-    println!("rebalance policy: {}", config_lines(&c));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&config_json(&c))?);
+    } else {
+        println!("rebalance policy: {}", config_lines(&c));
+    }
     Ok(0)
 }
 
 /// `ternctl rebalance auto on|off [--level N]`.
-pub async fn auto(agent: &AgentArgs, on: &str, level: Option<u8>) -> anyhow::Result<i32> {
+pub async fn auto(agent: &AgentArgs, on: &str, level: Option<u8>, json: bool) -> anyhow::Result<i32> {
     let mut c = current(agent).await?;
     c.auto = match on {
         "on" => true,
@@ -509,7 +515,7 @@ pub async fn auto(agent: &AgentArgs, on: &str, level: Option<u8>) -> anyhow::Res
     if let Some(l) = level_of(level)? {
         c.level = u32::from(l.get());
     }
-    configure(agent, c).await
+    configure(agent, c, json).await
 }
 
 /// A duration as `30m`, `90s`, `1h` or plain milliseconds.
@@ -536,7 +542,7 @@ fn on_off(k: &str, v: &str) -> anyhow::Result<bool> {
 }
 
 /// `ternctl rebalance set name=value...`.
-pub async fn set(agent: &AgentArgs, pairs: &[String]) -> anyhow::Result<i32> {
+pub async fn set(agent: &AgentArgs, pairs: &[String], json: bool) -> anyhow::Result<i32> {
     let mut c = current(agent).await?;
     for p in pairs {
         let (k, v) = p.split_once('=').ok_or_else(|| anyhow!("{p:?} is not name=value (e.g. level=4)"))?;
@@ -559,11 +565,11 @@ pub async fn set(agent: &AgentArgs, pairs: &[String]) -> anyhow::Result<i32> {
             ),
         }
     }
-    configure(agent, c).await
+    configure(agent, c, json).await
 }
 
 /// `ternctl rebalance group NAME must|should|default`.
-pub async fn group(agent: &AgentArgs, name: &str, strength: &str) -> anyhow::Result<i32> {
+pub async fn group(agent: &AgentArgs, name: &str, strength: &str, json: bool) -> anyhow::Result<i32> {
     let mut c = current(agent).await?;
     match strength {
         "must" | "should" => {
@@ -574,7 +580,7 @@ pub async fn group(agent: &AgentArgs, name: &str, strength: &str) -> anyhow::Res
         }
         other => bail!("{other:?} is not must, should or default (must)"),
     }
-    configure(agent, c).await
+    configure(agent, c, json).await
 }
 
 #[cfg(test)]
