@@ -145,7 +145,12 @@ pub fn init_ca(dir: &Path, cluster: &str) -> Result<PathBuf, TlsError> {
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    params.not_after = rcgen::date_time_ymd(2046, 1, 1);
+    // Valid from an hour ago (clocks differ a little) for CA_DAYS: long enough to
+    // outlive every certificate it signs (at most DAYS_MAX), not the 1975-2046 of
+    // rcgen's defaults.
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(CA_DAYS));
     let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
     let ca = dir.join("ca.pem");
@@ -170,6 +175,9 @@ pub const NODE_DAYS_DEFAULT: u32 = 3650;
 pub const USER_DAYS_DEFAULT: u32 = 30;
 /// The longest lifetime [`issue`] gives.
 pub const DAYS_MAX: u32 = 3650;
+/// The cluster CA's lifetime: twice the longest certificate it signs.
+pub const CA_DAYS: u32 = 2 * DAYS_MAX;
+const _: () = assert!(CA_DAYS > DAYS_MAX, "the CA must outlive every certificate it signs");
 
 /// What a certificate is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -418,6 +426,21 @@ mod tests {
     fn der_of(path: &Path) -> Vec<u8> {
         let pem = std::fs::read_to_string(path).unwrap();
         x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap().1.contents
+    }
+
+    #[test]
+    fn the_ca_is_valid_from_now_for_ca_days_and_outlives_what_it_signs() {
+        // Goal: the cluster CA's validity starts within the hour and lasts CA_DAYS (not rcgen's 1975-2046).
+        let dir = tempfile::tempdir().unwrap();
+        let ca = init_ca(dir.path(), "t").unwrap();
+        let der = der_of(&ca);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let v = cert.validity();
+        let (from, to) = (v.not_before.timestamp(), v.not_after.timestamp());
+        assert!((now - 2 * 3600..=now).contains(&from), "not before {from}, now {now}");
+        let days = (to - from) / 86_400;
+        assert!((i64::from(CA_DAYS) - 1..=i64::from(CA_DAYS) + 1).contains(&days), "{days} days");
     }
 
     #[test]
