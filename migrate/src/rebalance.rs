@@ -101,11 +101,46 @@ pub async fn make_plan(c: &dyn Cluster, req: &PlanRequest) -> Result<(PlanPurpos
     // The planner runs off the async threads, on the view copied out of the state.
     let rule = if matches!(purpose, PlanPurpose::Grow { .. }) { "RB-06" } else { "RB-05" };
     tern_cluster::blocking(c, move || match view.plan(&purpose, level) {
-        Ok(p) => Ok((purpose, p, digest)),
+        Ok(mut p) => {
+            bound_notes(&mut p.notes);
+            Ok((purpose, p, digest))
+        }
         Err(MakeRoomError::Invalid(m)) => Err(Error::InvalidInput(format!("{rule} {m}"))),
         Err(e) => Err(Error::Conflict(format!("{rule} {e}"))),
     })
     .await?
+}
+
+/// Cuts a plan's notes to what a `RecordPlan` may carry (each note at most
+/// `TEXT_BYTES_MAX` bytes, at most `PLAN_NOTES_MAX` of them, the last saying how many
+/// were left out), so that a plan with many reasons is still kept. ApplyPlan compares
+/// moves only, so the notes may differ from a fresh plan's.
+pub fn bound_notes(notes: &mut Vec<String>) {
+    use tern_raft_store::limits::PLAN_NOTES_MAX;
+    for n in notes.iter_mut() {
+        *n = clip(std::mem::take(n));
+    }
+    if notes.len() > PLAN_NOTES_MAX {
+        let left = notes.len() - (PLAN_NOTES_MAX - 1);
+        notes.truncate(PLAN_NOTES_MAX - 1);
+        notes.push(format!("... and {left} more note(s)"));
+    }
+}
+
+/// `text` on one line within `TEXT_BYTES_MAX` bytes (what the state takes as a note or
+/// a reason), ending in `...` when cut.
+fn clip(mut text: String) -> String {
+    use tern_raft_store::limits::TEXT_BYTES_MAX;
+    text.retain(|c| !c.is_control());
+    if text.len() > TEXT_BYTES_MAX {
+        let mut end = TEXT_BYTES_MAX - 3;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
 }
 
 /// Keeps `plan` in the replicated state as `actor`; returns its id.
@@ -230,7 +265,7 @@ async fn drive(
     {
         let m = &plan.plan.moves[i];
         let reason = format!("move {} ({} {} -> {}) failed: {reason}", i + 1, m.domain, m.source, m.target);
-        c.propose(&actor, end(PlanEnd::Failed { reason })).await?;
+        c.propose(&actor, end(PlanEnd::Failed { reason: clip(reason) })).await?;
         return Ok(());
     }
     if states.iter().all(|s| matches!(s, MoveState::Done { .. })) {
@@ -269,7 +304,7 @@ async fn drive(
                     m.source,
                     m.target
                 );
-                c.propose(&actor, end(PlanEnd::Failed { reason })).await?;
+                c.propose(&actor, end(PlanEnd::Failed { reason: clip(reason) })).await?;
                 return Ok(());
             }
             _ => {}
@@ -299,7 +334,7 @@ async fn drive(
             Err(why) => {
                 let reason =
                     format!("move {} ({} {} -> {}) no longer holds: {why}", i + 1, m.domain, m.source, m.target);
-                c.propose(&actor, end(PlanEnd::Failed { reason })).await?;
+                c.propose(&actor, end(PlanEnd::Failed { reason: clip(reason) })).await?;
                 return Ok(());
             }
         };
@@ -338,4 +373,27 @@ pub fn moves_in_flight(s: &tern_raft_store::State) -> u32 {
         .filter(|p| p.status == PlanStatus::Applying)
         .map(|p| move_states(s, p).iter().filter(|m| matches!(m, MoveState::Running { .. })).count() as u32)
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_raft_store::limits::{PLAN_NOTES_MAX, TEXT_BYTES_MAX};
+
+    #[test]
+    fn a_plan_with_long_and_many_notes_still_fits_a_record() {
+        // Goal: notes over the record's limits are cut, not refused: each within TEXT_BYTES_MAX, at most
+        // PLAN_NOTES_MAX, the last counting what was left out.
+        let mut notes: Vec<String> = (0..100).map(|i| format!("{i}: {}", "é".repeat(200))).collect();
+        notes[0].push('\n');
+        bound_notes(&mut notes);
+        assert_eq!(notes.len(), PLAN_NOTES_MAX);
+        assert!(notes.iter().all(|n| n.len() <= TEXT_BYTES_MAX && !n.chars().any(char::is_control)));
+        assert_eq!(notes.last().map(String::as_str), Some("... and 37 more note(s)"));
+        let mut short = vec!["fine".to_string()];
+        bound_notes(&mut short);
+        assert_eq!(short, ["fine"]);
+        // A failed move's reason is cut the same way before EndPlan carries it.
+        assert!(clip("x".repeat(1000)).len() <= TEXT_BYTES_MAX);
+    }
 }
