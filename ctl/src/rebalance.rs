@@ -287,6 +287,38 @@ fn offline_plan(layouts: &LayoutArgs, level: Option<u8>, what: Offline<'_>) -> a
     }
 }
 
+/// Prints an offline plan: exit 0, or 1 when no moves can do it, 2 for bad input.
+fn offline(layouts: &LayoutArgs, level: Option<u8>, what: Offline<'_>, json: bool) -> anyhow::Result<i32> {
+    match offline_plan(layouts, level, what) {
+        Ok((p, purpose)) => {
+            print_plan(&PlanView::offline(&p, purpose), json)?;
+            Ok(0)
+        }
+        Err(e) if is_no(&e) => {
+            eprintln!("ternctl: {e}");
+            Ok(crate::EXIT_NO)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Asks the agent for a plan and prints it: exit 0, or 1 when no moves can do it
+/// (FAILED_PRECONDITION), an error otherwise.
+async fn ask(agent: &AgentArgs, req: pb::RebalancePlanRequest, json: bool) -> anyhow::Result<i32> {
+    match client(agent).await?.plan(req).await {
+        Ok(r) => {
+            let p = r.into_inner().plan.ok_or_else(|| anyhow!("the agent answered without a plan"))?;
+            print_plan(&PlanView::from(&p), json)?;
+            Ok(0)
+        }
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            eprintln!("ternctl: {}", status_message(&s));
+            Ok(crate::EXIT_NO)
+        }
+        Err(s) => Err(anyhow!(status_message(&s))),
+    }
+}
+
 /// Whether `e` is a "no" (no sequence of moves; a rule no move can cure), not bad input.
 fn is_no(e: &anyhow::Error) -> bool {
     let t = e.to_string();
@@ -309,17 +341,7 @@ pub async fn plan(
             (Some(d), Some(g)) => Offline::Grow(d, g),
             _ => Offline::Balance,
         };
-        return match offline_plan(layouts, level, what) {
-            Ok((p, purpose)) => {
-                print_plan(&PlanView::offline(&p, purpose), json)?;
-                Ok(0)
-            }
-            Err(e) if is_no(&e) => {
-                eprintln!("ternctl: {e}");
-                Ok(crate::EXIT_NO)
-            }
-            Err(e) => Err(e),
-        };
+        return offline(layouts, level, what, json);
     }
     level_of(level)?;
     let g = growth.unwrap_or_default();
@@ -330,18 +352,7 @@ pub async fn plan(
         grow_memory_bytes: g.memory.unwrap_or(0),
         ..Default::default()
     };
-    match client(agent).await?.plan(req).await {
-        Ok(r) => {
-            let p = r.into_inner().plan.ok_or_else(|| anyhow!("the agent answered without a plan"))?;
-            print_plan(&PlanView::from(&p), json)?;
-            Ok(0)
-        }
-        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-            eprintln!("ternctl: {}", status_message(&s));
-            Ok(crate::EXIT_NO)
-        }
-        Err(s) => Err(anyhow!(status_message(&s))),
-    }
+    ask(agent, req, json).await
 }
 
 /// `ternctl rebalance make-room DOMAIN HOST`. Exit 1 when no sequence of moves makes room.
@@ -353,35 +364,14 @@ pub async fn make_room(
     json: bool,
 ) -> anyhow::Result<i32> {
     if layouts.is_offline() {
-        return match offline_plan(layouts, None, Offline::MakeRoom(domain, target)) {
-            Ok((p, purpose)) => {
-                print_plan(&PlanView::offline(&p, purpose), json)?;
-                Ok(0)
-            }
-            Err(e) if is_no(&e) => {
-                eprintln!("ternctl: {e}");
-                Ok(crate::EXIT_NO)
-            }
-            Err(e) => Err(e),
-        };
+        return offline(layouts, None, Offline::MakeRoom(domain, target), json);
     }
     let req = pb::RebalancePlanRequest {
         make_room_domain: domain.into(),
         make_room_target: target.into(),
         ..Default::default()
     };
-    match client(agent).await?.plan(req).await {
-        Ok(r) => {
-            let p = r.into_inner().plan.ok_or_else(|| anyhow!("the agent answered without a plan"))?;
-            print_plan(&PlanView::from(&p), json)?;
-            Ok(0)
-        }
-        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-            eprintln!("ternctl: {}", status_message(&s));
-            Ok(crate::EXIT_NO)
-        }
-        Err(s) => Err(anyhow!(status_message(&s))),
-    }
+    ask(agent, req, json).await
 }
 
 /// `ternctl rebalance apply ID`: exit 1 when the plan was stale (a new one is shown).

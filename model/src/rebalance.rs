@@ -1012,7 +1012,7 @@ impl fmt::Display for MakeRoomError {
             Self::Invalid(m) => f.write_str(m),
             Self::NotCapacity(v) => {
                 let v: Vec<String> = v.iter().map(ToString::to_string).collect();
-                write!(f, "moving other guests cannot help (RB-05): {}", v.join("; "))
+                write!(f, "moving other guests cannot help: {}", v.join("; "))
             }
             Self::NoSequence { tried, violations } => {
                 let v: Vec<String> = violations.iter().map(ToString::to_string).collect();
