@@ -21,6 +21,7 @@ fn planning_again_may_win(code: RejectCode) -> bool {
 #[instrument(skip_all, fields(node = %c.host(), domain = %req.domain, operation = req.operation))]
 pub async fn prepare(c: &dyn Cluster, req: PrepareRequest) -> Result<Prepared, Error> {
     login(c, &req).await?;
+    settle(c).await?;
     let source = &req.source_server;
     if source.name != req.source {
         return Err(Error::InvalidInput(format!("source_server is {}, not {}", source.name, req.source)));
@@ -122,6 +123,29 @@ async fn login(c: &dyn Cluster, req: &PrepareRequest) -> Result<(), Error> {
                 )));
             }
         }
+    }
+}
+
+/// How long Prepare waits for this server to let go of guests that have left.
+pub const SETTLE_WAIT_MS: u64 = 5_000;
+
+/// Waits (at most [`SETTLE_WAIT_MS`]) until this server holds no guest suspended for a
+/// migration away whose end this member has applied: its coordinator settles it just
+/// after the commit, and until then its cores and memory look taken to the preflight.
+/// A rebalance plan's next move onto this server (RB-05) runs right after the commit
+/// of the move that made room here. Past the wait the preflight judges the server as
+/// it is.
+async fn settle(c: &dyn Cluster) -> Result<(), Error> {
+    let from = c.now_ms();
+    loop {
+        let suspended = c.hypervisor().suspended().await.map_err(|e| Error::Unavailable(e.to_string()))?;
+        let leaving = c
+            .state()
+            .read(|s| suspended.iter().any(|p| s.operation(p.operation).is_some_and(|o| o.phase.is_terminal())));
+        if !leaving || c.now_ms().saturating_sub(from) >= SETTLE_WAIT_MS {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
