@@ -1093,7 +1093,7 @@ pub fn make_room(input: &Input<'_>, domain: &str, target: &str) -> Result<Plan, 
     movable.sort_by(|a, b| a.cost.total_ms.cmp(&b.cost.total_ms).then(a.name.cmp(&b.name)));
     let mut tried = 0usize;
     for k in 1..=MAKE_ROOM_MOVES_MAX.min(movable.len()) {
-        let mut best: Option<(u64, Vec<String>, Planner<'_, '_>, Vec<Move>)> = None;
+        let mut best: Option<(u64, Planner<'_, '_>, Vec<Move>)> = None;
         for set in combinations(movable.len(), k) {
             if tried >= MAKE_ROOM_TRIES_MAX {
                 break;
@@ -1131,11 +1131,10 @@ pub fn make_room(input: &Input<'_>, domain: &str, target: &str) -> Result<Plan, 
                 place_each(input, &set.iter().map(|i| movable[*i].name.clone()).collect::<Vec<_>>(), t, domain)
                 && p.breaks_must(domain, t).is_none()
             {
-                let names = set.iter().map(|i| movable[*i].name.clone()).collect();
-                best = Some((cost, names, p, moves));
+                best = Some((cost, p, moves));
             }
         }
-        if let Some((_, _, mut p, moves)) = best {
+        if let Some((_, mut p, moves)) = best {
             plan.moves = moves;
             match p.check(domain, s, t) {
                 Ok(binding) => {
