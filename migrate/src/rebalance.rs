@@ -183,12 +183,11 @@ pub async fn approve(c: &dyn Cluster, actor: &str, id: u64) -> Result<Approval, 
 /// starts counting again, which only delays auto mode).
 #[derive(Clone, Debug, Default)]
 pub struct Rounds {
-    /// The imbalance at the last round, in millionths.
-    pub imbalance_ppm: u32,
     /// Rounds in a row the imbalance was at or above the level's threshold.
     pub held: u32,
-    /// Moves this leader started and when (plan, move index) -> ms, so that one whose
-    /// migration has not been recorded yet is not started twice.
+    /// Moves of the applying plan this leader started: (plan, move index) -> (when,
+    /// how many times), so that one whose migration has not been recorded yet is not
+    /// started twice. Entries of other plans are dropped as the driver goes.
     pub started: BTreeMap<(u64, usize), (u64, u32)>,
 }
 
@@ -224,7 +223,6 @@ pub async fn round(
     let above = config.level.act_above().is_some_and(|a| f64::from(ppm) >= a * 1_000_000.0);
     let held = {
         let mut r = rounds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        r.imbalance_ppm = ppm;
         r.held = if above { r.held.saturating_add(1) } else { 0 };
         r.held
     };
@@ -257,6 +255,7 @@ async fn drive(
     cluster_concurrency: u32,
 ) -> Result<(), Error> {
     let now = c.now_ms();
+    rounds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).started.retain(|(p, _), _| *p == plan.id);
     let states = c.state().read(|s| move_states(s, plan));
     let end = |e: PlanEnd| Command::EndPlan { id: plan.id, end: e };
     let actor = agent_actor(c);
