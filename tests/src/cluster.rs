@@ -199,13 +199,11 @@ inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n{extra}",
             let i = c.add(name, layout_name, std::slice::from_ref(&first));
             c.start(i);
         }
-        // On every member (see `with_layout_files_and`).
-        for i in 0..3 {
-            c.wait_status(i, "3 voters and a leader", |s| {
-                s.leader_id != 0 && s.members.iter().filter(|m| m.role == pb::MemberRole::Voter as i32).count() == 3
-            })
-            .await;
-        }
+        c.wait_status(0, "3 voters and a leader", |s| {
+            s.leader_id != 0 && s.members.iter().filter(|m| m.role == pb::MemberRole::Voter as i32).count() == 3
+        })
+        .await;
+        c.wait_applied(c.metric(0, "tern_raft_last_log_index").await).await;
         c.wait_domains(0, 5).await;
         c
     }
@@ -257,17 +255,13 @@ impl Cluster {
         }
         // Every member, a leader, and the voters the configs ask for (a cluster of
         // learners would lose its quorum with its founder).
-        // On every member, not only the leader: the leader lists a voter change as soon
-        // as it appends it, and a test that then kills the leader would leave followers
-        // that never saw it without a quorum.
         let want_voters = names.len().min(3);
-        for i in 0..names.len() {
-            c.wait_status(i, "every member, a leader and its voters", |s| {
-                let voters = s.members.iter().filter(|m| m.role == pb::MemberRole::Voter as i32).count();
-                s.leader_id != 0 && s.members.len() == names.len() && voters == want_voters
-            })
-            .await;
-        }
+        c.wait_status(0, "every member, a leader and its voters", |s| {
+            let voters = s.members.iter().filter(|m| m.role == pb::MemberRole::Voter as i32).count();
+            s.leader_id != 0 && s.members.len() == names.len() && voters == want_voters
+        })
+        .await;
+        c.wait_applied(c.metric(0, "tern_raft_last_log_index").await).await;
         let start = Instant::now();
         loop {
             let hosts: std::collections::BTreeSet<String> =
@@ -297,6 +291,32 @@ impl Cluster {
         let mut inv = pb::inventory_client::InventoryClient::new(self.channel(0).await);
         let req = pb::ListDevicesRequest { host: host.into(), all: false };
         inv.list_devices(req).await.unwrap().into_inner().hosts[0].cores.len()
+    }
+
+    /// An unlabelled gauge of agent `i`'s own /metrics (0 when absent).
+    pub async fn metric(&self, i: usize, name: &str) -> u64 {
+        let m = self.metrics(i).await;
+        m.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until every agent has applied the log up to `index`, as its own /metrics
+    /// says: the voter change the leader appended (its status lists the new voters as
+    /// soon as it appends them) is then known to every member, so a test that kills the
+    /// leader next leaves followers that can elect a new one.
+    pub async fn wait_applied(&self, index: u64) {
+        let start = Instant::now();
+        for i in 0..self.agents.len() {
+            loop {
+                if self.metric(i, "tern_raft_applied_index").await >= index {
+                    break;
+                }
+                assert!(start.elapsed() < WAIT, "agent {i} never applied index {index}: {}", self.log(i));
+                tokio::time::sleep(POLL).await;
+            }
+        }
     }
 
     /// Agent `i`'s `/metrics` text (plain HTTP/1.1 on its metrics address).
