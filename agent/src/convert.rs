@@ -71,6 +71,7 @@ pub fn operation_status(kind: &OperationKind, phase: &Phase) -> pb::OperationSta
     let (source, target) = match kind {
         OperationKind::Migration { source, target, .. } => (source.clone(), target.clone()),
         OperationKind::Evacuation { host } | OperationKind::Failover { host } => (host.clone(), String::new()),
+        OperationKind::Resize { host, .. } => (host.clone(), host.clone()),
     };
     let progress_pct = match phase {
         Phase::Transferring { progress_pct } => u32::from(*progress_pct),
@@ -502,6 +503,7 @@ pub fn operation(op: &Operation) -> pb::OperationInfo {
         OperationKind::Evacuation { host } | OperationKind::Failover { host } => {
             (String::new(), host.clone(), String::new(), false, None)
         }
+        OperationKind::Resize { domain, host, .. } => (domain.clone(), host.clone(), host.clone(), false, None),
     };
     let (progress_pct, reason) = match &op.phase {
         Phase::Transferring { progress_pct } => (u32::from(*progress_pct), String::new()),

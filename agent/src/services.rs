@@ -202,6 +202,7 @@ fn forwarded_checked(node: &Node, caller: &auth::Caller, request: &Request) -> R
         OperationKind::Migration { source, target, .. } => source == me || target == me,
         OperationKind::Evacuation { .. } => began_by.is_none_or(|a| a == request.actor),
         OperationKind::Failover { host } => host != me,
+        OperationKind::Resize { host, .. } => host == me,
     };
     let op_of = |s: &tern_raft_store::State, id: u64| s.operation(id).map(|o| (o.kind.clone(), o.actor.clone()));
     let acted_on = node.read(|s| match &request.command {
@@ -210,6 +211,7 @@ fn forwarded_checked(node: &Node, caller: &auth::Caller, request: &Request) -> R
         | Command::AdvanceOperation { operation, .. }
         | Command::CommitMigration { operation, .. }
         | Command::CommitRestart { operation, .. }
+        | Command::CommitResize { operation, .. }
         | Command::CompleteOperation { operation, .. }
         | Command::AbortOperation { operation, .. } => op_of(s, *operation).map(|(k, a)| (k, Some(a))),
         Command::Renew { reservation, .. } | Command::Release { reservation, .. } => {

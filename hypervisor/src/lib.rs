@@ -17,7 +17,7 @@ pub mod sim;
 
 use async_trait::async_trait;
 use std::collections::BTreeMap;
-use tern_model::{Binding, Domain, Server};
+use tern_model::{Binding, Domain, Resize, Server};
 use tokio::sync::mpsc;
 
 /// What went wrong, in terms of what the caller must decide.
@@ -111,6 +111,12 @@ pub trait Hypervisor: Send + Sync + 'static {
 
     /// Unbinds and removes a stopped domain, freeing its resources.
     async fn unbind(&self, domain: &str) -> Result<(), HvError>;
+
+    /// UC-2 (RB-06): the guest, running or not, gains `resize.add` and gives back
+    /// `resize.remove`: named whole cores and memory ranges, which the replicated state
+    /// reserved first. On error nothing of it is left applied, as far as the backend
+    /// can undo its own steps.
+    async fn resize(&self, resize: &Resize) -> Result<(), HvError>;
 
     async fn start(&self, domain: &str) -> Result<(), HvError>;
 

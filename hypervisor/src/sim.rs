@@ -364,6 +364,17 @@ impl Hypervisor for SimHypervisor {
         })
     }
 
+    async fn resize(&self, resize: &tern_model::Resize) -> Result<(), HvError> {
+        self.mutate(|i| {
+            let name = resize.domain.as_str();
+            i.durable.server.domain(name).ok_or_else(|| not_found(name))?;
+            if i.migrating(name) {
+                return Err(HvError::Busy(format!("LDom {name} is being migrated")));
+            }
+            i.durable.server.resize_domain(resize).map_err(|e| HvError::Invalid(e.to_string()))
+        })
+    }
+
     async fn start(&self, name: &str) -> Result<(), HvError> {
         self.mutate(|i| {
             if i.migrating(name) {

@@ -350,6 +350,56 @@ async fn bind_creates_the_domain_on_named_resources_and_cleans_up_on_failure() {
     assert_eq!(fake.commands().last().map(String::as_str), Some("remove-domain ldom7"));
 }
 
+#[tokio::test]
+async fn resize_names_the_reserved_cores_and_blocks_and_undoes_its_steps_on_failure() {
+    // Goal: RB-06 in ldm's verbs: add-core/add-memory/remove-core/remove-memory by name; a failing step undoes the earlier ones.
+    let fake = FakeLdm::new();
+    let hv = fake.hypervisor();
+    let gain = Binding {
+        domain: "ldom1".into(),
+        whole_cores: true,
+        cids: vec![8, 9],
+        strands: vec![16, 17, 18, 19],
+        memory: vec![Range::new(0x7e06_6080_0000, 4096 * MIB)],
+        console_port: None,
+    };
+    let back = Binding {
+        domain: "ldom1".into(),
+        whole_cores: true,
+        cids: vec![7],
+        strands: vec![14, 15],
+        memory: vec![],
+        console_port: None,
+    };
+    let resize = tern_model::Resize { domain: "ldom1".into(), add: gain.clone(), remove: back };
+    hv.resize(&resize).await.unwrap();
+    assert_eq!(
+        fake.commands(),
+        ["add-core cid=8,9 ldom1", "add-memory mblock=0x7e0660800000:4G ldom1", "remove-core cid=7 ldom1",]
+    );
+    fake.set("add-memory.fail", "exit=1\nUnable to bind 4G memory region at real address 0x7e0660800000\n");
+    let err = hv.resize(&resize).await.unwrap_err();
+    assert!(err.to_string().starts_with("LM-09"), "{err}");
+    let tail: Vec<String> = fake.commands().into_iter().skip(3).collect();
+    assert_eq!(
+        tail,
+        ["add-core cid=8,9 ldom1", "add-memory mblock=0x7e0660800000:4G ldom1", "remove-core cid=8,9 ldom1"]
+    );
+    let partial = tern_model::Resize {
+        add: Binding { cids: vec![8], strands: vec![16], ..gain },
+        ..tern_model::Resize::default()
+    };
+    assert!(matches!(
+        hv.resize(&tern_model::Resize {
+            domain: "ldom1".into(),
+            add: Binding { whole_cores: false, ..partial.add },
+            ..partial
+        })
+        .await,
+        Err(tern_hypervisor::HvError::Invalid(_))
+    ));
+}
+
 /// This package's folder, read at run time first: one target folder serves every checkout.
 fn manifest_dir() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)

@@ -211,7 +211,7 @@ impl Server {
 
     /// LM-06: every strand exists, is on an activated core, bound to no domain and not
     /// reserved; the CIDs are its strands' cores; a whole-core guest gets whole cores.
-    fn check_strands(&self, binding: &Binding, reserved: &Reserved) -> Checked {
+    pub(crate) fn check_strands(&self, binding: &Binding, reserved: &Reserved) -> Checked {
         // strand id -> its core
         let cores: BTreeMap<u32, &crate::server::Core> =
             self.cores.iter().flat_map(|c| c.strands.iter().map(move |s| (s.id, c))).collect();
@@ -249,7 +249,7 @@ impl Server {
 
     /// LM-09: every range lies inside one free range of [`Server::free_ranges`]:
     /// adjacent free rows count as one, bound rows and reserved ranges do not.
-    fn check_memory(&self, binding: &Binding, reserved: &Reserved) -> Checked {
+    pub(crate) fn check_memory(&self, binding: &Binding, reserved: &Reserved) -> Checked {
         let free = self.free_ranges(reserved);
         for &range in &binding.memory {
             if free.iter().any(|f| f.contains(&range)) {
@@ -323,7 +323,7 @@ fn check_shape(shape: &GuestShape, binding: &Binding, whole_cores: bool) -> Chec
 
 /// The binding agrees with itself: no strand twice, no empty range, no two ranges
 /// sharing a byte.
-fn check_form(binding: &Binding) -> Checked {
+pub(crate) fn check_form(binding: &Binding) -> Checked {
     let mut seen = BTreeSet::new();
     if let Some(&strand) = binding.strands.iter().find(|s| !seen.insert(**s)) {
         return Err(BindingError::DuplicateStrand { strand });

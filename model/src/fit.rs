@@ -92,7 +92,7 @@ fn align_down(x: u64) -> u64 {
 }
 
 /// The part of a free range that blocks can use: both ends trimmed to [`ALIGN`].
-fn usable(r: &Range) -> Option<Range> {
+pub(crate) fn usable(r: &Range) -> Option<Range> {
     let start = align_up(r.pa)?;
     let end = align_down(r.end());
     (end > start).then(|| Range::new(start, end - start))

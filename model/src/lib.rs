@@ -14,6 +14,7 @@
 //! - [`version`]: firmware (LM-10) and OS (LM-11) versions.
 //! - [`precopy`]: the pre-copy migration timing model (LM-17).
 //! - [`rebalance`]: load-based rebalancing and make-room planning (RB-01..RB-05).
+//! - [`resize`]: a guest's growth where it runs (UC-2, RB-06).
 //! - [`units`]: sizes and ranges in ldm's vocabulary.
 //! - [`profile`]: the rights profiles (LDoms Review, LDoms Management, System Administrator).
 
@@ -26,6 +27,7 @@ pub mod precopy;
 pub mod preflight;
 pub mod profile;
 pub mod rebalance;
+pub mod resize;
 pub mod server;
 pub mod units;
 pub mod version;
@@ -37,6 +39,7 @@ pub use placement::Binding;
 pub use precopy::{PrecopyParams, PrecopyPlan, precopy_plan};
 pub use preflight::{Code, MigrationQuery, Report, Rule, Violation, preflight};
 pub use profile::Profile;
+pub use resize::{Amount, Resize, ResizeError, plan_resize};
 pub use server::{
     BindError, Console, Core, CpuHolding, Domain, DomainKind, DomainState, FailurePolicy, MemoryBlock, Owner, Reserved,
     Server, Services, Strand, VDisk, VNet, Vcc, Vds, Volume, Vsw, Workload,

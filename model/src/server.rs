@@ -639,21 +639,9 @@ impl Server {
         // Free memory is offered as maximal ranges (`free_ranges` merges adjacent free
         // rows), so a range may span two free rows: merge them before carving.
         let mut memory = merge_free_blocks(self.memory.clone());
+        let owner = Some(Owner::Domain(domain.name.clone()));
         for r in &binding.memory {
-            let i = memory
-                .iter()
-                .position(|b| b.bound.is_none() && b.range().contains(r))
-                .ok_or(BindingError::MemoryNotFree { range: *r })?;
-            let block = memory.remove(i);
-            let mut pieces = Vec::with_capacity(3);
-            if r.pa > block.pa {
-                pieces.push(MemoryBlock { pa: block.pa, size: r.pa - block.pa, bound: None });
-            }
-            pieces.push(MemoryBlock { pa: r.pa, size: r.size, bound: Some(Owner::Domain(domain.name.clone())) });
-            if block.end_pa() > r.end() {
-                pieces.push(MemoryBlock { pa: r.end(), size: block.end_pa() - r.end(), bound: None });
-            }
-            memory.splice(i..i, pieces);
+            carve(&mut memory, *r, &None, &owner).map_err(|range| BindingError::MemoryNotFree { range })?;
         }
         if let (Some(c), Some(p)) = (&mut domain.console, binding.console_port) {
             c.port = p;
@@ -694,8 +682,30 @@ impl Server {
     }
 }
 
+/// Gives range `r` of the one row of `blocks` held by `from` that contains it to `to`;
+/// the rest of that row stays `from`'s. `Err(r)` when no such row holds all of `r`.
+pub(crate) fn carve(
+    blocks: &mut Vec<MemoryBlock>,
+    r: Range,
+    from: &Option<Owner>,
+    to: &Option<Owner>,
+) -> Result<(), Range> {
+    let i = blocks.iter().position(|b| &b.bound == from && b.range().contains(&r)).ok_or(r)?;
+    let block = blocks.remove(i);
+    let mut pieces = Vec::with_capacity(3);
+    if r.pa > block.pa {
+        pieces.push(MemoryBlock { pa: block.pa, size: r.pa - block.pa, bound: from.clone() });
+    }
+    pieces.push(MemoryBlock { pa: r.pa, size: r.size, bound: to.clone() });
+    if block.end_pa() > r.end() {
+        pieces.push(MemoryBlock { pa: r.end(), size: block.end_pa() - r.end(), bound: from.clone() });
+    }
+    blocks.splice(i..i, pieces);
+    Ok(())
+}
+
 /// `blocks` in PA order with adjacent free blocks merged, as `ldm list-devices` shows them.
-fn merge_free_blocks(mut blocks: Vec<MemoryBlock>) -> Vec<MemoryBlock> {
+pub(crate) fn merge_free_blocks(mut blocks: Vec<MemoryBlock>) -> Vec<MemoryBlock> {
     blocks.sort_by_key(|b| b.pa);
     let mut merged: Vec<MemoryBlock> = Vec::with_capacity(blocks.len());
     for b in blocks {

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use std::collections::BTreeSet;
-use tern_model::{DomainKind, Range, Rule, units::GIB};
+use tern_model::{DomainKind, Range, Reserved, Rule, units::GIB};
 use tern_raft_store::limits::AUDIT_RECORDS_MAX;
 use tern_raft_store::*;
 
@@ -1232,4 +1232,158 @@ fn the_placement_digest_follows_bindings_and_reservations_not_time_alone() {
     let (_, _, expires) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
     assert_ne!(w.state.placement_digest(w.now), before);
     assert_eq!(w.state.placement_digest(expires + 1), before);
+}
+
+// ---- UC-2 growth where the guest runs (RB-06) ------------------------------------
+
+impl World {
+    fn begin_resize(&mut self, domain: &str, host: &str, cores: Option<u32>, memory: Option<u64>) -> Response {
+        let growth = tern_model::rebalance::Growth { cores, memory };
+        self.run(Command::BeginOperation {
+            kind: OperationKind::Resize { domain: domain.into(), host: host.into(), growth },
+        })
+    }
+
+    fn reserve_growth(&mut self, op: u64, host: &str, add: tern_model::Binding) -> Response {
+        self.run(Command::Reserve {
+            operation: op,
+            target: host.into(),
+            source: host.into(),
+            domain: add.domain.clone(),
+            binding: add,
+            lease_ms: 15_000,
+        })
+    }
+
+    /// ldom1's resize on a to 3 cores and 2 GiB begun and its gain reserved:
+    /// (operation, the planned resize, reservation, token).
+    fn ldom1_growth_reserved(&mut self) -> (u64, tern_model::Resize, u64, u64) {
+        let Ok(Outcome::OperationBegun { operation }) = self.begin_resize("ldom1", "a", Some(3), Some(2 * GIB)) else {
+            panic!("resize not begun")
+        };
+        let growth = tern_model::rebalance::Growth { cores: Some(3), memory: Some(2 * GIB) };
+        let plan =
+            tern_model::plan_resize(&self.inventory("a"), "ldom1", &growth, &self.state.reserved_on("a", self.now))
+                .expect("a has the room");
+        let Ok(Outcome::Reserved { reservation, token, .. }) = self.reserve_growth(operation, "a", plan.add.clone())
+        else {
+            panic!("gain not reserved")
+        };
+        (operation, plan, reservation, token)
+    }
+}
+
+#[test]
+fn a_growth_is_reserved_then_committed_into_its_hosts_inventory() {
+    // Goal: RB-06: the gain is reserved like a migration's binding; the commit binds it to the guest and ends Done.
+    let mut w = world();
+    let (op, plan, reservation, token) = w.ldom1_growth_reserved();
+    assert_eq!(plan.add.cids, vec![4]);
+    assert_eq!(plan.add.memory, vec![gib(4)]);
+    let taken = w.state.reserved_on("a", w.now);
+    assert!(taken.strands.contains(&8) && taken.memory.contains(&gib(4)), "the gain is held: {taken:?}");
+    let commit = Command::CommitResize {
+        operation: op,
+        reservation: Some(reservation),
+        token: Some(token),
+        removed: plan.remove,
+    };
+    let Outcome::Resized { result } = w.ok(commit) else { panic!("not resized") };
+    assert_eq!((result.old_cids, result.new_cids.clone()), (vec![1, 2], vec![1, 2, 4]));
+    assert!(result.notes[0].starts_with("RB-06: ldom1 on a holds 3 core(s) and 2G"), "{:?}", result.notes);
+    let a = w.inventory("a");
+    assert_eq!(a.cpu_of("ldom1").cids, vec![1, 2, 4]);
+    assert_eq!(a.memory_of("ldom1"), vec![gib(2), gib(4)]);
+    assert!(w.state.reservations().is_empty(), "the reservation became the binding");
+    assert_eq!(w.state.operation(op).map(|o| o.phase.clone()), Some(Phase::Done));
+}
+
+#[test]
+fn another_operation_cannot_take_what_a_growth_reserved() {
+    // Goal: a second guest's growth on the same host is refused the reserved core, naming the reservation (LM-06).
+    let mut w = world();
+    let (_, plan, reservation, _) = w.ldom1_growth_reserved();
+    let Ok(Outcome::OperationBegun { operation }) = w.begin_resize("ldom2", "a", Some(2), None) else { panic!() };
+    let stolen = tern_model::Binding { domain: "ldom2".into(), ..plan.add };
+    let r = w.reserve_growth(operation, "a", stolen).unwrap_err();
+    assert_eq!((r.code, r.rule), (RejectCode::StrandUnavailable, Some(Rule::Lm(6))));
+    assert!(r.message.contains(&format!("reservation {reservation}")), "{}", r.message);
+}
+
+#[test]
+fn a_report_that_already_shows_the_growth_does_not_refuse_its_commit() {
+    // Goal: the host reports its resized guest before the commit lands; the commit settles without applying twice.
+    let mut w = world();
+    let (op, plan, reservation, token) = w.ldom1_growth_reserved();
+    let mut resized = w.inventory("a");
+    resized.resize_domain(&plan).expect("resizes");
+    w.ok(Command::ReportInventory { server: resized.clone() });
+    let commit = Command::CommitResize {
+        operation: op,
+        reservation: Some(reservation),
+        token: Some(token),
+        removed: plan.remove,
+    };
+    w.ok(commit);
+    assert_eq!(w.inventory("a"), resized);
+}
+
+#[test]
+fn a_shrink_commits_without_a_reservation_and_frees_what_it_gives_back() {
+    // Goal: set-core 1 reserves nothing; its commit frees the highest core, which a migration may then reserve.
+    let mut w = world();
+    let Ok(Outcome::OperationBegun { operation }) = w.begin_resize("ldom1", "a", Some(1), None) else { panic!() };
+    let growth = tern_model::rebalance::Growth { cores: Some(1), memory: None };
+    let plan = tern_model::plan_resize(&w.inventory("a"), "ldom1", &growth, &Reserved::default()).unwrap();
+    assert_eq!(plan.remove.cids, vec![2]);
+    w.ok(Command::CommitResize { operation, reservation: None, token: None, removed: plan.remove });
+    assert_eq!(w.inventory("a").cpu_of("ldom1").cids, vec![1]);
+    assert!(w.inventory("a").free_cores(&Reserved::default()).iter().any(|c| c.cid == 2));
+}
+
+#[test]
+fn a_resize_is_refused_what_does_not_fit_its_operation() {
+    // Goal: RB-06 refusals name the rule or the mismatch: wrong host, control domain, nothing named, foreign gains, other ends.
+    let mut w = world();
+    let wrong_host = w.begin_resize("ldom1", "b", Some(3), None).unwrap_err();
+    assert_eq!(wrong_host.code, RejectCode::DomainUnknown);
+    let control = w.begin_resize("primary", "a", Some(2), None).unwrap_err();
+    assert_eq!(control.code, RejectCode::NotAGuest);
+    let nothing = w.begin_resize("ldom1", "a", None, None).unwrap_err();
+    assert_eq!((nothing.code, nothing.rule), (RejectCode::InvalidRequest, Some(Rule::Rb(6))));
+    let (op, plan, reservation, token) = w.ldom1_growth_reserved();
+    let again = w.begin_resize("ldom1", "a", Some(4), None).unwrap_err();
+    assert_eq!(again.code, RejectCode::OperationRunning);
+    let twice = w.reserve_growth(op, "a", binding("ldom1", &[5], gib(5), None)).unwrap_err();
+    assert_eq!(twice.code, RejectCode::OperationMismatch);
+    let migrate =
+        Command::CommitMigration { operation: op, reservation, token, downtime_ms: 0, total_ms: 0, notes: vec![] };
+    assert_eq!(w.rejected(migrate).code, RejectCode::OperationMismatch);
+    let complete = Command::CompleteOperation { operation: op, notes: vec![] };
+    assert_eq!(w.rejected(complete).code, RejectCode::InvalidRequest);
+    let unnamed = Command::CommitResize { operation: op, reservation: None, token: None, removed: plan.remove.clone() };
+    assert_eq!(w.rejected(unnamed).code, RejectCode::OperationMismatch);
+    let stale = Command::CommitResize {
+        operation: op,
+        reservation: Some(reservation),
+        token: Some(token + 1),
+        removed: plan.remove,
+    };
+    assert_eq!(w.rejected(stale).code, RejectCode::StaleToken);
+    let Ok(Outcome::OperationBegun { operation }) = w.begin_resize("ldom2", "a", None, Some(2 * GIB)) else { panic!() };
+    let console = tern_model::Binding { console_port: Some(5009), ..binding("ldom2", &[], gib(6), None) };
+    let c =
+        w.reserve_growth(operation, "a", tern_model::Binding { cids: vec![], strands: vec![], ..console }).unwrap_err();
+    assert_eq!((c.code, c.rule), (RejectCode::BindingInvalid, Some(Rule::Rb(6))));
+}
+
+#[test]
+fn a_growth_whose_lease_lapses_is_rolled_back_and_frees_its_reservation() {
+    // Goal: a resize whose coordinator vanished ends RolledBack at Expire; the reserved core is free again.
+    let mut w = world();
+    let (op, ..) = w.ldom1_growth_reserved();
+    let later = w.now + 60_000;
+    w.run_at(later, Command::Expire { now_ms: later }).expect("expire");
+    assert!(matches!(w.state.operation(op).map(|o| &o.phase), Some(Phase::RolledBack { .. })));
+    assert!(w.state.reserved_on("a", later).strands.is_empty());
 }

@@ -39,7 +39,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tern_model::server::CONTROL_DOMAIN;
 use tern_model::units::Size;
-use tern_model::{Binding, Domain, Server};
+use tern_model::{Binding, Domain, Range, Resize, Server};
 use tokio::sync::mpsc;
 
 /// Default per-command deadline for everything but `migrate-domain`.
@@ -137,6 +137,18 @@ pub struct LdmHypervisor {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves the map whole, so a poisoned lock is still usable.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// ldm's `cid=4,5` for named cores.
+fn cid_list(cids: &[u32]) -> String {
+    let cids: Vec<String> = cids.iter().map(u32::to_string).collect();
+    format!("cid={}", cids.join(","))
+}
+
+/// ldm's `mblock=PA:SIZE,...` for named memory ranges.
+fn mblock_list(ranges: &[Range]) -> String {
+    let blocks: Vec<String> = ranges.iter().map(|r| format!("{:#x}:{}", r.pa, Size(r.size))).collect();
+    format!("mblock={}", blocks.join(","))
 }
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -321,12 +333,10 @@ impl Hypervisor for LdmHypervisor {
         self.run_ok(&args(&["add-domain", name])).await?;
         let mut steps: Vec<Vec<String>> = vec![args(&["set-domain", &format!("cpu-arch={}", domain.cpu_arch), name])];
         if !binding.cids.is_empty() {
-            let cids: Vec<String> = binding.cids.iter().map(u32::to_string).collect();
-            steps.push(args(&["add-core", &format!("cid={}", cids.join(",")), name]));
+            steps.push(args(&["add-core", &cid_list(&binding.cids), name]));
         }
         if !binding.memory.is_empty() {
-            let blocks: Vec<String> = binding.memory.iter().map(|r| format!("{:#x}:{}", r.pa, Size(r.size))).collect();
-            steps.push(args(&["add-memory", &format!("mblock={}", blocks.join(",")), name]));
+            steps.push(args(&["add-memory", &mblock_list(&binding.memory), name]));
         }
         for v in &domain.vdisks {
             steps.push(args(&["add-vdisk", &v.name, &format!("{}@{}", v.volume, v.service), name]));
@@ -348,6 +358,49 @@ impl Hypervisor for LdmHypervisor {
         for step in &steps {
             if let Err(e) = self.run_ok(step).await {
                 self.remove_quietly(name).await;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// `ldm add-core cid=...`, `add-memory mblock=PA:SIZE,...`, `remove-core cid=...`,
+    /// `remove-memory mblock=...` on the guest: named resources, the ones reserved.
+    /// A failed step undoes the steps before it (best effort; the next inventory
+    /// report shows what ldm holds either way).
+    async fn resize(&self, resize: &Resize) -> Result<(), HvError> {
+        let name = resize.domain.as_str();
+        if lock(&self.flights).contains_key(name) {
+            return Err(HvError::Busy(format!("LDom {name} is being migrated")));
+        }
+        if !resize.add.strands.is_empty() && !resize.add.whole_cores {
+            return Err(HvError::Invalid(format!(
+                "the growth of {name} holds part of a core; ldm can only add named whole cores"
+            )));
+        }
+        // (step, its undo)
+        let mut steps: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+        let cores = |verb: &str, cids: &[u32]| args(&[verb, &cid_list(cids), name]);
+        let memory = |verb: &str, ranges: &[Range]| args(&[verb, &mblock_list(ranges), name]);
+        if !resize.add.cids.is_empty() {
+            steps.push((cores("add-core", &resize.add.cids), cores("remove-core", &resize.add.cids)));
+        }
+        if !resize.add.memory.is_empty() {
+            steps.push((memory("add-memory", &resize.add.memory), memory("remove-memory", &resize.add.memory)));
+        }
+        if !resize.remove.cids.is_empty() {
+            steps.push((cores("remove-core", &resize.remove.cids), cores("add-core", &resize.remove.cids)));
+        }
+        if !resize.remove.memory.is_empty() {
+            steps.push((memory("remove-memory", &resize.remove.memory), memory("add-memory", &resize.remove.memory)));
+        }
+        for (i, (step, _)) in steps.iter().enumerate() {
+            if let Err(e) = self.run_ok(step).await {
+                for (_, undo) in steps[..i].iter().rev() {
+                    if let Err(u) = self.run_ok(undo).await {
+                        tracing::warn!(domain = name, error = %u, "undoing a resize step failed");
+                    }
+                }
                 return Err(e);
             }
         }

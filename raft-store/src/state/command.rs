@@ -194,6 +194,16 @@ pub enum Command {
         reservation: u64,
         token: u64,
     },
+    /// RB-06: a resize's guest now holds its reservation's binding (`reservation` with
+    /// its `token`; none for a resize that only gives back) and no longer holds
+    /// `removed`, on its host; the reservation is consumed and the operation is Done.
+    /// What the host's last report already shows is not applied twice.
+    CommitResize {
+        operation: u64,
+        reservation: Option<u64>,
+        token: Option<u64>,
+        removed: Binding,
+    },
     /// Ends a running operation that moves no domain itself (an evacuation or restore,
     /// UC-1: its guests moved by migrations of their own) as Done, with a summary.
     /// Migrations end only by `CommitMigration` or `AbortOperation`.
@@ -240,6 +250,7 @@ impl Command {
             Self::BeginOperation { .. } => "begin-operation",
             Self::AdvanceOperation { .. } => "advance-operation",
             Self::CommitMigration { .. } => "commit-migration",
+            Self::CommitResize { .. } => "commit-resize",
             Self::CompleteOperation { .. } => "complete-operation",
             Self::AbortOperation { .. } => "abort-operation",
             Self::AddUser { .. } => "add-user",
@@ -290,6 +301,10 @@ pub enum Outcome {
         result: OperationResult,
     },
     Completed,
+    /// A resize is applied: the guest's cores (`old_cids` -> `new_cids`) and notes.
+    Resized {
+        result: OperationResult,
+    },
     /// A failover's guest is now recorded on `target`.
     Restarted {
         domain: String,

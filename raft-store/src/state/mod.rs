@@ -315,6 +315,7 @@ impl State {
                 .filter(|o| !o.phase.is_terminal())
                 .filter(|o| match &o.kind {
                     records::OperationKind::Migration { source, target, .. } => source == host || target == host,
+                    records::OperationKind::Resize { host: h, .. } => h == host,
                     records::OperationKind::Evacuation { host: h } | records::OperationKind::Failover { host: h } => {
                         h == host
                     }

@@ -243,6 +243,9 @@ pub enum OperationKind {
     Evacuation { host: String },
     /// Restart a lost host's guests elsewhere (UC-3, HA-*).
     Failover { host: String },
+    /// `ldm add-core|set-core|add-memory|set-memory ... <domain>` where the guest runs
+    /// (UC-2, RB-06): `growth` is its size afterwards; what it gains is reserved first.
+    Resize { domain: String, host: String, growth: tern_model::rebalance::Growth },
 }
 
 impl OperationKind {
@@ -250,7 +253,7 @@ impl OperationKind {
     /// host for an evacuation or failover.
     pub fn subject(&self) -> Subject<'_> {
         match self {
-            Self::Migration { domain, .. } => Subject::Domain(domain),
+            Self::Migration { domain, .. } | Self::Resize { domain, .. } => Subject::Domain(domain),
             Self::Evacuation { host } | Self::Failover { host } => Subject::Host(host),
         }
     }
@@ -260,6 +263,7 @@ impl OperationKind {
             Self::Migration { .. } => "migration",
             Self::Evacuation { .. } => "evacuation",
             Self::Failover { .. } => "failover",
+            Self::Resize { .. } => "resize",
         }
     }
 }

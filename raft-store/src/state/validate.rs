@@ -121,11 +121,12 @@ fn command(command: &Command) -> Result<(), Rejection> {
             crate::state::command::PlanEnd::Cancelled => Ok(()),
         },
         Command::CommitRestart { .. } => Ok(()),
+        Command::CommitResize { removed, .. } => binding_parts(removed),
         Command::Reserve { target, source, domain, binding: b, .. } => {
             name("target host", target)?;
             name("source host", source)?;
             name("domain", domain)?;
-            binding(b)
+            reserved_binding(b)
         }
         Command::Renew { .. } | Command::Release { .. } | Command::Expire { .. } => Ok(()),
         Command::BeginOperation { kind } => operation_kind(kind),
@@ -192,6 +193,10 @@ fn operation_kind(kind: &OperationKind) -> Result<(), Rejection> {
             Ok(())
         }
         OperationKind::Evacuation { host } | OperationKind::Failover { host } => name("host name", host),
+        OperationKind::Resize { domain, host, .. } => {
+            name("domain", domain)?;
+            name("host name", host)
+        }
     }
 }
 
@@ -199,16 +204,31 @@ fn operation_kind(kind: &OperationKind) -> Result<(), Rejection> {
 /// overlapping memory range, no range past the end of the address space.
 pub fn binding(b: &Binding) -> Result<(), Rejection> {
     let malformed = |m: String| Rejection::new(RejectCode::BindingInvalid, m);
-    name("domain name on the target", &b.domain)?;
-    count("strands in a binding", b.strands.len(), BINDING_STRANDS_MAX)?;
-    count("CIDs in a binding", b.cids.len(), BINDING_STRANDS_MAX)?;
-    count("memory ranges in a binding", b.memory.len(), BINDING_RANGES_MAX)?;
     if b.strands.is_empty() {
         return Err(malformed(format!("binding for {} holds no CPU", b.domain)));
     }
     if b.memory.is_empty() {
         return Err(malformed(format!("binding for {} holds no memory", b.domain)));
     }
+    binding_parts(b)
+}
+
+/// What a reservation holds: a whole guest's binding, or what a guest gains where it
+/// runs (RB-06: cores, memory or both, checked against the guest's shape in apply).
+fn reserved_binding(b: &Binding) -> Result<(), Rejection> {
+    if b.strands.is_empty() && b.memory.is_empty() {
+        return Err(Rejection::new(RejectCode::BindingInvalid, format!("binding for {} holds nothing", b.domain)));
+    }
+    binding_parts(b)
+}
+
+/// A binding's sizes and form, whatever it holds (a resize gives back a part of one).
+fn binding_parts(b: &Binding) -> Result<(), Rejection> {
+    let malformed = |m: String| Rejection::new(RejectCode::BindingInvalid, m);
+    name("domain name on the target", &b.domain)?;
+    count("strands in a binding", b.strands.len(), BINDING_STRANDS_MAX)?;
+    count("CIDs in a binding", b.cids.len(), BINDING_STRANDS_MAX)?;
+    count("memory ranges in a binding", b.memory.len(), BINDING_RANGES_MAX)?;
     let mut strands = b.strands.clone();
     strands.sort_unstable();
     if let Some(w) = strands.windows(2).find(|w| w[0] == w[1]) {

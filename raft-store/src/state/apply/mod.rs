@@ -97,6 +97,9 @@ impl State {
             Command::CommitMigration { operation, reservation, token, downtime_ms, total_ms, notes } => {
                 self.commit_migration(now, *operation, *reservation, *token, (*downtime_ms, *total_ms), notes)
             }
+            Command::CommitResize { operation, reservation, token, removed } => {
+                self.commit_resize(now, *operation, (*reservation, *token), removed)
+            }
             Command::CompleteOperation { operation, notes } => self.complete_operation(now, *operation, notes),
             Command::AbortOperation { operation, outcome } => {
                 self.running_operation_checked(*operation)?;

@@ -42,6 +42,7 @@ impl State {
                     );
                 }
             }
+            OperationKind::Resize { domain, host, growth } => self.check_resize_start(domain, host, growth)?,
             OperationKind::Failover { host } => {
                 let h = self.host_checked(host)?;
                 if !h.status.is_down() {
@@ -202,11 +203,20 @@ impl State {
     /// migration cannot end so: only its commit moves the domain.
     pub(super) fn complete_operation(&mut self, now: u64, id: u64, notes: &[String]) -> Response {
         let op = self.running_operation_checked(id)?;
-        if let OperationKind::Migration { .. } = op.kind {
-            return reject(
-                RejectCode::InvalidRequest,
-                format!("operation {id} is a migration; it ends by CommitMigration or AbortOperation"),
-            );
+        match op.kind {
+            OperationKind::Migration { .. } => {
+                return reject(
+                    RejectCode::InvalidRequest,
+                    format!("operation {id} is a migration; it ends by CommitMigration or AbortOperation"),
+                );
+            }
+            OperationKind::Resize { .. } => {
+                return reject(
+                    RejectCode::InvalidRequest,
+                    format!("operation {id} is a resize; it ends by CommitResize or AbortOperation"),
+                );
+            }
+            _ => {}
         }
         if !op.reservations.is_empty() {
             return reject(
@@ -239,7 +249,7 @@ impl State {
             op.phase = phase;
             op.updated_ms = now;
             op.result = result;
-            if let OperationKind::Migration { domain, .. } = &op.kind {
+            if let OperationKind::Migration { domain, .. } | OperationKind::Resize { domain, .. } = &op.kind {
                 subject = Some(domain.clone());
             }
         }
@@ -312,6 +322,108 @@ impl State {
         self.settle_move(id, reservation, (&domain, &source, &target), &binding.domain, (new_source, new_target));
         self.finish_operation(now, id, Phase::Done, Some(result.clone()));
         Ok(Outcome::Committed { moved: true, result })
+    }
+
+    /// RB-06: a resize starts on a guest recorded on `host`, which is up with an
+    /// inventory that shows it, and names what to change.
+    fn check_resize_start(&self, domain: &str, host: &str, growth: &tern_model::rebalance::Growth) -> Checked<()> {
+        if growth.cores.is_none() && growth.memory.is_none() {
+            return reject_rule(
+                RejectCode::InvalidRequest,
+                Rule::Rb(6),
+                format!("a resize of {domain} names neither cores nor memory"),
+            );
+        }
+        let h = self.host_checked(host)?;
+        if h.status != HostStatus::Up {
+            return reject_rule(
+                RejectCode::HostStatus,
+                Rule::Rb(6),
+                format!("{host} is {}; a guest grows only on an up host", h.status),
+            );
+        }
+        let inv = self.inventory_checked(h)?;
+        self.guest_on_source_checked(inv, domain)?;
+        Ok(())
+    }
+
+    /// `CommitResize` (RB-06): the guest gains its reservation's binding and gives
+    /// back `removed` in its host's inventory, by [`Server::resize_domain`] after the
+    /// one growth check against every other reservation on the host. The reservation
+    /// is consumed; the operation is Done with the cores before and after.
+    pub(super) fn commit_resize(
+        &mut self,
+        now: u64,
+        id: u64,
+        (reservation, token): (Option<u64>, Option<u64>),
+        removed: &Binding,
+    ) -> Response {
+        let op = self.running_operation_checked(id)?;
+        let OperationKind::Resize { domain, host, growth } = &op.kind else {
+            return reject(
+                RejectCode::OperationMismatch,
+                format!("operation {id} is a {}, not a resize", op.kind.name()),
+            );
+        };
+        let (domain, host, growth) = (domain.clone(), host.clone(), *growth);
+        let held: Vec<u64> = op.reservations.iter().copied().collect();
+        let add = match (reservation, token) {
+            (Some(r), Some(t)) => self.live_reservation_of(id, r, t, now)?.binding.clone(),
+            (None, None) if held.is_empty() => Binding { domain: domain.clone(), ..Binding::default() },
+            (None, None) => {
+                return reject(
+                    RejectCode::OperationMismatch,
+                    format!("operation {id} holds reservation(s) {held:?}; its commit must name the one it binds"),
+                );
+            }
+            _ => {
+                return reject(
+                    RejectCode::InvalidRequest,
+                    "a resize commit names a reservation together with its token, or neither".into(),
+                );
+            }
+        };
+        let inv = self.inventory_checked(self.host_checked(&host)?)?;
+        let resize = tern_model::Resize { domain: domain.clone(), add, remove: removed.clone() };
+        let pending = inv.pending_of(&resize);
+        let others: Vec<&Reservation> =
+            self.active_reservations_on(&host, now).filter(|r| Some(r.id) != reservation).collect();
+        reservations::growth_checked(inv, &pending.add, &others)?;
+        let mut after = inv.clone();
+        if let Err(e) = after.resize_domain(&resize) {
+            return reject_rule(
+                RejectCode::CommitFailed,
+                e.rule(),
+                format!("resizing {domain} on {host} failed: {e}; nothing changed"),
+            );
+        }
+        let (old, new) = (inv.cpu_of(&domain), after.cpu_of(&domain));
+        let memory = |s: &Server| tern_model::Size(s.memory_of(&domain).iter().map(|r| r.size).sum());
+        let result = OperationResult {
+            old_cids: old.cids.clone(),
+            new_cids: new.cids.clone(),
+            notes: vec![format!(
+                "RB-06: {domain} on {host} holds {} core(s) and {} of memory (was {} and {}; asked {growth})",
+                new.cids.len(),
+                memory(&after),
+                old.cids.len(),
+                memory(inv)
+            )],
+            ..OperationResult::default()
+        };
+        if let Some(inv) = self.inventory_mut(&host) {
+            *inv = Some(after);
+        }
+        if let Some(r) = reservation {
+            // The reservation is consumed: it became the guest's binding.
+            self.reservations.remove(&r);
+            self.touch(RowKey::Reservation(r));
+            if let Some(op) = self.operation_mut(id) {
+                op.reservations.remove(&r);
+            }
+        }
+        self.finish_operation(now, id, Phase::Done, Some(result.clone()));
+        Ok(Outcome::Resized { result })
     }
 
     /// `CommitRestart` (HA-04): the guest of a fenced host (or one counted stopped on

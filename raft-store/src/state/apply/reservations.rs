@@ -17,7 +17,8 @@ impl State {
         Self::lease_ms_checked(lease_ms)?;
         let op = self.running_operation_checked(operation)?;
         self.check_reserve_matches(op, now, target, source, domain, binding)?;
-        if source == target {
+        let growth = matches!(op.kind, OperationKind::Resize { .. });
+        if source == target && !growth {
             return reject_rule(
                 RejectCode::SameServer,
                 Rule::Op(1),
@@ -38,9 +39,14 @@ impl State {
         let target_inv = self.inventory_checked(target_host)?;
         let source_inv = self.inventory_checked(source_host)?;
         let guest = self.guest_on_source_checked(source_inv, domain)?;
-        self.check_name_free(now, target_inv, domain, &binding.domain)?;
         let others: Vec<&Reservation> = self.active_reservations_on(target, now).collect();
-        binding_checked(target_inv, &GuestShape::of(source_inv, guest), binding, &others)?;
+        if growth {
+            // RB-06: what a guest gains where it runs, by the one growth check.
+            growth_checked(target_inv, binding, &others)?;
+        } else {
+            self.check_name_free(now, target_inv, domain, &binding.domain)?;
+            binding_checked(target_inv, &GuestShape::of(source_inv, guest), binding, &others)?;
+        }
 
         let id = self.meta.last_reservation_id + 1;
         let token = self.meta.last_fencing_token + 1;
@@ -109,6 +115,18 @@ impl State {
                             held.id, held.lease_expires_ms
                         )
                     });
+                }
+                Ok(())
+            }
+            OperationKind::Resize { domain: d, host, .. } => {
+                if d != domain || host != source || host != target {
+                    return mismatch(format!("resizes {d} on {host}, not {domain} from {source} to {target}"));
+                }
+                if binding.domain != *d {
+                    return mismatch(format!("gives {d} more, not {}", binding.domain));
+                }
+                if let Some(held) = op.reservations.iter().filter_map(|id| self.reservations.get(id)).next() {
+                    return mismatch(format!("already holds reservation {}", held.id));
                 }
                 Ok(())
             }
@@ -254,6 +272,30 @@ impl State {
     }
 }
 
+/// The one growth check ([`Server::check_growth`]: RB-06 with LM-06 and LM-09) on the
+/// guest's host with `others` reserved; its refusal mapped like [`binding_checked`]'s.
+pub(super) fn growth_checked(host: &Server, add: &Binding, others: &[&Reservation]) -> Checked<()> {
+    let Err(e) = host.check_growth(&add.domain, add, &reserved_by(others)) else {
+        return Ok(());
+    };
+    match e {
+        tern_model::ResizeError::Binding(b) => refusal(host, add, others, b),
+        tern_model::ResizeError::UnknownDomain { .. } => reject(RejectCode::DomainUnknown, e.to_string()),
+        tern_model::ResizeError::NotAGuest { .. } => reject_rule(RejectCode::NotAGuest, e.rule(), e.to_string()),
+        _ => {
+            reject_rule(RejectCode::BindingInvalid, e.rule(), format!("growth of {} on {}: {e}", add.domain, host.name))
+        }
+    }
+}
+
+fn reserved_by(others: &[&Reservation]) -> Reserved {
+    let mut reserved = Reserved::default();
+    for r in others {
+        reserved.add(&r.binding);
+    }
+    reserved
+}
+
 /// The one binding check ([`Server::check_binding`]: LM-06, LM-09, LM-12, LM-13) on
 /// `target` with `others` reserved; its refusal mapped to a [`RejectCode`], naming the
 /// reservation that holds a contested resource.
@@ -263,13 +305,15 @@ pub(super) fn binding_checked(
     binding: &Binding,
     others: &[&Reservation],
 ) -> Checked<()> {
-    let mut reserved = Reserved::default();
-    for r in others {
-        reserved.add(&r.binding);
-    }
-    let Err(e) = target.check_binding(shape, binding, &reserved) else {
+    let Err(e) = target.check_binding(shape, binding, &reserved_by(others)) else {
         return Ok(());
     };
+    refusal(target, binding, others, e)
+}
+
+/// A refused binding as a [`RejectCode`], naming the reservation that holds a
+/// contested resource.
+fn refusal(target: &Server, binding: &Binding, others: &[&Reservation], e: BindingError) -> Checked<()> {
     let code = match e.resource() {
         Resource::Strand => RejectCode::StrandUnavailable,
         Resource::Memory => RejectCode::MemoryUnavailable,

@@ -121,11 +121,21 @@ pub(super) fn summarize(c: &Command) -> String {
             ),
             OperationKind::Evacuation { host } => format!("begin evacuation of {host}"),
             OperationKind::Failover { host } => format!("begin failover of {host}"),
+            OperationKind::Resize { domain, host, growth } => format!("begin resize of {domain} on {host} to {growth}"),
         },
         Command::AdvanceOperation { operation, progress, .. } => format!("advance operation {operation}: {progress:?}"),
         Command::CommitMigration { operation, reservation, downtime_ms, .. } => {
             format!("commit operation {operation} with reservation {reservation}, downtime {downtime_ms} ms")
         }
+        Command::CommitResize { operation, reservation, removed, .. } => format!(
+            "commit resize of operation {operation}{}{}",
+            reservation.map(|r| format!(" with reservation {r}")).unwrap_or_default(),
+            if removed.strands.is_empty() && removed.memory.is_empty() {
+                String::new()
+            } else {
+                format!(", giving back {removed}")
+            }
+        ),
         Command::CompleteOperation { operation, .. } => format!("complete operation {operation}"),
         Command::AbortOperation { operation, outcome } => format!("abort operation {operation}: {outcome:?}"),
         Command::AddUser { name, profiles, .. } => {
