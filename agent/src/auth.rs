@@ -111,6 +111,8 @@ pub const RULES: &[(&str, Need)] = &[
     ("/tern.v1.Rebalance/Cancel", Need::Management),
     ("/tern.v1.Rebalance/Status", Need::Review),
     ("/tern.v1.Rebalance/Configure", Need::Admin),
+    // A member passes a user's resize on to the guest's host, which runs it.
+    ("/tern.v1.Rebalance/Resize", Need::ManagementOrNode),
 ];
 
 /// Who called, as its certificate proves.

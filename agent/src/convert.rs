@@ -310,6 +310,40 @@ fn findings(vs: &[pb::Violation]) -> Vec<Finding> {
     vs.iter().map(finding).collect()
 }
 
+/// `Rebalance.Resize`'s request in the model's words: each verb with its amount.
+pub fn resize_request(r: pb::ResizeRequest) -> Result<tern_migrate::resize::ResizeRequest, Error> {
+    use tern_model::Amount;
+    let amount = |what: &str, verb: &str, n: u64| match verb {
+        "" => Ok(None),
+        "add" => Ok(Some(Amount::Add(n))),
+        "set" => Ok(Some(Amount::Set(n))),
+        "remove" => Ok(Some(Amount::Remove(n))),
+        other => Err(Error::InvalidInput(format!("{what} verb {other:?} is not add, set or remove"))),
+    };
+    Ok(tern_migrate::resize::ResizeRequest {
+        cores: amount("cores", &r.cores_verb, r.cores)?,
+        memory: amount("memory", &r.memory_verb, r.memory_bytes)?,
+        domain: r.domain,
+    })
+}
+
+pub fn resize_report_to_pb(r: &tern_migrate::resize::ResizeReport) -> pb::ResizeResponse {
+    pb::ResizeResponse {
+        operation_id: r.operation,
+        domain: r.domain.clone(),
+        host: r.host.clone(),
+        old_cids: r.old_cids.clone(),
+        new_cids: r.new_cids.clone(),
+        old_memory_bytes: r.old_memory,
+        new_memory_bytes: r.new_memory,
+        added_cids: r.added.cids.clone(),
+        added_memory: ranges_to_pb(&r.added.memory),
+        removed_cids: r.removed.cids.clone(),
+        removed_memory: ranges_to_pb(&r.removed.memory),
+        notes: r.notes.clone(),
+    }
+}
+
 fn ranges_to_pb(rs: &[Range]) -> Vec<pb::MemoryRange> {
     rs.iter().map(|r| pb::MemoryRange { pa: r.pa, size: r.size }).collect()
 }

@@ -224,7 +224,11 @@ where
         .add_service(pb::users_server::UsersServer::new(services::UsersService(node.clone())).with_message_limits())
         .add_service(pb::ha_server::HaServer::new(services::HaService(node.clone())).with_message_limits())
         .add_service(
-            pb::rebalance_server::RebalanceServer::new(rebalance::RebalanceService(node.clone())).with_message_limits(),
+            pb::rebalance_server::RebalanceServer::new(rebalance::RebalanceService {
+                node: node.clone(),
+                registry: registry.clone(),
+            })
+            .with_message_limits(),
         );
     let stop = shutdown.clone();
     tasks.spawn(async move {

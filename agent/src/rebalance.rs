@@ -1,11 +1,12 @@
 //! The rebalancer in the agent (RB-01..RB-05): the leader's `rebalance` duty, one
 //! [`tern_migrate::rebalance::round`] every `rebalance.interval_ms`, and the
-//! `Rebalance` gRPC service (plan, apply, cancel, status, configure).
+//! `Rebalance` gRPC service (plan, apply, cancel, status, configure, and UC-2's resize).
 
 use crate::auth::authorize;
 use crate::convert::{self, status};
 use crate::limits::MessageLimits;
 use crate::node::Node;
+use std::sync::Arc;
 use tern_cluster::{Cluster, Error};
 pub use tern_migrate::rebalance::Rounds;
 use tern_migrate::rebalance::{self as rb, Approval, PlanRequest};
@@ -64,17 +65,33 @@ fn plan_pb(node: &Node, id: u64) -> Result<pb::RebalancePlan, Status> {
         .ok_or_else(|| Status::not_found(format!("no rebalance plan {id}")))
 }
 
-pub struct RebalanceService(pub Node);
+pub struct RebalanceService {
+    pub node: Node,
+    pub registry: Arc<tern_migrate::coordinator::Registry>,
+}
+
+/// How long a resize passed on to the guest's host may take: its ldm steps, each with
+/// its own deadline, and a few Raft writes.
+const RESIZE_FORWARD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl RebalanceService {
+    /// The guest's host runs its resize; another member passes the call on.
+    async fn forward_resize(&self, addr: &str, req: pb::ResizeRequest) -> Result<Response<pb::ResizeResponse>, Status> {
+        let mut client =
+            pb::rebalance_client::RebalanceClient::new(self.node.channel(addr).map_err(status)?).with_message_limits();
+        let mut forwarded = GrpcRequest::new(req);
+        forwarded.set_timeout(RESIZE_FORWARD_DEADLINE);
+        client.resize(forwarded).await
+    }
+
     /// The leader's answer (rounds held live there), forwarded when this member is not it.
     async fn forward_status(
         &self,
         req: pb::RebalanceStatusRequest,
     ) -> Result<Response<pb::RebalanceStatusResponse>, Status> {
-        let (_, addr) = self.0.leader().ok_or_else(|| Status::unavailable("no leader is known yet; retry"))?;
+        let (_, addr) = self.node.leader().ok_or_else(|| Status::unavailable("no leader is known yet; retry"))?;
         let mut client =
-            pb::rebalance_client::RebalanceClient::new(self.0.channel(&addr).map_err(status)?).with_message_limits();
+            pb::rebalance_client::RebalanceClient::new(self.node.channel(&addr).map_err(status)?).with_message_limits();
         let mut forwarded = GrpcRequest::new(req);
         forwarded.set_timeout(std::time::Duration::from_millis(tern_cluster::peer::CALL_DEADLINE_MS));
         client.status(forwarded).await
@@ -87,7 +104,7 @@ impl pb::rebalance_server::Rebalance for RebalanceService {
         &self,
         req: GrpcRequest<pb::RebalancePlanRequest>,
     ) -> Result<Response<pb::RebalancePlanResponse>, Status> {
-        let caller = authorize(&self.0, &req, "/tern.v1.Rebalance/Plan")?;
+        let caller = authorize(&self.node, &req, "/tern.v1.Rebalance/Plan")?;
         let r = req.into_inner();
         let level = match r.level {
             0 => None,
@@ -111,7 +128,7 @@ impl pb::rebalance_server::Rebalance for RebalanceService {
             (_, _, false) => return Err(Status::invalid_argument("a plan is either make-room or grow, not both")),
             _ => return Err(Status::invalid_argument("make-room needs both a domain and a target host")),
         };
-        let node = &self.0;
+        let node = &self.node;
         let (purpose, plan, digest) = rb::make_plan(node, &PlanRequest { level, purpose }).await.map_err(status)?;
         let id = rb::record(node, &caller.actor(), purpose, plan, digest).await.map_err(status)?;
         // Committed at the leader; this member may not have applied it yet.
@@ -122,9 +139,9 @@ impl pb::rebalance_server::Rebalance for RebalanceService {
         &self,
         req: GrpcRequest<pb::RebalanceApplyRequest>,
     ) -> Result<Response<pb::RebalanceApplyResponse>, Status> {
-        let caller = authorize(&self.0, &req, "/tern.v1.Rebalance/Apply")?;
+        let caller = authorize(&self.node, &req, "/tern.v1.Rebalance/Apply")?;
         let id = req.into_inner().id;
-        let node = &self.0;
+        let node = &self.node;
         let approval = rb::approve(node, &caller.actor(), id).await.map_err(status)?;
         let (id, replanned, message) = match approval {
             Approval::Applying { id } => (id, false, format!("plan {id} is applying")),
@@ -145,18 +162,18 @@ impl pb::rebalance_server::Rebalance for RebalanceService {
         &self,
         req: GrpcRequest<pb::RebalanceCancelRequest>,
     ) -> Result<Response<pb::RebalancePlan>, Status> {
-        let caller = authorize(&self.0, &req, "/tern.v1.Rebalance/Cancel")?;
+        let caller = authorize(&self.node, &req, "/tern.v1.Rebalance/Cancel")?;
         let id = req.into_inner().id;
-        rb::cancel(&self.0, &caller.actor(), id).await.map_err(status)?;
-        Ok(Response::new(wait_for_plan(&self.0, id).await?))
+        rb::cancel(&self.node, &caller.actor(), id).await.map_err(status)?;
+        Ok(Response::new(wait_for_plan(&self.node, id).await?))
     }
 
     async fn status(
         &self,
         req: GrpcRequest<pb::RebalanceStatusRequest>,
     ) -> Result<Response<pb::RebalanceStatusResponse>, Status> {
-        authorize(&self.0, &req, "/tern.v1.Rebalance/Status")?;
-        let node = &self.0;
+        authorize(&self.node, &req, "/tern.v1.Rebalance/Status")?;
+        let node = &self.node;
         if !node.is_leader() {
             return self.forward_status(req.into_inner()).await;
         }
@@ -187,11 +204,34 @@ impl pb::rebalance_server::Rebalance for RebalanceService {
         Ok(Response::new(reply))
     }
 
+    async fn resize(&self, req: GrpcRequest<pb::ResizeRequest>) -> Result<Response<pb::ResizeResponse>, Status> {
+        let caller = authorize(&self.node, &req, "/tern.v1.Rebalance/Resize")?;
+        let r = req.into_inner();
+        let home = self
+            .node
+            .read(|s| s.domain(&r.domain).map(|d| (d.host.clone(), s.host(&d.host).map(|h| h.address.clone()))));
+        match home {
+            // A member passes the call on once; a member's call is answered here.
+            Some((host, Some(addr))) if host != self.node.name && caller.node().is_none() => {
+                self.forward_resize(&addr, r).await
+            }
+            Some((host, None)) if host != self.node.name => {
+                Err(Status::unavailable(format!("{} runs on {host}, whose address is unknown", r.domain)))
+            }
+            _ => {
+                let req = convert::resize_request(r).map_err(status)?;
+                let c: Arc<dyn Cluster> = Arc::new(self.node.clone());
+                let report = tern_migrate::resize::resize(c, self.registry.clone(), req).await.map_err(status)?;
+                Ok(Response::new(convert::resize_report_to_pb(&report)))
+            }
+        }
+    }
+
     async fn configure(&self, req: GrpcRequest<pb::RebalanceConfig>) -> Result<Response<pb::RebalanceConfig>, Status> {
-        let caller = authorize(&self.0, &req, "/tern.v1.Rebalance/Configure")?;
+        let caller = authorize(&self.node, &req, "/tern.v1.Rebalance/Configure")?;
         let config = convert::rebalance_config(req.into_inner()).map_err(status)?;
         let command = tern_raft_store::Command::SetRebalance { config: config.clone() };
-        self.0.propose(&caller.actor(), command).await.map_err(status)?;
+        self.node.propose(&caller.actor(), command).await.map_err(status)?;
         Ok(Response::new(convert::rebalance_config_to_pb(&config)))
     }
 }

@@ -16,6 +16,7 @@ pub mod list;
 pub mod local;
 pub mod migrate;
 pub mod rebalance;
+pub mod resize;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -155,6 +156,31 @@ ternctl set-domain anti-affinity-group=db ldom1\n  ternctl set-domain affinity-g
         #[arg(required = true, num_args = 2.., value_name = "NAME=VALUE... DOMAIN")]
         args: Vec<String>,
     },
+    /// UC-2 (RB-06): give a running guest N more whole cores where it runs, as `ldm
+    /// add-core N ldom`. tern picks the lowest free CIDs, reserves them through the
+    /// replicated state, then the guest's host adds them by name (`ldm add-core cid=`).
+    /// Exit 1 when the host lacks the cores (`rebalance plan --grow` shows the moves
+    /// that would make room).
+    #[command(after_help = "Examples:\n  ternctl add-core 2 ldom1\n  ternctl --json add-core 1 ldom1")]
+    AddCore(ResizeArgs),
+    /// UC-2 (RB-06): the guest holds N whole cores afterwards, as `ldm set-core N ldom`
+    /// (cores given back: its highest CIDs).
+    #[command(after_help = "Example:\n  ternctl set-core 6 ldom1")]
+    SetCore(ResizeArgs),
+    /// UC-2: give N whole cores back (its highest CIDs), as `ldm remove-core N ldom`.
+    RemoveCore(ResizeArgs),
+    /// UC-2 (RB-06): give a guest SIZE more memory where it runs, as `ldm add-memory
+    /// SIZE ldom` (rounded up to 4M): one free range if one holds it all, else free
+    /// ranges in address order, reserved first, then added by name (`mblock=PA:SIZE`).
+    #[command(after_help = "Examples:\n  ternctl add-memory 8G ldom1\n  ternctl add-memory 512M ldom1")]
+    AddMemory(ResizeArgs),
+    /// UC-2 (RB-06): the guest holds SIZE of memory afterwards, as `ldm set-memory SIZE
+    /// ldom` (memory given back: from its highest addresses down).
+    #[command(after_help = "Example:\n  ternctl set-memory 24G ldom1")]
+    SetMemory(ResizeArgs),
+    /// UC-2: give SIZE of memory back (from its highest addresses), as `ldm
+    /// remove-memory SIZE ldom`.
+    RemoveMemory(ResizeArgs),
     /// Load-based rebalancing (SPEC RB-01..RB-05): plans made with the full preflight and
     /// exact memory fitting, kept with ids, applied as ordinary migrations; auto mode.
     #[command(subcommand)]
@@ -355,6 +381,15 @@ pub enum ClusterCommand {
     Status,
 }
 
+/// `add-core N ldom`, `set-memory SIZE ldom`, ...: the amount, then the guest.
+#[derive(clap::Args, Debug)]
+pub struct ResizeArgs {
+    /// Whole cores (N), or a size such as 8G or 512M (memory).
+    #[arg(value_name = "N|SIZE")]
+    pub amount: String,
+    pub domain: String,
+}
+
 /// `ternctl audit`'s filters.
 #[derive(clap::Args, Debug)]
 pub struct AuditArgs {
@@ -430,6 +465,16 @@ pub enum LocalCommand {
     },
 }
 
+fn resize(
+    agent: &client::AgentArgs,
+    r: resize::Resource,
+    v: resize::Verb,
+    a: &ResizeArgs,
+    json: bool,
+) -> anyhow::Result<i32> {
+    block_on(resize::run(agent, r, v, &a.amount, &a.domain, json))
+}
+
 /// Runs one command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let json = cli.json;
@@ -478,6 +523,12 @@ pub fn run(cli: Cli) -> i32 {
         Command::Host(HostCommand::Up { host }) => block_on(ha::set_host(&agent, &host, "up")),
         Command::Ha(HaCommand::Status) => block_on(ha::status(&agent, json)),
         Command::Ha(HaCommand::Check) => block_on(ha::check(&agent, json)),
+        Command::AddCore(a) => resize(&agent, resize::Resource::Cores, resize::Verb::Add, &a, json),
+        Command::SetCore(a) => resize(&agent, resize::Resource::Cores, resize::Verb::Set, &a, json),
+        Command::RemoveCore(a) => resize(&agent, resize::Resource::Cores, resize::Verb::Remove, &a, json),
+        Command::AddMemory(a) => resize(&agent, resize::Resource::Memory, resize::Verb::Add, &a, json),
+        Command::SetMemory(a) => resize(&agent, resize::Resource::Memory, resize::Verb::Set, &a, json),
+        Command::RemoveMemory(a) => resize(&agent, resize::Resource::Memory, resize::Verb::Remove, &a, json),
         Command::SetDomain { mut args } => {
             let domain = args.pop().unwrap_or_default();
             block_on(ha::set_domain(&agent, &args, &domain))

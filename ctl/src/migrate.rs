@@ -134,7 +134,7 @@ pub async fn migrate(agent: &AgentArgs, a: &MigrateArgs<'_>, json: bool) -> anyh
     bail!("the agent closed the stream before the migration ended; see `ternctl list-operations`")
 }
 
-fn join(ids: &[u32]) -> String {
+pub(crate) fn join(ids: &[u32]) -> String {
     ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
 

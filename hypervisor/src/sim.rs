@@ -267,6 +267,12 @@ fn change_state_file(
 }
 
 /// The guests a simulated server's state file shows running (for tests and checks).
+/// The simulated server as its state file holds it (what its BMC would see; tests
+/// compare it with the replicated inventory).
+pub fn server_in(state_file: &Path) -> Result<Server, HvError> {
+    Ok(read_state(state_file)?.server)
+}
+
 pub fn running_guests(state_file: &Path) -> Result<Vec<String>, HvError> {
     let durable = read_state(state_file)?;
     Ok(durable

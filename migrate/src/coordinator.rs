@@ -234,7 +234,7 @@ struct Plan {
 /// operation has already ended: the state machine decided). If every attempt fails
 /// the coordinator gives up: its lease expires, and this host's recovery, which
 /// settles every running operation no coordinator holds, aborts it later.
-async fn abort(c: &dyn Cluster, operation: u64, outcome: AbortOutcome) {
+pub(crate) async fn abort(c: &dyn Cluster, operation: u64, outcome: AbortOutcome) {
     let mut wait = RETRY_FIRST;
     for attempt in 1..=ABORT_ATTEMPTS_MAX {
         let command = Command::AbortOperation { operation, outcome: outcome.clone() };
@@ -456,7 +456,12 @@ async fn finish_target(c: &dyn Cluster, plan: &Plan, committed: bool) {
     }
 }
 
-async fn renew_lease(c: Arc<dyn Cluster>, reservation: u64, token: u64, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn renew_lease(
+    c: Arc<dyn Cluster>,
+    reservation: u64,
+    token: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let actor = agent_actor(c.as_ref());
     loop {
         tokio::select! {

@@ -16,6 +16,9 @@
 //!
 //! If the coordinator dies the lease expires and the leader releases the reservation.
 //!
+//! [`resize`] runs UC-2's growth where a guest runs (RB-06) through the same
+//! reservations, with the guest's host as both source and target.
+//!
 //! The agent supplies the [`Cluster`] seam (`tern-cluster`: proposals, state,
 //! hypervisor, peer calls); nothing here speaks gRPC.
 
@@ -24,6 +27,7 @@ pub mod hosts;
 pub mod rebalance;
 pub mod recovery;
 pub mod report;
+pub mod resize;
 pub mod target;
 
 pub use tern_cluster::{Cluster, Error};

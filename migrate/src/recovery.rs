@@ -8,7 +8,9 @@
 //!   get through, or never learnt the id of an operation it began) is rolled back:
 //!   the state machine refuses the abort if the commit got in first;
 //! - source side: a guest suspended after its final copy, whose coordinator is gone,
-//!   is removed (its migration is Done) or resumed (it ended otherwise).
+//!   is removed (its migration is Done) or resumed (it ended otherwise);
+//! - a resize of a guest here (RB-06) whose coordinator is gone is committed if the
+//!   hypervisor holds its growth, else rolled back ([`crate::resize::settle`]).
 //!
 //! Recovery never touches a guest that is neither incoming nor suspended (a guest that
 //! runs here is never taken for a leftover), and it settles a pending guest only by
@@ -64,6 +66,10 @@ pub async fn settle(c: &dyn Cluster, registry: &Registry) {
     for op in &ops {
         if let OperationKind::Evacuation { host } = &op.kind {
             settle_evacuation(c, registry, op, host).await;
+            continue;
+        }
+        if let OperationKind::Resize { .. } = &op.kind {
+            crate::resize::settle(c, registry, op).await;
             continue;
         }
         let OperationKind::Migration { domain, source, .. } = &op.kind else { continue };

@@ -34,6 +34,7 @@ use std::io::Cursor;
 pub use auth::{hash_password, verify_password};
 pub use error::Error;
 pub use sm::StateHandle;
+pub use state::apply::resize_refusal;
 pub use state::command::{
     AbortOutcome, Command, HostSpec, Outcome, PlanEnd, Progress, RejectCode, Rejection, Request, Response,
 };

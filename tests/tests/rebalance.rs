@@ -164,3 +164,68 @@ async fn auto_mode_rebalances_once_the_imbalance_held_and_keeps_the_moved_guest_
     let p = admin.plan(pb::RebalancePlanRequest { level: 5, ..Default::default() }).await.unwrap().into_inner();
     assert!(p.plan.unwrap().moves.iter().all(|m| m.domain != moved));
 }
+
+fn resize_req(domain: &str, cores: (&str, u64), memory: (&str, u64)) -> pb::ResizeRequest {
+    pb::ResizeRequest {
+        domain: domain.into(),
+        cores_verb: cores.0.into(),
+        cores: cores.1,
+        memory_verb: memory.0.into(),
+        memory_bytes: memory.1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_grows_where_it_runs_through_a_reservation_and_its_server_binds_exactly_that() {
+    // Goal: UC-2/RB-06 end to end: add-core and add-memory sent to another member reach ldom1's host, reserve the gain in
+    // the replicated state, and the simulated server binds exactly those cores and ranges; set-core gives the highest back;
+    // too many cores is refused with the numbers; a Review user may not resize.
+    let c = Cluster::with_layouts_and(&HOSTS, 200, FAST).await;
+    user(&c, "reader", &["ldoms-review"]);
+    user(&c, "operator", &["ldoms-management"]);
+    let other = c.host("m10-1-2");
+    let denied = rebalance(&c, other, "reader").resize(resize_req("ldom1", ("add", 1), ("", 0))).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+    let free_before = c.free_cores("m10-1-1").await;
+    let mut operator = rebalance(&c, other, "operator");
+    let r = operator.resize(resize_req("ldom1", ("add", 2), ("add", 8 << 30))).await.unwrap().into_inner();
+    assert_eq!(r.host, "m10-1-1", "the guest's host ran it: {r:?}");
+    assert_eq!(r.added_cids.len(), 2, "{r:?}");
+    assert_eq!(r.new_cids.len(), r.old_cids.len() + 2);
+    assert!(r.added_cids.iter().all(|cid| r.new_cids.contains(cid) && !r.old_cids.contains(cid)));
+    assert_eq!(r.new_memory_bytes, r.old_memory_bytes + (8 << 30), "{r:?}");
+    assert_eq!(r.added_memory.iter().map(|m| m.size).sum::<u64>(), 8 << 30);
+    assert!(r.notes.iter().any(|n| n.starts_with("RB-06")), "{r:?}");
+    assert_eq!(c.free_cores("m10-1-1").await, free_before - 2);
+
+    // The simulated server holds exactly what was reserved and committed.
+    let state_file = c.agents[c.host("m10-1-1")].dir.join("data/sim-state.json");
+    let server = tern_hypervisor::sim::server_in(&state_file).unwrap();
+    assert_eq!(server.cpu_of("ldom1").cids, r.new_cids);
+    let held = server.memory_of("ldom1");
+    for m in &r.added_memory {
+        let m = tern_model::Range::new(m.pa, m.size);
+        assert!(held.iter().any(|b| b.contains(&m)), "{m} is not ldom1's on the server: {held:?}");
+    }
+    let ops = c.operations(0).await;
+    let op = ops.iter().find(|o| o.id == r.operation_id).expect("the resize's operation");
+    assert_eq!((op.kind.as_str(), op.phase.as_str(), op.domain.as_str()), ("resize", "done", "ldom1"));
+
+    // set-core back: the highest CIDs, the ones just added, are given back.
+    let back =
+        operator.resize(resize_req("ldom1", ("set", r.old_cids.len() as u64), ("", 0))).await.unwrap().into_inner();
+    let mut added = r.added_cids.clone();
+    added.sort_unstable();
+    assert_eq!(back.removed_cids, added, "{back:?}");
+    assert_eq!(tern_hypervisor::sim::server_in(&state_file).unwrap().cpu_of("ldom1").cids, r.old_cids);
+
+    // Refusals: too many cores (with the numbers), an unknown guest, a verb ldm does not have.
+    let no = operator.resize(resize_req("ldom1", ("add", 40), ("", 0))).await.unwrap_err();
+    assert_eq!(no.code(), Code::FailedPrecondition, "{no:?}");
+    assert!(no.message().contains("LM-06") && no.message().contains("40 more whole core(s) needed"), "{no:?}");
+    let unknown = operator.resize(resize_req("nosuch", ("add", 1), ("", 0))).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    let verb = operator.resize(resize_req("ldom1", ("double", 1), ("", 0))).await.unwrap_err();
+    assert_eq!(verb.code(), Code::InvalidArgument, "{verb:?}");
+}

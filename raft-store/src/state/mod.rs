@@ -10,7 +10,7 @@
 //! the RocksDB state machine writes only those, in the same batch as the applied log
 //! id.
 
-mod apply;
+pub(crate) mod apply;
 pub(crate) mod command;
 #[cfg(test)]
 mod props;

@@ -19,6 +19,7 @@ mod hosts;
 mod operations;
 mod rebalance;
 mod reservations;
+pub use reservations::resize_refusal;
 mod users;
 use std::collections::BTreeSet;
 use tern_model::{Binding, BindingError, DomainKind, GuestShape, Owner, Range, Reserved, Resource, Rule, Server};

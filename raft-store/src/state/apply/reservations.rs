@@ -280,12 +280,29 @@ pub(super) fn growth_checked(host: &Server, add: &Binding, others: &[&Reservatio
     };
     match e {
         tern_model::ResizeError::Binding(b) => refusal(host, add, others, b),
-        tern_model::ResizeError::UnknownDomain { .. } => reject(RejectCode::DomainUnknown, e.to_string()),
-        tern_model::ResizeError::NotAGuest { .. } => reject_rule(RejectCode::NotAGuest, e.rule(), e.to_string()),
-        _ => {
-            reject_rule(RejectCode::BindingInvalid, e.rule(), format!("growth of {} on {}: {e}", add.domain, host.name))
-        }
+        e => Err(resize_refusal(&e, &add.domain, &host.name)),
     }
+}
+
+/// A resize the model refuses (RB-06), as the state machine's [`Rejection`]: the code
+/// says which resource, the rule which check. The agent's planner uses it too, so a
+/// user reads one wording whichever side refused.
+pub fn resize_refusal(e: &tern_model::ResizeError, domain: &str, host: &str) -> Rejection {
+    use tern_model::ResizeError as E;
+    let code = match e {
+        E::UnknownDomain { .. } => RejectCode::DomainUnknown,
+        E::NotAGuest { .. } => RejectCode::NotAGuest,
+        E::TooFewCores { .. } => RejectCode::StrandUnavailable,
+        E::TooLittleMemory { .. } => RejectCode::MemoryUnavailable,
+        E::Binding(b) => match b.resource() {
+            Resource::Strand => RejectCode::StrandUnavailable,
+            Resource::Memory => RejectCode::MemoryUnavailable,
+            _ => RejectCode::BindingInvalid,
+        },
+        E::NothingLeft { .. } | E::RemovesTooMuch { .. } | E::NotWholeCores { .. } => RejectCode::InvalidRequest,
+        E::Unaligned { .. } | E::Foreign { .. } | E::NotHeld { .. } => RejectCode::BindingInvalid,
+    };
+    Rejection::with_rule(code, e.rule(), format!("resize of {domain} on {host}: {e}"))
 }
 
 fn reserved_by(others: &[&Reservation]) -> Reserved {
