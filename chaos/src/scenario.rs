@@ -170,7 +170,7 @@ impl Scenario {
                 opts.workload = WorkloadOptions::scripted(vec![migrate("ldom1", "m10-1-2")]);
             }
             Self::DiskReplacedRejoin => {
-                opts.workload = WorkloadOptions { weights: [2, 1, 0, 4, 0], ..WorkloadOptions::default() };
+                opts.workload = WorkloadOptions { weights: [2, 1, 0, 4, 0, 0], ..WorkloadOptions::default() };
             }
             Self::RoundTrip => {
                 let back = ScriptedMigration { after_ms: 15_000, ..migrate("ldom1", "m10-1-1") };

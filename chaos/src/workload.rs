@@ -54,8 +54,8 @@ pub struct WorkloadOptions {
     /// Actions running at once, at most.
     pub in_flight_max: usize,
     /// Relative weights: migrate, dry run, cancel, reservation cycle, evacuate and
-    /// restore a host.
-    pub weights: [u64; 5],
+    /// restore a host, resize a guest where it runs (UC-2, RB-06).
+    pub weights: [u64; 6],
     /// Lease of the raw reservations (ms, uniform).
     pub lease_ms: (u64, u64),
     /// Migrations asked for at fixed times (a scenario's workload).
@@ -70,7 +70,7 @@ impl Default for WorkloadOptions {
         Self {
             pause_ms: (200, 1500),
             in_flight_max: 4,
-            weights: [4, 2, 1, 5, 1],
+            weights: [4, 2, 1, 5, 1, 2],
             lease_ms: (2000, 8000),
             script: vec![],
             setup: vec![],
@@ -81,7 +81,7 @@ impl Default for WorkloadOptions {
 impl WorkloadOptions {
     /// Only the scripted migrations, no random actions.
     pub fn scripted(script: Vec<ScriptedMigration>) -> Self {
-        Self { weights: [0; 5], script, ..Self::default() }
+        Self { weights: [0; 6], script, ..Self::default() }
     }
 }
 
@@ -182,7 +182,8 @@ pub async fn run(shared: Arc<Shared>) -> turmoil::Result {
                 1 => c.migrate(&mut rng, true, None).await,
                 2 => c.cancel(&mut rng).await,
                 3 => c.reservation_cycle(&mut rng).await,
-                _ => c.evacuate_and_restore(&mut rng).await,
+                4 => c.evacuate_and_restore(&mut rng).await,
+                _ => c.resize(&mut rng).await,
             }
             c.in_flight.fetch_sub(1, Ordering::SeqCst);
         });
@@ -382,6 +383,30 @@ impl Client {
         self.count(match result {
             Ok(_) => "cancel:ok".to_string(),
             Err(s) => format!("cancel:{:?}", s.code()),
+        });
+    }
+
+    /// UC-2 (RB-06): a random guest gains or gives back a core or some memory through
+    /// a random agent (which passes it on to the guest's host). Whatever the faults,
+    /// the gain is reserved before it is bound, so the checker's "nothing
+    /// double-booked" covers it.
+    async fn resize(&self, rng: &mut SimRng) {
+        let Some(view) = self.view(rng) else { return };
+        let guests: Vec<String> = view.domains().keys().cloned().collect();
+        let Some(domain) = rng.pick(&guests).cloned() else { return };
+        let verb = ["add", "set", "remove"][rng.below(3) as usize].to_string();
+        let mut req = pb::ResizeRequest { domain, ..Default::default() };
+        if rng.chance(500) {
+            (req.cores_verb, req.cores) = (verb, rng.between(1, 3));
+        } else {
+            (req.memory_verb, req.memory_bytes) = (verb, rng.between(1, 8) << 30);
+        }
+        let addrs: Vec<String> = self.shared.hosts.iter().map(|h| h.address()).collect();
+        let Some(ch) = rng.pick(&addrs).and_then(|a| self.user_channel(a)) else { return };
+        let result = pb::rebalance_client::RebalanceClient::new(ch).resize(self.channels.settings().request(req)).await;
+        self.count(match result {
+            Ok(_) => "resize:ok".to_string(),
+            Err(s) => format!("resize:{:?}", s.code()),
         });
     }
 
