@@ -387,6 +387,7 @@ pub struct ResizeArgs {
     /// Whole cores (N), or a size such as 8G or 512M (memory).
     #[arg(value_name = "N|SIZE")]
     pub amount: String,
+    /// The guest (ldm's ldom).
     pub domain: String,
 }
 

@@ -80,6 +80,11 @@ pub async fn run(
         Ok(r) => r.into_inner(),
         Err(s) if s.code() == tonic::Code::FailedPrecondition => {
             eprintln!("ternctl: {}", status_message(&s));
+            if s.message().contains("-unavailable]") {
+                eprintln!(
+                    "hint: `ternctl rebalance plan --grow {domain} cores=N memory=SIZE` shows the moves that make room"
+                );
+            }
             return Ok(EXIT_NO);
         }
         Err(s) => return Err(anyhow!(status_message(&s))),
@@ -98,32 +103,33 @@ fn ranges(v: &[pb::MemoryRange]) -> String {
 
 /// What a resize did, in ldm's words.
 pub fn render(r: &pb::ResizeResponse) -> String {
+    let change = |old: String, new: String| if old == new { old } else { format!("{old} -> {new}") };
     let mut out = format!(
-        "{} on {}: {} -> {} core(s), memory {} -> {} (operation {})\n",
+        "{} on {}: {} core(s), memory {} (operation {})\n",
         r.domain,
         r.host,
-        r.old_cids.len(),
-        r.new_cids.len(),
-        Size(r.old_memory_bytes),
-        Size(r.new_memory_bytes),
+        change(r.old_cids.len().to_string(), r.new_cids.len().to_string()),
+        change(Size(r.old_memory_bytes).to_string(), Size(r.new_memory_bytes).to_string()),
         r.operation_id
     );
     if r.old_cids != r.new_cids {
         out.push_str(&format!("  cid {} -> {}\n", join(&r.old_cids), join(&r.new_cids)));
     }
+    let what = |cids: &[u32], memory: &[pb::MemoryRange]| {
+        let mut parts = Vec::new();
+        if !cids.is_empty() {
+            parts.push(format!("cid {}", join(cids)));
+        }
+        if !memory.is_empty() {
+            parts.push(format!("memory {}", ranges(memory)));
+        }
+        parts.join(", ")
+    };
     if !r.added_cids.is_empty() || !r.added_memory.is_empty() {
-        out.push_str(&format!(
-            "  added (reserved first): cid [{}] memory [{}]\n",
-            join(&r.added_cids),
-            ranges(&r.added_memory)
-        ));
+        out.push_str(&format!("  added (reserved first): {}\n", what(&r.added_cids, &r.added_memory)));
     }
     if !r.removed_cids.is_empty() || !r.removed_memory.is_empty() {
-        out.push_str(&format!(
-            "  given back: cid [{}] memory [{}]\n",
-            join(&r.removed_cids),
-            ranges(&r.removed_memory)
-        ));
+        out.push_str(&format!("  given back: {}\n", what(&r.removed_cids, &r.removed_memory)));
     }
     for n in &r.notes {
         out.push_str(&format!("  {n}\n"));

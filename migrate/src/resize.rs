@@ -72,8 +72,12 @@ pub async fn resize(c: Arc<dyn Cluster>, registry: Arc<Registry>, req: ResizeReq
             .and_then(|h| h.inventory.clone())
             .ok_or_else(|| Error::Unavailable(format!("{me} has not reported its inventory yet"))),
     })?;
-    let growth =
-        target_of(&inventory, &req.domain, req.cores, req.memory).map_err(|e| resize_refusal(&e, &req.domain, &me))?;
+    let refused = |e: tern_model::ResizeError| Error::from(resize_refusal(&e, &req.domain, &me));
+    let growth = target_of(&inventory, &req.domain, req.cores, req.memory).map_err(refused)?;
+    // What cannot fit now is refused before an operation begins; the plan is made
+    // again once it has, against the state then.
+    let reserved = c.state().read(|s| s.reserved_on(&me, c.now_ms()));
+    plan_resize(&inventory, &req.domain, &growth, &reserved).map_err(refused)?;
     let kind = OperationKind::Resize { domain: req.domain.clone(), host: me.clone(), growth };
     let beginning = registry.beginning(&req.domain);
     let operation = match c.propose(&agent_actor(c.as_ref()), Command::BeginOperation { kind }).await? {
