@@ -11,7 +11,7 @@ use crate::history::MigrationEnd;
 use crate::nemesis::{Fault, Nemesis, NemesisOptions, leader_name};
 use crate::power::FenceModel;
 use crate::run::RunReport;
-use crate::workload::{ScriptedMigration, WorkloadOptions};
+use crate::workload::{ScriptedMigration, ScriptedResize, WorkloadOptions};
 use std::path::PathBuf;
 use tern_raft_store::{OperationKind, Phase};
 use turmoil::Sim;
@@ -83,10 +83,19 @@ pub enum Scenario {
     /// rebalance move is made, no guest moves again within its cooldown, the two never
     /// share a host, nothing is double-booked.
     RebalanceAutoUnderFaults,
+    /// UC-2 (RB-06): ldom1's host agent crashes (for 5 s, within the lease) the step a
+    /// member applies the reservation of the cores ldom1 gains, before its server
+    /// grows: the restarted agent's recovery rolls the resize back, and the
+    /// replicated inventory ends equal to the server.
+    ResizeHostCrashReserved,
+    /// As above, once the server holds the growth and before the commit is applied:
+    /// the resize ends Done (the commit in flight, or recovery, which finds the server
+    /// holding all the reservation holds), and the inventory ends equal to the server.
+    ResizeHostCrashGrown,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 18] = [
+    pub const ALL: [Scenario; 20] = [
         Self::LeaderPartitionedDuringPrepare,
         Self::SourceCrashMidTransfer,
         Self::TargetCrashMidCommit,
@@ -105,6 +114,8 @@ impl Scenario {
         Self::SelfStopRestartsSlave,
         Self::ResetPolicyKeepsGuest,
         Self::RebalanceAutoUnderFaults,
+        Self::ResizeHostCrashReserved,
+        Self::ResizeHostCrashGrown,
     ];
 
     pub fn name(self) -> &'static str {
@@ -127,6 +138,8 @@ impl Scenario {
             Self::SelfStopRestartsSlave => "self-stop-restarts-slave",
             Self::ResetPolicyKeepsGuest => "reset-policy-keeps-guest",
             Self::RebalanceAutoUnderFaults => "rebalance-auto-under-faults",
+            Self::ResizeHostCrashReserved => "resize-host-crash-reserved",
+            Self::ResizeHostCrashGrown => "resize-host-crash-grown",
         }
     }
 
@@ -168,6 +181,10 @@ impl Scenario {
                     .collect();
                 opts.voters = 5;
                 opts.workload = WorkloadOptions::scripted(vec![migrate("ldom1", "m10-1-2")]);
+            }
+            Self::ResizeHostCrashReserved | Self::ResizeHostCrashGrown => {
+                let grow = ScriptedResize { after_ms: 1000, domain: "ldom1".into(), add_cores: 2 };
+                opts.workload = WorkloadOptions { resizes: vec![grow], ..WorkloadOptions::scripted(vec![]) };
             }
             Self::DiskReplacedRejoin => {
                 opts.workload = WorkloadOptions { weights: [2, 1, 0, 4, 0, 0], ..WorkloadOptions::default() };
@@ -309,6 +326,19 @@ impl Scenario {
                 }
             }
             Self::RebalanceAutoUnderFaults => out.extend(rebalance_problems(report)),
+            Self::ResizeHostCrashReserved | Self::ResizeHostCrashGrown => {
+                let resizes: Vec<String> = report
+                    .state
+                    .iter()
+                    .flat_map(|s| s.operations().values())
+                    .filter(|o| matches!(o.kind, OperationKind::Resize { .. }))
+                    .map(|o| o.phase.to_string())
+                    .collect();
+                let want = if self == Self::ResizeHostCrashGrown { "done" } else { "rolled back" };
+                if resizes.len() != 1 || !resizes[0].starts_with(want) {
+                    out.push(format!("ldom1's resize should have ended {want}: {resizes:?}"));
+                }
+            }
             Self::LeaderPartitionedDuringPrepare | Self::TargetCrashMidCommit | Self::DiskReplacedRejoin => {}
         }
         if !report.nemesis_log.iter().any(|(_, w)| w.starts_with("scenario:")) {
@@ -542,6 +572,22 @@ impl Script {
                     self.fired = true;
                 }
                 return;
+            }
+            Scenario::ResizeHostCrashReserved | Scenario::ResizeHostCrashGrown => {
+                let reserved = shared.hosts.iter().any(|h| {
+                    h.state().read(|s| {
+                        s.operations().values().any(|o| {
+                            o.phase == Phase::Reserved
+                                && matches!(&o.kind, OperationKind::Resize { domain, .. } if domain == "ldom1")
+                        })
+                    })
+                });
+                let grown =
+                    shared.host("m10-1-1").and_then(|h| h.server()).is_some_and(|s| s.cpu_of("ldom1").cids.len() > 4);
+                if !reserved || grown != (self.scenario == Scenario::ResizeHostCrashGrown) {
+                    return;
+                }
+                (Fault::Down { host: "m10-1-1".into(), wipe: false }, 5000)
             }
             Scenario::DiskReplacedRejoin => {
                 if now_ms < started + 5000 {

@@ -60,6 +60,8 @@ pub struct WorkloadOptions {
     pub lease_ms: (u64, u64),
     /// Migrations asked for at fixed times (a scenario's workload).
     pub script: Vec<ScriptedMigration>,
+    /// Resizes asked for at fixed times (a scenario's workload).
+    pub resizes: Vec<ScriptedResize>,
     /// Commands proposed once, as the chaos user, before anything else (a scenario's
     /// policy: the rebalancer's auto mode, a guest's groups).
     pub setup: Vec<Command>,
@@ -73,6 +75,7 @@ impl Default for WorkloadOptions {
             weights: [4, 2, 1, 5, 1, 2],
             lease_ms: (2000, 8000),
             script: vec![],
+            resizes: vec![],
             setup: vec![],
         }
     }
@@ -92,6 +95,15 @@ pub struct ScriptedMigration {
     pub domain: String,
     pub target: String,
     pub dry_run: bool,
+}
+
+/// `add-core N domain` (UC-2, RB-06), asked `after_ms` after the faults begin, of the
+/// guest's own host's agent.
+#[derive(Clone, Debug)]
+pub struct ScriptedResize {
+    pub after_ms: u64,
+    pub domain: String,
+    pub add_cores: u64,
 }
 
 /// The argon2 hash of [`PASSWORD`], made once per process (hashing is slow and
@@ -162,6 +174,20 @@ pub async fn run(shared: Arc<Shared>) -> turmoil::Result {
         tasks.spawn(async move {
             tokio::time::sleep(Duration::from_millis(s.after_ms)).await;
             c.migrate(&mut task_rng, s.dry_run, Some((s.domain, s.target))).await;
+        });
+    }
+    for r in opts.resizes.clone() {
+        let c = client.clone();
+        let mut task_rng = SimRng::new(rng.next_u64());
+        tasks.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(r.after_ms)).await;
+            let req = pb::ResizeRequest {
+                domain: r.domain.clone(),
+                cores_verb: "add".into(),
+                cores: r.add_cores,
+                ..Default::default()
+            };
+            c.send_resize(&mut task_rng, req, Some(&r.domain)).await;
         });
     }
     let random = opts.weights.iter().sum::<u64>() > 0;
@@ -401,7 +427,15 @@ impl Client {
         } else {
             (req.memory_verb, req.memory_bytes) = (verb, rng.between(1, 8) << 30);
         }
-        let addrs: Vec<String> = self.shared.hosts.iter().map(|h| h.address()).collect();
+        self.send_resize(rng, req, None).await;
+    }
+
+    /// Sends a resize to a random agent, or with `home`, to that guest's host's agent.
+    async fn send_resize(&self, rng: &mut SimRng, req: pb::ResizeRequest, home: Option<&str>) {
+        let addrs: Vec<String> = match home.and_then(|d| self.view(rng)?.domain(d).map(|r| r.host.clone())) {
+            Some(host) => self.shared.hosts.iter().filter(|h| h.name == host).map(|h| h.address()).collect(),
+            None => self.shared.hosts.iter().map(|h| h.address()).collect(),
+        };
         let Some(ch) = rng.pick(&addrs).and_then(|a| self.user_channel(a)) else { return };
         let result = pb::rebalance_client::RebalanceClient::new(ch).resize(self.channels.settings().request(req)).await;
         self.count(match result {

@@ -211,7 +211,8 @@ pub async fn settle(c: &dyn Cluster, registry: &Registry, op: &Operation) {
     let command = match (held, live) {
         (Some((reservation, token, add)), Some(server)) => {
             let gained = Resize { domain: domain.clone(), add, remove: Binding::default() };
-            if server.pending_of(&gained).add.strands.is_empty() && server.pending_of(&gained).add.memory.is_empty() {
+            let pending = server.pending_of(&gained).add;
+            if pending.strands.is_empty() && pending.memory.is_empty() {
                 info!(operation = op.id, %domain, "the hypervisor holds the growth; committing it");
                 Command::CommitResize {
                     operation: op.id,
