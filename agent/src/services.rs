@@ -195,6 +195,27 @@ fn forwarded_checked(node: &Node, caller: &auth::Caller, request: &Request) -> R
     if !as_agent {
         return Ok(()); // a user's command, which the member serves; the state machine judges it
     }
+    // Another host's status: HA's verdicts (suspect, lost, fenced) are the leader's
+    // own and never forwarded; maintenance and up only by the evacuation or restore
+    // of that host this member runs (UC-1).
+    if let Command::SetHostStatus { host, status, .. } = &request.command
+        && host != me
+    {
+        use tern_raft_store::HostStatus;
+        let evacuating = node.read(|s| {
+            s.operations().values().any(|o| {
+                !o.phase.is_terminal()
+                    && o.actor == request.actor
+                    && o.kind == OperationKind::Evacuation { host: host.clone() }
+            })
+        });
+        if !matches!(status, HostStatus::Maintenance | HostStatus::Up) || !evacuating {
+            return deny(format!(
+                "node {me} may not set {host} {status}: HA verdicts are the leader's own, and another host's \
+                 maintenance is set only by the evacuation or restore of it that the node runs"
+            ));
+        }
+    }
     // The operation the command acts on, and whether `me` takes part in it: a
     // migration's source or target, an evacuation's coordinator, any member but the
     // lost host in a failover.

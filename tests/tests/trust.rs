@@ -152,6 +152,12 @@ async fn a_node_certificate_speaks_only_for_its_own_host() {
     let take_id = pb::JoinRequest { node_id: m1, name: "m10-1-2".into(), address: "127.0.0.1:1".into() };
     let why = denied("taking another member's id", cluster.join(take_id).await);
     assert!(why.contains("may not take its id"), "{why}");
+    // Another host's status: no HA verdict and no maintenance without an evacuation of it.
+    for status in [tern_raft_store::HostStatus::Lost, tern_raft_store::HostStatus::Maintenance] {
+        let set = Command::SetHostStatus { host: "m10-1-1".into(), status, expected: None };
+        let why = denied("another host's status", cluster.propose(propose_request("agent:m10-1-2", set)).await);
+        assert!(why.contains("may not set m10-1-1"), "{why}");
+    }
     // Its own host's update is taken, stamped with the leader's clock.
     let own = Command::UpdateHost { name: "m10-1-2".into(), address: None, self_stop: None };
     let own = cluster.propose(propose_request("agent:m10-1-2", own)).await.unwrap().into_inner();
@@ -186,6 +192,12 @@ async fn a_node_acts_only_on_operations_it_takes_part_in() {
     };
     let why = denied("a bystander's migration", bystander.propose(propose_request("agent:m10-1-3", begin)).await);
     assert!(why.contains("its source coordinates it"), "{why}");
+    // RB-06: only the guest's host resizes it.
+    let growth = tern_model::rebalance::Growth { cores: Some(6), memory: None };
+    let kind = tern_raft_store::OperationKind::Resize { domain: "ldom1".into(), host: "m10-1-1".into(), growth };
+    let resize = Command::BeginOperation { kind };
+    let why = denied("a bystander's resize", bystander.propose(propose_request("agent:m10-1-3", resize)).await);
+    assert!(why.contains("takes no part in this resize"), "{why}");
     let mut source = pb::cluster_client::ClusterClient::new(c.channel_as(leader, "m10-1-1"));
     source.propose(propose_request("agent:m10-1-1", abort())).await.unwrap();
 }
