@@ -170,8 +170,10 @@ async fn run_begun(
             c.state().read(|s| s.operation(operation).and_then(|o| o.result.clone())).unwrap_or_default()
         }
     };
-    let after = c.state().read(|s| s.host(&me).and_then(|h| h.inventory.clone()));
-    let memory = |s: &tern_model::Server| s.memory_of(domain).iter().map(|r| r.size).sum::<u64>();
+    // From the plan, not this member's state: the commit was applied at the leader,
+    // and this member may not have applied it yet.
+    let sum = |v: &[tern_model::Range]| v.iter().map(|r| r.size).sum::<u64>();
+    let old_memory = sum(&before.memory_of(domain));
     info!(operation, %plan, "resize committed");
     Ok(ResizeReport {
         operation,
@@ -179,8 +181,8 @@ async fn run_begun(
         host: me,
         old_cids: before.cpu_of(domain).cids,
         new_cids: result.new_cids.clone(),
-        old_memory: memory(&before),
-        new_memory: after.as_ref().map_or(0, memory),
+        old_memory,
+        new_memory: (old_memory + sum(&plan.add.memory)).saturating_sub(sum(&plan.remove.memory)),
         added: plan.add,
         removed: plan.remove,
         notes: result.notes,
