@@ -5,7 +5,7 @@
 //! 2. the resize planned from this member's applied state: the host's inventory
 //!    minus every active reservation ([`tern_model::plan_resize`]);
 //! 3. `Reserve` of the cores and ranges gained (the one growth check in apply), lost
-//!    races planned again, as a target's Prepare does;
+//!    races planned again as a target's Prepare plans them;
 //! 4. the hypervisor resizes the guest (named cores and blocks), the lease renewed;
 //! 5. `CommitResize`: the gain becomes the guest's binding in the replicated
 //!    inventory. A failed step aborts the operation and releases the reservation.
@@ -15,11 +15,12 @@
 
 use crate::LEASE_MS;
 use crate::coordinator::{Registry, abort, decide, renew_lease};
+use crate::target::{RESERVE_ATTEMPTS_MAX, before_planning_again, planning_again_may_win};
 use std::sync::Arc;
 use tern_cluster::{Cluster, Error, agent_actor};
 use tern_model::resize::{Amount, target_of};
 use tern_model::{Binding, Resize, plan_resize};
-use tern_raft_store::{AbortOutcome, Command, Operation, OperationKind, Outcome, RejectCode, resize_refusal};
+use tern_raft_store::{AbortOutcome, Command, Operation, OperationKind, Outcome, resize_refusal};
 use tracing::{info, instrument, warn};
 
 /// `ternctl add-core|set-core|remove-core N` and `add-memory|set-memory|remove-memory SIZE`.
@@ -43,13 +44,6 @@ pub struct ResizeReport {
     pub added: Binding,
     pub removed: Binding,
     pub notes: Vec<String>,
-}
-
-/// How often a lost reservation race is planned again.
-const RESERVE_ATTEMPTS_MAX: u32 = 3;
-
-fn lost_race(code: RejectCode) -> bool {
-    matches!(code, RejectCode::StrandUnavailable | RejectCode::MemoryUnavailable)
 }
 
 /// Runs the resize of `req.domain`, which must run on this host.
@@ -117,7 +111,7 @@ async fn run_begun(
         let inv = inv.ok_or_else(|| fail(Error::Unavailable(format!("{me} has no inventory"))))?;
         let plan =
             plan_resize(&inv, domain, growth, &reserved).map_err(|e| fail(resize_refusal(&e, domain, &me).into()))?;
-        if plan.add.strands.is_empty() && plan.add.memory.is_empty() {
+        if plan.add.is_empty() {
             break (plan, inv, None);
         }
         let reserve = Command::Reserve {
@@ -131,8 +125,9 @@ async fn run_begun(
         match c.propose(&agent_actor(c), reserve).await {
             Ok(Outcome::Reserved { reservation, token, .. }) => break (plan, inv, Some((reservation, token))),
             Ok(other) => return Err(fail(Error::Internal(format!("Reserve answered {other:?}")))),
-            Err(Error::Rejected(r)) if lost_race(r.code) && attempt < RESERVE_ATTEMPTS_MAX => {
+            Err(Error::Rejected(r)) if planning_again_may_win(r.code) && attempt < RESERVE_ATTEMPTS_MAX => {
                 info!(operation, answer = %r, "lost a reservation race; planning again");
+                before_planning_again(attempt).await;
             }
             Err(e) => return Err(fail(e)),
         }
@@ -213,8 +208,7 @@ pub async fn settle(c: &dyn Cluster, registry: &Registry, op: &Operation) {
     let command = match (held, live) {
         (Some((reservation, token, add)), Some(server)) => {
             let gained = Resize { domain: domain.clone(), add, remove: Binding::default() };
-            let pending = server.pending_of(&gained).add;
-            if pending.strands.is_empty() && pending.memory.is_empty() {
+            if server.pending_of(&gained).add.is_empty() {
                 info!(operation = op.id, %domain, "the hypervisor holds the growth; committing it");
                 Command::CommitResize {
                     operation: op.id,

@@ -14,8 +14,14 @@ pub const RESERVE_ATTEMPTS_MAX: u32 = 8;
 /// Whether the state machine refused a Reserve because another operation's
 /// reservation took the same resources first (plan again), as opposed to a refusal
 /// that planning again cannot fix.
-fn planning_again_may_win(code: RejectCode) -> bool {
+pub(crate) fn planning_again_may_win(code: RejectCode) -> bool {
     matches!(code, RejectCode::StrandUnavailable | RejectCode::MemoryUnavailable | RejectCode::ConsolePortUnavailable)
+}
+
+/// The pause before planning again after lost race `attempt`: it lets this member's
+/// state catch up with the winner's reservation.
+pub(crate) async fn before_planning_again(attempt: u32) {
+    tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
 }
 
 #[instrument(skip_all, fields(node = %c.host(), domain = %req.domain, operation = req.operation))]
@@ -58,8 +64,7 @@ pub async fn prepare(c: &dyn Cluster, req: PrepareRequest) -> Result<Prepared, E
             Ok(Outcome::Reserved { reservation, token, .. }) => break (binding, warnings, reservation, token),
             Ok(other) => return Err(Error::Internal(format!("Reserve answered {other:?}"))),
             Err(Error::Rejected(r)) if planning_again_may_win(r.code) && attempt < RESERVE_ATTEMPTS_MAX => {
-                // Let this member's state catch up with the winner's reservation.
-                tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
+                before_planning_again(attempt).await;
             }
             Err(Error::Rejected(r)) => {
                 return Ok(Prepared::Refused { errors: vec![Finding::from(&r)], warnings });

@@ -23,6 +23,13 @@ pub struct Binding {
     pub console_port: Option<u16>,
 }
 
+impl Binding {
+    /// Holds no CPU and no memory (a resize's part that changes nothing).
+    pub fn is_empty(&self) -> bool {
+        self.strands.is_empty() && self.memory.is_empty()
+    }
+}
+
 impl fmt::Display for Binding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cids: Vec<String> = self.cids.iter().map(u32::to_string).collect();

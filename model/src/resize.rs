@@ -38,10 +38,7 @@ pub struct Resize {
 impl Resize {
     /// Nothing changes.
     pub fn is_empty(&self) -> bool {
-        self.add.strands.is_empty()
-            && self.add.memory.is_empty()
-            && self.remove.strands.is_empty()
-            && self.remove.memory.is_empty()
+        self.add.is_empty() && self.remove.is_empty()
     }
 }
 

@@ -216,7 +216,7 @@ pub fn binding(b: &Binding) -> Result<(), Rejection> {
 /// What a reservation holds: a whole guest's binding, or what a guest gains where it
 /// runs (RB-06: cores, memory or both, checked against the guest's shape in apply).
 fn reserved_binding(b: &Binding) -> Result<(), Rejection> {
-    if b.strands.is_empty() && b.memory.is_empty() {
+    if b.is_empty() {
         return Err(Rejection::new(RejectCode::BindingInvalid, format!("binding for {} holds nothing", b.domain)));
     }
     binding_parts(b)

@@ -130,11 +130,7 @@ pub(super) fn summarize(c: &Command) -> String {
         Command::CommitResize { operation, reservation, removed, .. } => format!(
             "commit resize of operation {operation}{}{}",
             reservation.map(|r| format!(" with reservation {r}")).unwrap_or_default(),
-            if removed.strands.is_empty() && removed.memory.is_empty() {
-                String::new()
-            } else {
-                format!(", giving back {removed}")
-            }
+            if removed.is_empty() { String::new() } else { format!(", giving back {removed}") }
         ),
         Command::CompleteOperation { operation, .. } => format!("complete operation {operation}"),
         Command::AbortOperation { operation, outcome } => format!("abort operation {operation}: {outcome:?}"),
