@@ -11,6 +11,7 @@
 //! - [`mem`]: the same in memory, shared through an `Arc` so that a simulated crash
 //!   can drop the Raft instance and reopen the store.
 //! - [`codec`]: versioned encodings of entries, snapshots and rows.
+//! - [`restore`]: a new one-member cluster from a snapshot file.
 //! - [`network`]: an in-process `RaftNetworkFactory` for tests and benchmarks.
 //! - [`hash_password`] / [`verify_password`]: argon2id, run by the proposer.
 //! - [`propose`]: validate a request, write it through Raft, unwrap its response.
@@ -25,6 +26,7 @@ mod error;
 pub mod limits;
 pub mod mem;
 pub mod network;
+pub mod restore;
 pub mod rocks;
 mod sm;
 mod state;
@@ -42,7 +44,7 @@ pub use state::records::{
     AuditRecord, DomainRecord, HaPriority, Host, HostStatus, Operation, OperationKind, OperationResult, Phase,
     PlanPurpose, PlanRecord, PlanStatus, Profile, RebalanceConfig, Reservation, SelfStop, Stopped, Subject, User,
 };
-pub use state::{Meta, PlanningView, State};
+pub use state::{Meta, PlanningView, RemovedMember, State};
 
 /// A member's id in the Raft group.
 pub type NodeId = u64;

@@ -97,6 +97,12 @@ impl StateHandle {
         self.lock_read().last_applied
     }
 
+    /// The applied state with its log position and membership, taken under one lock:
+    /// what a snapshot of this member holds now (`ternctl cluster snapshot save`).
+    pub fn image(&self) -> SnapshotImage {
+        self.lock_read().image()
+    }
+
     /// A copy of the whole state.
     pub fn snapshot(&self) -> State {
         self.read(State::clone)

@@ -1387,3 +1387,46 @@ fn a_growth_whose_lease_lapses_is_rolled_back_and_frees_its_reservation() {
     assert!(matches!(w.state.operation(op).map(|o| &o.phase), Some(Phase::RolledBack { .. })));
     assert!(w.state.reserved_on("a", later).strands.is_empty());
 }
+
+#[test]
+fn remove_member_refuses_a_host_with_guests_reservations_or_running_operations() {
+    // Goal: a member leaves only once nothing the cluster runs is on its host.
+    let mut w = world();
+    let r = w.rejected(Command::RemoveMember { name: "a".into(), node_id: Some(7) });
+    assert_eq!(r.code, RejectCode::MemberBusy);
+    assert!(r.message.contains("ldom1, ldom2") && r.message.contains("host evacuate a"), "{r}");
+    let op = w.begin("ldom1", "a", "b", None, false);
+    w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    let r = w.rejected(Command::RemoveMember { name: "b".into(), node_id: Some(8) });
+    assert_eq!(r.code, RejectCode::MemberBusy);
+    assert!(r.message.contains("reservation"), "{r}");
+    let r = w.rejected(Command::RemoveMember { name: "nosuch".into(), node_id: None });
+    assert_eq!(r.code, RejectCode::HostUnknown);
+    assert!(w.state.host("a").is_some() && w.state.host("b").is_some(), "nothing changed");
+    assert!(w.state.removed_member("a").is_none() && w.state.removed_member("b").is_none());
+}
+
+#[test]
+fn removed_member_cannot_register_again_until_readmitted() {
+    // Goal: RemoveMember drops the host and keeps its name out; ReadmitMember lets it back.
+    let mut w = world();
+    let out = w.ok(Command::RemoveMember { name: "c".into(), node_id: Some(42) });
+    assert_eq!(out, Outcome::MemberRemoved { node_id: Some(42), already: false });
+    assert!(w.state.host("c").is_none());
+    assert_eq!(w.state.removed_node(42), Some("c"));
+    let m = w.state.removed_member("c").expect("kept as removed");
+    assert_eq!(m.by, "test");
+    // Again: idempotent, and says so.
+    let again = w.ok(Command::RemoveMember { name: "c".into(), node_id: None });
+    assert_eq!(again, Outcome::MemberRemoved { node_id: Some(42), already: true });
+    let r = w.rejected(Command::RegisterHost { host: spec("c") });
+    assert_eq!(r.code, RejectCode::MemberRemoved);
+    assert!(r.message.contains("ternctl cluster add-member c"), "{r}");
+    let r = w.rejected(Command::ReportInventory { server: server("c", 8, 8) });
+    assert_eq!(r.code, RejectCode::HostUnknown);
+    assert_eq!(w.ok(Command::ReadmitMember { name: "c".into() }), Outcome::MemberReadmitted { was_removed: true });
+    assert!(w.state.removed_node(42).is_none());
+    assert_eq!(w.ok(Command::ReadmitMember { name: "c".into() }), Outcome::MemberReadmitted { was_removed: false });
+    w.ok(Command::RegisterHost { host: spec("c") });
+    w.ok(Command::ReportInventory { server: server("c", 8, 8) });
+}

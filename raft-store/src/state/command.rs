@@ -227,6 +227,19 @@ pub enum Command {
     RemoveUser {
         name: String,
     },
+    /// Takes a member out of the cluster for good (`ternctl cluster remove-member`): its
+    /// host's record goes, which is refused while a guest, a reservation or a running
+    /// operation is on the host; its name may not register again until
+    /// [`Command::ReadmitMember`]. `node_id` is its Raft id, which the leader then takes
+    /// out of the membership.
+    RemoveMember {
+        name: String,
+        node_id: Option<u64>,
+    },
+    /// Lets a removed member's name join again (`ternctl cluster add-member`).
+    ReadmitMember {
+        name: String,
+    },
 }
 
 impl Command {
@@ -255,6 +268,8 @@ impl Command {
             Self::AbortOperation { .. } => "abort-operation",
             Self::AddUser { .. } => "add-user",
             Self::RemoveUser { .. } => "remove-user",
+            Self::RemoveMember { .. } => "remove-member",
+            Self::ReadmitMember { .. } => "readmit-member",
         }
     }
 }
@@ -322,6 +337,15 @@ pub enum Outcome {
     },
     UserAdded,
     UserRemoved,
+    /// `already`: the member had been removed before; nothing changed.
+    MemberRemoved {
+        node_id: Option<u64>,
+        already: bool,
+    },
+    /// `was_removed`: false when the name had not been removed (nothing changed).
+    MemberReadmitted {
+        was_removed: bool,
+    },
 }
 
 /// The result of applying one entry: every member computes the same one.
@@ -418,6 +442,10 @@ pub enum RejectCode {
     PlanStatus,
     /// An agent's plan command while auto mode is off (RB-04).
     NotPermitted,
+    /// The host's member was removed from the cluster (`RemoveMember`).
+    MemberRemoved,
+    /// The member still holds guests, reservations or running operations.
+    MemberBusy,
 }
 
 impl RejectCode {
@@ -457,6 +485,8 @@ impl RejectCode {
             Self::PlanStale => "plan-stale",
             Self::PlanStatus => "plan-status",
             Self::NotPermitted => "not-permitted",
+            Self::MemberRemoved => "member-removed",
+            Self::MemberBusy => "member-busy",
         }
     }
 }

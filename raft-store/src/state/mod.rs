@@ -37,6 +37,25 @@ pub struct Meta {
     pub last_fencing_token: u64,
     #[serde(default)]
     pub last_plan_id: u64,
+    /// Members an administrator removed for good (`RemoveMember`), by host name: their
+    /// name may not register again, nor their Raft id stay a member, until
+    /// `ReadmitMember`. Kept in this row so that older members, which ignore fields they
+    /// do not know, still read it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub removed_members: BTreeMap<String, RemovedMember>,
+}
+
+/// A member taken out of the cluster by an administrator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedMember {
+    /// Its Raft id when it was removed, if it was a member then; the leader takes this
+    /// id out of the membership.
+    pub node_id: Option<u64>,
+    /// The address its host had.
+    pub address: String,
+    /// Who removed it, and when (cluster clock).
+    pub by: String,
+    pub at_ms: u64,
 }
 
 /// The whole replicated state. See the module docs.
@@ -219,6 +238,16 @@ impl State {
     /// The audit log, oldest first, keyed by log index.
     pub fn audit(&self) -> &BTreeMap<u64, AuditRecord> {
         &self.audit
+    }
+
+    /// The member removed under `name`, if it was.
+    pub fn removed_member(&self, name: &str) -> Option<&RemovedMember> {
+        self.meta.removed_members.get(name)
+    }
+
+    /// The name of the removed member whose Raft id is `id`, if one is.
+    pub fn removed_node(&self, id: u64) -> Option<&str> {
+        self.meta.removed_members.iter().find(|(_, m)| m.node_id == Some(id)).map(|(n, _)| n.as_str())
     }
 
     pub fn meta(&self) -> &Meta {

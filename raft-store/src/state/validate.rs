@@ -156,6 +156,7 @@ fn command(command: &Command) -> Result<(), Rejection> {
             })
         }
         Command::RemoveUser { name: user } => name("user name", user),
+        Command::RemoveMember { name: host, .. } | Command::ReadmitMember { name: host } => name("host name", host),
     }
 }
 

@@ -4,6 +4,15 @@ use super::*;
 
 impl State {
     pub(super) fn register_host(&mut self, now: u64, spec: &HostSpec) -> Response {
+        if let Some(m) = self.meta.removed_members.get(&spec.name) {
+            return reject(
+                RejectCode::MemberRemoved,
+                format!(
+                    "{} was removed from the cluster by {} at {} ms; `ternctl cluster add-member {}` lets it join again",
+                    spec.name, m.by, m.at_ms, spec.name
+                ),
+            );
+        }
         if self.hosts.contains_key(&spec.name) {
             return reject(
                 RejectCode::HostExists,
@@ -276,4 +285,79 @@ pub(super) fn check_report_keeps(server: &Server, r: &Reservation) -> Checked<()
         return drops(format!("gives console port {port} to {}", d.name));
     }
     Ok(())
+}
+
+impl State {
+    /// `RemoveMember`: the host's record and its domains' records go, and its name is
+    /// kept as removed. Refused while the host holds anything the cluster still runs:
+    /// a guest (evacuate it first), a reservation, or an operation that is not over.
+    pub(super) fn remove_member(&mut self, now: u64, actor: &str, name: &str, node_id: Option<u64>) -> Response {
+        if !self.hosts.contains_key(name)
+            && let Some(m) = self.meta.removed_members.get_mut(name)
+        {
+            let learned = m.node_id.is_none() && node_id.is_some();
+            if learned {
+                m.node_id = node_id;
+            }
+            let id = m.node_id;
+            if learned {
+                self.touch(RowKey::Meta);
+            }
+            return Ok(Outcome::MemberRemoved { node_id: id, already: true });
+        }
+        let host = self.host_checked(name)?;
+        let address = host.address.clone();
+        let busy = |what: String| {
+            reject(RejectCode::MemberBusy, format!("{name} still {what}; the member stays (nothing changed)"))
+        };
+        let guests: Vec<&str> = host
+            .inventory
+            .iter()
+            .flat_map(|s| s.domains.iter())
+            .filter(|d| d.name != tern_model::server::CONTROL_DOMAIN)
+            .map(|d| d.name.as_str())
+            .chain(self.domains.iter().filter(|(_, r)| r.host == name).map(|(d, _)| d.as_str()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !guests.is_empty() {
+            return busy(format!(
+                "holds guest domain(s) {}: move them away first (`ternctl host evacuate {name}`)",
+                guests.join(", ")
+            ));
+        }
+        if let Some(r) = self.reservations.values().find(|r| r.target == name || r.source == name) {
+            return busy(format!("takes part in reservation {} (operation {}); wait for it to end", r.id, r.operation));
+        }
+        let involved = |k: &OperationKind| match k {
+            OperationKind::Migration { source, target, .. } => source == name || target == name,
+            OperationKind::Evacuation { host }
+            | OperationKind::Failover { host }
+            | OperationKind::Resize { host, .. } => host == name,
+        };
+        if let Some(o) = self.operations.values().find(|o| !o.phase.is_terminal() && involved(&o.kind)) {
+            return busy(format!("takes part in running {} operation {}; wait for it to end", o.kind.name(), o.id));
+        }
+        let records: Vec<String> =
+            self.domains.iter().filter(|(_, r)| r.host == name).map(|(d, _)| d.clone()).collect();
+        for d in records {
+            self.set_domain(&d, None);
+        }
+        self.touch(RowKey::Host(name.to_string()));
+        self.touch(RowKey::Inventory(name.to_string()));
+        self.hosts.remove(name);
+        let removed = RemovedMember { node_id, address, by: actor.to_string(), at_ms: now };
+        self.meta.removed_members.insert(name.to_string(), removed);
+        self.touch(RowKey::Meta);
+        Ok(Outcome::MemberRemoved { node_id, already: false })
+    }
+
+    /// `ReadmitMember`: the removed name may register again.
+    pub(super) fn readmit_member(&mut self, name: &str) -> Response {
+        let was_removed = self.meta.removed_members.remove(name).is_some();
+        if was_removed {
+            self.touch(RowKey::Meta);
+        }
+        Ok(Outcome::MemberReadmitted { was_removed })
+    }
 }

@@ -12,7 +12,7 @@
 
 use super::command::{AbortOutcome, Command, HostSpec, Outcome, Progress, RejectCode, Rejection, Request, Response};
 use super::records::*;
-use super::{RowKey, State, validate};
+use super::{RemovedMember, RowKey, State, validate};
 use crate::limits::*;
 
 mod hosts;
@@ -115,6 +115,8 @@ impl State {
             Command::AddUser { name, password_hash, profiles, replace } => {
                 self.add_user(now, name, password_hash, profiles, *replace)
             }
+            Command::RemoveMember { name, node_id } => self.remove_member(now, &req.actor, name, *node_id),
+            Command::ReadmitMember { name } => self.readmit_member(name),
             Command::RemoveUser { name } => {
                 if self.users.remove(name).is_none() {
                     return reject(RejectCode::UserUnknown, format!("no user named {name}"));

@@ -139,5 +139,10 @@ pub(super) fn summarize(c: &Command) -> String {
             format!("add user {name} with profiles [{}]", p.join(", "))
         }
         Command::RemoveUser { name } => format!("remove user {name}"),
+        Command::RemoveMember { name, node_id } => format!(
+            "remove member {name}{} from the cluster",
+            node_id.map(|id| format!(" (raft id {id})")).unwrap_or_default()
+        ),
+        Command::ReadmitMember { name } => format!("let removed member {name} join again"),
     }
 }
