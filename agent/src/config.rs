@@ -20,9 +20,16 @@ pub struct Config {
     pub advertise_addr: Option<String>,
     /// Raft log, state machine and hypervisor state live here.
     pub data_dir: PathBuf,
-    /// Members to join through (host:port). Empty: this agent starts a new cluster.
+    /// Members to join through (host:port). Empty: this agent starts a new cluster
+    /// (unless `bootstrap` says otherwise).
     #[serde(default)]
     pub join: Vec<String>,
+    /// Whether this agent founds the cluster (`new`, once, on an empty data directory)
+    /// or is a member of an existing one (`existing`: it never founds one, so a founder
+    /// whose data directory was lost cannot start a second cluster). Absent: founds a
+    /// cluster when `join` is empty and the data directory holds none.
+    #[serde(default)]
+    pub bootstrap: Option<Bootstrap>,
     /// How many voters the cluster keeps; other members are learners.
     #[serde(default = "default_voters")]
     pub voters: u32,
@@ -44,6 +51,37 @@ pub struct Config {
     pub rebalance: RebalanceTiming,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `bootstrap`, as etcd's `initial-cluster-state`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Bootstrap {
+    /// Found a new one-member cluster; refused on a data directory that holds one.
+    New,
+    /// Be a member of a running cluster: join it through `join`, or rejoin it from the
+    /// data directory; never found one.
+    Existing,
+}
+
+impl Bootstrap {
+    /// Whether an agent with this setting and `join` list may start on a data directory
+    /// that does (`initialized`) or does not hold a cluster, and whether it founds one.
+    /// `Err` is the reason it may not start, for the admin.
+    pub fn decide(setting: Option<Self>, join_empty: bool, initialized: bool) -> Result<bool, String> {
+        match (setting, initialized) {
+            (Some(Self::New), true) => Err("bootstrap = \"new\" but the data directory already holds a cluster: set \
+                 bootstrap = \"existing\" to run this member of it, or empty the data directory to found a new one"
+                .into()),
+            (Some(Self::New), false) => Ok(true),
+            (Some(Self::Existing), false) if join_empty => Err("bootstrap = \"existing\" but join is empty and the \
+                 data directory holds no cluster: there is nobody to join; list members' addresses in join (or \
+                 set bootstrap = \"new\" to found a cluster)"
+                .into()),
+            (Some(Self::Existing), _) | (None, true) => Ok(false),
+            (None, false) => Ok(join_empty),
+        }
+    }
 }
 
 /// When the leader's rebalancer looks (RB-01); the policy itself (auto mode, level,
@@ -682,5 +720,27 @@ password_file = \"bmc.pass\"\nattempts = 2\n";
         let (field, message) = c.ha.power_fences().unwrap_err();
         assert_eq!(field, "ha.fence.password_file");
         assert!(message.contains("chmod 600"), "{message}");
+    }
+
+    #[test]
+    fn bootstrap_new_founds_once_and_existing_never_founds() {
+        // Goal: etcd's initial-cluster-state, explicit: each setting against an empty and a used data dir.
+        use Bootstrap::{Existing, New};
+        assert_eq!(Bootstrap::decide(Some(New), true, false), Ok(true));
+        assert_eq!(Bootstrap::decide(Some(New), false, false), Ok(true));
+        let used = Bootstrap::decide(Some(New), true, true).unwrap_err();
+        assert!(used.contains("already holds a cluster") && used.contains("bootstrap = \"existing\""), "{used}");
+        let alone = Bootstrap::decide(Some(Existing), true, false).unwrap_err();
+        assert!(alone.contains("nobody to join"), "{alone}");
+        assert_eq!(Bootstrap::decide(Some(Existing), false, false), Ok(false));
+        assert_eq!(Bootstrap::decide(Some(Existing), true, true), Ok(false));
+        // Unset: as before the setting existed.
+        assert_eq!(Bootstrap::decide(None, true, false), Ok(true));
+        assert_eq!(Bootstrap::decide(None, false, false), Ok(false));
+        assert_eq!(Bootstrap::decide(None, true, true), Ok(false));
+        let c = load(&format!("bootstrap = \"existing\"\njoin = [\"10.0.0.2:7400\"]\n{GOOD}")).unwrap();
+        assert_eq!(c.bootstrap, Some(Existing));
+        let bad = load(&format!("bootstrap = \"old\"\n{GOOD}")).unwrap_err().to_string();
+        assert!(bad.contains("bootstrap") || bad.contains("new"), "{bad}");
     }
 }

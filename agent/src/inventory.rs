@@ -34,6 +34,11 @@ async fn register(node: &Node, shutdown: &CancellationToken) {
                 info!(node = %node.name, "host recorded");
                 continue; // the next look returns once the state shows all of it
             }
+            Err(tern_cluster::Error::Rejected(r)) if r.code == tern_raft_store::RejectCode::MemberRemoved => {
+                if attempt % 20 == 0 {
+                    warn!(node = %node.name, reason = %r, "this member was removed from the cluster; waiting to be let back");
+                }
+            }
             Err(e) => debug!(node = %node.name, error = %e, "registering host; will retry"),
         }
         attempt += 1;
@@ -64,7 +69,9 @@ pub async fn run(node: Node, shutdown: CancellationToken) {
                 continue;
             }
         };
-        if !registered {
+        // Registered once, and again if the host's record went (an administrator
+        // removed this member, then let it back: `ternctl cluster add-member`).
+        if !registered || node.read(|s| s.host(&node.name).is_none()) {
             register(&node, &shutdown).await;
             registered = true;
         }

@@ -62,6 +62,11 @@ pub enum AgentError {
     Raft(String),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The `bootstrap` setting does not fit the data directory (see [`config::Bootstrap`]).
+    #[error("{0}")]
+    Bootstrap(String),
+    #[error("restore: {0}")]
+    Restore(String),
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
@@ -160,6 +165,14 @@ where
     let network = raft_net::GrpcNetworkFactory { channels: channels.clone() };
     let raft =
         Raft::new(id, raft_config(&config)?, network, log, sm).await.map_err(|e| AgentError::Raft(e.to_string()))?;
+    let initialized = raft.is_initialized().await.map_err(|e| AgentError::Raft(e.to_string()))?;
+    let found = match config::Bootstrap::decide(config.bootstrap, config.join.is_empty(), initialized) {
+        Ok(found) => found,
+        Err(why) => {
+            let _ = raft.shutdown().await;
+            return Err(AgentError::Bootstrap(format!("{}: {why}", config.data_dir.display())));
+        }
+    };
     let config_ha = config.ha.detector();
     let fences = match seams.fences {
         Some(f) => f,
@@ -236,21 +249,20 @@ where
             error!(error = %e, "gRPC server stopped");
         }
     });
-    let initialized = node.raft.is_initialized().await.map_err(|e| AgentError::Raft(e.to_string()))?;
-    if node.config.join.is_empty() && !initialized {
+    if found {
         let members = BTreeMap::from([(id, tern_raft_store::Node { addr: node.address.clone() })]);
         node.raft.initialize(members).await.map_err(|e| AgentError::Raft(e.to_string()))?;
         info!(node = %node.name, id, "initialised a new cluster");
-    } else {
-        tasks.spawn(join(node.clone(), shutdown.clone()).instrument(info_span!("join", node = %node.name)));
     }
+    tasks.spawn(join(node.clone(), shutdown.clone()).instrument(info_span!("join", node = %node.name)));
     let members = node.raft.metrics().borrow().membership_config.membership().nodes().count();
-    if node.config.join.is_empty() && initialized && members > 1 {
+    if node.config.bootstrap.is_none() && node.config.join.is_empty() && initialized && members > 1 {
         warn!(
             node = %node.name,
             members,
-            "join is empty: should this data directory be lost, this agent would found a new, separate \
-             cluster; list the other members' addresses in join"
+            "join is empty and bootstrap is not set: should this data directory be lost, this agent would \
+             found a new, separate cluster; set bootstrap = \"existing\" and list the other members' addresses \
+             in join"
         );
     }
     tasks.spawn(inventory::run(node.clone(), shutdown.clone()).instrument(info_span!("inventory", node = %node.name)));
@@ -264,7 +276,8 @@ where
 }
 
 /// Asks the configured members to admit us (idempotent: also run after a restart so
-/// that a member removed meanwhile comes back as a learner).
+/// that a member removed meanwhile comes back as a learner), then watches for as long as
+/// the agent runs: a member an administrator removed asks again until it is let back.
 async fn join(node: Node, shutdown: CancellationToken) {
     let request = pb::JoinRequest { node_id: node.id, name: node.name.clone(), address: node.address.clone() };
     let mut attempt = 0u32;
@@ -277,8 +290,27 @@ async fn join(node: Node, shutdown: CancellationToken) {
         let known = metrics.membership_config.clone();
         let listed = known.membership().get_node(&node.id).is_some_and(|n| n.addr == node.address)
             && membership::membership_applied(&metrics);
-        if listed && (answered || node.config.join.is_empty()) {
-            return;
+        // A member an administrator removed learns it from the state it applied, not
+        // from its membership (the leader stops replicating to it before it would see
+        // itself gone): it asks to join again until `cluster add-member` lets it.
+        let removed = node.read(|s| s.removed_member(&node.name).is_some() || s.removed_node(node.id).is_some());
+        if listed && !removed && (answered || node.config.join.is_empty()) {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(membership::TICK) => {}
+            }
+            continue;
+        }
+        // The leader itself at a new address (a restored or lone member restarted on
+        // another port): it records its own address, since nobody else can.
+        if !listed && node.is_leader() && known.membership().get_node(&node.id).is_some() {
+            match membership::admit(&node, node.id, &node.name, &node.address).await {
+                Ok(()) => {
+                    info!(node = %node.name, address = %node.address, "recorded this leader's own address");
+                    answered = true;
+                }
+                Err(e) => warn!(node = %node.name, error = %e, "recording this leader's own address; will retry"),
+            }
         }
         // The configured members, then every member this agent's log knows of: an
         // agent restarted on a new address reaches the cluster either way.
@@ -413,4 +445,27 @@ fn write_file(path: &Path, text: &str) -> Result<(), AgentError> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, format!("{text}\n")).map_err(io_err(tmp.display().to_string()))?;
     std::fs::rename(&tmp, path).map_err(io_err(path.display().to_string()))
+}
+
+/// `ternd --restore FILE`: writes the snapshot `file` (from `ternctl cluster snapshot
+/// save`) into `config`'s data directory, which must hold no cluster, as a new cluster
+/// whose one voter is this agent. Start `ternd` afterwards; the other members join it
+/// with empty data directories.
+pub async fn restore(config: &Config, file: &Path) -> Result<tern_raft_store::restore::Restored, AgentError> {
+    let shown = file.display().to_string();
+    let len = std::fs::metadata(file).map_err(io_err(shown.clone()))?.len();
+    let max = tern_raft_store::limits::SNAPSHOT_BYTES_MAX as u64;
+    if len > max {
+        return Err(AgentError::Restore(format!("{shown} is {len} bytes; a snapshot is at most {max}")));
+    }
+    let bytes = std::fs::read(file).map_err(io_err(shown.clone()))?;
+    let image =
+        tern_raft_store::restore::read_image(&bytes).map_err(|e| AgentError::Restore(format!("{shown}: {e}")))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(io_err(config.data_dir.display().to_string()))?;
+    let (mut log, mut sm) = tern_raft_store::rocks::open(config.data_dir.join("raft"))?;
+    let id = node_id(&config.data_dir, &config.name)?;
+    let address = config.advertise_addr.clone().unwrap_or_else(|| config.listen_addr.to_string());
+    tern_raft_store::restore::restore(&mut log, &mut sm, image, id, address)
+        .await
+        .map_err(|e| AgentError::Restore(format!("{}: {e}", config.data_dir.display())))
 }

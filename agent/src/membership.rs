@@ -211,6 +211,25 @@ async fn reconcile_voters(
         node.raft.change_membership(ChangeMembers::ReplaceAllVoters(goal.clone()), true).await?;
         return Ok(());
     }
+    // Members an administrator removed (`RemoveMember`): voters first, dropped from
+    // the voter set without being kept as learners, then learners.
+    let removed: BTreeSet<NodeId> =
+        node.read(|s| membership.nodes().map(|(id, _)| *id).filter(|id| s.removed_node(*id).is_some()).collect());
+    if !removed.is_empty() {
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let staying: BTreeSet<NodeId> = voters.difference(&removed).copied().collect();
+        if staying.len() < voters.len() && !staying.is_empty() {
+            info!(node = %node.name, members = ?removed, to = ?staying, "removing voters an administrator removed");
+            node.raft.change_membership(ChangeMembers::ReplaceAllVoters(staying), false).await?;
+            return Ok(());
+        }
+        let learners: BTreeSet<NodeId> = removed.difference(&voters).copied().collect();
+        if !learners.is_empty() {
+            info!(node = %node.name, members = ?learners, "removing learners an administrator removed");
+            node.raft.change_membership(ChangeMembers::RemoveNodes(learners), false).await?;
+            return Ok(());
+        }
+    }
     let now = Instant::now();
     let alive = |id: &NodeId| last_ok.get(id).is_some_and(|t| now.duration_since(*t) < replace_after);
     // A learner whose address another, live member answers for now was a disk that
@@ -271,4 +290,78 @@ async fn expire_leases(node: &Node) {
     if expired && let Err(e) = node.propose(&format!("agent:{}", node.name), Command::Expire { now_ms: now }).await {
         warn!(node = %node.name, error = %e, "expiring leases failed; will retry");
     }
+}
+
+/// How long `remove_member` waits for the membership to drop the member.
+const REMOVAL_WAIT: Duration = Duration::from_secs(15);
+
+/// `Cluster.RemoveMember`: refuses to remove the last voter, then proposes
+/// `RemoveMember` (the state machine refuses while the host holds anything) and waits
+/// until the leader's [`manage_voters`] duty has taken its id out of the membership.
+pub async fn remove_member(node: &Node, actor: &str, name: &str) -> Result<pb::MemberResponse, tern_cluster::Error> {
+    use tern_cluster::Error;
+    let metrics = node.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership().clone();
+    let (address, removed_id) =
+        node.read(|s| (s.host(name).map(|h| h.address.clone()), s.removed_member(name).and_then(|m| m.node_id)));
+    let id = match &address {
+        Some(a) => membership.nodes().find(|(_, n)| &n.addr == a).map(|(id, _)| *id),
+        None => removed_id,
+    };
+    if let Some(id) = id {
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if voters.contains(&id) && voters.len() == 1 {
+            return Err(Error::Conflict(format!(
+                "{name} is the cluster's only voter: removing it would leave no cluster (nothing changed)"
+            )));
+        }
+    }
+    let (node_id, already) =
+        match node.propose(actor, Command::RemoveMember { name: name.to_string(), node_id: id }).await? {
+            tern_raft_store::Outcome::MemberRemoved { node_id, already } => (node_id, already),
+            other => return Err(Error::Internal(format!("remove-member answered {other:?}"))),
+        };
+    info!(node = %node.name, member = %name, ?node_id, by = %actor, "member removed from the state");
+    let out =
+        |out_of_membership| pb::MemberResponse { node_id: node_id.unwrap_or(0), unchanged: already, out_of_membership };
+    let Some(id) = node_id else { return Ok(out(true)) };
+    let mut watch = node.raft.metrics();
+    let gone = tokio::time::timeout(REMOVAL_WAIT, async {
+        loop {
+            let listed = watch.borrow().membership_config.membership().get_node(&id).is_some();
+            if !listed || watch.changed().await.is_err() {
+                return !listed;
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    Ok(out(gone))
+}
+
+/// `Cluster.AddMember`: lets a removed member's name join again.
+pub async fn add_member(node: &Node, actor: &str, name: &str) -> Result<pb::MemberResponse, tern_cluster::Error> {
+    match node.propose(actor, Command::ReadmitMember { name: name.to_string() }).await? {
+        tern_raft_store::Outcome::MemberReadmitted { was_removed } => {
+            info!(node = %node.name, member = %name, by = %actor, was_removed, "member may join again");
+            Ok(pb::MemberResponse { node_id: 0, unchanged: !was_removed, out_of_membership: false })
+        }
+        other => Err(tern_cluster::Error::Internal(format!("add-member answered {other:?}"))),
+    }
+}
+
+/// Why a join from `name` with `id` is refused because an administrator removed it.
+pub fn removed_refusal(node: &Node, id: NodeId, name: &str) -> Option<Status> {
+    node.read(|s| {
+        let by_name = s.removed_member(name).map(|m| (name.to_string(), m.clone()));
+        let by_id = s.removed_node(id).and_then(|n| s.removed_member(n).map(|m| (n.to_string(), m.clone())));
+        by_name.or(by_id)
+    })
+    .map(|(n, m)| {
+        Status::failed_precondition(format!(
+            "member {n} was removed from the cluster by {} at {} ms; `ternctl cluster add-member {n}` lets it join \
+             again",
+            m.by, m.at_ms
+        ))
+    })
 }

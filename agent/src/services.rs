@@ -106,6 +106,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         if node.raft.metrics().borrow().current_leader != Some(node.id) {
             return Err(status(Error::NotLeader { leader: node.leader().map(|(_, addr)| addr) }));
         }
+        if let Some(refusal) = membership::removed_refusal(node, j.node_id, &j.name) {
+            return Err(refusal);
+        }
         membership::admit(node, j.node_id, &j.name, &j.address).await?;
         info!(node_id = j.node_id, address = %j.address, "admitted as learner");
         let members = self.status_members().await;
@@ -154,6 +157,53 @@ impl pb::cluster_server::Cluster for ClusterService {
         Ok(Response::new(pb::AuditResponse { entries: self.audit_entries(req.get_ref()) }))
     }
 
+    async fn remove_member(&self, req: GrpcRequest<pb::MemberRequest>) -> Result<Response<pb::MemberResponse>, Status> {
+        let caller = authorize(&self.0, &req, "/tern.v1.Cluster/RemoveMember")?;
+        let name = req.into_inner().name;
+        membership::remove_member(&self.0, &caller.actor(), &name).await.map(Response::new).map_err(status)
+    }
+
+    async fn add_member(&self, req: GrpcRequest<pb::MemberRequest>) -> Result<Response<pb::MemberResponse>, Status> {
+        let caller = authorize(&self.0, &req, "/tern.v1.Cluster/AddMember")?;
+        let name = req.into_inner().name;
+        membership::add_member(&self.0, &caller.actor(), &name).await.map(Response::new).map_err(status)
+    }
+
+    type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
+
+    async fn snapshot(&self, req: GrpcRequest<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        authorize(&self.0, &req, "/tern.v1.Cluster/Snapshot")?;
+        let node = &self.0;
+        // Only the leader, once it has confirmed its leadership and applied everything
+        // committed before the call: a snapshot never misses an acknowledged write.
+        if !node.is_leader() {
+            return Err(status(Error::NotLeader { leader: node.leader().map(|(_, addr)| addr) }));
+        }
+        node.raft
+            .ensure_linearizable()
+            .await
+            .map_err(|e| status(Error::Unavailable(format!("confirming leadership: {e}"))))?;
+        let image = node.state.image();
+        let bytes = tern_raft_store::codec::encode_snapshot(&image).map_err(|e| Status::internal(e.to_string()))?;
+        let (index, term) = image.last_applied.map_or((0, 0), |l| (l.index, l.leader_id.term));
+        info!(node = %node.name, bytes = bytes.len(), index, "snapshot taken for a client");
+        let total = bytes.len() as u64;
+        let chunks: Vec<Result<pb::SnapshotChunk, Status>> = bytes
+            .chunks(crate::limits::SNAPSHOT_CHUNK_BYTES_MAX as usize)
+            .enumerate()
+            .map(|(i, c)| {
+                let first = i == 0;
+                Ok(pb::SnapshotChunk {
+                    data: c.to_vec(),
+                    total_bytes: if first { total } else { 0 },
+                    last_index: if first { index } else { 0 },
+                    last_term: if first { term } else { 0 },
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
     async fn heartbeat(
         &self,
         req: GrpcRequest<pb::HeartbeatRequest>,
@@ -184,6 +234,9 @@ fn forwarded_checked(node: &Node, caller: &auth::Caller, request: &Request) -> R
         Command::UpdateHost { name, .. } => Some(name.as_str()),
         Command::ReportInventory { server } => Some(server.name.as_str()),
         Command::Expire { .. } => return deny("Expire is proposed by the leader only, with its own clock".into()),
+        Command::RemoveMember { .. } | Command::ReadmitMember { .. } if as_agent => {
+            return deny(format!("{} is an administrator's command, never an agent's", request.command.name()));
+        }
         _ => None,
     };
     if let Some(h) = host.filter(|h| *h != me) {

@@ -385,6 +385,8 @@ impl Shared {
             // written here.
             data_dir: PathBuf::from("/nonexistent").join(&h.name),
             join,
+            // As before the setting existed: the founder founds once, on its empty store.
+            bootstrap: None,
             voters: self.opts.voters,
             metrics_addr: None,
             metrics_remote: false,

@@ -361,6 +361,128 @@ pub async fn audit(agent: &AgentArgs, args: &crate::AuditArgs, json: bool) -> an
     Ok(0)
 }
 
+/// `cluster remove-member NAME`: exit 0 once the member is out (or was), 1 when the
+/// cluster refuses (guests, reservations or operations on its host; the only voter).
+pub async fn remove_member(agent: &AgentArgs, name: &str, json: bool) -> anyhow::Result<i32> {
+    let mut c = pb::cluster_client::ClusterClient::new(agent.connect().await?).with_message_limits();
+    // The removal waits for the membership change: give it the agent's own wait.
+    let mut req = tonic::Request::new(pb::MemberRequest { name: name.to_string() });
+    req.set_timeout(std::time::Duration::from_millis(agent.timeout_ms.max(20_000)));
+    let r = match c.remove_member(req).await {
+        Ok(r) => r.into_inner(),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            eprintln!("ternctl: {}", status_message(&s));
+            return Ok(1);
+        }
+        Err(s) => return Err(anyhow!(status_message(&s))),
+    };
+    if json {
+        let v = serde_json::json!({"name": name, "node_id": r.node_id, "already_removed": r.unchanged,
+            "out_of_membership": r.out_of_membership});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let id = if r.node_id == 0 { String::new() } else { format!(" (raft id {})", r.node_id) };
+    match (r.unchanged, r.out_of_membership) {
+        (true, true) => println!("{name}{id} was already removed"),
+        (false, true) => println!("removed {name}{id}: out of the Raft membership; its host record is gone"),
+        (_, false) => println!(
+            "removed {name}{id} from the state; the leader has not yet taken it out of the Raft membership \
+             (`ternctl cluster status` shows when)"
+        ),
+    }
+    println!("it may not join again until `ternctl cluster add-member {name}`");
+    Ok(0)
+}
+
+/// `cluster add-member NAME`.
+pub async fn add_member(agent: &AgentArgs, name: &str, json: bool) -> anyhow::Result<i32> {
+    let mut c = pb::cluster_client::ClusterClient::new(agent.connect().await?).with_message_limits();
+    let r = rpc(c.add_member(pb::MemberRequest { name: name.to_string() }).await)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"name": name, "was_removed": !r.unchanged}))?);
+    } else if r.unchanged {
+        println!("{name} was not removed: its agent joins with its node certificate as any member does");
+    } else {
+        println!("{name} may join again: its agent joins through its join list (at once if it is running)");
+    }
+    Ok(0)
+}
+
+/// `cluster snapshot save FILE`: asks the agent, or the leader it names, for the
+/// snapshot; writes FILE.part, syncs it, renames it to FILE and syncs the folder.
+pub async fn snapshot_save(agent: &AgentArgs, file: &std::path::Path, force: bool, json: bool) -> anyhow::Result<i32> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    if file.exists() && !force {
+        anyhow::bail!("{} exists; pass --force to replace it", file.display());
+    }
+    let mut target = agent.clone();
+    let mut stream = None;
+    for _ in 0..3 {
+        let mut c = pb::cluster_client::ClusterClient::new(target.connect().await?).with_message_limits();
+        match c.snapshot(pb::SnapshotRequest {}).await {
+            Ok(s) => {
+                stream = Some(s.into_inner());
+                break;
+            }
+            Err(s) => match s.metadata().get("tern-leader").and_then(|v| v.to_str().ok()) {
+                Some(leader) if !leader.is_empty() && Some(leader) != target.agent.as_deref() => {
+                    target.agent = Some(leader.to_string());
+                }
+                _ => return Err(anyhow!(status_message(&s))),
+            },
+        }
+    }
+    let mut stream = stream.ok_or_else(|| anyhow!("the leader moved while asking for the snapshot; retry"))?;
+    let part = file.with_extension(match file.extension() {
+        Some(e) => format!("{}.part", e.to_string_lossy()),
+        None => "part".into(),
+    });
+    let mut out = std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+    let (mut total, mut expected, mut index, mut term) = (0u64, 0u64, 0u64, 0u64);
+    let max = tern_proto::limits::SNAPSHOT_BYTES_MAX;
+    let written: anyhow::Result<()> = async {
+        while let Some(chunk) = stream.message().await.map_err(|s| anyhow!(status_message(&s)))? {
+            if total == 0 {
+                (expected, index, term) = (chunk.total_bytes, chunk.last_index, chunk.last_term);
+            }
+            total += chunk.data.len() as u64;
+            if total > max || (expected > 0 && total > expected) {
+                anyhow::bail!("the agent sent more than the {expected} bytes it announced (limit {max})");
+            }
+            out.write_all(&chunk.data)?;
+        }
+        if total != expected {
+            anyhow::bail!("the snapshot ended after {total} of {expected} bytes");
+        }
+        out.sync_all()?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&part);
+        return Err(e.context(format!("saving the snapshot to {}", file.display())));
+    }
+    std::fs::rename(&part, file).with_context(|| format!("renaming {} to {}", part.display(), file.display()))?;
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+    }
+    let from = target.agent.unwrap_or_default();
+    if json {
+        let v = serde_json::json!({"file": file.display().to_string(), "bytes": total, "last_index": index,
+            "last_term": term, "from": from});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "saved {} ({total} bytes): the state as of log index {index} (term {term}), from the leader at {from}",
+            file.display()
+        );
+        println!("restore with: ternd --config NEW.toml --restore {}", file.display());
+    }
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

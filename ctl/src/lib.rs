@@ -9,6 +9,7 @@ pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod demo;
+pub mod dist;
 pub mod ha;
 pub mod import;
 pub mod layouts;
@@ -29,7 +30,7 @@ pub const EXIT_USAGE: i32 = 2;
 #[derive(Parser, Debug)]
 #[command(
     name = "ternctl",
-    version,
+    version = tern_dist::LONG_VERSION,
     about = "Command line of tern: live migration and HA for Oracle VM Server for SPARC, in ldm's verbs",
     long_about = "Command line of tern: live migration and HA for Oracle VM Server for SPARC.\n\n\
 Verbs follow ldm. Commands that take --layout read layout files (TOML descriptions of \
@@ -216,6 +217,26 @@ ternctl set-domain anti-affinity-group=db ldom1\n  ternctl set-domain affinity-g
     /// Run a cluster of real ternd processes on this machine (simulated servers).
     #[command(subcommand)]
     LocalCluster(LocalCommand),
+    /// Print ternctl's version and the git commit it was built from ("unknown" when
+    /// built outside git, e.g. from a source tarball).
+    Version,
+    /// Print the completion script for SHELL to standard output.
+    #[command(
+        after_help = "Examples:\n  ternctl completions bash > ~/.local/share/bash-completion/completions/ternctl\n  \
+ternctl completions zsh > ~/.zfunc/_ternctl    # with fpath+=(~/.zfunc) before compinit\n  \
+ternctl completions fish > ~/.config/fish/completions/ternctl.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: dist::Shell,
+    },
+    /// Write the man pages into DIR: ternctl.1, one ternctl-COMMAND.1 per command (as
+    /// git's: ternctl-check.1, ternctl-user-add.1) and ternd.1. Prints the paths.
+    #[command(after_help = "Example:\n  ternctl man --dir /usr/local/share/man/man1")]
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -369,9 +390,9 @@ pub enum UserCommand {
         #[arg(long)]
         replace: bool,
     },
-    Remove {
-        name: String,
-    },
+    /// Remove a user: they may no longer migrate to the cluster's servers.
+    Remove { name: String },
+    /// The users and their rights profiles.
     List,
 }
 
@@ -379,6 +400,38 @@ pub enum UserCommand {
 pub enum ClusterCommand {
     /// Members, roles, leader, term, commit and applied index, host status.
     Status,
+    /// Take a member out of the cluster for good (System Administrator), as `etcdctl
+    /// member remove`: refused while its host holds guests (`host evacuate` first),
+    /// reservations or running operations. Its host's record goes, the leader removes
+    /// it from the Raft membership (a voter is replaced by a caught-up learner), and its
+    /// agent may not join again until `cluster add-member NAME`.
+    RemoveMember {
+        /// The member's host name (as `cluster status` lists it).
+        name: String,
+    },
+    /// Let a removed member join again (System Administrator). Its agent joins through
+    /// its own `join` list: at once if it is running, else when started.
+    AddMember {
+        /// The member's host name.
+        name: String,
+    },
+    /// Cluster snapshots: the whole replicated state in one file, for `ternd --restore`.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Save the leader's applied state (after confirming it leads and has applied every
+    /// acknowledged write) to FILE, as `etcdctl snapshot save` (System Administrator).
+    /// Written to FILE.part, synced, then renamed: FILE is whole or absent.
+    Save {
+        /// Where to write the snapshot; refused if it exists, unless --force.
+        file: std::path::PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `add-core N ldom`, `set-memory SIZE ldom`, ...: the amount, then the guest.
@@ -555,6 +608,13 @@ pub fn run(cli: Cli) -> i32 {
         Command::ListServices { host } => block_on(cluster::list_services(&agent, host.as_deref(), json)),
         Command::ImportLdm(args) => import::run(&args, json),
         Command::Cluster(ClusterCommand::Status) => block_on(cluster::status(&agent, json)),
+        Command::Cluster(ClusterCommand::RemoveMember { name }) => {
+            block_on(cluster::remove_member(&agent, &name, json))
+        }
+        Command::Cluster(ClusterCommand::AddMember { name }) => block_on(cluster::add_member(&agent, &name, json)),
+        Command::Cluster(ClusterCommand::Snapshot(SnapshotCommand::Save { file, force })) => {
+            block_on(cluster::snapshot_save(&agent, &file, force, json))
+        }
         Command::Audit(args) => block_on(cluster::audit(&agent, &args, json)),
         Command::Certs(CertsCommand::Init { dir, cluster, days }) => certs::init(&dir, &cluster, days),
         Command::Certs(CertsCommand::Revoke { name, dir }) => certs::revoke(&dir, &name),
@@ -563,6 +623,9 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::LocalCluster(LocalCommand::Up(args)) => block_on(local::up(&args)),
         Command::LocalCluster(LocalCommand::Down { dir }) => block_on(local::down(&dir)),
+        Command::Version => dist::version(),
+        Command::Completions { shell } => dist::completions(shell),
+        Command::Man { dir } => dist::man(&dir),
     };
     match result {
         Ok(code) => code,

@@ -9,6 +9,10 @@ use tonic::transport::Channel;
 /// Largest gRPC message any tern service or client sends or accepts.
 pub const GRPC_MESSAGE_BYTES_MAX: usize = 64 << 20;
 
+/// Largest snapshot `Cluster.Snapshot` streams and `ternctl cluster snapshot save`
+/// accepts: tern-raft-store's `limits::SNAPSHOT_BYTES_MAX` (a test keeps them equal).
+pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 30;
+
 /// The message limits on a generated tonic server or client.
 pub trait MessageLimits: Sized {
     /// `self` sending and accepting messages up to [`GRPC_MESSAGE_BYTES_MAX`].
