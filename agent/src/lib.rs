@@ -15,6 +15,7 @@ pub mod ha;
 pub mod inventory;
 pub mod leader;
 pub mod limits;
+pub mod logging;
 pub mod membership;
 pub mod metrics;
 pub mod node;
@@ -22,6 +23,7 @@ pub mod peers;
 pub mod raft_net;
 pub mod rebalance;
 pub mod services;
+pub mod systemd;
 pub mod transport;
 
 use crate::config::{Config, HypervisorConfig};
@@ -420,7 +422,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         });
     }
     write_file(&data_dir.join("ternd.addr"), &advertise)?;
-    running.wait(shutdown).await;
+    // Type=notify: started once it serves and ternd.addr says where (systemd.rs).
+    systemd::notify_or_warn(&format!("{}\nSTATUS=serving on {advertise}", systemd::READY));
+    let stopping = async {
+        shutdown.cancelled().await;
+        systemd::notify_or_warn(&format!("{}\nSTATUS=shutting down", systemd::STOPPING));
+    };
+    tokio::join!(stopping, running.wait(shutdown.clone()));
     Ok(())
 }
 

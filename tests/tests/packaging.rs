@@ -346,6 +346,23 @@ fn files_under(root: &Path) -> BTreeMap<String, u32> {
     files
 }
 
+/// `actual` holds exactly the files of `expected`, each with its mode; the message names
+/// what is missing, unexpected or of the wrong mode.
+fn assert_same_files(what: &str, actual: &BTreeMap<String, u32>, expected: &BTreeMap<String, u32>) {
+    let missing: Vec<&String> = expected.keys().filter(|f| !actual.contains_key(*f)).collect();
+    let unexpected: Vec<&String> = actual.keys().filter(|f| !expected.contains_key(*f)).collect();
+    let modes: Vec<String> = expected
+        .iter()
+        .filter_map(|(f, want)| {
+            actual.get(f).filter(|got| *got != want).map(|got| format!("{f}: {got:o}, not {want:o}"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty() && unexpected.is_empty() && modes.is_empty(),
+        "{what}: missing {missing:?}; unexpected {unexpected:?}; wrong modes {modes:?}"
+    );
+}
+
 /// The example configurations in deploy/config, which must include [`EXAMPLES`].
 fn examples() -> BTreeSet<String> {
     let found: BTreeSet<String> = std::fs::read_dir(workspace().join("deploy/config"))
@@ -390,7 +407,7 @@ fn install_sh_puts_everything_under_the_prefix_and_the_unit_runs_the_installed_t
         .collect();
     expected.extend(expected_man_pages().into_iter().map(|p| (format!("share/man/man1/{p}"), 0o644)));
     expected.extend(examples().into_iter().map(|e| (format!("share/doc/tern/examples/{e}"), 0o644)));
-    assert_eq!(files_under(&stage.join("opt/tern")), expected, "files and modes under the prefix");
+    assert_same_files("under the prefix", &files_under(&prefix), &expected);
     assert!(files_under(&stage).keys().all(|f| f.starts_with("opt/tern/")), "files outside the prefix");
 
     for b in ["ternd", "ternctl"] {
@@ -498,7 +515,7 @@ fn the_deb_holds_programs_pages_completions_unit_examples_and_depends_on_the_lin
     let contents = deb_contents(deb);
     let files: BTreeMap<String, u32> =
         contents.iter().filter(|(_, e)| !e.dir).map(|(p, e)| (p.clone(), e.mode)).collect();
-    assert_eq!(files, expected_deb_files(), "the package's files and modes");
+    assert_same_files("the package", &files, &expected_deb_files());
     for (path, e) in &contents {
         assert_eq!(e.owner, "root/root", "{path} must belong to root");
         if e.dir {

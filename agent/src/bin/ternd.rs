@@ -88,13 +88,7 @@ async fn wait_for_signal() {
     }
 }
 
+/// JSON when configured; else text, untimed and plain for the journal (`tern_agent::logging`).
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    tern_agent::logging::init(tern_agent::logging::Style::for_stderr(json));
 }
