@@ -51,6 +51,8 @@ pub struct Config {
     pub rebalance: RebalanceTiming,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// `bootstrap`, as etcd's `initial-cluster-state`.
@@ -472,6 +474,74 @@ pub struct LogConfig {
     pub json: bool,
 }
 
+/// `[telemetry]`: OpenTelemetry traces (issue 16), sent over OTLP/gRPC to a collector
+/// (an OpenTelemetry Collector, Jaeger, Tempo). Off unless `otlp_endpoint` is set.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Where spans are sent: `http://host:port` of an OTLP/gRPC receiver (4317 is
+    /// OTLP/gRPC's port). Plain HTTP/2: run the collector on this control domain or
+    /// on a trusted network. Absent (the default): no trace is exported.
+    pub otlp_endpoint: Option<String>,
+    /// The share of traces kept, 0.0 to 1.0: a trace that starts here (a migration, a
+    /// call from ternctl) is kept with this probability; a call from another agent
+    /// follows its caller's decision (parent-based sampling), so a trace is kept or
+    /// dropped whole.
+    pub sample_ratio: f64,
+    /// The `service.name` of this agent's spans (`host.name` is the agent's `name`).
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { otlp_endpoint: None, sample_ratio: 1.0, service_name: "ternd".into() }
+    }
+}
+
+impl TelemetryConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err((
+                "telemetry.sample_ratio",
+                format!("{} must be between 0.0 (keep no trace) and 1.0 (keep every trace)", self.sample_ratio),
+            ));
+        }
+        let name = &self.service_name;
+        if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+            return Err(("telemetry.service_name", format!("{name:?} must be 1-255 printable characters")));
+        }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            check_otlp_endpoint(endpoint).map_err(|why| ("telemetry.otlp_endpoint", format!("{endpoint:?} {why}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why `endpoint` is not `http://host:port` (with an optional trailing `/`).
+fn check_otlp_endpoint(endpoint: &str) -> Result<(), String> {
+    let example = "e.g. \"http://127.0.0.1:4317\"";
+    let uri: tonic::codegen::http::Uri =
+        endpoint.parse().map_err(|e| format!("is not a URL ({e}); give http://host:port, {example}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "asks for TLS, which ternd does not speak to a collector; give http:// to a collector on this \
+                 host or a trusted network, {example}"
+            ));
+        }
+        _ => return Err(format!("must start with http://, {example}")),
+    }
+    let authority = uri.authority().ok_or_else(|| format!("names no host; {example}"))?;
+    if authority.host().is_empty() || authority.port_u16().is_none_or(|p| p == 0) {
+        return Err(format!("must name a host and a non-zero port (4317 is OTLP/gRPC's), {example}"));
+    }
+    if authority.as_str().contains('@') || !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!("must be only http://host:port (no user, path or query), {example}"));
+    }
+    Ok(())
+}
+
 fn default_voters() -> u32 {
     3
 }
@@ -575,6 +645,7 @@ impl Config {
             HypervisorConfig::Sim { .. } => {}
         }
         self.ha.validate_for(&self.name)?;
+        self.telemetry.validate()?;
         if !(100..=3_600_000).contains(&self.rebalance.interval_ms) {
             return Err((
                 "rebalance.interval_ms",
@@ -693,11 +764,60 @@ password_file = \"bmc.pass\"\nattempts = 2\n";
             (format!("{GOOD}{FENCE}{FENCE}"), "ha.fence.host"),
             (format!("{GOOD}{}", FENCE.replace("attempts = 2", "attempts = 0")), "ha.fence.deadline_ms"),
             (format!("{GOOD}{}", FENCE.replace("\"admin\"", "\"ad=min\"")), "ha.fence.ip"),
+            (format!("{GOOD}[telemetry]\nsample_ratio = 1.5\n"), "telemetry.sample_ratio"),
+            (format!("{GOOD}[telemetry]\nsample_ratio = -0.1\n"), "telemetry.sample_ratio"),
+            (format!("{GOOD}[telemetry]\nsample_ratio = nan\n"), "telemetry.sample_ratio"),
+            (format!("{GOOD}[telemetry]\nservice_name = \"\"\n"), "telemetry.service_name"),
+            (format!("{GOOD}[telemetry]\notlp_endpoint = \"localhost:4317\"\n"), "telemetry.otlp_endpoint"),
         ];
         for (text, field) in cases {
             let err = load(&text).unwrap_err();
             assert!(matches!(&err, ConfigError::Invalid { field: f, .. } if *f == field), "{field}: {err}");
         }
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_takes_an_http_endpoint_and_a_ratio() {
+        // Goal: issue 16: no [telemetry] exports nothing, keeps every trace once on, and names itself "ternd".
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.telemetry, TelemetryConfig::default());
+        assert_eq!((c.telemetry.otlp_endpoint, c.telemetry.sample_ratio), (None, 1.0));
+        assert_eq!(c.telemetry.service_name, "ternd");
+        let text = format!(
+            "{GOOD}[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\nsample_ratio = 0.25\nservice_name = \"tern-lab\"\n"
+        );
+        let t = load(&text).unwrap().telemetry;
+        assert_eq!(t.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert_eq!((t.sample_ratio, t.service_name.as_str()), (0.25, "tern-lab"));
+        for ok in ["http://collector.example:4317", "http://[::1]:4317/", "http://10.0.0.9:4317"] {
+            assert_eq!(check_otlp_endpoint(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn a_bad_sample_ratio_or_endpoint_is_refused_with_what_to_write_instead() {
+        // Goal: ternd refuses to start on a ratio outside 0..1 or an endpoint that is not http://host:port, and says why.
+        let message = |text: String| match load(&text).unwrap_err() {
+            ConfigError::Invalid { field, message, .. } => format!("{field}: {message}"),
+            other => panic!("not refused by field: {other}"),
+        };
+        let ratio = message(format!("{GOOD}[telemetry]\nsample_ratio = 2.0\n"));
+        assert_eq!(ratio, "telemetry.sample_ratio: 2 must be between 0.0 (keep no trace) and 1.0 (keep every trace)");
+        let cases = [
+            ("localhost:4317", "must start with http://"),
+            ("https://collector:4317", "asks for TLS"),
+            ("http://collector", "must name a host and a non-zero port"),
+            ("http://collector:0", "must name a host and a non-zero port"),
+            ("http://collector:4317/v1/traces", "no user, path or query"),
+            ("http://a b:4317", "is not a URL"),
+        ];
+        for (endpoint, why) in cases {
+            let got = message(format!("{GOOD}[telemetry]\notlp_endpoint = \"{endpoint}\"\n"));
+            assert!(got.starts_with(&format!("telemetry.otlp_endpoint: {endpoint:?} ")), "{got}");
+            assert!(got.contains(why) && got.contains("http://127.0.0.1:4317"), "{endpoint}: {got}");
+        }
+        let typo = load(&format!("{GOOD}[telemetry]\nendpoint = \"http://127.0.0.1:4317\"\n")).unwrap_err();
+        assert!(typo.to_string().contains("unknown field `endpoint`"), "{typo}");
     }
 
     #[test]

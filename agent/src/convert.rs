@@ -126,7 +126,8 @@ pub fn devices(server: &Server, reserved: &Reserved, all: bool) -> pb::HostDevic
         })
         .filter(|r| all || r.free_pct > 0)
         .collect();
-    pb::HostDevices { host: server.name.clone(), memory, cores }
+    // The caller counts the host's reservations (`reserved` merges them).
+    pb::HostDevices { host: server.name.clone(), memory, cores, ..Default::default() }
 }
 
 pub fn services(server: &Server) -> pb::HostServices {

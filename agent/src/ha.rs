@@ -141,8 +141,8 @@ impl Isolation {
 
 async fn send(node: &Node, addr: &str, deadline: Duration) -> Result<(), Error> {
     let mut client = pb::cluster_client::ClusterClient::new(node.channel(addr)?).with_message_limits();
-    let mut request = tonic::Request::new(pb::HeartbeatRequest { host: node.name.clone(), node_id: node.id });
-    request.set_timeout(deadline);
+    let request =
+        crate::transport::request_within(pb::HeartbeatRequest { host: node.name.clone(), node_id: node.id }, deadline);
     client.heartbeat(request).await.map_err(convert::error)?;
     Ok(())
 }

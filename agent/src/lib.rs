@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod config;
 pub mod convert;
+pub mod grpc_metrics;
 pub mod ha;
 pub mod inventory;
 pub mod leader;
@@ -19,11 +20,13 @@ pub mod logging;
 pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod otlp_metrics;
 pub mod peers;
 pub mod raft_net;
 pub mod rebalance;
 pub mod services;
 pub mod systemd;
+pub mod telemetry;
 pub mod transport;
 
 use crate::config::{Config, HypervisorConfig};
@@ -128,6 +131,9 @@ pub struct Seams<I> {
     /// Run CPU-heavy work inline instead of on tokio's blocking pool: a simulation
     /// must not depend on how fast the machine is (see `tern_migrate::blocking`).
     pub inline_blocking: bool,
+    /// This agent's counters and histograms (`/metrics`), shared with the store it
+    /// observes ([`tern_raft_store::rocks::open_observed`]).
+    pub metrics: Arc<metrics::Metrics>,
     /// The fences of the servers (HA-02), by host; `None` builds them from the
     /// config's `[[ha.fence]]` (simulations pass models of fences instead).
     pub fences: Option<BTreeMap<String, Arc<dyn tern_ha::Fence>>>,
@@ -208,6 +214,7 @@ where
         rebalancer: Default::default(),
         peer_cert: auth::peer_cert_of::<IO::ConnectInfo>,
         revoked,
+        metrics: seams.metrics,
     };
     let tasks = node.tasks.clone();
     let registry = Arc::new(tern_migrate::coordinator::Registry::new());
@@ -215,6 +222,9 @@ where
         .tls_config(tls.server_config()?)?
         .timeout(Duration::from_millis(node.config.timeouts.rpc_timeout_ms.max(30_000)))
         .concurrency_limit_per_connection(limits::REQUESTS_PER_CONNECTION_MAX)
+        // One server span per call, the caller's trace context its parent (issue 16).
+        .layer(telemetry::RpcSpans)
+        .layer(grpc_metrics::GrpcMetricsLayer::new(node.metrics.clone()))
         .add_service(pb::raft_server::RaftServer::new(services::RaftService(node.clone())).with_message_limits())
         .add_service(
             pb::cluster_server::ClusterServer::new(services::ClusterService(node.clone())).with_message_limits(),
@@ -257,6 +267,7 @@ where
         info!(node = %node.name, id, "initialised a new cluster");
     }
     tasks.spawn(join(node.clone(), shutdown.clone()).instrument(info_span!("join", node = %node.name)));
+    tasks.spawn(metrics::watch_leader(node.clone(), shutdown.clone()));
     let members = node.raft.metrics().borrow().membership_config.membership().nodes().count();
     if node.config.bootstrap.is_none() && node.config.join.is_empty() && initialized && members > 1 {
         warn!(
@@ -389,7 +400,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
             precopy: Default::default(),
         })?),
     };
-    let (log, sm) = tern_raft_store::rocks::open(config.data_dir.join("raft"))?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let (log, sm) = tern_raft_store::rocks::open_observed(config.data_dir.join("raft"), metrics.clone())?;
     let state = sm.state();
     let data_dir = config.data_dir.clone();
     let listener = bind_reusing(config.listen_addr, &data_dir.join("ternd.addr")).await?;
@@ -408,9 +420,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         node_id: node_id(&data_dir, &config.name)?,
         clock: node::system_clock(),
         inline_blocking: false,
+        metrics,
         fences: None,
     };
     let running = serve(config, seams, log, sm, state, shutdown.clone()).await?;
+    if let Some(endpoint) = running.node.config.telemetry.otlp_endpoint.clone() {
+        let service = running.node.config.telemetry.service_name.clone();
+        let (node, stop) = (running.node.clone(), shutdown.clone());
+        running.node.tasks.spawn(otlp_metrics::run(node, endpoint, service, otlp_metrics::EXPORT_EVERY, stop));
+    }
     if let Some(l) = metrics_listener {
         let addr = l.local_addr().map_err(io_err("metrics address"))?;
         write_file(&data_dir.join("metrics.addr"), &addr.to_string())?;

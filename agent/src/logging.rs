@@ -9,7 +9,9 @@
 //! - otherwise text with timestamps, coloured only on a terminal (not in SMF's
 //!   `/var/svc/log/*.log` or a file stderr was redirected to).
 //!
-//! `RUST_LOG` filters as usual (default `info,openraft=warn`).
+//! `RUST_LOG` filters as usual (default `info,openraft=warn`). It filters the log
+//! only: the trace layer of `[telemetry]` ([`crate::telemetry`]), when there is one,
+//! sits beside it with its own filter.
 
 use std::io::IsTerminal;
 use tracing::{Event, Level, Subscriber};
@@ -45,15 +47,26 @@ impl Style {
     }
 }
 
-/// Installs the global subscriber writing to stderr in `style`.
-pub fn init(style: Style) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+/// Installs the global subscriber writing to stderr in `style`, with `traces` (the
+/// OpenTelemetry layer, [`crate::telemetry::init`]) beside it when traces are exported.
+pub fn init(style: Style, traces: Option<crate::telemetry::TraceLayer>) {
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, fmt};
+    let env = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // The RPC server spans are for traces: in the log they would only prefix every line
+    // a handler writes.
+    let filter = env.and(filter_fn(|m| !(m.is_span() && m.target() == crate::telemetry::SPAN_TARGET)));
+    let registry = tracing_subscriber::registry().with(traces);
+    let layer = fmt::layer().with_writer(std::io::stderr);
     match style {
-        Style::Json => builder.json().init(),
-        Style::Journal => builder.with_ansi(false).event_format(JournalPriority(format().without_time())).init(),
-        Style::Text { ansi } => builder.with_ansi(ansi).init(),
+        Style::Json => registry.with(layer.json().with_filter(filter)).init(),
+        Style::Journal => registry
+            .with(layer.with_ansi(false).event_format(JournalPriority(format().without_time())).with_filter(filter))
+            .init(),
+        Style::Text { ansi } => registry.with(layer.with_ansi(ansi).with_filter(filter)).init(),
     }
 }
 

@@ -176,8 +176,7 @@ async fn probe(node: &Node, metrics: &Metrics, last_ok: &mut BTreeMap<NodeId, In
             let ok = match node.channels.get(&addr) {
                 Ok(ch) => {
                     let mut c = pb::cluster_client::ClusterClient::new(ch).with_message_limits();
-                    let mut req = tonic::Request::new(pb::StatusRequest {});
-                    req.set_timeout(TICK);
+                    let req = crate::transport::request_within(pb::StatusRequest {}, TICK);
                     // The member itself must answer, not an agent that took over its
                     // address with a new id (a replaced disk).
                     c.status(req).await.is_ok_and(|r| r.get_ref().node_id == id)

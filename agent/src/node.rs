@@ -57,6 +57,8 @@ pub struct Node {
     pub peer_cert: crate::auth::PeerCert,
     /// `[tls] revoked`: certificates refused on every call.
     pub revoked: Arc<crate::auth::Revoked>,
+    /// Counters and histograms of what this agent did (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the time a proposer stamps on its
@@ -78,7 +80,7 @@ impl Node {
         let mut hint: Option<String> = None;
         for _ in 0..FORWARD_HOPS_MAX {
             let target = match hint.take() {
-                None => match tern_raft_store::propose(&self.raft, request.clone()).await {
+                None => match self.propose_here(request.clone()).await {
                     Ok(applied) => return Ok(applied.outcome),
                     Err(StoreError::NotLeader { address: Some(addr), .. }) if addr != self.address => addr,
                     Err(e) => return Err(e.into()),
@@ -92,6 +94,17 @@ impl Node {
             }
         }
         Err(Error::Unavailable(format!("the leader moved {FORWARD_HOPS_MAX} times while writing; retry")))
+    }
+
+    /// Writes `request` through this member's own Raft (a follower answers
+    /// not-leader), counted in its metrics.
+    pub async fn propose_here(&self, request: Request) -> Result<tern_raft_store::Applied, StoreError> {
+        let before = self.read(|s| crate::metrics::Metrics::before(&request, s));
+        let started = std::time::Instant::now();
+        let result = tern_raft_store::propose(&self.raft, request.clone()).await;
+        let took = started.elapsed();
+        self.read(|s| self.metrics.proposed(&request, &before, &result, took, s));
+        result
     }
 
     async fn forward(&self, addr: &str, request: &Request) -> Result<Outcome, Error> {

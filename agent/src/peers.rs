@@ -10,11 +10,9 @@ use tern_cluster::peer::{CALL_DEADLINE_MS, MIGRATION_SILENCE_MAX_MS, PREPARE_DEA
 use tern_cluster::{Error, MigrateRequest, MigrationEvent, Peers, PrepareRequest, Prepared, RestartRequest};
 use tern_proto::v1 as pb;
 
-/// `msg` with a deadline of `ms`.
+/// `msg` with a deadline of `ms` and the caller's trace context.
 fn within<T>(msg: T, ms: u64) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.set_timeout(Duration::from_millis(ms));
-    r
+    crate::transport::request_within(msg, Duration::from_millis(ms))
 }
 
 impl Node {

@@ -73,8 +73,7 @@ impl GrpcNetwork {
         let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let channel = self.channels.get(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut client = pb::raft_client::RaftClient::new(channel).with_message_limits();
-        let mut request = tonic::Request::new(pb::RaftPayload { data });
-        request.set_timeout(option.hard_ttl());
+        let mut request = crate::transport::request_within(pb::RaftPayload { data }, option.hard_ttl());
         // The member this message is for: an agent at this address with another id
         // (a replaced disk) must not answer for it.
         request.metadata_mut().insert(TARGET_ID_HEADER, self.target.into());

@@ -79,8 +79,7 @@ impl RebalanceService {
     async fn forward_resize(&self, addr: &str, req: pb::ResizeRequest) -> Result<Response<pb::ResizeResponse>, Status> {
         let mut client =
             pb::rebalance_client::RebalanceClient::new(self.node.channel(addr).map_err(status)?).with_message_limits();
-        let mut forwarded = GrpcRequest::new(req);
-        forwarded.set_timeout(RESIZE_FORWARD_DEADLINE);
+        let forwarded = crate::transport::request_within(req, RESIZE_FORWARD_DEADLINE);
         client.resize(forwarded).await
     }
 
@@ -92,8 +91,10 @@ impl RebalanceService {
         let (_, addr) = self.node.leader().ok_or_else(|| Status::unavailable("no leader is known yet; retry"))?;
         let mut client =
             pb::rebalance_client::RebalanceClient::new(self.node.channel(&addr).map_err(status)?).with_message_limits();
-        let mut forwarded = GrpcRequest::new(req);
-        forwarded.set_timeout(std::time::Duration::from_millis(tern_cluster::peer::CALL_DEADLINE_MS));
+        let forwarded = crate::transport::request_within(
+            req,
+            std::time::Duration::from_millis(tern_cluster::peer::CALL_DEADLINE_MS),
+        );
         client.status(forwarded).await
     }
 }

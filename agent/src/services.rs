@@ -20,7 +20,7 @@ use tern_raft_store::{NodeId, Profile, Request, TypeConfig};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request as GrpcRequest, Response, Status};
-use tracing::{info, instrument};
+use tracing::{Instrument, info, instrument};
 
 fn bad_payload(e: String) -> Status {
     Status::invalid_argument(e)
@@ -136,13 +136,15 @@ impl pb::cluster_server::Cluster for ClusterService {
     async fn propose(&self, req: GrpcRequest<pb::ProposeRequest>) -> Result<Response<pb::ProposeResponse>, Status> {
         let caller = authorize(&self.0, &req, "/tern.v1.Cluster/Propose")?;
         let mut request: Request = decode(&req.into_inner().request).map_err(bad_payload)?;
+        crate::telemetry::annotate("tern.command", request.command.name());
+        crate::telemetry::annotate("tern.actor", request.actor.clone());
         forwarded_checked(&self.0, &caller, &request)?;
         // The leader's clock stamps every write it takes (item 4 of the trust rules):
         // a member whose clock runs ahead cannot lapse leases early.
         request.proposed_at_ms = self.0.now_ms();
         // Only the leader takes forwarded writes: a follower answers with the hint, so a
         // write never bounces between followers.
-        let (result, log_index) = match tern_raft_store::propose(&self.0.raft, request).await {
+        let (result, log_index) = match self.0.propose_here(request).await {
             Ok(applied) => (Ok(applied.outcome), applied.log_id.index),
             Err(tern_raft_store::Error::Rejected(r)) => (Err(r), 0),
             Err(e) => return Err(status(e.into())),
@@ -380,7 +382,11 @@ impl pb::inventory_server::Inventory for InventoryService {
                 .values()
                 .filter(|h| host_filter(&r.host).is_none_or(|f| f == h.name))
                 .filter_map(|h| {
-                    h.inventory.as_ref().map(|inv| convert::devices(inv, &state.reserved_on(&h.name, now), r.all))
+                    h.inventory.as_ref().map(|inv| {
+                        let mut d = convert::devices(inv, &state.reserved_on(&h.name, now), r.all);
+                        d.reservations = state.active_reservations_on(&h.name, now).count() as u32;
+                        d
+                    })
                 })
                 .collect::<Vec<_>>()
         });
@@ -417,7 +423,8 @@ type Events<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Runs `work` to its end even if the client goes away (like ldm's migrations), with
 /// its events converted by `to_pb` into the client's stream, and its error, if any,
-/// as the stream's last item.
+/// as the stream's last item. It runs in the call's span, if traced, which so lasts
+/// as long as the stream.
 fn stream<E, P, W>(node: &Node, to_pb: fn(&E) -> P, work: W) -> Events<P>
 where
     E: Send + 'static,
@@ -427,17 +434,20 @@ where
     let (events_tx, mut events_rx) = tokio::sync::mpsc::channel::<E>(EVENTS_QUEUE_MAX);
     let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<P, Status>>(EVENTS_QUEUE_MAX);
     let run = work(events_tx);
-    node.spawn(async move {
-        let forward = async {
-            while let Some(e) = events_rx.recv().await {
-                let _ = out_tx.send(Ok(to_pb(&e))).await;
+    node.spawn(
+        async move {
+            let forward = async {
+                while let Some(e) = events_rx.recv().await {
+                    let _ = out_tx.send(Ok(to_pb(&e))).await;
+                }
+            };
+            let (result, ()) = tokio::join!(run, forward);
+            if let Err(e) = result {
+                let _ = out_tx.send(Err(status(e))).await;
             }
-        };
-        let (result, ()) = tokio::join!(run, forward);
-        if let Err(e) = result {
-            let _ = out_tx.send(Err(status(e))).await;
         }
-    });
+        .in_current_span(),
+    );
     Box::pin(ReceiverStream::new(out_rx))
 }
 
@@ -606,7 +616,7 @@ impl pb::ha_server::Ha for HaService {
         // On a task of its own: a caller that gives up (its deadline) must not cut the
         // restart between starting the guest and recording or retracting it.
         let node = self.0.clone();
-        let task = self.0.tasks.spawn(async move { tern_ha::failover::start_here(&node, req).await });
+        let task = self.0.tasks.spawn(async move { tern_ha::failover::start_here(&node, req).await }.in_current_span());
         let started = task.await.map_err(|e| Status::internal(format!("the restart task failed: {e}")))?;
         let started = started.map_err(status)?;
         Ok(Response::new(pb::RestartResponse { started }))
@@ -619,8 +629,10 @@ impl pb::ha_server::Ha for HaService {
             // The detector and the failover driver live on the leader: ask it.
             let (_, addr) = node.leader().ok_or_else(|| Status::unavailable("no leader is known yet; retry"))?;
             let mut client = pb::ha_client::HaClient::new(node.channel(&addr).map_err(status)?).with_message_limits();
-            let mut forwarded = GrpcRequest::new(req.into_inner());
-            forwarded.set_timeout(std::time::Duration::from_millis(tern_cluster::peer::CALL_DEADLINE_MS));
+            let forwarded = crate::transport::request_within(
+                req.into_inner(),
+                std::time::Duration::from_millis(tern_cluster::peer::CALL_DEADLINE_MS),
+            );
             return client.status(forwarded).await;
         }
         Ok(Response::new(crate::ha::status(node)))

@@ -6,7 +6,9 @@
 //! connect timeout, a request deadline and HTTP/2 keepalive: keepalive notices a
 //! dead connection after a partition and lets the channel reconnect. Message sizes are
 //! set per client, not per channel (tonic's design): build every client with
-//! [`crate::limits::MessageLimits::with_message_limits`].
+//! [`crate::limits::MessageLimits::with_message_limits`], and every request with
+//! [`request_within`] (or [`ClientSettings::request`]), which gives it its deadline and
+//! the caller's trace context ([`crate::telemetry`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,14 +43,23 @@ pub struct ClientSettings {
     pub dialer: Arc<dyn Dialer>,
 }
 
+/// `msg` as a request to another agent with deadline `timeout`, carrying the current
+/// span's trace context (W3C `traceparent` in its metadata, [`crate::telemetry::inject`]).
+/// Every call an agent makes to another is built here, so that one operation is one
+/// trace across the agents it touches.
+pub fn request_within<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(timeout);
+    crate::telemetry::inject(r.metadata_mut());
+    r
+}
+
 impl ClientSettings {
-    /// `msg` as a request with the unary deadline. Channels carry no blanket deadline,
-    /// because migration streams last as long as the migration; every unary call sets
-    /// its own.
+    /// `msg` as a request with the unary deadline ([`request_within`]). Channels carry
+    /// no blanket deadline, because migration streams last as long as the migration;
+    /// every unary call sets its own.
     pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(msg);
-        r.set_timeout(self.request_timeout);
-        r
+        request_within(msg, self.request_timeout)
     }
 
     /// A channel to `addr` (host:port) with our TLS identity and deadlines.
@@ -91,5 +102,39 @@ impl Channels {
         let c = self.settings.channel(addr)?;
         cache.insert(addr.to_string(), c.clone());
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every request the agent sends to a peer is built by `request_within`, so none goes out without the caller's trace context.
+    #[test]
+    fn every_outgoing_request_is_built_with_the_trace_context() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![];
+        let mut dirs = vec![src.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("transport.rs") {
+                    files.push(path);
+                }
+            }
+        }
+        assert!(files.len() > 10, "read {} files under {}", files.len(), src.display());
+        for path in files {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let built_bare = ["tonic::Request::new(", "GrpcRequest::new("].iter().any(|p| line.contains(p));
+                assert!(
+                    !built_bare,
+                    "{}:{}: build requests to peers with transport::request_within (deadline and trace context): {line}",
+                    path.display(),
+                    n + 1
+                );
+            }
+        }
     }
 }

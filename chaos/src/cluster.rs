@@ -404,6 +404,7 @@ impl Shared {
                 shutdown_deadline_ms: 2000,
             },
             rebalance: tern_agent::config::RebalanceTiming { interval_ms: 1000 },
+            telemetry: Default::default(),
             ha: if self.opts.self_stop {
                 tern_agent::config::HaConfig {
                     isolation_timeout_ms: 3000,
@@ -452,6 +453,7 @@ pub async fn boot(shared: Arc<Shared>, i: usize) -> turmoil::Result {
         node_id: disk.node_id,
         clock: shared.clock(i),
         inline_blocking: true,
+        metrics: Default::default(),
         fences: crate::power::fences(&shared),
     };
     let shutdown = CancellationToken::new();

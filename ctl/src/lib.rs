@@ -18,6 +18,7 @@ pub mod local;
 pub mod migrate;
 pub mod rebalance;
 pub mod resize;
+pub mod top;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -134,6 +135,13 @@ Exit codes: 0 migrated (or the dry run passed); 1 refused, cancelled or rolled b
     },
     /// Migrations and other operations, newest first, with their results.
     ListOperations,
+    /// A live view of the cluster for the admin without Grafana: leader and members,
+    /// each host's free resources, running operations with progress bars, the
+    /// rebalancer. Redraws every --interval on a terminal until Ctrl-C; prints one
+    /// plain frame when standard output is not a terminal (or with --once). Needs the
+    /// LDoms Review profile.
+    #[command(after_help = TOP_HELP)]
+    Top(top::TopArgs),
     /// Users who may migrate to the cluster's servers (OP-04).
     #[command(subcommand)]
     User(UserCommand),
@@ -238,6 +246,46 @@ ternctl completions fish > ~/.config/fish/completions/ternctl.fish"
         dir: PathBuf,
     },
 }
+
+/// What `ternctl top`'s frame shows, column by column.
+const TOP_HELP: &str = "\
+The frame, read from the agent given by --agent (any member):
+  header      the time (UTC), the agent asked and the member that answered; the
+              leader, its Raft term and commit index, the number of members.
+  MEMBER      a Raft member (* the leader); ROLE voter or learner.
+  HEARD       time since the leader last heard the member's heartbeat (HA-01);
+              - when not heard since it began leading.
+  LAG         log entries the member is behind the commit index (known only when
+              the agent asked is the leader; - otherwise).
+  HOST        a server; STATUS up, suspect (heartbeats missed), lost (HA-01),
+              fenced (powered off, HA-02) or maintenance (evacuated, UC-1).
+  FREE-CORES  whole cores with no strand bound or reserved / activated cores.
+  FREE-MEM    memory neither bound nor reserved, in ldm's units (16G, 512M).
+  LARGEST     the largest contiguous free memory range (what LM-09 fitting needs).
+  GUESTS      guest domains in the host's inventory (not the control, service or
+              I/O domains); an incoming migration's copy counts on its target.
+  RESV        reservations active on the host: resources promised to a migration,
+              restart or resize but not yet bound.
+  RUNNING     operations not ended: ID, KIND (migration, evacuation, failover,
+              resize; -n a dry run), DOMAIN, ROUTE (source -> target), PHASE
+              (preparing, reserved, transferring, committing) and, for a
+              migration, its transfer PROGRESS (OP-06).
+  RECENT      the last 3 operations that ended, with their result.
+  REBALANCE   the imbalance (RB-01) against the level's threshold, auto mode, the
+              rounds it has stayed above, moves in flight, and each plan applying
+              with its moves' states.
+Lines starting with !! say what could not be read this time.
+
+Examples:
+  ternctl top
+  ternctl top --interval 500ms
+  ternctl top --once | grep lost
+  ternctl --json top --iterations 5 --interval 10s
+
+Exit codes: 0 after Ctrl-C or the last frame; 2 when the agent cannot be reached
+(a plain frame: --once, --iterations, not a terminal) or refuses the certificate
+(PERMISSION_DENIED). On a terminal an unreachable agent is shown in the frame and
+asked again every interval.";
 
 #[derive(Subcommand, Debug)]
 pub enum HostCommand {
@@ -561,6 +609,7 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::CancelOperation { operation, domain } => block_on(migrate::cancel(&agent, &operation, &domain)),
         Command::ListOperations => block_on(migrate::list_operations(&agent, json)),
+        Command::Top(args) => block_on(top::run(&agent, &args, json)),
         Command::User(UserCommand::Add { name, profiles, password_file, replace }) => {
             block_on(migrate::user_add(&agent, &name, &profiles, password_file.as_deref(), replace))
         }

@@ -211,7 +211,7 @@ fn cid_text(cids: &[u32]) -> String {
     if parts.is_empty() { "-".into() } else { parts.join(",") }
 }
 
-fn duration(ms: u64) -> String {
+pub(crate) fn duration(ms: u64) -> String {
     if ms < 10_000 {
         format!("{:.1}s", ms as f64 / 1000.0)
     } else if ms < 3_600_000 {

@@ -1,4 +1,11 @@
 //! The source's side: the whole migration, from `BeginOperation` to commit or rollback.
+//!
+//! Each migration is a `migration` span (its operation id, domain, target), with a child
+//! span per phase: `begin` (BeginOperation), `prepare` (the target's Prepare, under which
+//! the target's `reserve` and `receive` run), `transfer` (the copy, with its progress
+//! records and lease renewals), `commit` (CommitMigration; `decide` when unconfirmed),
+//! `finish` (the target told) or `abort`. They are plain `tracing` spans: the agent
+//! carries them across its gRPC calls (issue 16), so one migration is one trace.
 
 use crate::report::standard_notes;
 use crate::{LEASE_MS, RENEW_EVERY_MS, TARGET_MISSES_MAX};
@@ -10,11 +17,11 @@ use tern_cluster::{
     Cluster, Error, Finding, MigrateRequest, MigrationEvent, MigrationReport, PrepareRequest, Prepared, Stage,
     agent_actor,
 };
-use tern_hypervisor::{HvError, MigrateOut, Progress};
+use tern_hypervisor::{HvError, MigrateOut, MigrationOutcome, Progress};
 use tern_model::{Binding, Rule, Server};
 use tern_raft_store::{AbortOutcome, Command, Outcome, Phase, Progress as Step};
 use tokio::sync::mpsc;
-use tracing::{info, instrument, warn};
+use tracing::{Instrument, Span, field, info, info_span, instrument, warn};
 
 /// Where the events of one migration go (the client's stream).
 pub type Events = mpsc::Sender<MigrationEvent>;
@@ -115,7 +122,11 @@ impl Drop for Held<'_> {
 }
 
 /// Runs one migration (or dry run) of `req.domain` from this host; events go to `tx`.
-#[instrument(skip_all, fields(node = %c.host(), domain = %req.domain))]
+#[instrument(
+    name = "migration",
+    skip_all,
+    fields(node = %c.host(), domain = %req.domain, target = %req.target, dry_run = req.dry_run, operation = field::Empty)
+)]
 pub async fn migrate(
     c: Arc<dyn Cluster>,
     registry: Arc<Registry>,
@@ -142,7 +153,8 @@ pub async fn migrate(
         plan: req.plan,
     };
     let beginning = registry.beginning(&req.domain);
-    let begun = c.propose(&agent_actor(c.as_ref()), Command::BeginOperation { kind }).await;
+    let begun =
+        c.propose(&agent_actor(c.as_ref()), Command::BeginOperation { kind }).instrument(info_span!("begin")).await;
     let operation = match begun {
         Ok(Outcome::OperationBegun { operation }) => operation,
         Ok(other) => return Err(Error::Internal(format!("BeginOperation answered {other:?}"))),
@@ -156,6 +168,7 @@ pub async fn migrate(
     };
     let _held = registry.hold(operation);
     drop(beginning);
+    Span::current().record("operation", operation);
     run_begun(c, operation, target, target_addr, source, req, &tx).await
 }
 
@@ -182,7 +195,8 @@ async fn run_begun(
         dry_run: req.dry_run,
         lease_ms: LEASE_MS,
     };
-    let (reservation, token, binding, warnings) = match c.peers().prepare(&target_addr, prepare).await {
+    let prepared = c.peers().prepare(&target_addr, prepare).instrument(info_span!("prepare")).await;
+    let (reservation, token, binding, warnings) = match prepared {
         Ok(Prepared::Reserved { reservation, token, binding, warnings }) => (reservation, token, binding, warnings),
         Ok(Prepared::Refused { errors, .. }) => {
             let reason = errors.first().map_or_else(String::new, Finding::to_string);
@@ -208,7 +222,8 @@ async fn run_begun(
     };
     if req.dry_run {
         let commit = commit_command(&plan, 0, 0, vec![]);
-        if let Err(e) = c.propose(&agent_actor(c.as_ref()), commit).await {
+        let committed = c.propose(&agent_actor(c.as_ref()), commit).instrument(info_span!("commit")).await;
+        if let Err(e) = committed {
             abort(c.as_ref(), operation, AbortOutcome::Failed { reason: e.to_string() }).await;
             return Err(e);
         }
@@ -234,6 +249,7 @@ struct Plan {
 /// operation has already ended: the state machine decided). If every attempt fails
 /// the coordinator gives up: its lease expires, and this host's recovery, which
 /// settles every running operation no coordinator holds, aborts it later.
+#[instrument(name = "abort", skip_all, fields(operation = operation))]
 pub(crate) async fn abort(c: &dyn Cluster, operation: u64, outcome: AbortOutcome) {
     let mut wait = RETRY_FIRST;
     for attempt in 1..=ABORT_ATTEMPTS_MAX {
@@ -268,6 +284,7 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// `AbortOperation` is proposed, which the state machine refuses if the commit (or a
 /// lease expiry) got in first. Loops until the answer is known; the reservation's
 /// lease bounds how long the operation can stay undecided in the log.
+#[instrument(name = "decide", skip_all, fields(operation = operation))]
 pub async fn decide(c: &dyn Cluster, operation: u64, why: &str) -> bool {
     let mut wait = RETRY_FIRST;
     loop {
@@ -332,86 +349,25 @@ fn report(
 /// The transfer with progress, lease renewal and a watch on the target; then commit
 /// or roll back.
 async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -> Result<(), Error> {
-    let actor = agent_actor(c.as_ref());
-    let advance = |pct: u8| Command::AdvanceOperation {
-        operation: plan.operation,
-        token: Some(plan.token),
-        progress: Step::Transferring { progress_pct: pct },
-    };
-    if let Err(e) = c.propose(&actor, advance(0)).await {
-        abort(c.as_ref(), plan.operation, AbortOutcome::Failed { reason: e.to_string() }).await;
-        finish_target(c.as_ref(), &plan, false).await;
-        return Err(e);
-    }
     let target_lost = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let renewer = tokio::spawn(renew_lease(c.clone(), plan.reservation, plan.token, stop_rx.clone()));
-    let watcher = tokio::spawn(watch_target(
-        c.clone(),
-        plan.target_addr.clone(),
-        plan.domain.clone(),
-        target_lost.clone(),
-        stop_rx,
-    ));
-    let (ptx, mut prx) = mpsc::channel::<Progress>(64);
-    let request = MigrateOut {
-        domain: plan.domain.clone(),
-        target: plan.target.clone(),
-        new_name: Some(plan.new_name.clone()),
-        binding: plan.binding.clone(),
-        operation: plan.operation,
-    };
-    let hv = c.hypervisor().clone();
-    let mut run = tokio::spawn(async move { hv.migrate_out(request, ptx).await });
-    let mut recorded: u8 = 0;
-    let result = loop {
-        tokio::select! {
-            done = &mut run => break done.map_err(|e| HvError::Failed(e.to_string())).and_then(|r| r),
-            Some(p) = prx.recv() => {
-                let stage = if p.suspended { Stage::Suspended } else { Stage::Transferring };
-                emit(&tx, progress(u32::from(p.pct), stage, p.round)).await;
-                if p.pct >= recorded.saturating_add(5) && p.pct < 100 {
-                    recorded = p.pct;
-                    if let Err(e) = c.propose(&actor, advance(p.pct)).await {
-                        warn!(error = %e, "recording progress failed");
-                    }
-                }
-            }
+    let result = match copy(&c, &plan, &tx, &target_lost).await {
+        Ok(result) => result,
+        Err(e) => {
+            abort(c.as_ref(), plan.operation, AbortOutcome::Failed { reason: e.to_string() }).await;
+            finish_target(c.as_ref(), &plan, false).await;
+            return Err(e);
         }
     };
-    let _ = stop_tx.send(true);
-    let _ = renewer.await;
-    let _ = watcher.await;
     match result {
         Ok(outcome) => {
             emit(&tx, progress(100, Stage::Committing, outcome.rounds)).await;
-            // From here the guest is suspended on this host and only the log decides
-            // where it runs: no early return may leave it suspended.
-            let committing = Command::AdvanceOperation {
-                operation: plan.operation,
-                token: Some(plan.token),
-                progress: Step::Committing,
-            };
-            if let Err(e) = c.propose(&actor, committing).await {
-                warn!(operation = plan.operation, error = %e, "recording the commit phase failed; committing anyway");
-            }
             let notes = standard_notes(outcome.downtime_ms);
-            let commit = commit_command(&plan, outcome.downtime_ms, outcome.total_ms, notes.clone());
-            if let Err(e) = c.propose(&actor, commit).await {
-                warn!(operation = plan.operation, error = %e, "commit not confirmed; asking the log");
-                if !decide(c.as_ref(), plan.operation, &e.to_string()).await {
-                    warn!(operation = plan.operation, "not committed; resuming the guest on the source");
-                    if let Err(e) = c.hypervisor().finish_migrate_out(&plan.domain, false).await {
-                        warn!(operation = plan.operation, error = %e, "resuming the guest failed; recovery will retry");
-                    }
-                    finish_target(c.as_ref(), &plan, false).await;
-                    let why = format!("commit not confirmed ({e}); rolled back");
-                    undone(&tx, &plan, &source.name, false, &why).await;
-                    return Ok(());
-                }
-            }
-            if let Err(e) = c.hypervisor().finish_migrate_out(&plan.domain, true).await {
-                warn!(operation = plan.operation, error = %e, "removing the migrated guest from the source failed; recovery will retry");
+            let unconfirmed = commit(c.as_ref(), &plan, &outcome, notes.clone()).await;
+            if let Some(e) = unconfirmed {
+                finish_target(c.as_ref(), &plan, false).await;
+                let why = format!("commit not confirmed ({e}); rolled back");
+                undone(&tx, &plan, &source.name, false, &why).await;
+                return Ok(());
             }
             finish_target(c.as_ref(), &plan, true).await;
             info!(operation = plan.operation, "migration committed");
@@ -437,6 +393,98 @@ async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -
     }
 }
 
+/// The copy itself: recorded as Transferring, then the hypervisor's transfer with its
+/// progress streamed and recorded, the lease renewed and the target watched. `Err` when
+/// the transfer could not even be recorded; else how the copy ended.
+#[instrument(name = "transfer", skip_all, fields(rounds = field::Empty, downtime_ms = field::Empty))]
+async fn copy(
+    c: &Arc<dyn Cluster>,
+    plan: &Plan,
+    tx: &Events,
+    target_lost: &Arc<AtomicBool>,
+) -> Result<Result<MigrationOutcome, HvError>, Error> {
+    let actor = agent_actor(c.as_ref());
+    let advance = |pct: u8| Command::AdvanceOperation {
+        operation: plan.operation,
+        token: Some(plan.token),
+        progress: Step::Transferring { progress_pct: pct },
+    };
+    c.propose(&actor, advance(0)).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let renewer = tokio::spawn(renew_lease(c.clone(), plan.reservation, plan.token, stop_rx.clone()).in_current_span());
+    // The watch's probes (one a second) stay out of the trace: its own task, no span.
+    let watcher = tokio::spawn(watch_target(
+        c.clone(),
+        plan.target_addr.clone(),
+        plan.domain.clone(),
+        target_lost.clone(),
+        stop_rx,
+    ));
+    let (ptx, mut prx) = mpsc::channel::<Progress>(64);
+    let request = MigrateOut {
+        domain: plan.domain.clone(),
+        target: plan.target.clone(),
+        new_name: Some(plan.new_name.clone()),
+        binding: plan.binding.clone(),
+        operation: plan.operation,
+    };
+    let hv = c.hypervisor().clone();
+    let mut run = tokio::spawn(async move { hv.migrate_out(request, ptx).await });
+    let mut recorded: u8 = 0;
+    let result = loop {
+        tokio::select! {
+            done = &mut run => break done.map_err(|e| HvError::Failed(e.to_string())).and_then(|r| r),
+            Some(p) = prx.recv() => {
+                let stage = if p.suspended { Stage::Suspended } else { Stage::Transferring };
+                emit(tx, progress(u32::from(p.pct), stage, p.round)).await;
+                if p.pct >= recorded.saturating_add(5) && p.pct < 100 {
+                    recorded = p.pct;
+                    if let Err(e) = c.propose(&actor, advance(p.pct)).await {
+                        warn!(error = %e, "recording progress failed");
+                    }
+                }
+            }
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = renewer.await;
+    let _ = watcher.await;
+    if let Ok(outcome) = &result {
+        Span::current().record("rounds", outcome.rounds).record("downtime_ms", outcome.downtime_ms);
+    }
+    Ok(result)
+}
+
+/// The commit of a copied guest: the Committing phase recorded, `CommitMigration`
+/// proposed (and, unconfirmed, the log's verdict awaited), then the guest removed from
+/// this host, or resumed here. `Some(why)` when the migration did not commit.
+#[instrument(name = "commit", skip_all, fields(downtime_ms = outcome.downtime_ms))]
+async fn commit(c: &dyn Cluster, plan: &Plan, outcome: &MigrationOutcome, notes: Vec<String>) -> Option<String> {
+    let actor = agent_actor(c);
+    // From here the guest is suspended on this host and only the log decides
+    // where it runs: no early return may leave it suspended.
+    let committing =
+        Command::AdvanceOperation { operation: plan.operation, token: Some(plan.token), progress: Step::Committing };
+    if let Err(e) = c.propose(&actor, committing).await {
+        warn!(operation = plan.operation, error = %e, "recording the commit phase failed; committing anyway");
+    }
+    let commit = commit_command(plan, outcome.downtime_ms, outcome.total_ms, notes);
+    if let Err(e) = c.propose(&actor, commit).await {
+        warn!(operation = plan.operation, error = %e, "commit not confirmed; asking the log");
+        if !decide(c, plan.operation, &e.to_string()).await {
+            warn!(operation = plan.operation, "not committed; resuming the guest on the source");
+            if let Err(e) = c.hypervisor().finish_migrate_out(&plan.domain, false).await {
+                warn!(operation = plan.operation, error = %e, "resuming the guest failed; recovery will retry");
+            }
+            return Some(e.to_string());
+        }
+    }
+    if let Err(e) = c.hypervisor().finish_migrate_out(&plan.domain, true).await {
+        warn!(operation = plan.operation, error = %e, "removing the migrated guest from the source failed; recovery will retry");
+    }
+    None
+}
+
 /// Tells the client that the migration was undone and the guest runs on the source.
 async fn undone(tx: &Events, plan: &Plan, source: &str, cancelled: bool, why: &str) {
     let finding = Finding::new(
@@ -449,6 +497,7 @@ async fn undone(tx: &Events, plan: &Plan, source: &str, cancelled: bool, why: &s
 
 /// Tells the target to activate or drop its copy; a target that is gone is told by
 /// its own recovery (the operation record) when it returns.
+#[instrument(name = "finish", skip_all, fields(committed = committed))]
 async fn finish_target(c: &dyn Cluster, plan: &Plan, committed: bool) {
     let told = c.peers().finish(&plan.target_addr, plan.operation, &plan.new_name, committed).await;
     if let Err(e) = told {

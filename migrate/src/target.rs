@@ -1,4 +1,9 @@
 //! The target's side: `Prepare` (authenticate, check, reserve, receive) and `Finish`.
+//!
+//! Prepare runs in an `incoming` span (operation, domain), with a `reserve` span per
+//! planning attempt (the preflight against this server and the `Reserve` through Raft)
+//! and a `receive` span (the hypervisor takes the guest); in a traced migration they
+//! are children of the source's `prepare` (issue 16).
 
 use crate::LEASE_MS;
 use tern_cluster::users::authenticate;
@@ -6,7 +11,7 @@ use tern_cluster::{Cluster, Error, Finding, PrepareRequest, Prepared, agent_acto
 use tern_hypervisor::Incoming;
 use tern_model::{MigrationQuery, preflight};
 use tern_raft_store::{Command, OperationKind, Outcome, Phase, RejectCode};
-use tracing::{info, instrument, warn};
+use tracing::{Instrument, info, info_span, instrument, warn};
 
 /// How many times Prepare plans again after losing a race for the same resources.
 pub const RESERVE_ATTEMPTS_MAX: u32 = 8;
@@ -24,7 +29,7 @@ pub(crate) async fn before_planning_again(attempt: u32) {
     tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
 }
 
-#[instrument(skip_all, fields(node = %c.host(), domain = %req.domain, operation = req.operation))]
+#[instrument(name = "incoming", skip_all, fields(node = %c.host(), domain = %req.domain, operation = req.operation))]
 pub async fn prepare(c: &dyn Cluster, req: PrepareRequest) -> Result<Prepared, Error> {
     login(c, &req).await?;
     settle(c).await?;
@@ -38,29 +43,39 @@ pub async fn prepare(c: &dyn Cluster, req: PrepareRequest) -> Result<Prepared, E
     let mut attempt = 0;
     let (binding, warnings, reservation, token) = loop {
         attempt += 1;
-        let target = c.hypervisor().inventory().await.map_err(|e| Error::Unavailable(e.to_string()))?;
-        let now = c.now_ms();
-        let reserved = c.state().read(|s| s.reserved_on(c.host(), now));
-        let report = preflight(&MigrationQuery {
-            source,
-            target: &target,
-            domain: &req.domain,
-            new_name: req.new_name.as_deref(),
-            target_reserved: &reserved,
-        });
-        let warnings: Vec<Finding> = report.warnings.iter().map(Finding::from).collect();
-        let Some(binding) = report.binding.clone().filter(|_| report.ok()) else {
-            return Ok(Prepared::Refused { errors: report.errors.iter().map(Finding::from).collect(), warnings });
+        let planned = async {
+            let target = c.hypervisor().inventory().await.map_err(|e| Error::Unavailable(e.to_string()))?;
+            let now = c.now_ms();
+            let reserved = c.state().read(|s| s.reserved_on(c.host(), now));
+            let report = preflight(&MigrationQuery {
+                source,
+                target: &target,
+                domain: &req.domain,
+                new_name: req.new_name.as_deref(),
+                target_reserved: &reserved,
+            });
+            let warnings: Vec<Finding> = report.warnings.iter().map(Finding::from).collect();
+            let Some(binding) = report.binding.clone().filter(|_| report.ok()) else {
+                let errors = report.errors.iter().map(Finding::from).collect();
+                return Ok::<_, Error>(Err(Prepared::Refused { errors, warnings }));
+            };
+            let reserve = Command::Reserve {
+                operation: req.operation,
+                target: c.host().to_string(),
+                source: req.source.clone(),
+                domain: req.domain.clone(),
+                binding: binding.clone(),
+                lease_ms: req.lease_ms.clamp(1000, 10 * LEASE_MS),
+            };
+            Ok(Ok((binding, warnings, c.propose(&agent_actor(c), reserve).await)))
+        }
+        .instrument(info_span!("reserve", attempt))
+        .await?;
+        let (binding, warnings, reserved) = match planned {
+            Ok(planned) => planned,
+            Err(refused) => return Ok(refused),
         };
-        let reserve = Command::Reserve {
-            operation: req.operation,
-            target: c.host().to_string(),
-            source: req.source.clone(),
-            domain: req.domain.clone(),
-            binding: binding.clone(),
-            lease_ms: req.lease_ms.clamp(1000, 10 * LEASE_MS),
-        };
-        match c.propose(&agent_actor(c), reserve).await {
+        match reserved {
             Ok(Outcome::Reserved { reservation, token, .. }) => break (binding, warnings, reservation, token),
             Ok(other) => return Err(Error::Internal(format!("Reserve answered {other:?}"))),
             Err(Error::Rejected(r)) if planning_again_may_win(r.code) && attempt < RESERVE_ATTEMPTS_MAX => {
@@ -79,7 +94,7 @@ pub async fn prepare(c: &dyn Cluster, req: PrepareRequest) -> Result<Prepared, E
             .ok_or_else(|| Error::NotFound(format!("LDom \"{}\" was not found on {}", req.domain, req.source)))?;
         let incoming =
             Incoming { domain, binding: binding.clone(), source: req.source.clone(), operation: req.operation };
-        if let Err(e) = c.hypervisor().receive(incoming).await {
+        if let Err(e) = c.hypervisor().receive(incoming).instrument(info_span!("receive")).await {
             warn!(error = %e, "the hypervisor refused the incoming domain; releasing");
             let _ = c.propose(&agent_actor(c), Command::Release { reservation, token }).await;
             return Err(Error::Conflict(format!("{} could not take {}: {e}", c.host(), req.domain)));

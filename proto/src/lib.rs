@@ -5,6 +5,8 @@
 
 pub mod limits;
 
+include!(concat!(env!("OUT_DIR"), "/methods.rs"));
+
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic)]
     tonic::include_proto!("tern.v1");

@@ -26,6 +26,7 @@ mod error;
 pub mod limits;
 pub mod mem;
 pub mod network;
+pub mod observe;
 pub mod restore;
 pub mod rocks;
 mod sm;

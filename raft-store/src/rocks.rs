@@ -30,6 +30,7 @@
 use crate::codec::{self, Kind};
 use crate::error::Error;
 use crate::limits;
+use crate::observe::{StoreObserver, Timing, Unobserved};
 use crate::sm::{self, Machine, StateHandle};
 use crate::state::{RowKey, State};
 use crate::{Entry, LogId, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote};
@@ -44,6 +45,7 @@ use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 use tokio::sync::mpsc;
 
 const CF_LOG: &str = "log";
@@ -81,6 +83,7 @@ fn index_of(key: &[u8]) -> Result<u64, Io> {
 struct Db {
     db: DB,
     path: PathBuf,
+    observer: Arc<dyn StoreObserver>,
 }
 
 impl Db {
@@ -109,7 +112,10 @@ impl Db {
         tokio::task::spawn_blocking(move || {
             let mut opts = WriteOptions::default();
             opts.set_sync(true);
-            db.db.write_opt(batch, &opts).map_err(Io::other)
+            let started = Instant::now();
+            let written = db.db.write_opt(batch, &opts).map_err(Io::other);
+            db.observer.timed(Timing::BatchSync, started.elapsed());
+            written
         })
         .await
         .map_err(Io::other)?
@@ -118,6 +124,14 @@ impl Db {
 
 /// Opens (or creates) the database at `path` and returns its two halves for `Raft::new`.
 pub fn open(path: impl AsRef<Path>) -> Result<(RocksLogStore, RocksStateMachine), Error> {
+    open_observed(path, Arc::new(Unobserved))
+}
+
+/// [`open`], reporting the store's sync, apply and snapshot timings to `observer`.
+pub fn open_observed(
+    path: impl AsRef<Path>,
+    observer: Arc<dyn StoreObserver>,
+) -> Result<(RocksLogStore, RocksStateMachine), Error> {
     let path = path.as_ref().to_path_buf();
     let storage_err = |e: &dyn std::fmt::Display| Error::Storage { path: path.clone(), message: e.to_string() };
     let mut opts = Options::default();
@@ -128,7 +142,7 @@ pub fn open(path: impl AsRef<Path>) -> Result<(RocksLogStore, RocksStateMachine)
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|e| storage_err(&e))?;
-    let db = Arc::new(Db { db, path: path.clone() });
+    let db = Arc::new(Db { db, path: path.clone(), observer });
     let machine = load_machine(&db).map_err(|e| storage_err(&e))?;
     let (tx, rx) = mpsc::channel(FLUSH_QUEUE_MAX);
     let flusher_db = Arc::clone(&db);
@@ -150,7 +164,9 @@ fn flush_loop(db: Arc<Db>, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
         while let Ok(next) = rx.try_recv() {
             waiting.push(next);
         }
+        let started = Instant::now();
         let synced = db.db.flush_wal(true).map_err(|e| e.to_string());
+        db.observer.timed(Timing::WalSync, started.elapsed());
         for callback in waiting {
             callback.log_io_completed(synced.clone().map_err(Io::other));
         }
@@ -386,6 +402,7 @@ pub struct RocksSnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for RocksSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let started = Instant::now();
         let (meta, data) = sm::build_snapshot(&self.image, self.sequence)?;
         let mut batch = WriteBatch::default();
         let write = async {
@@ -394,6 +411,7 @@ impl RaftSnapshotBuilder<TypeConfig> for RocksSnapshotBuilder {
             self.db.write_synced(batch).await
         };
         write.await.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.db.observer.timed(Timing::SnapshotBuild, started.elapsed());
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -411,6 +429,7 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = Instant::now();
         let (responses, batch) = {
             let mut m = self.machine.lock_write();
             let responses = m.apply_entries(entries);
@@ -420,6 +439,7 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
             (responses, batch)
         };
         self.db.write_synced(batch).await.map_err(Self::sm_write_err)?;
+        self.db.observer.timed(Timing::Apply, started.elapsed());
         Ok(responses)
     }
 
@@ -440,6 +460,7 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
+        let started = Instant::now();
         let data = snapshot.into_inner();
         let image = sm::read_snapshot(meta, &data)?;
         let machine = Machine::from_image(image);
@@ -456,6 +477,7 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
         };
         write.await.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         *self.machine.lock_write() = machine;
+        self.db.observer.timed(Timing::SnapshotInstall, started.elapsed());
         Ok(())
     }
 

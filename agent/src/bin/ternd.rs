@@ -1,5 +1,6 @@
-//! `ternd`: reads its configuration, sets up logging, runs the agent until SIGTERM or
-//! Ctrl-C.
+//! `ternd`: reads its configuration, sets up logging (and trace export, when
+//! `[telemetry]` asks for it), runs the agent until SIGTERM or Ctrl-C, then sends the
+//! last spans.
 //!
 //! Its flags ([`Args`]) are in `dist/src/ternd.rs`, so that `ternctl man` writes ternd's
 //! man page without linking the agent.
@@ -26,7 +27,6 @@ fn main() -> std::process::ExitCode {
         println!("{}: configuration is valid", args.config.display());
         return std::process::ExitCode::SUCCESS;
     }
-    init_logging(config.log.json);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -34,6 +34,23 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    // The exporter's channel to the collector lives on the runtime. A restore exports nothing.
+    let telemetry = match args.restore {
+        Some(_) => Ok(None),
+        None => runtime.block_on(async { tern_agent::telemetry::init(&config.telemetry, &config.name) }),
+    };
+    let telemetry = match telemetry {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("ternd: {}: {e}", args.config.display());
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let (telemetry, traces) = telemetry.unzip();
+    init_logging(config.log.json, traces);
+    if let Some(endpoint) = &config.telemetry.otlp_endpoint {
+        tracing::info!(%endpoint, sample_ratio = config.telemetry.sample_ratio, "exporting traces");
+    }
     if let Some(file) = &args.restore {
         return match runtime.block_on(tern_agent::restore(&config, file)) {
             Ok(r) => {
@@ -65,7 +82,11 @@ fn main() -> std::process::ExitCode {
             tracing::info!("shutting down");
             signal.cancel();
         });
-        tern_agent::run(config, shutdown).await
+        let result = tern_agent::run(config, shutdown).await;
+        if let Some(t) = telemetry {
+            t.shutdown().await;
+        }
+        result
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -88,7 +109,8 @@ async fn wait_for_signal() {
     }
 }
 
-/// JSON when configured; else text, untimed and plain for the journal (`tern_agent::logging`).
-fn init_logging(json: bool) {
-    tern_agent::logging::init(tern_agent::logging::Style::for_stderr(json));
+/// JSON when configured; else text, untimed and plain for the journal (`tern_agent::logging`);
+/// with the trace layer beside it when traces are exported.
+fn init_logging(json: bool, traces: Option<tern_agent::telemetry::TraceLayer>) {
+    tern_agent::logging::init(tern_agent::logging::Style::for_stderr(json), traces);
 }
