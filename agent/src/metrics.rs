@@ -277,7 +277,7 @@ impl Metrics {
         );
         registry.register(
             "ha_fence_attempts",
-            "Fence rounds (off, then status) run for the host's running failover (leader only; HA-02)",
+            "Fence rounds (off, then status) run for the host's running failover (leader only, 0 when none; HA-02)",
             m.fence_attempts.clone(),
         );
         registry.register(
@@ -634,8 +634,14 @@ impl Metrics {
         }
         let detector = node.detector();
         for host in hosts {
-            if let Some(ms) = detector.heard_ago_ms(&host, now) {
-                self.heartbeat_age.get_or_create(&HostLabels { host }).set(ms as f64 / 1000.0);
+            let labels = HostLabels { host };
+            if let Some(ms) = detector.heard_ago_ms(&labels.host, now) {
+                self.heartbeat_age.get_or_create(&labels).set(ms as f64 / 1000.0);
+            }
+            // The leader serves every host's series, 0 without a running failover, so
+            // dashboards and alerts see the metric before the first failure.
+            for family in [&self.fence_attempts, &self.guests_restarted, &self.guests_waiting] {
+                family.get_or_create(&labels).set(0);
             }
         }
         for (host, r) in &report {

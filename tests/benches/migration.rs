@@ -5,6 +5,9 @@
 //!   (the simulated transfer sped up 100000x, so the control path dominates).
 //!
 //! Run: `cargo bench -p tern-tests --bench migration` (TERN_BENCH_DRY_RUNS sets the count).
+//! `TERN_BENCH_TRACES=1` runs the same with every agent exporting traces (sampling
+//! every trace) and metrics over OTLP to an in-process receiver: the cost of the
+//! instrumentation on the hot path is the difference between the two runs.
 
 use std::time::{Duration, Instant};
 use tern_proto::v1::migrate_event::Event;
@@ -27,6 +30,12 @@ async fn main() {
     let layouts = tempfile::tempdir().unwrap();
     let mut c = Cluster::new();
     c.time_scale = 100_000;
+    let traces = std::env::var("TERN_BENCH_TRACES").is_ok_and(|v| v == "1");
+    let receiver = if traces { Some(tern_tests::otlp::receiver().await) } else { None };
+    if let Some((_, endpoint)) = &receiver {
+        c.extra_config = format!("[telemetry]\notlp_endpoint = \"{endpoint}\"\nsample_ratio = 1.0\n");
+    }
+    println!("traces and OTLP metrics export: {}", if traces { "on (every trace sampled)" } else { "off" });
     let mut first = None;
     for i in 0..4 {
         for (name, guests) in [(format!("src-{i}"), 4), (format!("dst-{i}"), 0)] {
@@ -80,4 +89,9 @@ async fn main() {
         ok as f64 / elapsed.as_secs_f64()
     );
     assert_eq!(ok, 16, "every migration commits");
+    if let Some((collected, _)) = receiver {
+        // Spans leave every EXPORT_EVERY; the count shows the export was really on.
+        let spans = collected.spans.lock().unwrap().len();
+        println!("spans received so far: {spans}");
+    }
 }

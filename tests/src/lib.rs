@@ -11,6 +11,7 @@
 pub mod bmc;
 pub mod cluster;
 pub mod layouts;
+pub mod otlp;
 
 pub use cluster::{Cluster, LAYOUTS, WAIT, layout};
 
