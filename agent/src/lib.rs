@@ -143,6 +143,8 @@ pub struct Seams<I> {
 /// `node.shutdown` (the token given to [`serve`]).
 pub struct Running {
     pub node: Node,
+    /// Set when openraft stopped with a fatal error ([`watch_fatal`]).
+    fatal: Arc<std::sync::OnceLock<String>>,
 }
 
 /// Starts an agent on the given seams and storage; returns once it serves.
@@ -266,6 +268,8 @@ where
         node.raft.initialize(members).await.map_err(|e| AgentError::Raft(e.to_string()))?;
         info!(node = %node.name, id, "initialised a new cluster");
     }
+    let fatal = Arc::new(std::sync::OnceLock::new());
+    tasks.spawn(watch_fatal(node.clone(), fatal.clone(), shutdown.clone()));
     tasks.spawn(join(node.clone(), shutdown.clone()).instrument(info_span!("join", node = %node.name)));
     tasks.spawn(metrics::watch_leader(node.clone(), shutdown.clone()));
     let members = node.raft.metrics().borrow().membership_config.membership().nodes().count();
@@ -285,7 +289,34 @@ where
     let recovery = tern_migrate::recovery::run(Arc::new(node.clone()), registry, async move { stop.cancelled().await });
     tasks.spawn(recovery.instrument(info_span!("recovery", node = %node.name)));
     info!(node = %node.name, id, address = %node.address, "agent serving");
-    Ok(Running { node })
+    Ok(Running { node, fatal })
+}
+
+/// Stops the agent when openraft stops with a fatal error (a log or state-machine
+/// write that failed, a panic in its core): a member whose Raft is dead must not go on
+/// answering calls as if it were one. Keeps the reason in `fatal` and cancels
+/// `shutdown`; [`Running::wait`] then returns it, and `ternd` exits non-zero with it, so
+/// a supervisor restarts the agent on whatever storage it finds.
+async fn watch_fatal(node: Node, fatal: Arc<std::sync::OnceLock<String>>, shutdown: CancellationToken) {
+    let mut rx = node.raft.metrics();
+    loop {
+        let state = rx.borrow_and_update().running_state.clone();
+        match state {
+            Ok(()) => {}
+            // The agent's own shutdown stopped it.
+            Err(openraft::error::Fatal::Stopped) => return,
+            Err(e) => {
+                error!(node = %node.name, error = %e, "Raft stopped with a fatal error; the agent stops serving");
+                let _ = fatal.set(e.to_string());
+                shutdown.cancel();
+                return;
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 /// Asks the configured members to admit us (idempotent: also run after a restart so
@@ -370,8 +401,9 @@ async fn join(node: Node, shutdown: CancellationToken) {
 
 impl Running {
     /// Waits for `shutdown`, then stops in order within the configured deadline: the
-    /// server stops accepting and every tracked task ends, then Raft stops.
-    pub async fn wait(self, shutdown: CancellationToken) {
+    /// server stops accepting and every tracked task ends, then Raft stops. An error
+    /// when the stop came from a fatal Raft error rather than from the caller.
+    pub async fn wait(self, shutdown: CancellationToken) -> Result<(), AgentError> {
         shutdown.cancelled().await;
         let deadline = Duration::from_millis(self.node.config.timeouts.shutdown_deadline_ms);
         let name = self.node.name.clone();
@@ -385,7 +417,16 @@ impl Running {
         if tokio::time::timeout(deadline, ordered).await.is_err() {
             warn!(node = %name, ?deadline, "shutdown deadline passed; stopping anyway");
         }
-        info!(node = %name, "agent stopped");
+        match self.fatal.get() {
+            Some(reason) => {
+                error!(node = %name, error = %reason, "agent stopped: Raft failed");
+                Err(AgentError::Raft(format!("stopped with a fatal error: {reason}")))
+            }
+            None => {
+                info!(node = %name, "agent stopped");
+                Ok(())
+            }
+        }
     }
 }
 
@@ -446,8 +487,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         shutdown.cancelled().await;
         systemd::notify_or_warn(&format!("{}\nSTATUS=shutting down", systemd::STOPPING));
     };
-    tokio::join!(stopping, running.wait(shutdown.clone()));
-    Ok(())
+    let ((), stopped) = tokio::join!(stopping, running.wait(shutdown.clone()));
+    stopped
 }
 
 /// Binds `addr`. When it asks for any port (0) and `previous` records the port of an

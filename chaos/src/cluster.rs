@@ -109,6 +109,8 @@ pub struct HostSlot {
     pub power_off_requested: AtomicBool,
     /// How many power-offs were served (a fence waits for this to grow).
     pub power_offs: AtomicU64,
+    /// How many times the agent stopped itself on a fatal Raft error.
+    pub fatal_stops: AtomicU64,
 }
 
 impl HostSlot {
@@ -299,6 +301,7 @@ impl Shared {
                     boots: AtomicU64::new(0),
                     power_off_requested: AtomicBool::new(false),
                     power_offs: AtomicU64::new(0),
+                    fatal_stops: AtomicU64::new(0),
                 }
             })
             .collect();
@@ -459,7 +462,12 @@ pub async fn boot(shared: Arc<Shared>, i: usize) -> turmoil::Result {
     let shutdown = CancellationToken::new();
     let running = tern_agent::serve(config, seams, log, sm, disk.store.state(), shutdown.clone()).await?;
     *lock(&slot.raft) = Some(running.node.raft.clone());
-    running.wait(shutdown).await;
+    if running.wait(shutdown).await.is_err() {
+        // A fatal Raft error stops the agent as it stops ternd (exit non-zero; the
+        // agent logged why); the nemesis's next restart of this host boots it again
+        // on the same disk.
+        slot.fatal_stops.fetch_add(1, Ordering::SeqCst);
+    }
     Ok(())
 }
 

@@ -108,6 +108,11 @@ pub enum Fault {
     Skew {
         host: String,
     },
+    /// Every write to the host's disk fails (full, or failing): its agent must stop
+    /// itself. When the fault ends the disk works again and the host restarts on it.
+    DiskFails {
+        host: String,
+    },
 }
 
 struct Active {
@@ -207,7 +212,7 @@ impl Nemesis {
     /// Applies `fault` now for `ms` (a scenario's scripted fault); a fault of the same
     /// class already in force ends first.
     pub fn inject(&mut self, sim: &mut Sim<'_>, shared: &Shared, now_ms: u64, fault: Fault, ms: u64) {
-        let network = !matches!(fault, Fault::Down { .. } | Fault::Skew { .. });
+        let network = !matches!(fault, Fault::Down { .. } | Fault::Skew { .. } | Fault::DiskFails { .. });
         let slot = if network { self.network.take() } else { self.process.take() };
         if let Some(a) = slot {
             self.end(sim, shared, now_ms, a.fault);
@@ -317,6 +322,12 @@ impl Nemesis {
                 }
                 self.note(now_ms, format!("clock of {host} off by {skew} ms for {ms} ms"));
             }
+            Fault::DiskFails { host } => {
+                if let Some(h) = shared.host(host) {
+                    h.disk().store.fail_writes(true);
+                }
+                self.note(now_ms, format!("disk of {host} fails: every write refused for {ms} ms"));
+            }
         }
     }
 
@@ -362,6 +373,15 @@ impl Nemesis {
                     h.skew_ms.store(0, Ordering::SeqCst);
                 }
                 self.note(now_ms, format!("clock of {host} correct again"));
+            }
+            Fault::DiskFails { host } => {
+                let Some(h) = shared.host(&host) else { return };
+                let stops = h.fatal_stops.load(Ordering::SeqCst);
+                self.note(now_ms, format!("{host}'s agent had stopped itself {stops} time(s) on a fatal Raft error"));
+                h.disk().store.fail_writes(false);
+                h.clear_raft();
+                sim.bounce(host.as_str());
+                self.note(now_ms, format!("disk of {host} works again; restart {host}"));
             }
         }
     }

@@ -92,10 +92,16 @@ pub enum Scenario {
     /// the resize ends Done (the commit in flight, or recovery, which finds the server
     /// holding all the reservation holds), and the inventory ends equal to the server.
     ResizeHostCrashGrown,
+    /// Issue 15: every write to the leader's disk fails (full, or failing) for 10 s
+    /// under a random workload: its Raft stops with a fatal error, and the agent must
+    /// stop itself (as ternd exits non-zero) instead of serving with Raft dead; the
+    /// others elect a leader and go on; once the disk works the member restarts on it
+    /// and catches up. No acknowledged write is lost (the checker).
+    LeaderDiskFails,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 20] = [
+    pub const ALL: [Scenario; 21] = [
         Self::LeaderPartitionedDuringPrepare,
         Self::SourceCrashMidTransfer,
         Self::TargetCrashMidCommit,
@@ -116,6 +122,7 @@ impl Scenario {
         Self::RebalanceAutoUnderFaults,
         Self::ResizeHostCrashReserved,
         Self::ResizeHostCrashGrown,
+        Self::LeaderDiskFails,
     ];
 
     pub fn name(self) -> &'static str {
@@ -140,6 +147,7 @@ impl Scenario {
             Self::RebalanceAutoUnderFaults => "rebalance-auto-under-faults",
             Self::ResizeHostCrashReserved => "resize-host-crash-reserved",
             Self::ResizeHostCrashGrown => "resize-host-crash-grown",
+            Self::LeaderDiskFails => "leader-disk-fails",
         }
     }
 
@@ -186,7 +194,7 @@ impl Scenario {
                 let grow = ScriptedResize { after_ms: 1000, domain: "ldom1".into(), add_cores: 2 };
                 opts.workload = WorkloadOptions { resizes: vec![grow], ..WorkloadOptions::scripted(vec![]) };
             }
-            Self::DiskReplacedRejoin => {
+            Self::DiskReplacedRejoin | Self::LeaderDiskFails => {
                 opts.workload = WorkloadOptions { weights: [2, 1, 0, 4, 0, 0], ..WorkloadOptions::default() };
             }
             Self::RoundTrip => {
@@ -337,6 +345,15 @@ impl Scenario {
                 let want = if self == Self::ResizeHostCrashGrown { "done" } else { "rolled back" };
                 if resizes.len() != 1 || !resizes[0].starts_with(want) {
                     out.push(format!("ldom1's resize should have ended {want}: {resizes:?}"));
+                }
+            }
+            Self::LeaderDiskFails => {
+                let stopped = report
+                    .nemesis_log
+                    .iter()
+                    .any(|(_, w)| w.contains("stopped itself") && !w.contains("stopped itself 0 time(s)"));
+                if !stopped {
+                    out.push("the agent whose disk failed never stopped itself".into());
                 }
             }
             Self::LeaderPartitionedDuringPrepare | Self::TargetCrashMidCommit | Self::DiskReplacedRejoin => {}
@@ -607,6 +624,14 @@ impl Script {
                 });
                 let Some(voter) = voter else { return };
                 (Fault::Down { host: voter.name.clone(), wipe: true }, 3000)
+            }
+            Scenario::LeaderDiskFails => {
+                // Under load: the workload has written for a few seconds.
+                if now_ms < started + 5000 {
+                    return;
+                }
+                let Some(leader) = leader_name(shared) else { return };
+                (Fault::DiskFails { host: leader }, 10_000)
             }
         };
         nemesis.note(now_ms, format!("scenario: {} fires", self.scenario.name()));

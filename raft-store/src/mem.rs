@@ -4,6 +4,9 @@
 //! drop (crash) the Raft instance that used it and [`MemStore::open`] it again for the
 //! restarted member, which then finds every entry, vote and applied state it had. Every
 //! write is "durable" the moment it returns; it has no torn writes to simulate.
+//!
+//! [`MemStore::fail_writes`] makes the "disk" refuse every write (a full or failing
+//! disk), so simulations can show what a member does when its storage fails.
 
 use crate::sm::{self, Machine, StateHandle};
 use crate::{Entry, LogId, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote};
@@ -29,6 +32,8 @@ struct Shared {
     machine: StateHandle,
     snapshot: Mutex<Option<(SnapshotMeta, Vec<u8>)>>,
     snapshot_sequence: Mutex<u64>,
+    /// Every write fails while set ([`MemStore::fail_writes`]).
+    failing: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -56,6 +61,21 @@ impl MemStore {
     /// A read handle on the applied state.
     pub fn state(&self) -> StateHandle {
         self.shared.machine.clone()
+    }
+
+    /// From now on (`true`) every log append, vote, commit mark and apply fails with an
+    /// I/O error, as on a full or failing disk; `false` repairs it. What was written
+    /// before stays.
+    pub fn fail_writes(&self, failing: bool) {
+        self.shared.failing.store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn check_writable(&self) -> Result<(), std::io::Error> {
+        if self.shared.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(std::io::Error::other("simulated disk failure: no space left on device"))
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -94,6 +114,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.store.check_writable().map_err(|e| openraft::StorageIOError::write_vote(&e))?;
         self.log().vote = Some(*vote);
         Ok(())
     }
@@ -103,6 +124,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.store.check_writable().map_err(|e| openraft::StorageIOError::write_logs(&e))?;
         self.log().committed = committed;
         Ok(())
     }
@@ -116,6 +138,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        self.store.check_writable().map_err(|e| openraft::StorageIOError::write_logs(&e))?;
         {
             let mut log = self.log();
             for e in entries {
@@ -179,6 +202,7 @@ impl RaftStateMachine<TypeConfig> for MemStateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        self.store.check_writable().map_err(|e| openraft::StorageIOError::write_state_machine(&e))?;
         let mut m = self.store.shared.machine.lock_write();
         let responses = m.apply_entries(entries);
         // Nothing to persist: the rows live in memory; forget which ones changed.
