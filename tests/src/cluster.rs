@@ -93,17 +93,56 @@ inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n{extra}",
 
     /// Starts (or restarts) agent `i` and waits until it serves.
     pub fn start(&mut self, i: usize) -> String {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.agents[i].dir.join("ternd.log"));
+        let log = log.unwrap();
+        let mut command = Command::new(crate::binary("ternd"));
+        command.stdout(log.try_clone().unwrap()).stderr(log);
+        self.start_as(i, command)
+    }
+
+    /// Starts agent `i` through `bash -c "SHELL; exec ternd ..."` (e.g. `ulimit -f 64`:
+    /// the OS then refuses its writes past 64 KiB per file), its output piped to the
+    /// returned buffer instead of `ternd.log`; waits until it serves.
+    pub fn start_under(&mut self, i: usize, shell: &str) -> (String, std::sync::Arc<std::sync::Mutex<String>>) {
+        let mut command = Command::new("bash");
+        command
+            .arg("-c")
+            .arg(format!("{shell}; exec \"$0\" \"$@\""))
+            .arg(crate::binary("ternd"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let addr = self.start_as(i, command);
+        let child = self.agents[i].child.as_mut().unwrap();
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut o = out.lock().unwrap();
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            });
+        }
+        (addr, out)
+    }
+
+    fn start_as(&mut self, i: usize, mut command: Command) -> String {
         let a = &mut self.agents[i];
         let file = a.dir.join("data/ternd.addr");
         let before = std::fs::metadata(&file).and_then(|m| m.modified()).ok();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(a.dir.join("ternd.log")).unwrap();
-        let child = Command::new(crate::binary("ternd"))
+        let child = command
             .arg("--config")
             .arg(a.dir.join("ternd.toml"))
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
             .spawn()
             .unwrap();
         a.child = Some(child);
