@@ -227,6 +227,8 @@ where
         // One server span per call, the caller's trace context its parent (issue 16).
         .layer(telemetry::RpcSpans)
         .layer(grpc_metrics::GrpcMetricsLayer::new(node.metrics.clone()))
+        // The caller's address, for the audit log of every write the call makes.
+        .layer(auth::CallerAddr)
         .add_service(pb::raft_server::RaftServer::new(services::RaftService(node.clone())).with_message_limits())
         .add_service(
             pb::cluster_server::ClusterServer::new(services::ClusterService(node.clone())).with_message_limits(),

@@ -741,7 +741,7 @@ mod tests {
     use tern_raft_store::{Applied, LogId, Rejection};
 
     fn request(command: Command) -> Request {
-        Request { proposed_at_ms: 1, actor: "agent:m10-1-1".into(), command }
+        Request { proposed_at_ms: 1, actor: "agent:m10-1-1".into(), from: String::new(), command }
     }
 
     fn committed(outcome: Outcome) -> Result<Applied, StoreError> {

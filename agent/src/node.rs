@@ -71,7 +71,12 @@ pub fn now_ms() -> u64 {
 impl Node {
     /// Proposes `command` as `actor`, forwarding to the leader when this member is not it.
     pub async fn propose(&self, actor: &str, command: Command) -> Result<Outcome, Error> {
-        let request = Request { proposed_at_ms: (self.clock)(), actor: actor.to_string(), command };
+        let request = Request {
+            proposed_at_ms: (self.clock)(),
+            actor: actor.to_string(),
+            from: crate::auth::caller_addr(),
+            command,
+        };
         self.propose_request(request).await
     }
 

@@ -142,6 +142,11 @@ impl pb::cluster_server::Cluster for ClusterService {
         // The leader's clock stamps every write it takes (item 4 of the trust rules):
         // a member whose clock runs ahead cannot lapse leases early.
         request.proposed_at_ms = self.0.now_ms();
+        // A member's own write comes from that member; a user's call it passes on
+        // carries the user's address, as the member that took the call saw it.
+        if request.from.is_empty() {
+            request.from = crate::auth::caller_addr();
+        }
         // Only the leader takes forwarded writes: a follower answers with the hint, so a
         // write never bounces between followers.
         let (result, log_index) = match self.0.propose_here(request).await {
@@ -326,6 +331,7 @@ impl ClusterService {
                     index: a.index,
                     at_ms: a.at_ms,
                     actor: a.actor.clone(),
+                    from: a.from.clone(),
                     summary: a.summary.clone(),
                     outcome: a.outcome.clone(),
                 })

@@ -258,7 +258,7 @@ impl Client {
     /// elsewhere, or no connection), so an ambiguous failure is never written twice.
     async fn propose(&self, rng: &mut SimRng, command: Command) -> Result<(Outcome, u64), Failure> {
         let name = command.name();
-        let request = Request { proposed_at_ms: self.now_ms(), actor: ACTOR.into(), command };
+        let request = Request { proposed_at_ms: self.now_ms(), actor: ACTOR.into(), from: String::new(), command };
         let bytes = encode(&request).map_err(|e| Failure::Unknown(e.to_string()))?;
         let mut order: Vec<String> = self.shared.hosts.iter().map(|h| h.address()).collect();
         rng.shuffle(&mut order);

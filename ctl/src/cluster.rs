@@ -345,17 +345,27 @@ pub async fn audit(agent: &AgentArgs, args: &crate::AuditArgs, json: bool) -> an
         let v: Vec<serde_json::Value> = entries
             .iter()
             .map(|e| {
-                serde_json::json!({"index": e.index, "at_ms": e.at_ms, "actor": e.actor, "summary": e.summary,
-                    "outcome": e.outcome})
+                serde_json::json!({"index": e.index, "at_ms": e.at_ms, "actor": e.actor, "from": e.from,
+                    "summary": e.summary, "outcome": e.outcome})
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
     let mut out = String::new();
-    let _ = writeln!(out, "{:<21}{:<8}{:<22}{:<24}WHAT", "TIME (UTC)", "INDEX", "ACTOR", "OUTCOME");
+    let _ = writeln!(out, "{:<21}{:<8}{:<22}{:<22}{:<24}WHAT", "TIME (UTC)", "INDEX", "ACTOR", "FROM", "OUTCOME");
     for e in &entries {
-        let _ = writeln!(out, "{:<21}{:<8}{:<22}{:<24}{}", utc(e.at_ms), e.index, e.actor, e.outcome, e.summary);
+        let from = if e.from.is_empty() { "-" } else { e.from.as_str() };
+        let _ = writeln!(
+            out,
+            "{:<21}{:<8}{:<22}{:<22}{:<24}{}",
+            utc(e.at_ms),
+            e.index,
+            e.actor,
+            from,
+            e.outcome,
+            e.summary
+        );
     }
     print!("{out}");
     Ok(0)

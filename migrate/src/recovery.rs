@@ -152,7 +152,8 @@ mod tests {
     impl Log {
         fn apply(&mut self, command: Command) -> Outcome {
             self.index += 1;
-            let request = Request { proposed_at_ms: 1_000 + self.index, actor: "test".into(), command };
+            let request =
+                Request { proposed_at_ms: 1_000 + self.index, actor: "test".into(), from: String::new(), command };
             self.state.apply(self.index, &request).unwrap_or_else(|r| panic!("{r}"))
         }
 

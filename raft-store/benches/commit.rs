@@ -29,7 +29,7 @@ fn now_ms() -> u64 {
 }
 
 fn request(command: Command) -> Request {
-    Request { proposed_at_ms: now_ms(), actor: "bench".into(), command }
+    Request { proposed_at_ms: now_ms(), actor: "bench".into(), from: String::new(), command }
 }
 
 struct Level {

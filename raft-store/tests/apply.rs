@@ -1035,7 +1035,7 @@ impl World {
     fn as_agent(&mut self, command: Command) -> Response {
         self.index += 1;
         self.now += 10;
-        let request = Request { proposed_at_ms: self.now, actor: "agent:a".into(), command };
+        let request = Request { proposed_at_ms: self.now, actor: "agent:a".into(), from: String::new(), command };
         self.state.apply(self.index, &request)
     }
 }

@@ -590,7 +590,7 @@ fn entries2() -> Vec<(String, Entry)> {
     for (i, (actor, command)) in scenario2().into_iter().enumerate() {
         let index = i as u64 + 3;
         let name = format!("log-v2/{index:03}-{}.bin", command.name());
-        let request = Request { proposed_at_ms: at2(index), actor: actor.into(), command };
+        let request = Request { proposed_at_ms: at2(index), actor: actor.into(), from: String::new(), command };
         out.push((name, Entry { log_id: id2(index), payload: EntryPayload::Normal(request) }));
     }
     out
@@ -937,7 +937,7 @@ fn a_v2_store_opened_in_place_has_its_vote_log_applied_state_and_snapshot() {
         // It goes on where it stopped: the migration in flight moves to Committing.
         let index = last2().index + 1;
         let command = Command::AdvanceOperation { operation: 10, token: Some(7), progress: Progress::Committing };
-        let request = Request { proposed_at_ms: at2(index), actor: "agent:a".into(), command };
+        let request = Request { proposed_at_ms: at2(index), actor: "agent:a".into(), from: String::new(), command };
         let next = Entry { log_id: id2(index), payload: EntryPayload::Normal(request) };
         log.blocking_append([next.clone()]).await.expect("append");
         let responses = sm.apply([next]).await.expect("apply");

@@ -23,7 +23,7 @@ fn denied<T: std::fmt::Debug>(what: &str, r: Result<T, tonic::Status>) -> String
 }
 
 fn propose_request(actor: &str, command: Command) -> pb::ProposeRequest {
-    let request = Request { proposed_at_ms: 1, actor: actor.into(), command };
+    let request = Request { proposed_at_ms: 1, actor: actor.into(), from: String::new(), command };
     pb::ProposeRequest { request: tern_agent::raft_net::encode(&request).unwrap() }
 }
 
@@ -200,4 +200,37 @@ async fn a_node_acts_only_on_operations_it_takes_part_in() {
     assert!(why.contains("takes no part in this resize"), "{why}");
     let mut source = pb::cluster_client::ClusterClient::new(c.channel_as(leader, "m10-1-1"));
     source.propose(propose_request("agent:m10-1-1", abort())).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_records_where_each_write_came_from() {
+    // Goal: a user's write taken by a follower and forwarded to the leader is recorded
+    // with the user's address, not the follower's; a follower's own write with its own.
+    let c = Cluster::three().await;
+    user(&c, "operator", &["ldoms-management"]);
+    let leader = c.status(0).await.unwrap();
+    let l = c.index_of(&leader, leader.leader_id);
+    let f = (0..3).find(|i| *i != l).unwrap();
+    let mut ha = pb::ha_client::HaClient::new(c.channel_as(f, "operator"));
+    let set = pb::HaSetDomainRequest { domain: "ldom1".into(), ha_priority: "low".into(), ..Default::default() };
+    ha.set_domain(set).await.unwrap();
+
+    let mut admin = pb::cluster_client::ClusterClient::new(c.channel(l).await);
+    let req = pb::AuditRequest { agents: true, ..Default::default() };
+    let entries = admin.audit(req).await.unwrap().into_inner().entries;
+    let agents: Vec<String> = (0..3).map(|i| c.addr(i)).collect();
+    let mine = entries
+        .iter()
+        .find(|e| e.actor == "operator" && e.summary.contains("ha-priority=low"))
+        .unwrap_or_else(|| panic!("no audit row for the operator's write: {entries:?}"));
+    let from: std::net::SocketAddr = mine.from.parse().unwrap_or_else(|e| panic!("from {:?}: {e}", mine.from));
+    assert!(from.ip().is_loopback() && from.port() != 0, "{mine:?}");
+    assert!(!agents.contains(&mine.from), "recorded an agent's listening address, not the caller's: {mine:?}");
+    let follower = format!("agent:{}", c.agents[f].name);
+    let own = entries
+        .iter()
+        .find(|e| e.actor == follower)
+        .unwrap_or_else(|| panic!("no audit row of {follower}'s own writes: {entries:?}"));
+    assert!(own.from.parse::<std::net::SocketAddr>().is_ok(), "{follower}'s write has no address: {own:?}");
+    assert_ne!(own.from, mine.from, "the follower's own write and the user's came from different places");
 }

@@ -23,6 +23,12 @@ pub struct Request {
     pub proposed_at_ms: u64,
     /// Who asked (a user, or `agent:<host>` for the agents' own commands): for the audit log.
     pub actor: String,
+    /// Where the call that made this write came from: the caller's `ip:port` as the
+    /// agent that took the call saw it (a user's `ternctl`, or the member that
+    /// forwarded its own write); empty when nothing says (the simulations). For the
+    /// audit log; absent from entries written before it existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub from: String,
     pub command: Command,
 }
 

@@ -292,7 +292,7 @@ proptest! {
             let Some(command) = interpret(&state, step, now) else { continue };
             // Sometimes the proposer's clock lags behind the cluster's.
             let at = if *skewed { now.saturating_sub(2_000) } else { now };
-            let request = Request { proposed_at_ms: at, actor: "prop".into(), command };
+            let request = Request { proposed_at_ms: at, actor: "prop".into(), from: String::new(), command };
             let before = state.clone();
             let response = state.apply(log.len() as u64 + 1, &request);
             log.push(request.clone());

@@ -393,6 +393,9 @@ pub struct AuditRecord {
     /// When the proposer stamped it.
     pub at_ms: u64,
     pub actor: String,
+    /// The caller's address ([`crate::Request::from`]); empty when unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub from: String,
     pub summary: String,
     /// `ok`, or the rejection's code.
     pub outcome: String,

@@ -26,7 +26,7 @@ pub fn spec(name: &str) -> HostSpec {
 }
 
 pub fn req(at_ms: u64, command: Command) -> Request {
-    Request { proposed_at_ms: at_ms, actor: "test".into(), command }
+    Request { proposed_at_ms: at_ms, actor: "test".into(), from: String::new(), command }
 }
 
 /// A server with `cores` activated cores of two strands (core c holds strands 2c and

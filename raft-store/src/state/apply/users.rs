@@ -12,6 +12,7 @@ impl State {
             index,
             at_ms: req.proposed_at_ms,
             actor: clip(req.actor.clone(), NAME_BYTES_MAX * 2),
+            from: clip(req.from.clone(), NAME_BYTES_MAX),
             summary: clip(summarize(&req.command), AUDIT_SUMMARY_BYTES_MAX),
             outcome,
         };
