@@ -233,4 +233,17 @@ async fn the_audit_log_records_where_each_write_came_from() {
         .unwrap_or_else(|| panic!("no audit row of {follower}'s own writes: {entries:?}"));
     assert!(own.from.parse::<std::net::SocketAddr>().is_ok(), "{follower}'s write has no address: {own:?}");
     assert_ne!(own.from, mine.from, "the follower's own write and the user's came from different places");
+
+    // A call refused for lack of rights is not in the log of changes, but the agent's
+    // own log names who was refused, from where, and why.
+    user(&c, "reader", &["ldoms-review"]);
+    let mut ha = pb::ha_client::HaClient::new(c.channel_as(f, "reader"));
+    let set = pb::HaSetDomainRequest { domain: "ldom1".into(), ha_priority: "high".into(), ..Default::default() };
+    denied("review sets a priority", ha.set_domain(set).await);
+    let log = c.log(f);
+    let line = log
+        .lines()
+        .find(|l| l.contains("call refused") && l.contains("caller=reader"))
+        .unwrap_or_else(|| panic!("no refusal line in {}'s log:\n{log}", c.agents[f].name));
+    assert!(line.contains("method=/tern.v1.Ha/SetDomain") && line.contains("from=127.0.0.1:"), "{line}");
 }
