@@ -17,72 +17,10 @@
 //! A user's profiles are those its certificate carries (signed by the cluster CA) and
 //! those the replicated users table gives the same name; the stronger counts.
 
+use crate::call_context::caller_addr;
 use crate::node::Node;
-use futures_util::future::{BoxFuture, Either};
-use std::task::{Context as TaskContext, Poll};
 use tern_model::Profile;
-use tonic::codegen::http;
 use tonic::{Request as GrpcRequest, Status};
-
-tokio::task_local! {
-    /// The address of the call being served ([`CallerAddr`]).
-    static CALLER_ADDR: String;
-}
-
-/// The caller's `ip:port` of the call this task serves, for the audit log
-/// ([`tern_raft_store::Request::from`]); empty outside a call (background work, a
-/// migration's own task) or when the transport does not say (the simulations).
-pub fn caller_addr() -> String {
-    CALLER_ADDR.try_with(Clone::clone).unwrap_or_default()
-}
-
-/// The remote address of a call over TCP (with or without TLS), from its extensions.
-fn remote_addr(ext: &http::Extensions) -> Option<std::net::SocketAddr> {
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    ext.get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(|i| i.get_ref().remote_addr())
-        .or_else(|| ext.get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr))
-}
-
-/// The tower layer that runs each call's handler with its caller's address in scope
-/// ([`caller_addr`]), so that every write the call makes records where it came from.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CallerAddr;
-
-impl<S> tower::Layer<S> for CallerAddr {
-    type Service = CallerAddrService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        CallerAddrService { inner }
-    }
-}
-
-/// See [`CallerAddr`].
-#[derive(Clone, Debug)]
-pub struct CallerAddrService<S> {
-    inner: S,
-}
-
-impl<S, B, R> tower::Service<http::Request<B>> for CallerAddrService<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<R>;
-    type Error = S::Error;
-    type Future = Either<S::Future, BoxFuture<'static, Result<http::Response<R>, S::Error>>>;
-
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        match remote_addr(req.extensions()) {
-            Some(addr) => Either::Right(Box::pin(CALLER_ADDR.scope(addr.to_string(), self.inner.call(req)))),
-            None => Either::Left(self.inner.call(req)),
-        }
-    }
-}
 
 /// Reads the DER of a call's first peer certificate from its request extensions.
 pub type PeerCert = fn(&tonic::Extensions) -> Option<Vec<u8>>;

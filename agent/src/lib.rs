@@ -9,6 +9,7 @@
 //! then stop Raft, then release storage, all within `shutdown_deadline_ms`.
 
 pub mod auth;
+pub mod call_context;
 pub mod config;
 pub mod convert;
 pub mod grpc_metrics;
@@ -224,11 +225,10 @@ where
         .tls_config(tls.server_config()?)?
         .timeout(Duration::from_millis(node.config.timeouts.rpc_timeout_ms.max(30_000)))
         .concurrency_limit_per_connection(limits::REQUESTS_PER_CONNECTION_MAX)
-        // One server span per call, the caller's trace context its parent (issue 16).
-        .layer(telemetry::RpcSpans)
+        // The caller's address (for the audit log of each write the call makes) and the
+        // call's server span, the caller's trace context its parent (issue 16).
+        .layer(call_context::CallContext)
         .layer(grpc_metrics::GrpcMetricsLayer::new(node.metrics.clone()))
-        // The caller's address, for the audit log of every write the call makes.
-        .layer(auth::CallerAddr)
         .add_service(pb::raft_server::RaftServer::new(services::RaftService(node.clone())).with_message_limits())
         .add_service(
             pb::cluster_server::ClusterServer::new(services::ClusterService(node.clone())).with_message_limits(),

@@ -74,7 +74,7 @@ impl Node {
         let request = Request {
             proposed_at_ms: (self.clock)(),
             actor: actor.to_string(),
-            from: crate::auth::caller_addr(),
+            from: crate::call_context::caller_addr(),
             command,
         };
         self.propose_request(request).await

@@ -145,7 +145,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         // A member's own write comes from that member; a user's call it passes on
         // carries the user's address, as the member that took the call saw it.
         if request.from.is_empty() {
-            request.from = crate::auth::caller_addr();
+            request.from = crate::call_context::caller_addr();
         }
         // Only the leader takes forwarded writes: a follower answers with the hint, so a
         // write never bounces between followers.

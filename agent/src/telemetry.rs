@@ -3,7 +3,7 @@
 //! migration is one trace across its source, the leader and its target.
 //!
 //! - **Which spans are exported.** The spans of `tern-migrate` (a migration and its
-//!   phases, a resize) and the server span of each RPC opened here ([`RpcSpans`]); never
+//!   phases, a resize) and the server span of each RPC opened by [`crate::call_context::CallContext`]; never
 //!   the agent's long-lived task spans (`join`, `inventory`, `heartbeat`, `recovery`,
 //!   the leader's duties), which would make every call of the agent's life one trace,
 //!   nor openraft's. Events at info and above inside an exported span become its span
@@ -11,7 +11,7 @@
 //! - **Outgoing.** [`crate::transport::request_within`], which builds every request an
 //!   agent sends to another, writes the current span's context into its metadata
 //!   ([`inject`]); nothing is written when no exported span is current.
-//! - **Incoming.** [`RpcSpans`], a tower layer on the gRPC server, reads the caller's
+//! - **Incoming.** [`crate::call_context::CallContext`], the tower layer on the gRPC server, reads the caller's
 //!   context from the request headers and runs the handler inside a server span named
 //!   after the method (`tern.v1.Migration/Prepare`, attributes `rpc.system`,
 //!   `rpc.service`, `rpc.method`, and `rpc.grpc.status_code` when the call fails before
@@ -26,17 +26,15 @@
 //!   [`SHUTDOWN_DEADLINE`].
 
 use crate::config::TelemetryConfig;
-use futures_util::future::{BoxFuture, Either};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 use tonic::codegen::http;
-use tracing::{Instrument, Level, Metadata, Span};
+use tracing::{Level, Metadata, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{LevelFilter, filter_fn};
@@ -224,66 +222,13 @@ pub fn server_span(path: &str, headers: &http::HeaderMap) -> Option<Span> {
 
 /// Records on `span` a gRPC status the server answered in the headers (a call that
 /// failed before answering; a success's status comes later, in the trailers).
-fn record_status(span: &Span, headers: &http::HeaderMap) {
+pub(crate) fn record_status(span: &Span, headers: &http::HeaderMap) {
     let code = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok());
     if let Some(code) = code {
         span.record("rpc.grpc.status_code", code);
         if code != 0 {
             span.record("otel.status_code", "ERROR");
         }
-    }
-}
-
-/// The tower layer that opens each call's server span ([`server_span`]) and runs the
-/// handler inside it. A pass-through when traces are not exported.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RpcSpans;
-
-impl<S> tower::Layer<S> for RpcSpans {
-    type Service = RpcSpan<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RpcSpan { inner }
-    }
-}
-
-/// See [`RpcSpans`].
-#[derive(Clone, Debug)]
-pub struct RpcSpan<S> {
-    inner: S,
-}
-
-impl<S, B, R> tower::Service<http::Request<B>> for RpcSpan<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    R: Send + 'static,
-{
-    type Response = http::Response<R>;
-    type Error = S::Error;
-    type Future = Either<S::Future, BoxFuture<'static, Result<http::Response<R>, S::Error>>>;
-
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let Some(span) = server_span(req.uri().path(), req.headers()) else {
-            return Either::Left(self.inner.call(req));
-        };
-        let call = span.in_scope(|| self.inner.call(req));
-        let recorded = span.clone();
-        Either::Right(Box::pin(
-            async move {
-                let answer = call.await;
-                if let Ok(response) = &answer {
-                    record_status(&recorded, response.headers());
-                }
-                answer
-            }
-            .instrument(span),
-        ))
     }
 }
 
