@@ -11,15 +11,15 @@ use tonic::codegen::http;
 use tracing::Instrument;
 
 tokio::task_local! {
-    /// The address of the call being served.
-    static CALLER_ADDR: String;
+    /// The address of the call being served (formatted only when a write reads it).
+    static CALLER_ADDR: std::net::SocketAddr;
 }
 
 /// The caller's `ip:port` of the call this task serves, for the audit log
 /// ([`tern_raft_store::Request::from`]); empty outside a call (background work, a
 /// migration's own task) or when the transport does not say (the simulations).
 pub fn caller_addr() -> String {
-    CALLER_ADDR.try_with(Clone::clone).unwrap_or_default()
+    CALLER_ADDR.try_with(ToString::to_string).unwrap_or_default()
 }
 
 /// The remote address of a call over TCP (with or without TLS), from its extensions.
@@ -85,7 +85,7 @@ where
             }
         };
         match addr {
-            Some(addr) => Either::Right(Box::pin(CALLER_ADDR.scope(addr.to_string(), call))),
+            Some(addr) => Either::Right(Box::pin(CALLER_ADDR.scope(addr, call))),
             None => Either::Right(call),
         }
     }
