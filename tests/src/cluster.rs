@@ -97,7 +97,7 @@ inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n{extra}",
         let log = log.unwrap();
         let mut command = Command::new(crate::binary("ternd"));
         command.stdout(log.try_clone().unwrap()).stderr(log);
-        self.start_as(i, command)
+        self.start_as(i, command, |_| {})
     }
 
     /// Starts agent `i` through `bash -c "SHELL; exec ternd ..."` (e.g. `ulimit -f 64`:
@@ -112,39 +112,41 @@ inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n{extra}",
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let addr = self.start_as(i, command);
-        let child = self.agents[i].child.as_mut().unwrap();
-        for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let out = out.clone();
-            std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut o = out.lock().unwrap();
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            });
-        }
+        // The readers start before the wait: a full pipe would stall the agent's start.
+        let sink = out.clone();
+        let addr = self.start_as(i, command, move |child| {
+            let streams: [Option<Box<dyn std::io::Read + Send>>; 2] = [
+                child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+                child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            ];
+            for stream in streams.into_iter().flatten() {
+                let out = sink.clone();
+                std::thread::spawn(move || {
+                    use std::io::BufRead;
+                    for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+                        let mut o = out.lock().unwrap();
+                        o.push_str(&line);
+                        o.push('\n');
+                    }
+                });
+            }
+        });
         (addr, out)
     }
 
-    fn start_as(&mut self, i: usize, mut command: Command) -> String {
+    /// Spawns `command` as agent `i`, runs `spawned` on the child, waits until it serves.
+    fn start_as(&mut self, i: usize, mut command: Command, spawned: impl FnOnce(&mut Child)) -> String {
         let a = &mut self.agents[i];
         let file = a.dir.join("data/ternd.addr");
         let before = std::fs::metadata(&file).and_then(|m| m.modified()).ok();
-        let child = command
+        let mut child = command
             .arg("--config")
             .arg(a.dir.join("ternd.toml"))
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
+        spawned(&mut child);
         a.child = Some(child);
         let start = Instant::now();
         loop {
