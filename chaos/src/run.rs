@@ -136,6 +136,8 @@ pub struct RunReport {
     pub placement: std::collections::BTreeMap<String, Vec<String>>,
     /// The applied state of the member furthest ahead at the end.
     pub state: Option<tern_raft_store::State>,
+    /// Hosts whose agent stopped itself on a fatal Raft error, with how many times.
+    pub fatal_stops: std::collections::BTreeMap<String, u64>,
 }
 
 impl RunReport {
@@ -218,6 +220,12 @@ pub fn run_seed(seed: u64, opts: &Options, certs: Arc<Certs>, scenario: Option<S
             .iter()
             .max_by_key(|h| h.state().last_applied().map(|l| l.index))
             .map(|h| h.state().snapshot()),
+        fatal_stops: shared
+            .hosts
+            .iter()
+            .map(|h| (h.name.clone(), h.fatal_stops.load(std::sync::atomic::Ordering::SeqCst)))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
     };
     if let Some(s) = scenario
         && report.failure.is_none()
@@ -245,6 +253,7 @@ fn setup_failure(seed: u64, scenario: Option<Scenario>, started: Instant, messag
         trace: Vec::new(),
         placement: Default::default(),
         state: None,
+        fatal_stops: Default::default(),
     }
 }
 
