@@ -3,7 +3,8 @@
 //! migration is one trace across its source, the leader and its target.
 //!
 //! - **Which spans are exported.** The spans of `tern-migrate` (a migration and its
-//!   phases, a resize) and the server span of each RPC opened by [`crate::call_context::CallContext`]; never
+//!   phases, a resize) and the server span of each RPC, opened by
+//!   [`crate::call_context::CallContext`]; never
 //!   the agent's long-lived task spans (`join`, `inventory`, `heartbeat`, `recovery`,
 //!   the leader's duties), which would make every call of the agent's life one trace,
 //!   nor openraft's. Events at info and above inside an exported span become its span
