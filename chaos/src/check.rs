@@ -18,6 +18,11 @@
 //!   them every second); a reservation past its lease blocks nothing meanwhile
 //!   (apply judges it inactive);
 //! - at most one leader per term (election safety);
+//! - no member votes twice: every vote it saves is at least the greatest it saved
+//!   before, counting votes a power loss later took from its disk (a member that forgot
+//!   an unsynced vote must not grant a lower or rival one). openraft orders votes by
+//!   (term, candidate id), then committed: within a term a member may move to a
+//!   greater candidate, never back;
 //!
 //! and on the servers themselves (the sim hypervisors), every [`PHYSICAL_EVERY`]
 //! steps: a guest is active on at most one server, and no guest disappears from
@@ -49,6 +54,9 @@ struct MemberSeen {
     generation: u32,
     /// Guests this disk has seen indexed.
     indexed: BTreeSet<String>,
+    /// Votes of this disk already checked, and the greatest of them.
+    votes_checked: usize,
+    highest_vote: Option<tern_raft_store::Vote>,
 }
 
 /// Safety state carried across steps.
@@ -96,6 +104,16 @@ impl Checker {
             let seen = &mut self.members[h.index];
             if seen.generation != disk.generation {
                 *seen = MemberSeen { generation: disk.generation, ..MemberSeen::default() };
+            }
+            let votes = disk.store.votes();
+            if votes.len() > seen.votes_checked {
+                let found = votes_never_go_back(&mut seen.highest_vote, &votes[seen.votes_checked..]);
+                seen.votes_checked = votes.len();
+                out.extend(
+                    found
+                        .into_iter()
+                        .map(|w| Violation { at_ms: now_ms, what: format!("{} (node {}): {w}", h.name, disk.node_id) }),
+                );
             }
             if seen.applied == applied && applied.is_some() {
                 continue;
@@ -349,6 +367,23 @@ impl LeaseWatch {
 }
 
 /// Members at the same applied log id must hold equal states.
+/// Checks `votes` (in the order they were saved) against `highest`, the greatest vote
+/// saved before them, and raises it: a vote below it, or beside it (incomparable), is
+/// a second vote the member had promised not to give.
+fn votes_never_go_back(highest: &mut Option<tern_raft_store::Vote>, votes: &[tern_raft_store::Vote]) -> Vec<String> {
+    use std::cmp::Ordering::{Equal, Greater};
+    let mut out = Vec::new();
+    for v in votes {
+        match highest {
+            Some(h) if !matches!(v.partial_cmp(h), Some(Greater | Equal)) => {
+                out.push(format!("voted twice: saved vote {v} after vote {h} (a vote it had lost, given again)"));
+            }
+            _ => *highest = Some(*v),
+        }
+    }
+    out
+}
+
 fn same_index_same_state(shared: &Shared, now_ms: u64) -> Vec<Violation> {
     let mut by_id: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
     for h in &shared.hosts {
@@ -429,6 +464,18 @@ mod tests {
         }
         let guests = BTreeSet::from(["ldom1".to_string()]);
         assert!(physical(&[source, target], &guests).is_empty());
+    }
+
+    #[test]
+    fn a_vote_below_one_given_before_is_a_double_vote() {
+        // Goal: the vote check flags a member that forgot its vote and voted again, lower, in that term.
+        use tern_raft_store::Vote;
+        let mut highest = None;
+        let rising = [Vote::new(3, 1), Vote::new_committed(3, 1), Vote::new(4, 2), Vote::new(4, 3)];
+        assert!(votes_never_go_back(&mut highest, &rising).is_empty(), "openraft may move to a greater candidate");
+        let found = votes_never_go_back(&mut highest, &[Vote::new(4, 1)]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("voted twice: saved vote T4-N1:uncommitted"), "{found:?}");
     }
 
     #[test]

@@ -101,6 +101,9 @@ pub struct HostSlot {
     disk: Mutex<Disk>,
     hypervisor: Mutex<Option<Arc<SimHypervisor>>>,
     raft: Mutex<Option<Raft>>,
+    /// How long this server's disk takes to sync appended entries (its page cache
+    /// holds them meanwhile; a power loss may take them).
+    pub sync_delay: std::time::Duration,
     /// Offset of this agent's clock from simulated time (ms).
     pub skew_ms: AtomicI64,
     /// How many times the software started.
@@ -111,6 +114,8 @@ pub struct HostSlot {
     pub power_offs: AtomicU64,
     /// How many times the agent stopped itself on a fatal Raft error.
     pub fatal_stops: AtomicU64,
+    /// Writes power losses took from this server's page cache, in all.
+    pub writes_lost: AtomicU64,
 }
 
 impl HostSlot {
@@ -131,9 +136,19 @@ impl HostSlot {
     pub fn replace_disk(&self) -> Disk {
         let mut d = lock(&self.disk);
         let generation = d.generation + 1;
-        *d = Disk { store: MemStore::new(), node_id: node_id(self.index, generation), generation };
+        let store = MemStore::with_sync_delay(self.sync_delay);
+        *d = Disk { store, node_id: node_id(self.index, generation), generation };
         *lock(&self.raft) = None;
         d.clone()
+    }
+
+    /// The server loses power: its disk keeps what was synced and, of the writes only
+    /// in its page cache, the oldest `keep` (see [`MemStore::crash`]). Call it with the
+    /// host crashed (its member gone).
+    pub fn power_loss(&self, keep: usize) -> tern_raft_store::mem::CrashLoss {
+        let loss = lock(&self.disk).store.crash(keep);
+        self.writes_lost.fetch_add(loss.lost as u64, Ordering::SeqCst);
+        loss
     }
 
     /// The running member's Raft handle (`None` while down).
@@ -213,6 +228,9 @@ pub struct Options {
     pub voters: u32,
     /// Simulated ms per turmoil tick.
     pub tick_ms: u64,
+    /// Simulated ms a disk takes to sync appended entries: the window in which a power
+    /// loss takes writes that were only in the page cache.
+    pub sync_ms: u64,
     /// Longest wait for the cluster to form.
     pub boot_ms_max: u64,
     /// How long the workload and the nemesis run.
@@ -239,6 +257,7 @@ impl Default for Options {
             layouts: ["m10-1-1", "m10-1-2", "t4-1", "m10-1-3"].iter().map(|n| seed_layout(n)).collect(),
             voters: 3,
             tick_ms: 5,
+            sync_ms: 30,
             boot_ms_max: 30_000,
             faults_ms: 40_000,
             heal_ms_max: 60_000,
@@ -294,7 +313,12 @@ impl Shared {
                     index,
                     layout: layout.clone(),
                     election_rank: ranks[index],
-                    disk: Mutex::new(Disk { store: MemStore::new(), node_id: node_id(index, 0), generation: 0 }),
+                    disk: Mutex::new(Disk {
+                        store: MemStore::with_sync_delay(std::time::Duration::from_millis(opts.sync_ms)),
+                        node_id: node_id(index, 0),
+                        generation: 0,
+                    }),
+                    sync_delay: std::time::Duration::from_millis(opts.sync_ms),
                     hypervisor: Mutex::new(None),
                     raft: Mutex::new(None),
                     skew_ms: AtomicI64::new(0),
@@ -302,6 +326,7 @@ impl Shared {
                     power_off_requested: AtomicBool::new(false),
                     power_offs: AtomicU64::new(0),
                     fatal_stops: AtomicU64::new(0),
+                    writes_lost: AtomicU64::new(0),
                 }
             })
             .collect();

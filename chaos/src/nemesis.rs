@@ -120,6 +120,17 @@ struct Active {
     until_ms: u64,
 }
 
+/// A power loss that waits for its moment: the first step at which the host's disk has
+/// unsynced writes (a crash in the middle of a write), or `deadline_ms`.
+struct Armed {
+    host: String,
+    ms: u64,
+    deadline_ms: u64,
+}
+
+/// How long an armed crash waits for a write before it strikes anyway.
+const ARMED_WAIT_MS: u64 = 3000;
+
 /// The fault injector of one run.
 pub struct Nemesis {
     rng: SimRng,
@@ -128,6 +139,10 @@ pub struct Nemesis {
     process: Option<Active>,
     next_decision_ms: u64,
     disk_losses: u32,
+    /// A crash waiting for its host to have writes only in its page cache.
+    armed: Option<Armed>,
+    /// The next power loss takes every unsynced write (a scenario that needs a loss).
+    pub lose_everything_next: bool,
     /// What it did, with the simulated time: printed when a run fails.
     pub log: Vec<(u64, String)>,
 }
@@ -147,7 +162,27 @@ impl Nemesis {
             process: None,
             next_decision_ms: 0,
             disk_losses: 0,
+            armed: None,
+            lose_everything_next: false,
             log: Vec::new(),
+        }
+    }
+
+    /// `slot`'s server loses power (its host already crashed): a random share of the
+    /// writes only in its page cache reached the disk, the rest are lost. What was
+    /// lost, for the log.
+    pub fn power_loss(&mut self, slot: &crate::cluster::HostSlot) -> String {
+        let unsynced = slot.disk().store.unsynced_writes();
+        let keep = if std::mem::take(&mut self.lose_everything_next) {
+            0
+        } else {
+            self.rng.between(0, unsynced as u64) as usize
+        };
+        let loss = slot.power_loss(keep);
+        if loss.lost == 0 {
+            String::new()
+        } else {
+            format!(" (its page cache lost {} of {} unsynced writes)", loss.lost, loss.kept + loss.lost)
         }
     }
 
@@ -157,6 +192,7 @@ impl Nemesis {
 
     /// Called before every step of the fault phase.
     pub fn step(&mut self, sim: &mut Sim<'_>, shared: &Shared, now_ms: u64) {
+        self.strike_armed(sim, shared, now_ms);
         if now_ms < self.next_decision_ms {
             return;
         }
@@ -173,7 +209,8 @@ impl Nemesis {
             return;
         }
         let kind = KINDS[self.rng.weighted(&self.opts.weights)];
-        let busy = if kind.is_network() { self.network.is_some() } else { self.process.is_some() };
+        let busy =
+            if kind.is_network() { self.network.is_some() } else { self.process.is_some() || self.armed.is_some() };
         if busy || (kind == Kind::DiskLoss && self.disk_losses >= self.opts.disk_losses_max) {
             return;
         }
@@ -188,8 +225,30 @@ impl Nemesis {
         }
     }
 
+    /// Crashes the armed host once its page cache holds unsynced writes (or its wait is
+    /// over).
+    fn strike_armed(&mut self, sim: &mut Sim<'_>, shared: &Shared, now_ms: u64) {
+        let Some(armed) = &self.armed else { return };
+        let Some(slot) = shared.host(&armed.host) else {
+            self.armed = None;
+            return;
+        };
+        let mid_write = slot.disk().store.unsynced_writes() > 0;
+        if !mid_write && now_ms < armed.deadline_ms {
+            return;
+        }
+        let Armed { host, ms, .. } = self.armed.take().expect("checked");
+        if self.process.is_some() || !sim.is_host_running(host.as_str()) {
+            return;
+        }
+        let fault = Fault::Down { host, wipe: false };
+        self.apply(sim, shared, now_ms, &fault, ms);
+        self.process = Some(Active { fault, until_ms: now_ms + ms });
+    }
+
     /// Ends every fault: the network is whole, every host runs, clocks agree.
     pub fn heal(&mut self, sim: &mut Sim<'_>, shared: &Shared, now_ms: u64) {
+        self.armed = None;
         for a in [self.network.take(), self.process.take()].into_iter().flatten() {
             self.end(sim, shared, now_ms, a.fault);
         }
@@ -266,6 +325,11 @@ impl Nemesis {
                     sim.bounce(host.as_str());
                     return None;
                 }
+                if kind == Kind::Crash && self.rng.chance(600) {
+                    self.note(now_ms, format!("power loss of {host} armed: at its next unsynced write"));
+                    self.armed = Some(Armed { host, ms, deadline_ms: now_ms + ARMED_WAIT_MS });
+                    return None;
+                }
                 Fault::Down { host, wipe: kind == Kind::DiskLoss }
             }
             Kind::Skew => Fault::Skew { host: pick(&mut self.rng)? },
@@ -309,11 +373,12 @@ impl Nemesis {
                     h.clear_raft();
                 }
                 sim.crash(host.as_str());
+                let lost = shared.host(host).map(|h| self.power_loss(h)).unwrap_or_default();
                 if *wipe {
                     self.disk_losses += 1;
                 }
                 let what = if *wipe { "crash, losing its disk," } else { "crash" };
-                self.note(now_ms, format!("{what} {host} for {ms} ms"));
+                self.note(now_ms, format!("{what} {host} for {ms} ms{lost}"));
             }
             Fault::Skew { host } => {
                 let skew = self.rng.between(0, 3000) as i64 - 1500;

@@ -96,16 +96,18 @@ pub fn serve_requests(sim: &mut Sim<'_>, shared: &Shared, nemesis: &mut Nemesis,
             continue;
         }
         let running = sim.is_host_running(slot.name.as_str());
+        let mut lost = String::new();
         if running {
             slot.clear_raft();
             sim.crash(slot.name.as_str());
+            lost = nemesis.power_loss(slot);
         }
         let stopped = slot.power_off_now();
         slot.power_offs.fetch_add(1, Ordering::SeqCst);
         nemesis.note(
             now_ms,
             format!(
-                "fence: power off {} (its agent {}); stopped {stopped:?}",
+                "fence: power off {} (its agent {}){lost}; stopped {stopped:?}",
                 slot.name,
                 if running { "running" } else { "down" }
             ),

@@ -138,6 +138,8 @@ pub struct RunReport {
     pub state: Option<tern_raft_store::State>,
     /// Hosts whose agent stopped itself on a fatal Raft error, with how many times.
     pub fatal_stops: std::collections::BTreeMap<String, u64>,
+    /// Writes that power losses took from page caches (never synced), all hosts.
+    pub writes_lost: u64,
 }
 
 impl RunReport {
@@ -226,6 +228,7 @@ pub fn run_seed(seed: u64, opts: &Options, certs: Arc<Certs>, scenario: Option<S
             .map(|h| (h.name.clone(), h.fatal_stops.load(std::sync::atomic::Ordering::SeqCst)))
             .filter(|(_, n)| *n > 0)
             .collect(),
+        writes_lost: shared.hosts.iter().map(|h| h.writes_lost.load(std::sync::atomic::Ordering::SeqCst)).sum(),
     };
     if let Some(s) = scenario
         && report.failure.is_none()
@@ -254,6 +257,7 @@ fn setup_failure(seed: u64, scenario: Option<Scenario>, started: Instant, messag
         placement: Default::default(),
         state: None,
         fatal_stops: Default::default(),
+        writes_lost: 0,
     }
 }
 

@@ -98,10 +98,17 @@ pub enum Scenario {
     /// others elect a leader and go on; once the disk works the member restarts on it
     /// and catches up. No acknowledged write is lost (the checker).
     LeaderDiskFails,
+    /// Issue 15: under a random workload the leader's server loses power while its
+    /// page cache holds appended entries it has not synced: they are lost, as on a
+    /// real machine. Nothing acknowledged may go with them (the checker: every
+    /// acknowledged write stays visible on every member that applied its index), and
+    /// the restarted member must not vote twice (the checker's vote record) and must
+    /// catch up from the others.
+    LeaderPowerLossMidAppend,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 21] = [
+    pub const ALL: [Scenario; 22] = [
         Self::LeaderPartitionedDuringPrepare,
         Self::SourceCrashMidTransfer,
         Self::TargetCrashMidCommit,
@@ -123,6 +130,7 @@ impl Scenario {
         Self::ResizeHostCrashReserved,
         Self::ResizeHostCrashGrown,
         Self::LeaderDiskFails,
+        Self::LeaderPowerLossMidAppend,
     ];
 
     pub fn name(self) -> &'static str {
@@ -148,6 +156,7 @@ impl Scenario {
             Self::ResizeHostCrashReserved => "resize-host-crash-reserved",
             Self::ResizeHostCrashGrown => "resize-host-crash-grown",
             Self::LeaderDiskFails => "leader-disk-fails",
+            Self::LeaderPowerLossMidAppend => "leader-power-loss-mid-append",
         }
     }
 
@@ -194,7 +203,7 @@ impl Scenario {
                 let grow = ScriptedResize { after_ms: 1000, domain: "ldom1".into(), add_cores: 2 };
                 opts.workload = WorkloadOptions { resizes: vec![grow], ..WorkloadOptions::scripted(vec![]) };
             }
-            Self::DiskReplacedRejoin | Self::LeaderDiskFails => {
+            Self::DiskReplacedRejoin | Self::LeaderDiskFails | Self::LeaderPowerLossMidAppend => {
                 opts.workload = WorkloadOptions { weights: [2, 1, 0, 4, 0, 0], ..WorkloadOptions::default() };
             }
             Self::RoundTrip => {
@@ -354,6 +363,11 @@ impl Scenario {
                         "one agent (the leader's, whose disk failed) should have stopped itself; stops: {:?}",
                         report.fatal_stops
                     ));
+                }
+            }
+            Self::LeaderPowerLossMidAppend => {
+                if report.writes_lost == 0 {
+                    out.push("the power loss took no unsynced write: the scenario tested nothing".into());
                 }
             }
             Self::LeaderPartitionedDuringPrepare | Self::TargetCrashMidCommit | Self::DiskReplacedRejoin => {}
@@ -632,6 +646,18 @@ impl Script {
                 }
                 let Some(leader) = leader_name(shared) else { return };
                 (Fault::DiskFails { host: leader }, 10_000)
+            }
+            Scenario::LeaderPowerLossMidAppend => {
+                if now_ms < started + 5000 {
+                    return;
+                }
+                let Some(leader) = leader_name(shared) else { return };
+                let appending = shared.host(&leader).is_some_and(|h| h.disk().store.unsynced_writes() > 0);
+                if !appending {
+                    return;
+                }
+                nemesis.lose_everything_next = true;
+                (Fault::Down { host: leader, wipe: false }, 3000)
             }
         };
         nemesis.note(now_ms, format!("scenario: {} fires", self.scenario.name()));

@@ -20,12 +20,22 @@
 //! - **truncate** and **purge**: synced. A truncated entry that came back after a crash
 //!   could be counted again; purge writes `last_purged` first in the same atomic batch
 //!   as the range delete, so the log never has a hole that `last_purged` does not explain.
-//! - **apply**: the rows a batch of entries changed and `last_applied` go in one synced
-//!   batch, so the stored state is always exactly the state at `last_applied`.
+//! - **apply**: the batch of entries is applied to the state machine's private working
+//!   copy; the rows it changed and `last_applied` go in one synced batch, so the stored
+//!   state is always exactly the state at `last_applied`; only then are those rows
+//!   published to readers (apply persists before it publishes: no query, preflight or
+//!   reply ever shows state a crash could take back).
 //! - **snapshot install**: the old rows are range-deleted and the snapshot's rows
 //!   written in one synced batch with the new `last_applied`.
 //!
 //! Synced writes run on tokio's blocking pool, so a 3 ms fsync never stalls the runtime.
+//!
+//! The write-ahead log is flushed by hand (`manual_wal_flush`): a write that is not
+//! synced stays in RocksDB's buffer, in the process, until the next sync. So a process
+//! that dies (kill -9) loses exactly what a power loss would, whatever was never
+//! synced, and a test that kills `ternd` or copies a live store's files shows a missing
+//! sync as a lost write instead of hiding it in the OS page cache. A clean close syncs
+//! the buffer.
 
 use crate::codec::{self, Kind};
 use crate::error::Error;
@@ -86,6 +96,15 @@ struct Db {
     observer: Arc<dyn StoreObserver>,
 }
 
+impl Drop for Db {
+    /// A clean close: what is only in the WAL buffer (a commit mark) goes to disk.
+    fn drop(&mut self) {
+        if let Err(e) = self.db.flush_wal(true) {
+            tracing::error!(path = %self.path.display(), error = %e, "syncing the write-ahead log at close failed");
+        }
+    }
+}
+
 impl Db {
     fn cf(&self, name: &str) -> Result<&ColumnFamily, Io> {
         self.db
@@ -138,6 +157,7 @@ pub fn open_observed(
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_max_background_jobs(2);
+    opts.set_manual_wal_flush(true);
     let cfs = [CF_LOG, CF_LOG_META, CF_SM, CF_SM_META]
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
@@ -151,8 +171,12 @@ pub fn open_observed(
         .spawn(move || flush_loop(flusher_db, rx))
         .map_err(|e| storage_err(&e))?;
     let log = RocksLogStore { db: Arc::clone(&db), flusher: Some(tx), flusher_thread: Some(thread) };
-    let sm =
-        RocksStateMachine { db, machine: StateHandle::new(machine), snapshot_sequence: Arc::new(AtomicU64::new(0)) };
+    let sm = RocksStateMachine {
+        db,
+        working: machine.clone(),
+        machine: StateHandle::new(machine),
+        snapshot_sequence: Arc::new(AtomicU64::new(0)),
+    };
     Ok((log, sm))
 }
 
@@ -377,6 +401,10 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
 #[derive(Debug)]
 pub struct RocksStateMachine {
     db: Arc<Db>,
+    /// Where apply runs; equal to `machine` between applies. After a failed write it is
+    /// ahead of both disk and readers, and Raft has stopped (a storage error is fatal).
+    working: Machine,
+    /// What readers see: only what is on disk.
     machine: StateHandle,
     snapshot_sequence: Arc<AtomicU64>,
 }
@@ -420,8 +448,7 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
     type SnapshotBuilder = RocksSnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        let m = self.machine.lock_read();
-        Ok((m.last_applied, m.last_membership.clone()))
+        Ok((self.working.last_applied, self.working.last_membership.clone()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
@@ -430,15 +457,11 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
         I::IntoIter: OptionalSend,
     {
         let started = Instant::now();
-        let (responses, batch) = {
-            let mut m = self.machine.lock_write();
-            let responses = m.apply_entries(entries);
-            let dirty = m.state.take_dirty();
-            let mut batch = WriteBatch::default();
-            put_rows(&self.db, &m, dirty, &mut batch).map_err(Self::sm_write_err)?;
-            (responses, batch)
-        };
+        let (responses, rows) = self.working.stage(entries);
+        let mut batch = WriteBatch::default();
+        put_rows(&self.db, &self.working, rows.iter().cloned(), &mut batch).map_err(Self::sm_write_err)?;
         self.db.write_synced(batch).await.map_err(Self::sm_write_err)?;
+        self.machine.publish(&self.working, &rows);
         self.db.observer.timed(Timing::Apply, started.elapsed());
         Ok(responses)
     }
@@ -446,7 +469,7 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         RocksSnapshotBuilder {
             db: Arc::clone(&self.db),
-            image: self.machine.lock_read().image(),
+            image: self.working.image(),
             sequence: self.snapshot_sequence.fetch_add(1, Ordering::Relaxed) + 1,
         }
     }
@@ -476,7 +499,8 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
             self.db.write_synced(batch).await
         };
         write.await.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        *self.machine.lock_write() = machine;
+        self.working = machine.clone();
+        self.machine.replace(machine);
         self.db.observer.timed(Timing::SnapshotInstall, started.elapsed());
         Ok(())
     }

@@ -2,9 +2,10 @@
 //! [`State`], snapshot images, and the read handle the agent queries.
 
 use crate::codec::{self, SnapshotImage};
-use crate::state::State;
+use crate::state::{RowKey, State};
 use crate::{Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership};
 use openraft::{EntryPayload, StorageIOError};
+use std::collections::BTreeSet;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The applied state with its position in the log.
@@ -32,6 +33,15 @@ impl Machine {
             out.push(response);
         }
         out
+    }
+
+    /// Applies `entries` to this machine, a state machine's private working copy, and
+    /// returns the responses with the rows they changed: what the caller persists, then
+    /// publishes ([`StateHandle::publish`]). Readers never see a batch before it is
+    /// stored.
+    pub(crate) fn stage<I: IntoIterator<Item = Entry>>(&mut self, entries: I) -> (Vec<Response>, BTreeSet<RowKey>) {
+        let responses = self.apply_entries(entries);
+        (responses, self.state.take_dirty())
     }
 
     pub(crate) fn image(&self) -> SnapshotImage {
@@ -106,6 +116,24 @@ impl StateHandle {
     /// A copy of the whole state.
     pub fn snapshot(&self) -> State {
         self.read(State::clone)
+    }
+
+    /// Shows readers rows `rows` of `working` and its log position: the last step of an
+    /// apply, once the batch is persisted.
+    pub(crate) fn publish(&self, working: &Machine, rows: &BTreeSet<RowKey>) {
+        let mut m = self.lock_write();
+        m.state.copy_rows(&working.state, rows);
+        m.last_applied = working.last_applied;
+        m.last_membership = working.last_membership.clone();
+        debug_assert!(
+            m.state == working.state,
+            "apply changed a row it did not mark: readers would miss the change and a restart would lose it"
+        );
+    }
+
+    /// Shows readers `machine` whole (a snapshot installed, a disk reopened).
+    pub(crate) fn replace(&self, machine: Machine) {
+        *self.lock_write() = machine;
     }
 
     pub(crate) fn lock_read(&self) -> RwLockReadGuard<'_, Machine> {

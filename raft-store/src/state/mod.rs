@@ -565,6 +565,49 @@ impl State {
         std::mem::take(&mut self.dirty)
     }
 
+    /// Makes rows `keys` of this state what they are in `from` (copied, or removed where
+    /// `from` has none): how a state machine publishes a batch it has persisted from its
+    /// private working copy to the state readers see. Only the named rows are touched.
+    pub(crate) fn copy_rows<'k>(&mut self, from: &State, keys: impl IntoIterator<Item = &'k RowKey>) {
+        fn copy<K: Ord + Clone, V: Clone>(to: &mut BTreeMap<K, V>, from: &BTreeMap<K, V>, key: &K) {
+            match from.get(key) {
+                Some(v) => to.insert(key.clone(), v.clone()),
+                None => to.remove(key),
+            };
+        }
+        for key in keys {
+            match key {
+                RowKey::Meta => self.meta = from.meta.clone(),
+                RowKey::Rebalance => self.rebalance = from.rebalance.clone(),
+                RowKey::Host(n) => match (self.hosts.get_mut(n), from.hosts.get(n)) {
+                    // The small row: every field but the inventory, which has its own.
+                    (Some(to), Some(h)) => {
+                        let inventory = to.inventory.take();
+                        *to = h.clone_without_inventory();
+                        to.inventory = inventory;
+                    }
+                    (None, Some(h)) => {
+                        self.hosts.insert(n.clone(), h.clone());
+                    }
+                    (_, None) => {
+                        self.hosts.remove(n);
+                    }
+                },
+                RowKey::Inventory(n) => {
+                    if let (Some(to), Some(h)) = (self.hosts.get_mut(n), from.hosts.get(n)) {
+                        to.inventory = h.inventory.clone();
+                    }
+                }
+                RowKey::Domain(n) => copy(&mut self.domains, &from.domains, n),
+                RowKey::Reservation(id) => copy(&mut self.reservations, &from.reservations, id),
+                RowKey::Operation(id) => copy(&mut self.operations, &from.operations, id),
+                RowKey::User(n) => copy(&mut self.users, &from.users, n),
+                RowKey::Audit(i) => copy(&mut self.audit, &from.audit, i),
+                RowKey::Plan(id) => copy(&mut self.plans, &from.plans, id),
+            }
+        }
+    }
+
     /// The encoded row for `key`, or `None` when the row no longer exists.
     pub(crate) fn encode_row(&self, key: &RowKey) -> Result<Option<Vec<u8>>, CodecError> {
         fn enc<T: Serialize>(v: Option<&T>) -> Result<Option<Vec<u8>>, CodecError> {

@@ -73,6 +73,32 @@ pub struct Host {
     pub self_stop: SelfStop,
 }
 
+impl Host {
+    /// A copy of every field but the inventory (`None`): the host's small row.
+    pub(crate) fn clone_without_inventory(&self) -> Host {
+        let Host {
+            name,
+            address,
+            status,
+            status_since_ms,
+            inventory: _,
+            inventory_at_ms,
+            fencing_token_max,
+            self_stop,
+        } = self;
+        Host {
+            name: name.clone(),
+            address: address.clone(),
+            status: *status,
+            status_since_ms: *status_since_ms,
+            inventory: None,
+            inventory_at_ms: *inventory_at_ms,
+            fencing_token_max: *fencing_token_max,
+            self_stop: *self_stop,
+        }
+    }
+}
+
 /// How a lost host stops its own guests without a power fence, as its agent's config
 /// declares (HA-03, HA-08). Both halves are needed, because the majority cannot tell
 /// a partition from a dead agent:
