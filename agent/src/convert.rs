@@ -236,6 +236,11 @@ pub fn error(s: Status) -> Error {
         Code::NotFound => Error::NotFound(m),
         Code::InvalidArgument | Code::OutOfRange => Error::InvalidInput(m),
         Code::PermissionDenied | Code::Unauthenticated => Error::PermissionDenied(m),
+        // tonic's own code for a call whose connection broke before the answer (the
+        // peer died or restarted mid-call): its outcome is unknown, as after a deadline.
+        Code::Unknown => {
+            Error::Timeout(format!("the connection broke before the answer ({m}); it may or may not have taken effect"))
+        }
         Code::Internal => Error::Internal(m),
         other => Error::Internal(format!("{other:?}: {m}")),
     }
@@ -719,6 +724,14 @@ mod tests {
         for (e, _) in every_variant() {
             assert_eq!(error(status(e.clone())), e);
         }
+    }
+
+    #[test]
+    fn a_call_whose_connection_broke_is_an_unknown_outcome_not_a_bug() {
+        // Goal: a peer killed mid-call (tonic's UNKNOWN, "transport error") reaches the caller as a timeout, retryable.
+        let e = error(Status::unknown("h2 protocol error: error reading a body from connection"));
+        assert!(matches!(&e, Error::Timeout(m) if m.contains("may or may not have taken effect")), "{e:?}");
+        assert_eq!(status(e).code(), Code::DeadlineExceeded);
     }
 
     #[test]

@@ -301,6 +301,15 @@ pub enum Subject<'a> {
     Host(&'a str),
 }
 
+impl fmt::Display for Subject<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Domain(d) => write!(f, "domain {d}"),
+            Self::Host(h) => write!(f, "host {h}"),
+        }
+    }
+}
+
 /// The phase machine of ARCHITECTURE.md:
 /// Preparing -> Reserved -> Transferring(progress) -> Committing -> Done | Failed | Cancelled | RolledBack.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

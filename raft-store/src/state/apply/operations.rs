@@ -17,7 +17,8 @@ impl State {
             return reject(
                 RejectCode::OperationRunning,
                 format!(
-                    "operation {} ({}, {}) is already running on {:?}",
+                    "operation {} ({}, {}) is already running on {}: wait for it to end, or cancel it \
+                     (`ternctl cancel-operation`)",
                     other.id,
                     other.kind.name(),
                     other.phase,
