@@ -127,6 +127,129 @@ pub enum HypervisorConfig {
         #[serde(default = "default_time_scale")]
         time_scale: u32,
     },
+    /// This control domain's Logical Domains Manager (Oracle VM Server for SPARC):
+    /// `ldm` is run for every read and change.
+    Ldm(Box<LdmConfig>),
+}
+
+/// `[hypervisor] kind = "ldm"`: how to run `ldm`, and what it does not print.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LdmConfig {
+    /// The `ldm` program (`/opt/SUNWldm/bin/ldm` on old releases).
+    #[serde(default = "default_ldm_path")]
+    pub ldm_path: PathBuf,
+    /// The server's model, e.g. "SPARC M10-1" (`prtdiag`; LM-10 compares families).
+    pub model: String,
+    /// The CPU type, e.g. "SPARC64 X+" or "SPARC T4" (`psrinfo -pv`; LM-07).
+    pub cpu: String,
+    /// The CPU frequency in MHz, e.g. 3200 (LM-07 with generic guests).
+    pub frequency_mhz: u32,
+    /// The system firmware, e.g. "XCP2210" (`version` on the XSCF; LM-10).
+    pub firmware: String,
+    /// This control domain's OS, e.g. "Solaris 11.1.17.5.0" (`pkg info entire`; LM-11).
+    pub os: String,
+    /// Device path prefixes of virtual disk backends on storage every server sees
+    /// (LM-03), e.g. ["/dev/dsk/c0t6000"]. ldm cannot tell.
+    #[serde(default)]
+    pub shared_storage: Vec<String>,
+    /// Every virtual disk backend is on shared storage (LM-03).
+    #[serde(default)]
+    pub all_storage_shared: bool,
+    /// CIDs of cores without a CPU activation licence (LM-05); ldm lists them as free.
+    #[serde(default)]
+    pub inactive_cores: Vec<u32>,
+    /// The account `ldm migrate-domain` logs in as on the targets (OP-04, `user@target`).
+    #[serde(default)]
+    pub target_user: Option<String>,
+    /// A file (mode 600) with that account's password on the targets (OP-03 `-p`),
+    /// read at each migration.
+    #[serde(default)]
+    pub target_password_file: Option<PathBuf>,
+    /// Where each migration's one-use password file is made (root-owned, not world-writable).
+    #[serde(default = "default_password_dir")]
+    pub password_dir: PathBuf,
+    /// Deadline of each ldm command but `migrate-domain`.
+    #[serde(default = "default_ldm_command_deadline_ms")]
+    pub command_deadline_ms: u64,
+    /// Deadline of a whole `migrate-domain` (LM-17: large guests take hours).
+    #[serde(default = "default_ldm_migration_deadline_ms")]
+    pub migration_deadline_ms: u64,
+    /// How often a running migration's progress is read (OP-06).
+    #[serde(default = "default_ldm_progress_interval_ms")]
+    pub progress_interval_ms: u64,
+}
+
+fn default_ldm_path() -> PathBuf {
+    PathBuf::from("/usr/sbin/ldm")
+}
+fn default_password_dir() -> PathBuf {
+    PathBuf::from("/var/run/tern")
+}
+fn default_ldm_command_deadline_ms() -> u64 {
+    tern_hypervisor::ldm::backend::COMMAND_DEADLINE.as_millis() as u64
+}
+fn default_ldm_migration_deadline_ms() -> u64 {
+    tern_hypervisor::ldm::backend::MIGRATION_DEADLINE.as_millis() as u64
+}
+fn default_ldm_progress_interval_ms() -> u64 {
+    tern_hypervisor::ldm::backend::PROGRESS_INTERVAL.as_millis() as u64
+}
+
+impl LdmConfig {
+    /// The backend's options for the server named `host`; the error names the field.
+    pub fn options(&self, host: &str) -> Result<tern_hypervisor::ldm::backend::LdmOptions, (&'static str, String)> {
+        use tern_hypervisor::ldm::backend::LdmOptions;
+        use tern_hypervisor::ldm::inventory::{ServerFacts, SharedStorage};
+        use tern_model::{CpuFamily, CpuType, Firmware, OsVersion};
+        let nonempty = |field: &'static str, v: &str, example: &str| {
+            if v.trim().is_empty() { Err((field, format!("must not be empty, e.g. {example:?}"))) } else { Ok(()) }
+        };
+        nonempty("hypervisor.model", &self.model, "SPARC M10-1")?;
+        nonempty("hypervisor.firmware", &self.firmware, "XCP2210")?;
+        let family: CpuFamily = self.cpu.parse().map_err(|e| ("hypervisor.cpu", format!("{:?}: {e}", self.cpu)))?;
+        if self.frequency_mhz == 0 || self.frequency_mhz > 100_000 {
+            return Err(("hypervisor.frequency_mhz", format!("{} is not a CPU frequency in MHz", self.frequency_mhz)));
+        }
+        let os = OsVersion::parse(&self.os).map_err(|e| ("hypervisor.os", format!("{:?}: {e}", self.os)))?;
+        if let Some(p) = self.shared_storage.iter().find(|p| !p.starts_with('/')) {
+            return Err((
+                "hypervisor.shared_storage",
+                format!("{p:?} is not a device path prefix such as /dev/dsk/c0t6000"),
+            ));
+        }
+        if self.shared_storage.len() > 256 {
+            return Err(("hypervisor.shared_storage", format!("{} prefixes; at most 256", self.shared_storage.len())));
+        }
+        if self.inactive_cores.len() > 4096 {
+            return Err(("hypervisor.inactive_cores", format!("{} cores; at most 4096", self.inactive_cores.len())));
+        }
+        let ms = |field: &'static str, v: u64| {
+            if v == 0 {
+                Err((field, "must be longer than 0".to_string()))
+            } else {
+                Ok(std::time::Duration::from_millis(v))
+            }
+        };
+        let facts = ServerFacts {
+            model: self.model.trim().to_string(),
+            cpu: CpuType { family, frequency_mhz: self.frequency_mhz },
+            firmware: Firmware(self.firmware.trim().to_string()),
+            os,
+        };
+        let mut o = LdmOptions::new(host, facts);
+        o.ldm_path = self.ldm_path.clone();
+        o.command_deadline = ms("hypervisor.command_deadline_ms", self.command_deadline_ms)?;
+        o.migration_deadline = ms("hypervisor.migration_deadline_ms", self.migration_deadline_ms)?;
+        o.progress_interval = ms("hypervisor.progress_interval_ms", self.progress_interval_ms)?;
+        o.password_dir = self.password_dir.clone();
+        o.shared_storage = SharedStorage { all: self.all_storage_shared, device_prefixes: self.shared_storage.clone() };
+        o.inactive_cids = self.inactive_cores.clone();
+        o.target_user = self.target_user.clone();
+        o.target_password_file = self.target_password_file.clone();
+        o.validate().map_err(|e| ("hypervisor", e))?;
+        Ok(o)
+    }
 }
 
 /// HA when a control domain is lost (SPEC HA-*).
@@ -594,6 +717,13 @@ impl Config {
         }
         match &mut self.hypervisor {
             HypervisorConfig::Sim { layout, .. } => fix(layout),
+            HypervisorConfig::Ldm(l) => {
+                fix(&mut l.ldm_path);
+                fix(&mut l.password_dir);
+                if let Some(f) = &mut l.target_password_file {
+                    fix(f);
+                }
+            }
         }
         for f in &mut self.ha.fence {
             fix(&mut f.password_file);
@@ -643,6 +773,9 @@ impl Config {
                 return Err(("hypervisor.time_scale", format!("{time_scale} must be between 1 and 100000")));
             }
             HypervisorConfig::Sim { .. } => {}
+            HypervisorConfig::Ldm(l) => {
+                l.options(&self.name)?;
+            }
         }
         self.ha.validate_for(&self.name)?;
         self.telemetry.validate()?;
@@ -774,6 +907,53 @@ password_file = \"bmc.pass\"\nattempts = 2\n";
             let err = load(&text).unwrap_err();
             assert!(matches!(&err, ConfigError::Invalid { field: f, .. } if *f == field), "{field}: {err}");
         }
+    }
+
+    const LDM: &str = "[hypervisor]\nkind = \"ldm\"\nmodel = \"SPARC M10-1\"\ncpu = \"SPARC64 X+\"\n\
+frequency_mhz = 3200\nfirmware = \"XCP2210\"\nos = \"Solaris 11.1.17.5.0\"\n";
+
+    fn with_ldm(table: &str) -> String {
+        let sim = GOOD.find("[hypervisor]").unwrap();
+        format!("{}{table}", &GOOD[..sim])
+    }
+
+    #[test]
+    fn an_ldm_hypervisor_takes_what_ldm_does_not_print_with_defaults_for_the_rest() {
+        // Goal: kind = "ldm" needs model, CPU, frequency, firmware and OS; ldm_path, deadlines and password_dir default.
+        let c = load(&with_ldm(&format!("{LDM}shared_storage = [\"/dev/dsk/c0t6000\"]\ninactive_cores = [14, 15]\n")))
+            .unwrap();
+        let HypervisorConfig::Ldm(l) = &c.hypervisor else { panic!("{:?}", c.hypervisor) };
+        let o = l.options(&c.name).unwrap();
+        assert_eq!(o.ldm_path, PathBuf::from("/usr/sbin/ldm"));
+        assert_eq!(o.facts.cpu.frequency_mhz, 3200);
+        assert!(
+            o.shared_storage.is_shared("/dev/dsk/c0t600000E00D28d0s2")
+                && !o.shared_storage.is_shared("/dev/dsk/c0t0d0s2")
+        );
+        assert_eq!(o.inactive_cids, vec![14, 15]);
+        assert_eq!(o.migration_deadline, tern_hypervisor::ldm::backend::MIGRATION_DEADLINE);
+        assert_eq!((o.target_user, o.target_password_file), (None, None));
+    }
+
+    #[test]
+    fn ldm_settings_that_cannot_be_right_name_their_field() {
+        // Goal: every ldm fact and limit is checked at load, the error naming the field.
+        let cases = [
+            (LDM.replace("SPARC64 X+", "Xeon"), "hypervisor.cpu"),
+            (LDM.replace("3200", "0"), "hypervisor.frequency_mhz"),
+            (LDM.replace("Solaris 11.1.17.5.0", "Linux"), "hypervisor.os"),
+            (LDM.replace("\"SPARC M10-1\"", "\" \""), "hypervisor.model"),
+            (LDM.replace("\"XCP2210\"", "\"\""), "hypervisor.firmware"),
+            (format!("{LDM}shared_storage = [\"c0t6000\"]\n"), "hypervisor.shared_storage"),
+            (format!("{LDM}command_deadline_ms = 0\n"), "hypervisor.command_deadline_ms"),
+            (format!("{LDM}target_user = \"ro ot\"\n"), "hypervisor"),
+        ];
+        for (table, field) in cases {
+            let err = load(&with_ldm(&table)).unwrap_err();
+            assert!(matches!(&err, ConfigError::Invalid { field: f, .. } if *f == field), "{field}: {err}");
+        }
+        let err = load(&with_ldm(&format!("{LDM}layout = \"x.toml\"\n"))).unwrap_err();
+        assert!(err.to_string().contains("unknown field `layout`"), "{err}");
     }
 
     #[test]

@@ -432,17 +432,70 @@ impl Running {
     }
 }
 
-/// Runs the agent described by `config` on real TCP until `shutdown`.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(io_err(config.data_dir.display().to_string()))?;
-    let hypervisor: Arc<dyn Hypervisor> = match &config.hypervisor {
+/// The hypervisor `config` names: the sim on its layout (state kept in the data
+/// folder), or this control domain's `ldm`.
+fn open_hypervisor(config: &Config) -> Result<Arc<dyn Hypervisor>, AgentError> {
+    Ok(match &config.hypervisor {
         HypervisorConfig::Sim { layout, time_scale } => Arc::new(SimHypervisor::open(SimOptions {
             layout: layout.clone(),
             state_file: Some(config.data_dir.join("sim-state.json")),
             time_scale: *time_scale,
             precopy: Default::default(),
         })?),
+        HypervisorConfig::Ldm(l) => {
+            let options = l.options(&config.name).map_err(|(field, message)| config::ConfigError::Invalid {
+                path: "[hypervisor]".into(),
+                field,
+                message,
+            })?;
+            Arc::new(tern_hypervisor::ldm::backend::LdmHypervisor::new(options)?)
+        }
+    })
+}
+
+/// `ternd --check` on the hypervisor: with ldm, `ldm -V` and one inventory read (what
+/// the agent will report), summarised; with the sim, nothing is read. Changes nothing.
+pub async fn check_hypervisor(config: &Config) -> Result<String, AgentError> {
+    let summary = |s: &tern_model::Server| {
+        let guests: Vec<&str> =
+            s.domains.iter().filter(|d| d.kind == tern_model::DomainKind::Guest).map(|d| d.name.as_str()).collect();
+        format!(
+            "server {}: {} ({} at {} MHz, firmware {}, {}), {} cores ({} free), {} of memory in {} block(s), guests {:?}",
+            s.name,
+            s.model,
+            s.cpu.family,
+            s.cpu.frequency_mhz,
+            s.firmware.0,
+            s.os,
+            s.cores.len(),
+            s.free_cores(&Default::default()).len(),
+            tern_model::Size(s.memory.iter().map(|b| b.size).sum()),
+            s.memory.len(),
+            guests
+        )
     };
+    match &config.hypervisor {
+        HypervisorConfig::Ldm(l) => {
+            let options = l.options(&config.name).map_err(|(field, message)| config::ConfigError::Invalid {
+                path: "[hypervisor]".into(),
+                field,
+                message,
+            })?;
+            let hv = tern_hypervisor::ldm::backend::LdmHypervisor::new(options)?;
+            let version = hv.version().await?;
+            let server = hv.inventory().await?;
+            Ok(format!("ldm at {}: {version}\n{}", l.ldm_path.display(), summary(&server)))
+        }
+        // The sim's layout is read when the agent starts (a checked config may name
+        // a layout installed later, as the examples do).
+        HypervisorConfig::Sim { layout, .. } => Ok(format!("simulated server from layout {}", layout.display())),
+    }
+}
+
+/// Runs the agent described by `config` on real TCP until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(io_err(config.data_dir.display().to_string()))?;
+    let hypervisor = open_hypervisor(&config)?;
     let metrics = Arc::new(metrics::Metrics::new());
     let (log, sm) = tern_raft_store::rocks::open_observed(config.data_dir.join("raft"), metrics.clone())?;
     let state = sm.state();

@@ -24,7 +24,12 @@ use std::path::PathBuf;
   metrics_addr = \"127.0.0.1:9400\" Prometheus /metrics (optional; plain HTTP, so loopback\n\
                                  unless metrics_remote = true)\n\
   [tls] ca, cert, key             PEM files from `ternctl certs`\n\
-  [hypervisor] kind = \"sim\", layout = \"m10-1-1.toml\", time_scale = 1\n\
+  [hypervisor] kind = \"sim\", layout = \"m10-1-1.toml\", time_scale = 1   (simulated server)\n\
+  [hypervisor] kind = \"ldm\", model = \"SPARC M10-1\", cpu = \"SPARC64 X+\",\n\
+               frequency_mhz = 3200, firmware = \"XCP2210\", os = \"Solaris 11.3\",\n\
+               shared_storage = [\"/dev/dsk/c0t6000\"], inactive_cores = [],\n\
+               target_user = \"tern\", target_password_file = \"/etc/tern/target.password\"\n\
+               (this control domain's ldm; ldm_path = \"/usr/sbin/ldm\")\n\
   [timeouts] heartbeat_interval_ms, election_timeout_min_ms, election_timeout_max_ms,\n\
              rpc_timeout_ms, connect_timeout_ms, voter_replace_after_ms,\n\
              inventory_poll_ms, inventory_debounce_ms, shutdown_deadline_ms\n\
@@ -45,7 +50,9 @@ pub struct Args {
     /// The configuration file.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
-    /// Check the configuration and exit.
+    /// Check the configuration, read the hypervisor once (with `kind = "ldm"`: `ldm -V`
+    /// and the inventory the agent would report; changes nothing) and exit: 0 valid,
+    /// 2 a configuration error, 1 a hypervisor that does not answer.
     #[arg(long)]
     pub check: bool,
     /// Write the snapshot FILE (`ternctl cluster snapshot save`) into the data directory,

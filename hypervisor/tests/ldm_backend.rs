@@ -187,6 +187,36 @@ async fn migration_reports_progress_and_removes_its_password_file() {
 }
 
 #[tokio::test]
+async fn a_configured_account_and_password_file_log_in_to_the_target() {
+    // Goal: with target_user and target_password_file set (ternd's [hypervisor]), migrate-domain runs as
+    // `tern@m10-1-2` (OP-04) with the file's password in a fresh 0600 file (OP-03), no password given per call.
+    use std::os::unix::fs::PermissionsExt;
+    let fake = FakeLdm::new();
+    fake.set("migrate-domain.password", "from-the-file");
+    let secrets = tempfile::tempdir().unwrap();
+    let file = secrets.path().join("target.password");
+    std::fs::write(&file, "from-the-file\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut o = fake.options();
+    o.target_user = Some("tern".into());
+    o.target_password_file = Some(file.clone());
+    let hv = LdmHypervisor::new(o).unwrap();
+    let (tx, _rx) = mpsc::channel(64);
+    hv.migrate_out(ldom1_to("m10-1-2", None), tx).await.unwrap();
+    let log = fake.log();
+    let migrate = log.lines().find(|l| l.starts_with("migrate-domain")).unwrap();
+    assert!(migrate.ends_with(" ldom1 tern@m10-1-2"), "{migrate}");
+    assert!(log.contains("#password-file mode=600 matches=yes"), "{log}");
+    assert!(fake.password_files().is_empty(), "{:?}", fake.password_files());
+
+    // A password file others can read is refused, before ldm runs.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (tx, _rx) = mpsc::channel(64);
+    let e = hv.migrate_out(ldom1_to("m10-1-2", None), tx).await.unwrap_err();
+    assert!(e.to_string().contains("chmod 600"), "{e}");
+}
+
+#[tokio::test]
 async fn cancel_stops_a_running_migration() {
     // Goal: cancel-operation migration ldom1 (OP-09) ends migrate_out with Cancelled; the password file is removed.
     let fake = FakeLdm::new();

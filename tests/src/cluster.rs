@@ -70,6 +70,17 @@ impl Cluster {
 
     /// Like [`Cluster::add`] with a layout file anywhere.
     pub fn add_layout(&mut self, name: &str, layout_path: &Path, join: &[String]) -> usize {
+        let hypervisor = format!(
+            "[hypervisor]\nkind = \"sim\"\nlayout = \"{l}\"\ntime_scale = {ts}\n",
+            l = layout_path.display(),
+            ts = self.time_scale
+        );
+        self.add_with_hypervisor(name, &hypervisor, join)
+    }
+
+    /// Like [`Cluster::add`] with `hypervisor` as the config's whole `[hypervisor]`
+    /// table (e.g. `kind = "ldm"` on a fake ldm).
+    pub fn add_with_hypervisor(&mut self, name: &str, hypervisor: &str, join: &[String]) -> usize {
         tern_tls::issue(&self.certs, name, &tern_tls::Role::Node { sans: vec![], loopback: true }, None).unwrap();
         let dir = self.tmp.path().join(name);
         std::fs::create_dir_all(dir.join("data")).unwrap();
@@ -77,13 +88,11 @@ impl Cluster {
         let config = format!(
             "name = \"{name}\"\nlisten_addr = \"127.0.0.1:0\"\nmetrics_addr = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
 join = [{join}]\nvoters = 3\n[tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/{name}.pem\"\nkey = \"{c}/{name}-key.pem\"\nrevoked = \"{c}/revoked.txt\"\n\
-[hypervisor]\nkind = \"sim\"\nlayout = \"{l}\"\ntime_scale = {ts}\n\
+{hypervisor}\
 [timeouts]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\n\
 rpc_timeout_ms = 1000\nconnect_timeout_ms = 500\nvoter_replace_after_ms = 3000\ninventory_poll_ms = 200\n\
 inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n{extra}",
             c = self.certs.display(),
-            l = layout_path.display(),
-            ts = self.time_scale,
             extra = self.extra_config,
         );
         std::fs::write(dir.join("ternd.toml"), config).unwrap();

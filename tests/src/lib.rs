@@ -20,9 +20,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The executables these tests run, each with its package.
-const BINARIES: [(&str, &str); 2] = [("tern-agent", "ternd"), ("tern-ctl", "ternctl")];
+const BINARIES: [(&str, &str); 3] = [("tern-agent", "ternd"), ("tern-ctl", "ternctl"), ("tern-hypervisor", "fake-ldm")];
 
-/// The path of `name` (`ternd` or `ternctl`), built and up to date.
+/// The path of `name` (`ternd`, `ternctl` or `fake-ldm`), built and up to date.
 ///
 /// Panics with cargo's output when they cannot be built.
 pub fn binary(name: &str) -> PathBuf {

@@ -76,6 +76,13 @@ pub struct LdmOptions {
     pub shared_storage: SharedStorage,
     /// CIDs of cores without a CPU activation licence.
     pub inactive_cids: Vec<u32>,
+    /// The account `migrate-domain` logs in as on every target (`user@target`, OP-04);
+    /// `None`: ldm's default, the caller's own name.
+    pub target_user: Option<String>,
+    /// A file holding the password of that account on the targets (OP-03), read at
+    /// each migration (so it can be rotated): used for any target without a password
+    /// given by [`LdmHypervisor::set_target_password`].
+    pub target_password_file: Option<PathBuf>,
 }
 
 impl LdmOptions {
@@ -93,6 +100,8 @@ impl LdmOptions {
             facts,
             shared_storage: SharedStorage::default(),
             inactive_cids: Vec::new(),
+            target_user: None,
+            target_password_file: None,
         }
     }
 
@@ -116,6 +125,11 @@ impl LdmOptions {
         }
         if self.output_bytes_max == 0 {
             errs.push("output_bytes_max must be at least 1".to_string());
+        }
+        if let Some(u) = &self.target_user
+            && (u.is_empty() || u.len() > 32 || !u.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+        {
+            errs.push(format!("target_user {u:?} must be 1-32 letters, digits, '.', '_' or '-' (a user name)"));
         }
         if errs.is_empty() { Ok(()) } else { Err(errs.join("; ")) }
     }
@@ -200,20 +214,32 @@ impl LdmHypervisor {
     /// Dry run (OP-02): `ldm migrate-domain -n`. `Ok` means ldm found nothing to object to.
     pub async fn check_migration(&self, req: &MigrateOut) -> Result<(), HvError> {
         let file = self.password_file(&req.target)?;
-        let a = migrate_args(Some("-n"), &file.path, req);
+        let a = migrate_args(Some("-n"), &file.path, req, self.opts.target_user.as_deref());
         let out = self.run(&a, self.opts.command_deadline).await?;
         drop(file);
         if out.success() { Ok(()) } else { Err(classify(&out.stdout, &out.stderr).into_error()) }
     }
 
     fn password_file(&self, target: &str) -> Result<PasswordFile, HvError> {
-        let password = lock(&self.passwords).get(target).cloned().ok_or_else(|| {
-            HvError::Invalid(format!(
-                "OP-03 no password is known for target {target}; the agent must be given it before migrating"
-            ))
-        })?;
+        let given = lock(&self.passwords).get(target).cloned();
+        let password = match (given, &self.opts.target_password_file) {
+            (Some(p), _) => p,
+            (None, Some(file)) => read_password_file(file)?,
+            (None, None) => {
+                return Err(HvError::Invalid(format!(
+                    "OP-03 no password is known for target {target}: set [hypervisor] target_password_file"
+                )));
+            }
+        };
         let n = self.files_made.fetch_add(1, Ordering::Relaxed);
         PasswordFile::create(&self.opts.password_dir, n, &password)
+    }
+
+    /// `ldm -V`: the first line, e.g. `Logical Domains Manager (v 3.1.1.0.6)`.
+    pub async fn version(&self) -> Result<String, HvError> {
+        let out = self.run_ok(&args(&["-V"])).await?;
+        let first = out.stdout.lines().map(str::trim).find(|l| !l.is_empty());
+        first.map(str::to_string).ok_or_else(|| HvError::Io("`ldm -V` printed nothing".into()))
     }
 
     /// The migration's progress, if `list-domain -o status` shows one running.
@@ -244,7 +270,37 @@ impl LdmHypervisor {
     }
 }
 
-fn migrate_args(flag: Option<&str>, file: &Path, req: &MigrateOut) -> Vec<String> {
+/// Largest target password file read (a password, maybe a newline).
+const PASSWORD_FILE_BYTES_MAX: u64 = 4096;
+
+/// The password in `file`: its first line. The file must be readable by its owner only.
+pub fn read_password_file(file: &Path) -> Result<String, HvError> {
+    use std::os::unix::fs::MetadataExt;
+    let name = file.display();
+    let meta =
+        std::fs::metadata(file).map_err(|e| HvError::Invalid(format!("OP-03 target_password_file {name}: {e}")))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(HvError::Invalid(format!(
+            "OP-03 target_password_file {name} is readable by others (mode {:o}); chmod 600 it",
+            meta.mode() & 0o777
+        )));
+    }
+    if meta.len() > PASSWORD_FILE_BYTES_MAX {
+        return Err(HvError::Invalid(format!(
+            "OP-03 target_password_file {name} has {} bytes; a password file holds one line",
+            meta.len()
+        )));
+    }
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| HvError::Invalid(format!("OP-03 target_password_file {name}: {e}")))?;
+    let password = text.lines().next().unwrap_or("").to_string();
+    if password.is_empty() {
+        return Err(HvError::Invalid(format!("OP-03 target_password_file {name} is empty")));
+    }
+    Ok(password)
+}
+
+fn migrate_args(flag: Option<&str>, file: &Path, req: &MigrateOut, user: Option<&str>) -> Vec<String> {
     let mut a = vec!["migrate-domain".to_string()];
     if let Some(f) = flag {
         a.push(f.to_string());
@@ -252,9 +308,14 @@ fn migrate_args(flag: Option<&str>, file: &Path, req: &MigrateOut) -> Vec<String
     a.push("-p".to_string());
     a.push(file.display().to_string());
     a.push(req.domain.clone());
+    // OP-04: `user@target`, unless the target already names its user.
+    let target = match user {
+        Some(u) if !req.target.contains('@') => format!("{u}@{}", req.target),
+        _ => req.target.clone(),
+    };
     a.push(match &req.new_name {
-        Some(n) => format!("{}:{n}", req.target),
-        None => req.target.clone(),
+        Some(n) => format!("{target}:{n}"),
+        None => target,
     });
     a
 }
@@ -456,7 +517,7 @@ impl Hypervisor for LdmHypervisor {
             flights.insert(req.domain.clone(), Flight::default());
         }
         let started = Instant::now();
-        let a = migrate_args(None, &file.path, &req);
+        let a = migrate_args(None, &file.path, &req, self.opts.target_user.as_deref());
         let mut migrate = Box::pin(self.run(&a, self.opts.migration_deadline));
         let mut tick = tokio::time::interval(self.opts.progress_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
