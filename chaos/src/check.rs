@@ -17,7 +17,13 @@
 //!   its lease (by the leader's applied cluster clock) for that long (it expires
 //!   them every second); a reservation past its lease blocks nothing meanwhile
 //!   (apply judges it inactive);
-//! - at most one leader per term (election safety);
+//! - at most one member leads as each leader id (election safety). openraft's leader id
+//!   is (term, node id), and in its default mode a term may have more than one leader
+//!   (openraft's docs, data/vote.md: a member moves its vote to a greater candidate of
+//!   the same term, and a restarted leader reclaims the committed vote it held); log
+//!   ids carry the whole leader id, so such leaders never write over each other, which
+//!   the equal-states check below confirms. What must never happen is two hosts
+//!   leading under one (term, node id): one identity on two disks;
 //! - no member votes twice: every vote it saves is at least the greatest it saved
 //!   before, counting votes a power loss later took from its disk (a member that forgot
 //!   an unsynced vote must not grant a lower or rival one). openraft orders votes by
@@ -64,7 +70,8 @@ pub struct Checker {
     members: Vec<MemberSeen>,
     /// The guest domains of the layouts: the cluster must never lose one.
     guests: BTreeSet<String>,
-    leaders: BTreeMap<u64, NodeId>,
+    /// Who led under each leader id (term, node id) first.
+    leaders: BTreeMap<(u64, NodeId), String>,
     steps: u64,
     leases: LeaseWatch,
     /// Every applied-index change (`step host index term`), for comparing two runs
@@ -154,12 +161,12 @@ impl Checker {
                 continue;
             }
             let term = m.current_term;
-            match self.leaders.insert(term, m.id) {
-                Some(other) if other != m.id => out.push(Violation {
+            let first = self.leaders.entry((term, m.id)).or_insert_with(|| h.name.clone());
+            if *first != h.name {
+                out.push(Violation {
                     at_ms: now_ms,
-                    what: format!("two leaders in term {term}: node {other} and node {} ({})", m.id, h.name),
-                }),
-                _ => {}
+                    what: format!("two hosts lead as node {} in term {term}: {first} and {}", m.id, h.name),
+                });
             }
         }
         out

@@ -116,6 +116,8 @@ pub struct HostSlot {
     pub fatal_stops: AtomicU64,
     /// Writes power losses took from this server's page cache, in all.
     pub writes_lost: AtomicU64,
+    /// Makes this server's hypervisor fail or hang (it outlives the agent).
+    pub hv_switch: Arc<crate::faulty::HvSwitch>,
 }
 
 impl HostSlot {
@@ -327,6 +329,7 @@ impl Shared {
                     power_offs: AtomicU64::new(0),
                     fatal_stops: AtomicU64::new(0),
                     writes_lost: AtomicU64::new(0),
+                    hv_switch: Default::default(),
                 }
             })
             .collect();
@@ -477,7 +480,7 @@ pub async fn boot(shared: Arc<Shared>, i: usize) -> turmoil::Result {
         incoming: incoming(PORT).await?,
         advertise: slot.address(),
         dialer: Arc::new(SimDialer),
-        hypervisor: hv,
+        hypervisor: Arc::new(crate::faulty::FaultyHypervisor { inner: hv, switch: slot.hv_switch.clone() }),
         node_id: disk.node_id,
         clock: shared.clock(i),
         inline_blocking: true,

@@ -29,6 +29,7 @@
 
 pub mod check;
 pub mod cluster;
+pub mod faulty;
 pub mod history;
 pub mod nemesis;
 pub mod net;

@@ -30,9 +30,11 @@ pub enum Kind {
     Bounce,
     DiskLoss,
     Skew,
+    /// A host's hypervisor fails or hangs every call ([`crate::faulty`]).
+    Hypervisor,
 }
 
-pub const KINDS: [Kind; 9] = [
+pub const KINDS: [Kind; 10] = [
     Kind::Partition,
     Kind::IsolateLeader,
     Kind::Loss,
@@ -42,6 +44,7 @@ pub const KINDS: [Kind; 9] = [
     Kind::Bounce,
     Kind::DiskLoss,
     Kind::Skew,
+    Kind::Hypervisor,
 ];
 
 impl Kind {
@@ -55,7 +58,7 @@ pub struct NemesisOptions {
     /// Chance (per mille) per decision of starting a fault when a slot is free.
     pub start_per_mille: u64,
     /// Relative weights of [`KINDS`].
-    pub weights: [u64; 9],
+    pub weights: [u64; 10],
     /// How long a fault lasts (ms, uniform).
     pub duration_ms: (u64, u64),
     /// Disk losses per run, at most.
@@ -66,7 +69,7 @@ impl Default for NemesisOptions {
     fn default() -> Self {
         Self {
             start_per_mille: 300,
-            weights: [4, 3, 2, 2, 2, 4, 2, 1, 1],
+            weights: [4, 3, 2, 2, 2, 4, 2, 1, 1, 1],
             duration_ms: (1000, 8000),
             disk_losses_max: 1,
         }
@@ -113,7 +116,30 @@ pub enum Fault {
     DiskFails {
         host: String,
     },
+    /// The host's hypervisor fails every call, or hangs each one until its deadline
+    /// (`hang`); the server and its guests go on.
+    Hypervisor {
+        host: String,
+        hang: bool,
+    },
 }
+
+impl Fault {
+    /// The one host a process fault is on.
+    fn host(&self) -> Option<&str> {
+        match self {
+            Fault::Down { host, .. }
+            | Fault::Skew { host }
+            | Fault::DiskFails { host }
+            | Fault::Hypervisor { host, .. } => Some(host),
+            Fault::Cut { .. } | Fault::Loss { .. } | Fault::Delay { .. } | Fault::Hold { .. } => None,
+        }
+    }
+}
+
+/// Chance (per mille) that a process fault drawn while another runs starts anyway, on
+/// another host.
+const SECOND_FAULT_PER_MILLE: u64 = 250;
 
 struct Active {
     fault: Fault,
@@ -139,6 +165,11 @@ pub struct Nemesis {
     process: Option<Active>,
     next_decision_ms: u64,
     disk_losses: u32,
+    /// A second process fault at once (on another host), started now and then while
+    /// the first runs: two crashes, a crash during a hypervisor fault...
+    second: Option<Active>,
+    /// While a second process fault is being drawn: the first one's host.
+    avoid_host: Option<String>,
     /// A crash waiting for its host to have writes only in its page cache.
     armed: Option<Armed>,
     /// The next power loss takes every unsynced write (a scenario that needs a loss).
@@ -162,6 +193,8 @@ impl Nemesis {
             process: None,
             next_decision_ms: 0,
             disk_losses: 0,
+            second: None,
+            avoid_host: None,
             armed: None,
             lose_everything_next: false,
             log: Vec::new(),
@@ -201,6 +234,10 @@ impl Nemesis {
             let a = self.network.take().expect("checked");
             self.end(sim, shared, now_ms, a.fault);
         }
+        if self.second.as_ref().is_some_and(|a| a.until_ms <= now_ms) {
+            let a = self.second.take().expect("checked");
+            self.end(sim, shared, now_ms, a.fault);
+        }
         if self.process.as_ref().is_some_and(|a| a.until_ms <= now_ms) {
             let a = self.process.take().expect("checked");
             self.end(sim, shared, now_ms, a.fault);
@@ -211,10 +248,27 @@ impl Nemesis {
         let kind = KINDS[self.rng.weighted(&self.opts.weights)];
         let busy =
             if kind.is_network() { self.network.is_some() } else { self.process.is_some() || self.armed.is_some() };
-        if busy || (kind == Kind::DiskLoss && self.disk_losses >= self.opts.disk_losses_max) {
+        // A second process fault, on another host, while the first runs.
+        let second = busy
+            && !kind.is_network()
+            && self.second.is_none()
+            && self.armed.is_none()
+            && kind != Kind::DiskLoss
+            && self.rng.chance(SECOND_FAULT_PER_MILLE);
+        if (busy && !second) || (kind == Kind::DiskLoss && self.disk_losses >= self.opts.disk_losses_max) {
             return;
         }
         let duration = self.rng.between(self.opts.duration_ms.0, self.opts.duration_ms.1);
+        if second {
+            self.avoid_host = self.process.as_ref().and_then(|a| a.fault.host()).map(str::to_string);
+            let started = self.start(sim, shared, now_ms, kind, duration);
+            self.avoid_host = None;
+            if let Some(fault) = started {
+                self.note(now_ms, "(a second process fault, while the first runs)");
+                self.second = Some(Active { fault, until_ms: now_ms + duration });
+            }
+            return;
+        }
         if let Some(fault) = self.start(sim, shared, now_ms, kind, duration) {
             let active = Some(Active { fault, until_ms: now_ms + duration });
             if kind.is_network() {
@@ -249,7 +303,7 @@ impl Nemesis {
     /// Ends every fault: the network is whole, every host runs, clocks agree.
     pub fn heal(&mut self, sim: &mut Sim<'_>, shared: &Shared, now_ms: u64) {
         self.armed = None;
-        for a in [self.network.take(), self.process.take()].into_iter().flatten() {
+        for a in [self.network.take(), self.second.take(), self.process.take()].into_iter().flatten() {
             self.end(sim, shared, now_ms, a.fault);
         }
         let names: Vec<String> = shared.hosts.iter().map(|h| h.name.clone()).collect();
@@ -258,6 +312,7 @@ impl Nemesis {
                 sim.bounce(h.name.as_str());
             }
             h.skew_ms.store(0, Ordering::SeqCst);
+            h.hv_switch.set(crate::faulty::HvFault::Works);
         }
         for (i, a) in names.iter().enumerate() {
             for b in names[i + 1..].iter().chain([&CLIENT.to_string()]) {
@@ -265,13 +320,16 @@ impl Nemesis {
             }
         }
         shared.reset_latencies(sim);
-        self.note(now_ms, "heal: network repaired, every host running, clocks agree");
+        self.note(now_ms, "heal: network repaired, every host running, clocks agree, hypervisors answering");
     }
 
     /// Applies `fault` now for `ms` (a scenario's scripted fault); a fault of the same
     /// class already in force ends first.
     pub fn inject(&mut self, sim: &mut Sim<'_>, shared: &Shared, now_ms: u64, fault: Fault, ms: u64) {
-        let network = !matches!(fault, Fault::Down { .. } | Fault::Skew { .. } | Fault::DiskFails { .. });
+        let network = !matches!(
+            fault,
+            Fault::Down { .. } | Fault::Skew { .. } | Fault::DiskFails { .. } | Fault::Hypervisor { .. }
+        );
         let slot = if network { self.network.take() } else { self.process.take() };
         if let Some(a) = slot {
             self.end(sim, shared, now_ms, a.fault);
@@ -316,7 +374,7 @@ impl Nemesis {
             }
             Kind::Crash | Kind::Bounce | Kind::DiskLoss => {
                 let host = pick(&mut self.rng)?;
-                if !sim.is_host_running(host.as_str()) {
+                if !sim.is_host_running(host.as_str()) || self.avoid_host.as_deref() == Some(host.as_str()) {
                     return None;
                 }
                 if kind == Kind::Bounce {
@@ -325,14 +383,24 @@ impl Nemesis {
                     sim.bounce(host.as_str());
                     return None;
                 }
-                if kind == Kind::Crash && self.rng.chance(600) {
+                if kind == Kind::Crash && self.avoid_host.is_none() && self.rng.chance(600) {
                     self.note(now_ms, format!("power loss of {host} armed: at its next unsynced write"));
                     self.armed = Some(Armed { host, ms, deadline_ms: now_ms + ARMED_WAIT_MS });
                     return None;
                 }
                 Fault::Down { host, wipe: kind == Kind::DiskLoss }
             }
-            Kind::Skew => Fault::Skew { host: pick(&mut self.rng)? },
+            Kind::Skew | Kind::Hypervisor => {
+                let host = pick(&mut self.rng)?;
+                if self.avoid_host.as_deref() == Some(host.as_str()) {
+                    return None;
+                }
+                if kind == Kind::Skew {
+                    Fault::Skew { host }
+                } else {
+                    Fault::Hypervisor { host, hang: self.rng.chance(500) }
+                }
+            }
         };
         self.apply(sim, shared, now_ms, &fault, ms);
         Some(fault)
@@ -387,6 +455,16 @@ impl Nemesis {
                 }
                 self.note(now_ms, format!("clock of {host} off by {skew} ms for {ms} ms"));
             }
+            Fault::Hypervisor { host, hang } => {
+                let fault = if *hang { crate::faulty::HvFault::Hangs } else { crate::faulty::HvFault::Fails };
+                if let Some(h) = shared.host(host) {
+                    h.hv_switch.set(fault);
+                }
+                self.note(
+                    now_ms,
+                    format!("hypervisor of {host} {} for {ms} ms", if *hang { "hangs" } else { "fails" }),
+                );
+            }
             Fault::DiskFails { host } => {
                 if let Some(h) = shared.host(host) {
                     h.disk().store.fail_writes(true);
@@ -438,6 +516,13 @@ impl Nemesis {
                     h.skew_ms.store(0, Ordering::SeqCst);
                 }
                 self.note(now_ms, format!("clock of {host} correct again"));
+            }
+            Fault::Hypervisor { host, .. } => {
+                if let Some(h) = shared.host(&host) {
+                    h.hv_switch.set(crate::faulty::HvFault::Works);
+                    let refused = h.hv_switch.refused.load(Ordering::SeqCst);
+                    self.note(now_ms, format!("hypervisor of {host} answers again ({refused} call(s) refused so far)"));
+                }
             }
             Fault::DiskFails { host } => {
                 let Some(h) = shared.host(&host) else { return };

@@ -140,6 +140,8 @@ pub struct RunReport {
     pub fatal_stops: std::collections::BTreeMap<String, u64>,
     /// Writes that power losses took from page caches (never synced), all hosts.
     pub writes_lost: u64,
+    /// Hypervisor calls refused by a hypervisor fault, by host (hosts with any).
+    pub hv_refused: std::collections::BTreeMap<String, u64>,
 }
 
 impl RunReport {
@@ -229,6 +231,12 @@ pub fn run_seed(seed: u64, opts: &Options, certs: Arc<Certs>, scenario: Option<S
             .filter(|(_, n)| *n > 0)
             .collect(),
         writes_lost: shared.hosts.iter().map(|h| h.writes_lost.load(std::sync::atomic::Ordering::SeqCst)).sum(),
+        hv_refused: shared
+            .hosts
+            .iter()
+            .map(|h| (h.name.clone(), h.hv_switch.refused.load(std::sync::atomic::Ordering::SeqCst)))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
     };
     if let Some(s) = scenario
         && report.failure.is_none()
@@ -258,6 +266,7 @@ fn setup_failure(seed: u64, scenario: Option<Scenario>, started: Instant, messag
         state: None,
         fatal_stops: Default::default(),
         writes_lost: 0,
+        hv_refused: Default::default(),
     }
 }
 

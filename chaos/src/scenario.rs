@@ -105,10 +105,21 @@ pub enum Scenario {
     /// the restarted member must not vote twice (the checker's vote record) and must
     /// catch up from the others.
     LeaderPowerLossMidAppend,
+    /// Issue 15: the source's hypervisor fails every call for 5 s from 10% of the
+    /// transfer on (ldmd down on the source): the migration's later calls on the
+    /// source fail. It must end one way or the other with the guest running on
+    /// exactly the server the records name, nothing left reserved, and the failed
+    /// calls must have happened.
+    SourceHypervisorFailsMidTransfer,
+    /// Issue 15: the target's hypervisor hangs every call (until its deadline) for
+    /// 30 s from the moment the migration is being prepared: Prepare cannot finish in
+    /// time, so the migration must fail and leave the guest on the source, with nothing
+    /// reserved, and the hung calls must have happened.
+    TargetHypervisorHangsAtPrepare,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 22] = [
+    pub const ALL: [Scenario; 24] = [
         Self::LeaderPartitionedDuringPrepare,
         Self::SourceCrashMidTransfer,
         Self::TargetCrashMidCommit,
@@ -131,6 +142,8 @@ impl Scenario {
         Self::ResizeHostCrashGrown,
         Self::LeaderDiskFails,
         Self::LeaderPowerLossMidAppend,
+        Self::SourceHypervisorFailsMidTransfer,
+        Self::TargetHypervisorHangsAtPrepare,
     ];
 
     pub fn name(self) -> &'static str {
@@ -157,6 +170,8 @@ impl Scenario {
             Self::ResizeHostCrashGrown => "resize-host-crash-grown",
             Self::LeaderDiskFails => "leader-disk-fails",
             Self::LeaderPowerLossMidAppend => "leader-power-loss-mid-append",
+            Self::SourceHypervisorFailsMidTransfer => "source-hypervisor-fails-mid-transfer",
+            Self::TargetHypervisorHangsAtPrepare => "target-hypervisor-hangs-at-prepare",
         }
     }
 
@@ -182,7 +197,9 @@ impl Scenario {
             | Self::SourceCrashMidTransfer
             | Self::TargetCrashMidCommit
             | Self::CommitAnswerLost
-            | Self::SourceCrashAfterCommit => {
+            | Self::SourceCrashAfterCommit
+            | Self::SourceHypervisorFailsMidTransfer
+            | Self::TargetHypervisorHangsAtPrepare => {
                 opts.workload = WorkloadOptions::scripted(vec![migrate("ldom1", "m10-1-2")]);
             }
             Self::RaceForLastCores => {
@@ -363,6 +380,26 @@ impl Scenario {
                         "one agent (the leader's, whose disk failed) should have stopped itself; stops: {:?}",
                         report.fatal_stops
                     ));
+                }
+            }
+            Self::SourceHypervisorFailsMidTransfer | Self::TargetHypervisorHangsAtPrepare => {
+                let host = if self == Self::SourceHypervisorFailsMidTransfer { "m10-1-1" } else { "m10-1-2" };
+                if report.hv_refused.get(host).copied().unwrap_or(0) == 0 {
+                    out.push(format!("{host}'s hypervisor refused no call: the scenario tested nothing"));
+                }
+                let done = report.history.migrations.iter().any(|m| matches!(m.end, MigrationEnd::Reported { .. }));
+                let want: &[&str] = if done { &["m10-1-2"] } else { &["m10-1-1"] };
+                let on = report.placement.get("ldom1").cloned().unwrap_or_default();
+                if on != want {
+                    out.push(format!(
+                        "ldom1 is active on {on:?}; the migration {} so it belongs on {want:?}",
+                        if done { "was reported done" } else { "was not reported done" }
+                    ));
+                }
+                if self == Self::TargetHypervisorHangsAtPrepare && done {
+                    out.push(
+                        "the migration was reported done although the target's hypervisor hung through Prepare".into(),
+                    );
                 }
             }
             Self::LeaderPowerLossMidAppend => {
@@ -646,6 +683,20 @@ impl Script {
                 }
                 let Some(leader) = leader_name(shared) else { return };
                 (Fault::DiskFails { host: leader }, 10_000)
+            }
+            Scenario::SourceHypervisorFailsMidTransfer => {
+                if !migration_phase(shared, "ldom1")
+                    .is_some_and(|p| matches!(p, Phase::Transferring { progress_pct } if progress_pct >= 10))
+                {
+                    return;
+                }
+                (Fault::Hypervisor { host: "m10-1-1".into(), hang: false }, 5000)
+            }
+            Scenario::TargetHypervisorHangsAtPrepare => {
+                if migration_phase(shared, "ldom1") != Some(Phase::Preparing) {
+                    return;
+                }
+                (Fault::Hypervisor { host: "m10-1-2".into(), hang: true }, 30_000)
             }
             Scenario::LeaderPowerLossMidAppend => {
                 if now_ms < started + 5000 {
