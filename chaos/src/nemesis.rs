@@ -137,6 +137,11 @@ impl Fault {
     }
 }
 
+/// Chance (per mille) that a clock fault is a forward jump rather than a drift, and
+/// how far it jumps (ms).
+const FORWARD_JUMP_PER_MILLE: u64 = 300;
+const FORWARD_JUMP_MS: (u64, u64) = (10_000, 120_000);
+
 /// Chance (per mille) that a process fault drawn while another runs starts anyway, on
 /// another host.
 const SECOND_FAULT_PER_MILLE: u64 = 250;
@@ -449,11 +454,19 @@ impl Nemesis {
                 self.note(now_ms, format!("{what} {host} for {ms} ms{lost}"));
             }
             Fault::Skew { host } => {
-                let skew = self.rng.between(0, 3000) as i64 - 1500;
+                // Mostly a drift within NTP's reach; now and then the clock jumps
+                // forward (a wrong NTP step, a bad RTC at boot) by up to two minutes.
+                let jump = self.rng.chance(FORWARD_JUMP_PER_MILLE);
+                let skew = if jump {
+                    self.rng.between(FORWARD_JUMP_MS.0, FORWARD_JUMP_MS.1) as i64
+                } else {
+                    self.rng.between(0, 3000) as i64 - 1500
+                };
                 if let Some(h) = shared.host(host) {
                     h.skew_ms.store(skew, Ordering::SeqCst);
                 }
-                self.note(now_ms, format!("clock of {host} off by {skew} ms for {ms} ms"));
+                let what = if jump { "jumps forward" } else { "off" };
+                self.note(now_ms, format!("clock of {host} {what} by {skew} ms for {ms} ms"));
             }
             Fault::Hypervisor { host, hang } => {
                 let fault = if *hang { crate::faulty::HvFault::Hangs } else { crate::faulty::HvFault::Fails };

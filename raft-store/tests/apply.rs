@@ -1223,6 +1223,27 @@ fn the_planning_view_freezes_guests_in_their_cooldown_or_an_operation() {
 }
 
 #[test]
+fn a_move_stamped_in_the_future_by_a_fast_clock_freezes_the_guest_without_panicking() {
+    // Goal: a commit proposed by a clock that ran ahead lies in a later view's future; the view (apply runs
+    // it for ApplyPlan) says "0 s ago" instead of subtracting past zero (seen in chaos with forward clock jumps).
+    let mut w = world();
+    let op = w.begin("ldom1", "a", "b", None, false);
+    let (res, token, _) = w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    w.ok(Command::CommitMigration {
+        operation: op,
+        reservation: res,
+        token,
+        downtime_ms: 1,
+        total_ms: 2,
+        notes: vec![],
+    });
+    assert!(w.now > 0);
+    let view = w.state.planning_view(w.now / 2);
+    let frozen = view.guests["ldom1"].frozen.clone().unwrap_or_default();
+    assert!(frozen.starts_with("migrated 0 s ago"), "{frozen}");
+}
+
+#[test]
 fn the_placement_digest_follows_bindings_and_reservations_not_time_alone() {
     // Goal: RB-04: equal states give equal digests; a reservation changes it, and its lapse changes it back.
     let mut w = world();

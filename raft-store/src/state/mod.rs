@@ -386,11 +386,13 @@ impl State {
                 let frozen = if let Some(op) = self.running_operation_for_domain(name) {
                     Some(format!("operation {} ({}) is running for it", op.id, op.kind.name()))
                 } else {
+                    // A move stamped by a proposer whose clock ran ahead may lie in this
+                    // view's future: never subtract past zero (apply runs this too).
                     last_moved.get(name.as_str()).filter(|t| now_ms < t.saturating_add(cooldown)).map(|t| {
                         format!(
                             "migrated {} s ago; its cooldown ends in {} s (RB-03)",
-                            (now_ms - t) / 1000,
-                            (t + cooldown - now_ms).div_ceil(1000)
+                            now_ms.saturating_sub(*t) / 1000,
+                            t.saturating_add(cooldown).saturating_sub(now_ms).div_ceil(1000)
                         )
                     })
                 };
