@@ -27,8 +27,6 @@ fn fake_server(dir: &Path) -> PathBuf {
     ] {
         std::fs::copy(fixtures().join(from), fake.join(to)).unwrap();
     }
-    std::fs::write(fake.join("-V.out"), "Logical Domains Manager (v 3.1.1.0.6)\n\tHypervisor control protocol v 1.9\n")
-        .unwrap();
     std::os::unix::fs::symlink(binary("fake-ldm"), fake.join("ldm")).unwrap();
     fake.join("ldm")
 }

@@ -25,6 +25,7 @@
 //! - `KEY.hang`: never answer (until killed);
 //! - `KEY.delay_ms`: wait this long first; `migrate-domain` stops waiting when
 //!   `cancel-operation` has been called (it then fails as a cancelled migration does);
+//! - `ldm -V` prints the seed release's version banner unless `-V.out` exists;
 //! - `migrate-domain.password`: the password the `-p` file must hold (else
 //!   "Authentication failed").
 //!
@@ -34,6 +35,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+/// What `ldm -V` prints first on Oracle VM Server for SPARC 3.1 (the seed's release).
+const VERSION: &str =
+    "\nLogical Domains Manager (v 3.1.1.0.6)\n\tHypervisor control protocol v 1.9\n\tUsing Hypervisor MD v 1.4\n";
 
 fn key(args: &[String]) -> String {
     let sub = args.first().map(String::as_str).unwrap_or("");
@@ -171,6 +176,8 @@ fn main() -> ExitCode {
         return fail(&spec);
     }
     let answer = read(&dir.join(format!("{key}.out"))).or_else(|| next_in_sequence(&dir, &key));
+    // `ldm -V` answers as a real one does, unless `-V.out` says otherwise.
+    let answer = answer.or_else(|| (key == "-V").then(|| VERSION.to_string()));
     if let Some(text) = answer {
         print!("{text}");
     }
