@@ -432,6 +432,16 @@ impl Running {
     }
 }
 
+/// The ldm backend's options from `[hypervisor] kind = "ldm"` (validated at load;
+/// the error names the field).
+fn ldm_options(
+    config: &Config,
+    l: &config::LdmConfig,
+) -> Result<tern_hypervisor::ldm::backend::LdmOptions, AgentError> {
+    l.options(&config.name)
+        .map_err(|(field, message)| config::ConfigError::Invalid { path: "[hypervisor]".into(), field, message }.into())
+}
+
 /// The hypervisor `config` names: the sim on its layout (state kept in the data
 /// folder), or this control domain's `ldm`.
 fn open_hypervisor(config: &Config) -> Result<Arc<dyn Hypervisor>, AgentError> {
@@ -443,12 +453,7 @@ fn open_hypervisor(config: &Config) -> Result<Arc<dyn Hypervisor>, AgentError> {
             precopy: Default::default(),
         })?),
         HypervisorConfig::Ldm(l) => {
-            let options = l.options(&config.name).map_err(|(field, message)| config::ConfigError::Invalid {
-                path: "[hypervisor]".into(),
-                field,
-                message,
-            })?;
-            Arc::new(tern_hypervisor::ldm::backend::LdmHypervisor::new(options)?)
+            Arc::new(tern_hypervisor::ldm::backend::LdmHypervisor::new(ldm_options(config, l)?)?)
         }
     })
 }
@@ -476,12 +481,7 @@ pub async fn check_hypervisor(config: &Config) -> Result<String, AgentError> {
     };
     match &config.hypervisor {
         HypervisorConfig::Ldm(l) => {
-            let options = l.options(&config.name).map_err(|(field, message)| config::ConfigError::Invalid {
-                path: "[hypervisor]".into(),
-                field,
-                message,
-            })?;
-            let hv = tern_hypervisor::ldm::backend::LdmHypervisor::new(options)?;
+            let hv = tern_hypervisor::ldm::backend::LdmHypervisor::new(ldm_options(config, l)?)?;
             let version = hv.version().await?;
             let server = hv.inventory().await?;
             Ok(format!("ldm at {}: {version}\n{}", l.ldm_path.display(), summary(&server)))
