@@ -1,8 +1,9 @@
-//! End to end: a disk that refuses writes (issue 15). The OS's file-size limit
-//! (`ulimit -f`, EFBIG, as a full disk's ENOSPC) makes RocksDB's next log append fail
-//! under a real `ternd`; its Raft stops with a fatal error. The agent must then stop
-//! serving and exit non-zero with the reason (for its supervisor), never go on
-//! answering with Raft dead; restarted without the limit, it serves every write it
+//! End to end: a disk that refuses writes (issue 15), two ways: the OS's file-size limit
+//! (`ulimit -f`, EFBIG), and a real full filesystem (a small tmpfs filled up, ENOSPC)
+//! where the machine lets the test mount one. Under a real `ternd`, RocksDB's next write
+//! fails and its Raft stops with a fatal error. The agent must then stop serving and
+//! exit non-zero with the reason (for its supervisor), never go on answering with Raft
+//! dead; restarted once the disk takes writes again, it serves every write it
 //! acknowledged.
 
 use std::time::{Duration, Instant};
@@ -20,27 +21,25 @@ async fn set_group(c: &Cluster, group: &str) -> Result<(), tonic::Status> {
     ha.set_domain(req).await.map(drop)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_whose_disk_refuses_writes_exits_non_zero_and_keeps_every_acknowledged_write() {
-    // Goal: past the file-size limit the write fails, ternd exits 1 naming the failed
-    // write, and after a restart without the limit every acknowledged change is applied.
-    let mut c = Cluster::new();
-    c.add("m10-1-1", "m10-1-1", &[]);
-    let (_, output) = c.start_under(0, &format!("trap '' XFSZ; ulimit -f {LIMIT_KIB}"));
-    c.wait_domains(0, 2).await;
-
+/// Sets ldom1's group until a write is refused: the groups acknowledged, and the refusal.
+async fn write_until_refused(c: &Cluster) -> (Vec<String>, tonic::Status) {
     let mut acknowledged = Vec::new();
-    let refusal = loop {
+    loop {
         let group = format!("g-{}", acknowledged.len());
-        match set_group(&c, &group).await {
+        match set_group(c, &group).await {
             Ok(()) => acknowledged.push(group),
-            Err(e) => break e,
+            Err(e) => return (acknowledged, e),
         }
-        assert!(acknowledged.len() < 10_000, "{LIMIT_KIB} KiB never filled up");
-    };
-    assert!(acknowledged.len() >= 3, "only {} writes before the limit: {refusal}", acknowledged.len());
+        assert!(acknowledged.len() < 10_000, "the disk never filled up");
+    }
+}
 
-    // The process ends by itself, with status 1 and the reason on its output.
+/// Waits for agent 0 to end by itself; its exit code and output.
+async fn wait_exit(
+    c: &mut Cluster,
+    output: &std::sync::Mutex<String>,
+    refusal: &tonic::Status,
+) -> (Option<i32>, String) {
     let child = c.agents[0].child.as_mut().unwrap();
     let start = Instant::now();
     let status = loop {
@@ -55,12 +54,12 @@ async fn an_agent_whose_disk_refuses_writes_exits_non_zero_and_keeps_every_ackno
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     c.agents[0].child = None;
-    let out = output.lock().unwrap().clone();
-    assert_eq!(status.code(), Some(1), "ternd's exit status; its output:\n{out}");
-    assert!(out.contains("stopped with a fatal error"), "no fatal reason in the output:\n{out}");
-    assert!(out.contains("File too large"), "the failed write is not named:\n{out}");
+    (status.code(), output.lock().unwrap().clone())
+}
 
-    // Restarted on the same disk without the limit: every acknowledged change is there.
+/// Restarts agent 0 on its disk: every acknowledged group change must be applied, and
+/// it takes writes again.
+async fn restart_keeps(c: &mut Cluster, acknowledged: &[String]) {
     c.start(0);
     c.wait_domains(0, 2).await;
     let mut cluster = pb::cluster_client::ClusterClient::new(c.channel(0).await);
@@ -72,5 +71,86 @@ async fn an_agent_whose_disk_refuses_writes_exits_non_zero_and_keeps_every_ackno
         .collect();
     let lost: Vec<&String> = acknowledged.iter().filter(|g| !applied.contains(&g.as_str())).collect();
     assert!(lost.is_empty(), "acknowledged but not applied after the restart: {lost:?}\naudit: {applied:?}");
-    set_group(&c, "after-restart").await.expect("a write after the restart");
+    set_group(c, "after-restart").await.expect("a write after the restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_disk_refuses_writes_exits_non_zero_and_keeps_every_acknowledged_write() {
+    // Goal: past the file-size limit the write fails, ternd exits 1 naming the failed
+    // write, and after a restart without the limit every acknowledged change is applied.
+    let mut c = Cluster::new();
+    c.add("m10-1-1", "m10-1-1", &[]);
+    let (_, output) = c.start_under(0, &format!("trap '' XFSZ; ulimit -f {LIMIT_KIB}"));
+    c.wait_domains(0, 2).await;
+    let (acknowledged, refusal) = write_until_refused(&c).await;
+    assert!(acknowledged.len() >= 3, "only {} writes before the limit: {refusal}", acknowledged.len());
+    let (code, out) = wait_exit(&mut c, &output, &refusal).await;
+    assert_eq!(code, Some(1), "ternd's exit status; its output:\n{out}");
+    assert!(out.contains("stopped with a fatal error"), "no fatal reason in the output:\n{out}");
+    assert!(out.contains("File too large"), "the failed write is not named:\n{out}");
+    restart_keeps(&mut c, &acknowledged).await;
+}
+
+/// A tmpfs mounted on a folder for the test's life (unmounted on drop).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` where the machine does not let this process mount one (not root, or no
+    /// mount namespace rights): the test then says so and checks nothing.
+    fn mount(at: &std::path::Path, size_mib: u32) -> Option<Self> {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(at)
+            .output()
+            .ok()?;
+        if out.status.success() {
+            Some(Self(at.to_path_buf()))
+        } else {
+            eprintln!(
+                "cannot mount a tmpfs here ({}); the ENOSPC case is not run",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            None
+        }
+    }
+
+    /// Fills the filesystem, then frees `leave_kib` of it again.
+    fn fill_leaving(&self, leave_kib: u64) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.saturating_sub(leave_kib * 1024)).unwrap();
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_a_full_filesystem_exits_non_zero_and_resumes_once_space_returns() {
+    // Goal: on a real ENOSPC the write is refused with the reason, ternd exits 1, and once
+    // space is freed it restarts on the same data with every acknowledged change applied.
+    let mut c = Cluster::new();
+    c.add("m10-1-1", "m10-1-1", &[]);
+    let Some(fs) = Tmpfs::mount(&c.agents[0].dir.join("data"), 16) else { return };
+    let (_, output) = c.start_under(0, "true");
+    c.wait_domains(0, 2).await;
+    let filler = fs.fill_leaving(256);
+    let (acknowledged, refusal) = write_until_refused(&c).await;
+    assert!(acknowledged.len() >= 3, "only {} writes in 256 KiB: {refusal}", acknowledged.len());
+    assert!(refusal.message().contains("No space left on device"), "the refusal does not say why: {refusal}");
+    let (code, out) = wait_exit(&mut c, &output, &refusal).await;
+    assert_eq!(code, Some(1), "ternd's exit status; its output:\n{out}");
+    assert!(out.contains("No space left on device"), "the failed write is not named:\n{out}");
+    std::fs::remove_file(filler).unwrap();
+    restart_keeps(&mut c, &acknowledged).await;
+    c.kill(0);
+    drop(fs);
 }
