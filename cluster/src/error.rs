@@ -77,7 +77,9 @@ impl From<HvError> for Error {
         match e {
             HvError::NotFound(_) => Self::NotFound(e.to_string()),
             HvError::Invalid(m) => Self::InvalidInput(m),
-            HvError::Busy(_) | HvError::Cancelled(_) | HvError::Failed(_) => Self::Conflict(e.to_string()),
+            HvError::Busy(_) | HvError::Cancelled(_) | HvError::Failed(_) | HvError::Settled(_) => {
+                Self::Conflict(e.to_string())
+            }
             HvError::Io(m) => Self::Unavailable(m),
         }
     }

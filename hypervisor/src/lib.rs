@@ -41,6 +41,10 @@ pub enum HvError {
     /// The backend could not be read or written (state file, ldm process).
     #[error("{0}")]
     Io(String),
+    /// The hypervisors settled a migration themselves (ldm: ldmd on both control
+    /// domains completed it), so it cannot be undone here: the guest runs on the target.
+    #[error("{0}")]
+    Settled(String),
 }
 
 /// A migration as the source's hypervisor carries it out.

@@ -217,6 +217,20 @@ async fn a_configured_account_and_password_file_log_in_to_the_target() {
 }
 
 #[tokio::test]
+async fn told_to_resume_a_guest_ldm_already_moved_the_backend_says_the_hypervisors_settled_it() {
+    // Goal: issue 15: finish_migrate_out(false) asks ldm; a guest still listed resumes (Ok), one ldm reports
+    // gone was moved by ldmd and cannot resume: HvError::Settled, never a silent Ok.
+    let fake = FakeLdm::new();
+    let hv = fake.hypervisor();
+    hv.finish_migrate_out("ldom1", false).await.expect("ldom1 is still listed here");
+    assert!(fake.commands().iter().any(|c| c == "list-domain -p ldom1"), "{:?}", fake.commands());
+    fake.set("list-domain.fail", "exit=1\nLDom \"ldom1\" was not found\n");
+    let err = hv.finish_migrate_out("ldom1", false).await.unwrap_err();
+    assert!(matches!(&err, HvError::Settled(m) if m.contains("runs on the target")), "{err:?}");
+    hv.finish_migrate_out("ldom1", true).await.expect("a committed migration has nothing left to do with ldm");
+}
+
+#[tokio::test]
 async fn cancel_stops_a_running_migration() {
     // Goal: cancel-operation migration ldom1 (OP-09) ends migrate_out with Cancelled; the password file is removed.
     let fake = FakeLdm::new();

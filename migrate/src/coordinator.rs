@@ -363,10 +363,26 @@ async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -
             emit(&tx, progress(100, Stage::Committing, outcome.rounds)).await;
             let notes = standard_notes(outcome.downtime_ms);
             let unconfirmed = commit(c.as_ref(), &plan, &outcome, notes.clone()).await;
-            if let Some(e) = unconfirmed {
+            if let Some(NotCommitted { why, settled }) = unconfirmed {
                 finish_target(c.as_ref(), &plan, false).await;
-                let why = format!("commit not confirmed ({e}); rolled back");
-                undone(&tx, &plan, &source.name, false, &why).await;
+                match settled {
+                    // Never claim the guest runs on the source when it does not.
+                    Some(settled) => {
+                        let finding = Finding::new(
+                            None,
+                            "settled-by-hypervisor",
+                            format!(
+                                "commit not confirmed ({why}), but {settled}; the cluster's records follow the \
+                                 servers' next inventory reports"
+                            ),
+                        );
+                        emit(&tx, MigrationEvent::Refused { operation: plan.operation, errors: vec![finding] }).await;
+                    }
+                    None => {
+                        let why = format!("commit not confirmed ({why}); rolled back");
+                        undone(&tx, &plan, &source.name, false, &why).await;
+                    }
+                }
                 return Ok(());
             }
             finish_target(c.as_ref(), &plan, true).await;
@@ -455,11 +471,19 @@ async fn copy(
     Ok(result)
 }
 
+/// Why a copied guest's migration did not commit.
+struct NotCommitted {
+    why: String,
+    /// The hypervisors had completed the move anyway (ldm): the guest runs on the
+    /// target and could not resume here; what they said.
+    settled: Option<String>,
+}
+
 /// The commit of a copied guest: the Committing phase recorded, `CommitMigration`
 /// proposed (and, unconfirmed, the log's verdict awaited), then the guest removed from
-/// this host, or resumed here. `Some(why)` when the migration did not commit.
+/// this host, or resumed here. `Some` when the migration did not commit.
 #[instrument(name = "commit", skip_all, fields(downtime_ms = outcome.downtime_ms))]
-async fn commit(c: &dyn Cluster, plan: &Plan, outcome: &MigrationOutcome, notes: Vec<String>) -> Option<String> {
+async fn commit(c: &dyn Cluster, plan: &Plan, outcome: &MigrationOutcome, notes: Vec<String>) -> Option<NotCommitted> {
     let actor = agent_actor(c);
     // From here the guest is suspended on this host and only the log decides
     // where it runs: no early return may leave it suspended.
@@ -473,10 +497,17 @@ async fn commit(c: &dyn Cluster, plan: &Plan, outcome: &MigrationOutcome, notes:
         warn!(operation = plan.operation, error = %e, "commit not confirmed; asking the log");
         if !decide(c, plan.operation, &e.to_string()).await {
             warn!(operation = plan.operation, "not committed; resuming the guest on the source");
-            if let Err(e) = c.hypervisor().finish_migrate_out(&plan.domain, false).await {
-                warn!(operation = plan.operation, error = %e, "resuming the guest failed; recovery will retry");
+            match c.hypervisor().finish_migrate_out(&plan.domain, false).await {
+                Ok(()) => {}
+                Err(HvError::Settled(settled)) => {
+                    tracing::error!(operation = plan.operation, %settled, "the hypervisors completed a migration the cluster did not commit");
+                    return Some(NotCommitted { why: e.to_string(), settled: Some(settled) });
+                }
+                Err(e) => {
+                    warn!(operation = plan.operation, error = %e, "resuming the guest failed; recovery will retry")
+                }
             }
-            return Some(e.to_string());
+            return Some(NotCommitted { why: e.to_string(), settled: None });
         }
     }
     if let Err(e) = c.hypervisor().finish_migrate_out(&plan.domain, true).await {

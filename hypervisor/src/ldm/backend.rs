@@ -9,6 +9,7 @@
 //! | `start` / `stop` | `start-domain` / `stop-domain` |
 //! | `receive` / `finish_receive` | nothing: the target's ldmd receives the domain by itself |
 //! | `migrate_out` | `migrate-domain -p FILE DOMAIN TARGET[:NEWNAME]`, polling `list-domain -o status -p DOMAIN` |
+//! | `finish_migrate_out(false)` | `list-domain -p DOMAIN`: the guest is still here (ldm failed the move), or ldm completed it (`HvError::Settled`) |
 //! | `cancel_migration` | `cancel-operation migration DOMAIN` |
 //! | `utilisation` | `list-domain -p` (`util=`) |
 //!
@@ -562,9 +563,21 @@ impl Hypervisor for LdmHypervisor {
         })
     }
 
-    async fn finish_migrate_out(&self, _domain: &str, _committed: bool) -> Result<(), HvError> {
+    async fn finish_migrate_out(&self, domain: &str, committed: bool) -> Result<(), HvError> {
         // ldm's migrate-domain completes (or fails) the move itself; nothing is pending.
-        Ok(())
+        if committed {
+            return Ok(());
+        }
+        // Told to resume: only possible if ldm left the guest here. Ask ldm.
+        match self.run_ok(&args(&["list-domain", "-p", domain])).await {
+            Ok(_) => Ok(()),
+            Err(HvError::NotFound(_)) => Err(HvError::Settled(format!(
+                "ldm completed the migration of {domain} before the cluster's commit was refused: {domain} no \
+                 longer exists on {} and cannot resume there; it runs on the target",
+                self.opts.host
+            ))),
+            Err(e) => Err(e),
+        }
     }
 
     async fn incoming(&self) -> Result<Vec<Pending>, HvError> {
