@@ -112,10 +112,10 @@ impl Checker {
             if seen.generation != disk.generation {
                 *seen = MemberSeen { generation: disk.generation, ..MemberSeen::default() };
             }
-            let votes = disk.store.votes();
-            if votes.len() > seen.votes_checked {
-                let found = votes_never_go_back(&mut seen.highest_vote, &votes[seen.votes_checked..]);
-                seen.votes_checked = votes.len();
+            let votes = disk.store.votes_since(seen.votes_checked);
+            if !votes.is_empty() {
+                let found = votes_never_go_back(&mut seen.highest_vote, &votes);
+                seen.votes_checked += votes.len();
                 out.extend(
                     found
                         .into_iter()

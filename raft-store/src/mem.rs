@@ -26,7 +26,7 @@
 //!
 //! [`MemStore::fail_writes`] makes the disk refuse every write (a full or failing
 //! disk), so simulations can show what a member does when its storage fails.
-//! [`MemStore::votes`] lists every vote the member saved, in order, whatever a crash
+//! [`MemStore::votes_since`] lists every vote the member saved, in order, whatever a crash
 //! later took back: what it may have told a candidate, for a checker of "one vote per
 //! term".
 
@@ -217,9 +217,10 @@ impl MemStore {
         CrashLoss { kept, lost: unsynced.len() - kept }
     }
 
-    /// Every vote this member saved, oldest first, including votes a crash took back.
-    pub fn votes(&self) -> Vec<Vote> {
-        lock(&self.shared.votes).clone()
+    /// The votes this member saved after its first `seen`, oldest first, including votes
+    /// a crash took back (a checker passes how many it has already read).
+    pub fn votes_since(&self, seen: usize) -> Vec<Vote> {
+        lock(&self.shared.votes).get(seen..).map(<[Vote]>::to_vec).unwrap_or_default()
     }
 
     fn check_writable(&self) -> Result<(), std::io::Error> {
@@ -386,12 +387,9 @@ impl RaftStateMachine<TypeConfig> for MemStateMachine {
         I::IntoIter: OptionalSend,
     {
         self.store.check_writable().map_err(|e| StorageIOError::write_state_machine(&e))?;
-        let mut pages = self.store.pages();
-        let w = Write::Apply(entries.into_iter().collect());
-        let (responses, rows) = pages.cache.write(&w);
-        pages.unsynced.push(w);
-        pages.sync();
-        self.store.shared.published.publish(&pages.cache.machine, &rows);
+        let (responses, rows) = self.store.write(Write::Apply(entries.into_iter().collect()), true);
+        // Synced: now readers may see it (only this half writes the machine).
+        self.store.shared.published.publish(&self.store.pages().cache.machine, &rows);
         Ok(responses)
     }
 
@@ -514,7 +512,8 @@ mod tests {
         store.crash(0);
         let (mut log, _) = store.open();
         log.save_vote(&Vote::new(5, 3)).await.unwrap();
-        assert_eq!(store.votes(), vec![Vote::new(4, 1), Vote::new(5, 3)]);
+        assert_eq!(store.votes_since(0), vec![Vote::new(4, 1), Vote::new(5, 3)]);
+        assert_eq!(store.votes_since(1), vec![Vote::new(5, 3)]);
     }
 
     #[tokio::test]
