@@ -458,38 +458,50 @@ fn open_hypervisor(config: &Config) -> Result<Arc<dyn Hypervisor>, AgentError> {
     })
 }
 
-/// `ternd --check` on the hypervisor: with ldm, `ldm -V` and one inventory read (what
-/// the agent will report), summarised; with the sim, nothing is read. Changes nothing.
+/// `ternd --check` on the hypervisor: with ldm, its password file, `ldm -V` and one
+/// inventory read (what the agent will report), summarised; with the sim, nothing is
+/// read. Changes nothing. A setting found wrong is an [`AgentError::Config`]; any other
+/// error means the hypervisor did not answer.
 pub async fn check_hypervisor(config: &Config) -> Result<String, AgentError> {
-    let summary = |s: &tern_model::Server| {
-        let guests: Vec<&str> =
-            s.domains.iter().filter(|d| d.kind == tern_model::DomainKind::Guest).map(|d| d.name.as_str()).collect();
-        format!(
-            "server {}: {} ({} at {} MHz, firmware {}, {}), {} cores ({} free), {} of memory in {} block(s), guests {:?}",
-            s.name,
-            s.model,
-            s.cpu.family,
-            s.cpu.frequency_mhz,
-            s.firmware.0,
-            s.os,
-            s.cores.len(),
-            s.free_cores(&Default::default()).len(),
-            tern_model::Size(s.memory.iter().map(|b| b.size).sum()),
-            s.memory.len(),
-            guests
-        )
-    };
     match &config.hypervisor {
         HypervisorConfig::Ldm(l) => {
-            let hv = tern_hypervisor::ldm::backend::LdmHypervisor::new(ldm_options(config, l)?)?;
+            let options = ldm_options(config, l)?;
+            if let Some(file) = &options.target_password_file {
+                tern_hypervisor::ldm::backend::read_password_file(file).map_err(|e| config::ConfigError::Invalid {
+                    path: "[hypervisor]".into(),
+                    field: "hypervisor.target_password_file",
+                    message: e.to_string(),
+                })?;
+            }
+            let hv = tern_hypervisor::ldm::backend::LdmHypervisor::new(options)?;
             let version = hv.version().await?;
             let server = hv.inventory().await?;
-            Ok(format!("ldm at {}: {version}\n{}", l.ldm_path.display(), summary(&server)))
+            Ok(format!("ldm at {}: {version}\n{}", l.ldm_path.display(), describe_server(&server)))
         }
         // The sim's layout is read when the agent starts (a checked config may name
         // a layout installed later, as the examples do).
         HypervisorConfig::Sim { layout, .. } => Ok(format!("simulated server from layout {}", layout.display())),
     }
+}
+
+/// One line on a server as its hypervisor reports it (`ternd --check`).
+fn describe_server(s: &tern_model::Server) -> String {
+    let guests: Vec<&str> =
+        s.domains.iter().filter(|d| d.kind == tern_model::DomainKind::Guest).map(|d| d.name.as_str()).collect();
+    format!(
+        "server {}: {} ({} at {} MHz, firmware {}, {}), {} cores ({} free), {} of memory in {} block(s), guests {:?}",
+        s.name,
+        s.model,
+        s.cpu.family,
+        s.cpu.frequency_mhz,
+        s.firmware.0,
+        s.os,
+        s.cores.len(),
+        s.free_cores(&Default::default()).len(),
+        tern_model::Size(s.memory.iter().map(|b| b.size).sum()),
+        s.memory.len(),
+        guests
+    )
 }
 
 /// Runs the agent described by `config` on real TCP until `shutdown`.

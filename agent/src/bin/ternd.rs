@@ -24,23 +24,21 @@ fn main() -> std::process::ExitCode {
             eprintln!("ternd: {}: {field}: {message}", args.config.display());
             return std::process::ExitCode::from(2);
         }
-        if let tern_agent::config::HypervisorConfig::Ldm(l) = &config.hypervisor
-            && let Some(file) = &l.target_password_file
-            && let Err(e) = tern_hypervisor::ldm::backend::read_password_file(file)
-        {
-            eprintln!("ternd: {}: hypervisor.target_password_file: {e}", args.config.display());
-            return std::process::ExitCode::from(2);
-        }
         // The hypervisor is read once: with ldm, `ldm -V` and the inventory the agent
-        // will report. A config error exits 2 (do not restart); a hypervisor that does
-        // not answer exits 1 (try again later).
-        let checked = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())
-            .and_then(|rt| rt.block_on(tern_agent::check_hypervisor(&config)).map_err(|e| e.to_string()));
+        // will report. A setting found wrong exits 2 (do not restart); a hypervisor that
+        // does not answer exits 1 (try again later).
+        let checked = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(tern_agent::check_hypervisor(&config)),
+            Err(e) => Err(tern_agent::AgentError::Io { context: "starting the runtime".into(), source: e }),
+        };
         match checked {
             Ok(found) => println!("{found}"),
+            Err(tern_agent::AgentError::Config(tern_agent::config::ConfigError::Invalid {
+                field, message, ..
+            })) => {
+                eprintln!("ternd: {}: {field}: {message}", args.config.display());
+                return std::process::ExitCode::from(2);
+            }
             Err(e) => {
                 eprintln!("ternd: {}: {e}", args.config.display());
                 return std::process::ExitCode::FAILURE;
