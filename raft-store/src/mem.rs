@@ -188,7 +188,7 @@ impl MemStore {
         self.shared.published.clone()
     }
 
-    /// From now on (`true`) every log append, vote, commit mark and apply fails with an
+    /// From now on (`true`) every write (append, vote, commit mark, truncate, purge, apply, snapshot) fails with an
     /// I/O error, as on a full or failing disk; `false` repairs it. What was written
     /// before stays.
     pub fn fail_writes(&self, failing: bool) {
