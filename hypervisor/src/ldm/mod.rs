@@ -4,6 +4,7 @@
 //! - [`parse`]: pure parsers of ldm's parseable (`-p`) outputs, tolerant of what varies
 //!   between releases and never panicking;
 //! - [`inventory`]: parsed outputs plus what ldm does not print -> a [`tern_model::Server`];
+//! - [`render`]: the inverse, a server printed as ldm's outputs (fake-ldm's fleet mode);
 //! - [`failure`]: ldm's failure messages mapped to SPEC rule ids (LM-xx);
 //! - [`run`]: one `ldm` process per command, with a deadline and bounded output;
 //! - [`backend`]: [`LdmHypervisor`], the [`crate::Hypervisor`] trait over all of it.
@@ -14,6 +15,7 @@ pub mod backend;
 pub mod failure;
 pub mod inventory;
 pub mod parse;
+pub mod render;
 pub mod run;
 
 pub use backend::{LdmHypervisor, LdmOptions};
