@@ -124,7 +124,14 @@ async fn retire_stale_copies(node: &Node, server: Server) -> Option<Server> {
                 let elsewhere = rec.host != node.name;
                 let moving = s.running_operation_for_domain(name).is_some();
                 let reserved_here = s.active_reservations_on(&node.name, now).any(|r| &r.binding.domain == name);
-                (elsewhere && !moving && !reserved_here).then(|| (name.clone(), *state, rec.host.clone()))
+                // Only a second copy is stale: the recorded host's own report must show
+                // the guest too. And a guest that arrived by a migration the cluster did
+                // not commit may be the only copy (ldm settles moves itself): never
+                // destroyed here; the reports move its record instead.
+                let copy_there = s.reports_guest(&rec.host, name);
+                let settled_here = s.uncommitted_migration(name).is_some_and(|(_, to)| to == node.name);
+                (elsewhere && !moving && !reserved_here && copy_there && !settled_here)
+                    .then(|| (name.clone(), *state, rec.host.clone()))
             })
             .collect()
     });

@@ -487,7 +487,9 @@ fn restart_input(s: &State, host: &str, op: u64, now: u64) -> Option<RestartInpu
     let mut guests = BTreeMap::new();
     let mut not_stopped = Vec::new();
     for (name, rec) in s.domains() {
-        if rec.host != host || held.iter().any(|h| &h.domain == name) {
+        // An awaited guest (`DomainRecord::awaiting`) left `host` by a move ldm may
+        // have completed: it does not run there, so it is not restarted.
+        if rec.host != host || rec.awaiting.is_some() || held.iter().any(|h| &h.domain == name) {
             continue;
         }
         match s.counts_stopped(host, name, now) {
@@ -525,7 +527,11 @@ fn addresses(s: &State) -> BTreeMap<String, String> {
 
 /// The guests of `host` recorded on it, with their priorities.
 pub fn guests_of(s: &State, host: &str) -> BTreeMap<String, HaPriority> {
-    s.domains().iter().filter(|(_, r)| r.host == host).map(|(n, r)| (n.clone(), r.ha_priority)).collect()
+    s.domains()
+        .iter()
+        .filter(|(_, r)| r.host == host && r.awaiting.is_none())
+        .map(|(n, r)| (n.clone(), r.ha_priority))
+        .collect()
 }
 
 /// HA-04 on the target: start the guest reservation `req.reservation` holds here,
@@ -749,4 +755,52 @@ pub fn admission(s: &State, now: u64) -> Vec<(String, RestartPlan)> {
             Some((h.name.clone(), plan_restarts(inv, &guests, &candidates(s, &[&h.name], now))))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Which records a host loss restarts, on states built by applying commands.
+    use super::*;
+    use tern_raft_store::{AbortOutcome, Command, HostSpec, Outcome, Request};
+
+    fn layout(name: &str) -> tern_model::Server {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        tern_hypervisor::layout::load_layout(&dir.join(format!("../deploy/layouts/{name}.toml"))).expect("seed layout")
+    }
+
+    fn apply(s: &mut State, index: &mut u64, command: Command) -> Outcome {
+        *index += 1;
+        let request = Request { proposed_at_ms: 1_000 + *index, actor: "test".into(), from: String::new(), command };
+        s.apply(*index, &request).unwrap_or_else(|r| panic!("{r}"))
+    }
+
+    #[test]
+    fn a_guest_awaiting_the_target_of_an_uncommitted_move_is_not_restarted_when_its_source_is_lost() {
+        // Goal: HA-04 restarts only guests that run on the lost host; one whose source reported it gone after a migration the cluster did not commit (ldm may have moved it) is not among them.
+        let (mut s, mut i) = (State::new(), 0);
+        for server in [layout("m10-1-1"), layout("m10-1-2")] {
+            let host = HostSpec { name: server.name.clone(), address: format!("{}:7400", server.name) };
+            apply(&mut s, &mut i, Command::RegisterHost { host });
+            apply(&mut s, &mut i, Command::ReportInventory { server });
+        }
+        assert!(guests_of(&s, "m10-1-1").contains_key("ldom1"));
+        let kind = OperationKind::Migration {
+            domain: "ldom1".into(),
+            source: "m10-1-1".into(),
+            target: "m10-1-2".into(),
+            new_name: None,
+            dry_run: false,
+            plan: None,
+        };
+        let Outcome::OperationBegun { operation } = apply(&mut s, &mut i, Command::BeginOperation { kind }) else {
+            panic!("not begun")
+        };
+        let outcome = AbortOutcome::RolledBack { reason: "its coordinator on m10-1-1 is gone; rolled back".into() };
+        apply(&mut s, &mut i, Command::AbortOperation { operation, outcome });
+        let mut source = layout("m10-1-1");
+        source.unbind_domain("ldom1");
+        apply(&mut s, &mut i, Command::ReportInventory { server: source });
+        assert_eq!(s.domain("ldom1").and_then(|d| d.awaiting.as_deref()), Some("m10-1-2"));
+        assert!(!guests_of(&s, "m10-1-1").contains_key("ldom1"));
+    }
 }

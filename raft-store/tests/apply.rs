@@ -1451,3 +1451,91 @@ fn removed_member_cannot_register_again_until_readmitted() {
     w.ok(Command::RegisterHost { host: spec("c") });
     w.ok(Command::ReportInventory { server: server("c", 8, 8) });
 }
+
+/// `world()` with ldom1 set never to restart (HA-04) and its migration a -> b
+/// reserved; the operation's id.
+fn ldom1_never_restarted_and_moving_to_b() -> (World, u64) {
+    let mut w = world();
+    w.ok(Command::SetDomain {
+        domain: "ldom1".into(),
+        ha_priority: Some(HaPriority::Never),
+        affinity_group: None,
+        anti_affinity_group: None,
+    });
+    let op = w.begin("ldom1", "a", "b", None, false);
+    w.reserve(op, "ldom1", ldom1_on_b(), 30_000);
+    (w, op)
+}
+
+fn roll_back_as_recovery_does(w: &mut World, op: u64) {
+    let outcome = AbortOutcome::RolledBack { reason: "its coordinator on a is gone; rolled back".into() };
+    w.ok(Command::AbortOperation { operation: op, outcome });
+}
+
+/// `a` without ldom1, and `b` with it: what the servers show once ldm moved it.
+fn moved_by_ldm(w: &World) -> (tern_model::Server, tern_model::Server) {
+    let mut a = w.inventory("a");
+    a.unbind_domain("ldom1");
+    (a, with_guest(server("b", 8, 8), "ldom1", &[4, 5], gib(4), Some(5003)))
+}
+
+/// ldom1's migration rolled back because its coordinator died; ldm completed the
+/// move regardless.
+fn a_move_ldm_completed_that_the_cluster_rolled_back() -> (World, tern_model::Server, tern_model::Server) {
+    let (mut w, op) = ldom1_never_restarted_and_moving_to_b();
+    roll_back_as_recovery_does(&mut w, op);
+    let (a, b) = moved_by_ldm(&w);
+    (w, a, b)
+}
+
+fn record(w: &World, domain: &str) -> Option<(String, HaPriority)> {
+    w.state.domain(domain).map(|d| (d.host.clone(), d.ha_priority))
+}
+
+#[test]
+fn a_guest_ldm_moved_keeps_its_record_when_the_source_reports_it_gone_first() {
+    // Goal: the target's report is refused while the source's stale report shows the guest; the source's report then leaves the record awaiting the target (settings kept), whose next report adopts it.
+    let (mut w, a, b) = a_move_ldm_completed_that_the_cluster_rolled_back();
+    assert_eq!(w.rejected(Command::ReportInventory { server: b.clone() }).code, RejectCode::DomainOnOtherHost);
+    w.ok(Command::ReportInventory { server: a });
+    assert_eq!(record(&w, "ldom1"), Some(("a".into(), HaPriority::Never)));
+    assert_eq!(w.state.domain("ldom1").and_then(|d| d.awaiting.as_deref()), Some("b"));
+    w.ok(Command::ReportInventory { server: b });
+    assert_eq!(record(&w, "ldom1"), Some(("b".into(), HaPriority::Never)));
+    assert_eq!(w.state.domain("ldom1").and_then(|d| d.awaiting.as_deref()), None);
+    assert!(w.inventory("b").domain("ldom1").is_some());
+}
+
+#[test]
+fn a_guest_ldm_moved_is_adopted_with_its_settings_when_the_source_reported_it_gone_mid_move() {
+    // Goal: the source reports the guest gone while its migration runs (kept on the source); after the rollback the target's report adopts the record with its HA priority.
+    let (mut w, op) = ldom1_never_restarted_and_moving_to_b();
+    let (a, b) = moved_by_ldm(&w);
+    w.ok(Command::ReportInventory { server: a });
+    assert_eq!(record(&w, "ldom1"), Some(("a".into(), HaPriority::Never)));
+    roll_back_as_recovery_does(&mut w, op);
+    w.ok(Command::ReportInventory { server: b });
+    assert_eq!(record(&w, "ldom1"), Some(("b".into(), HaPriority::Never)));
+}
+
+#[test]
+fn an_awaited_guest_its_source_shows_again_is_back_on_the_source() {
+    // Goal: a guest awaited on the target that its source reports again (ldm resumed it there) is recorded on the source, no longer awaited.
+    let (mut w, a, _) = a_move_ldm_completed_that_the_cluster_rolled_back();
+    let back = w.inventory("a");
+    w.ok(Command::ReportInventory { server: a });
+    w.ok(Command::ReportInventory { server: back });
+    assert_eq!(record(&w, "ldom1"), Some(("a".into(), HaPriority::Never)));
+    assert_eq!(w.state.domain("ldom1").and_then(|d| d.awaiting.as_deref()), None);
+}
+
+#[test]
+fn a_guest_gone_from_its_host_without_an_uncommitted_move_is_forgotten() {
+    // Goal: a guest its host stops showing, that no other host shows and no uncommitted migration took, leaves the domain table.
+    let mut w = world();
+    let mut a = w.inventory("a");
+    a.unbind_domain("ldom2");
+    w.ok(Command::ReportInventory { server: a });
+    assert_eq!(record(&w, "ldom2"), None);
+    assert!(record(&w, "ldom1").is_some());
+}

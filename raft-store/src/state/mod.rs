@@ -19,7 +19,8 @@ pub(crate) mod validate;
 
 use crate::codec::{self, CodecError, Kind};
 use records::{
-    AuditRecord, DomainRecord, Host, HostStatus, Operation, PlanRecord, RebalanceConfig, Reservation, Stopped, User,
+    AuditRecord, DomainRecord, Host, HostStatus, Operation, OperationKind, Phase, PlanRecord, RebalanceConfig,
+    Reservation, Stopped, User,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -407,6 +408,38 @@ impl State {
         PlanningView { hosts, guests, settings: self.rebalance.settings() }
     }
 
+    /// Whether `host`'s last inventory report shows guest `domain`.
+    pub fn reports_guest(&self, host: &str, domain: &str) -> bool {
+        self.host(host)
+            .and_then(|h| h.inventory.as_ref())
+            .and_then(|inv| inv.domain(domain))
+            .is_some_and(|d| d.kind == tern_model::DomainKind::Guest)
+    }
+
+    /// The up host other than `except` whose last report shows guest `domain`, if one does.
+    pub fn up_host_reporting(&self, domain: &str, except: &str) -> Option<&str> {
+        self.hosts
+            .values()
+            .filter(|h| h.name != except && h.status == HostStatus::Up)
+            .find(|h| self.reports_guest(&h.name, domain))
+            .map(|h| h.name.as_str())
+    }
+
+    /// The source and target of `domain`'s latest operation when it is a live migration
+    /// that ended without committing: with ldm the servers may have completed it anyway
+    /// (ldmd on both control domains runs the move), so a copy of `domain` on the target
+    /// may be the only one.
+    pub fn uncommitted_migration(&self, domain: &str) -> Option<(&str, &str)> {
+        let last = self.operations.values().rev().find(|o| match &o.kind {
+            OperationKind::Migration { domain: d, new_name, .. } => d == domain || new_name.as_deref() == Some(domain),
+            other => other.subject() == records::Subject::Domain(domain),
+        })?;
+        let OperationKind::Migration { source, target, dry_run: false, .. } = &last.kind else {
+            return None;
+        };
+        (last.phase.is_terminal() && last.phase != Phase::Done).then_some((source.as_str(), target.as_str()))
+    }
+
     /// The running operation whose subject is `domain` (a migration of it), if any.
     pub fn running_operation_for_domain(&self, domain: &str) -> Option<&Operation> {
         self.operations
@@ -511,7 +544,7 @@ impl State {
                 continue;
             };
             let present = host.inventory.as_ref().is_some_and(|i| i.domain(name).is_some());
-            if !present && self.running_operation_for_domain(name).is_none() {
+            if !present && rec.awaiting.is_none() && self.running_operation_for_domain(name).is_none() {
                 out.push(format!("domain {name} is recorded on {} but not in its inventory", rec.host));
             }
         }

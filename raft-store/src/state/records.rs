@@ -218,6 +218,31 @@ pub struct DomainRecord {
     /// Anti-affinity group (RB-03); `None` when the guest belongs to none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anti_affinity_group: Option<String>,
+    /// `Some(target)`: `host`'s report no longer shows the guest, which left by a
+    /// migration to `target` that the cluster did not commit; with ldm the servers may
+    /// have completed it (ldmd runs the move). The record waits, settings kept, for a
+    /// report that shows the guest: `target`'s adopts it, `host`'s takes it back. HA
+    /// does not restart an awaited guest when `host` is lost (it does not run there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting: Option<String>,
+}
+
+impl DomainRecord {
+    /// A guest first seen on `host`: default HA priority (HA-04), in no group.
+    pub fn new(host: &str) -> Self {
+        Self {
+            host: host.to_string(),
+            ha_priority: HaPriority::default(),
+            affinity_group: None,
+            anti_affinity_group: None,
+            awaiting: None,
+        }
+    }
+
+    /// This record on `host`, where a report shows the guest, settings kept.
+    pub fn on(&self, host: &str) -> Self {
+        Self { host: host.to_string(), awaiting: None, ..self.clone() }
+    }
 }
 
 /// Resources on a target held for one operation until its lease passes.

@@ -178,7 +178,13 @@ impl State {
             {
                 let stopped = self.counts_stopped(&rec.host, &d.name, now).is_ok();
                 let reserved = self.reservations.values().any(|r| r.domain == d.name && r.is_active(now));
-                if stopped && !reserved {
+                // The hypervisors settled a move the cluster did not commit (ldm: the
+                // lease lapsed or the coordinator died while ldmd completed it): the
+                // recorded host's own last report no longer shows the guest, so this
+                // server holds its only copy. The record follows it, settings kept.
+                let settled =
+                    !self.reports_guest(&rec.host, &d.name) && self.running_operation_for_domain(&d.name).is_none();
+                if (stopped || settled) && !reserved {
                     adopted.push((d.name.clone(), rec.clone()));
                     continue;
                 }
@@ -204,28 +210,33 @@ impl State {
         let unindexed: Vec<String> = self
             .domains
             .iter()
-            .filter(|(n, rec)| rec.host == server.name && !reported.contains(n.as_str()))
+            .filter(|(n, rec)| rec.host == server.name && rec.awaiting.is_none() && !reported.contains(n.as_str()))
             .filter(|(n, _)| self.running_operation_for_domain(n).is_none())
             .map(|(n, _)| n.clone())
             .collect();
         for name in &indexed {
-            let rec = DomainRecord {
-                host: server.name.clone(),
-                ha_priority: HaPriority::default(),
-                affinity_group: None,
-                anti_affinity_group: None,
-            };
-            self.set_domain(name, Some(rec));
+            self.set_domain(name, Some(DomainRecord::new(&server.name)));
         }
         for (name, rec) in &adopted {
             if let Some(Some(inv)) = self.inventory_mut(&rec.host) {
                 inv.unbind_domain(name);
             }
-            self.set_domain(name, Some(DomainRecord { host: server.name.clone(), ..rec.clone() }));
+            self.set_domain(name, Some(rec.on(&server.name)));
             indexed.push(name.clone());
         }
+        // Back here after all (ldm resumed it on this source): no longer awaited.
+        let returned: Vec<String> = reported
+            .iter()
+            .filter(|n| self.domains.get(**n).is_some_and(|r| r.host == server.name && r.awaiting.is_some()))
+            .map(|n| n.to_string())
+            .collect();
+        for name in &returned {
+            if let Some(rec) = self.domains.get(name).map(|r| r.on(&server.name)) {
+                self.set_domain(name, Some(rec));
+            }
+        }
         for name in &unindexed {
-            self.set_domain(name, None);
+            self.record_gone_guest(name);
         }
         if let Some(h) = self.host_mut(&server.name) {
             h.inventory_at_ms = Some(now);

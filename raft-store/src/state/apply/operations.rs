@@ -265,11 +265,27 @@ impl State {
     /// (see `report_inventory`); once nothing runs on it, the last report decides.
     pub(super) fn reconcile_index(&mut self, domain: &str) {
         let Some(rec) = self.domains.get(domain) else { return };
-        let reported =
-            self.hosts.get(&rec.host).and_then(|h| h.inventory.as_ref()).is_some_and(|i| i.domain(domain).is_some());
-        if !reported && self.running_operation_for_domain(domain).is_none() {
-            self.set_domain(domain, None);
+        if !self.reports_guest(&rec.host, domain) && self.running_operation_for_domain(domain).is_none() {
+            self.record_gone_guest(domain);
         }
+    }
+
+    /// The one rule for a guest its recorded host's report no longer shows, nothing
+    /// running on it: the servers may have moved it. The record follows it to an up
+    /// host whose report shows it; else, if its last operation was a migration from
+    /// here that did not commit, it awaits the target's report (`DomainRecord::awaiting`);
+    /// else the guest is gone and forgotten.
+    pub(super) fn record_gone_guest(&mut self, domain: &str) {
+        let Some(rec) = self.domains.get(domain).cloned() else { return };
+        let rec = if let Some(host) = self.up_host_reporting(domain, &rec.host) {
+            Some(rec.on(host))
+        } else {
+            match self.uncommitted_migration(domain) {
+                Some((from, to)) if from == rec.host => Some(DomainRecord { awaiting: Some(to.to_string()), ..rec }),
+                _ => None,
+            }
+        };
+        self.set_domain(domain, rec);
     }
 
     /// Keeps at most `FINISHED_OPERATIONS_KEPT_MAX` finished operations, dropping the oldest.
@@ -473,7 +489,7 @@ impl State {
         name_on_target: &str,
         (new_source, new_target): (Server, Server),
     ) {
-        let record = self.domains.get(domain).cloned().map(|rec| DomainRecord { host: target.to_string(), ..rec });
+        let record = self.domains.get(domain).map(|rec| rec.on(target));
         if let Some(inv) = self.inventory_mut(source) {
             *inv = Some(new_source);
         }
@@ -481,15 +497,7 @@ impl State {
             *inv = Some(new_target);
         }
         self.set_domain(domain, None);
-        self.set_domain(
-            name_on_target,
-            Some(record.unwrap_or(DomainRecord {
-                host: target.to_string(),
-                ha_priority: HaPriority::default(),
-                affinity_group: None,
-                anti_affinity_group: None,
-            })),
-        );
+        self.set_domain(name_on_target, Some(record.unwrap_or_else(|| DomainRecord::new(target))));
         // The reservation is consumed: it became the binding.
         self.reservations.remove(&reservation);
         self.touch(RowKey::Reservation(reservation));
