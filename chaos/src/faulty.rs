@@ -119,6 +119,12 @@ impl Hypervisor for FaultyHypervisor {
         self.inner.finish_receive(domain, ok).await
     }
 
+    /// Not gated: the simulator's dry run adds nothing to the model's preflight, so a
+    /// fault here would only refuse dry runs, which the scenarios do not ask about.
+    async fn check_migrate_out(&self, req: &MigrateOut) -> Result<(), HvError> {
+        self.inner.check_migrate_out(req).await
+    }
+
     async fn migrate_out(
         &self,
         req: MigrateOut,

@@ -132,6 +132,13 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Target side: the migration committed (`ok`) or was rolled back.
     async fn finish_receive(&self, domain: &str, ok: bool) -> Result<(), HvError>;
 
+    /// Source side: the hypervisor's own dry run of `req` (ldm's `migrate-domain -n`),
+    /// after the cluster's preflight passed and the target reserved. A backend whose
+    /// checks are the model's (the simulator) has nothing to add.
+    async fn check_migrate_out(&self, _req: &MigrateOut) -> Result<(), HvError> {
+        Ok(())
+    }
+
     /// Source side: live-migrate `req.domain`, sending progress. On success the guest is
     /// copied and suspended; [`Hypervisor::finish_migrate_out`] settles it.
     async fn migrate_out(&self, req: MigrateOut, progress: mpsc::Sender<Progress>)

@@ -221,6 +221,26 @@ async fn run_begun(
         warnings,
     };
     if req.dry_run {
+        // The hypervisor's own dry run (ldm: `migrate-domain -n`, ldmd's checks on the
+        // target), its refusal passed on in its words with the rule they map to.
+        let request = MigrateOut {
+            domain: plan.domain.clone(),
+            target: plan.target.clone(),
+            new_name: Some(plan.new_name.clone()),
+            binding: plan.binding.clone(),
+            operation,
+        };
+        if let Err(e) = c.hypervisor().check_migrate_out(&request).instrument(info_span!("hypervisor_dry_run")).await {
+            let message = e.to_string();
+            let rule = match &e {
+                HvError::Failed(m) => m.split_whitespace().next().and_then(|w| w.parse::<Rule>().ok()),
+                _ => None,
+            };
+            abort(c.as_ref(), operation, AbortOutcome::Failed { reason: message.clone() }).await;
+            let finding = Finding::new(rule, "refused-by-hypervisor", message);
+            emit(&tx, MigrationEvent::Refused { operation, errors: vec![finding] }).await;
+            return Ok(());
+        }
         let commit = commit_command(&plan, 0, 0, vec![]);
         let committed = c.propose(&agent_actor(c.as_ref()), commit).instrument(info_span!("commit")).await;
         if let Err(e) = committed {

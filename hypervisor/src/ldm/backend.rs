@@ -504,6 +504,11 @@ impl Hypervisor for LdmHypervisor {
         Ok(())
     }
 
+    /// `ldm migrate-domain -n`: ldmd on the target checks the move itself.
+    async fn check_migrate_out(&self, req: &MigrateOut) -> Result<(), HvError> {
+        self.check_migration(req).await
+    }
+
     async fn migrate_out(
         &self,
         req: MigrateOut,
