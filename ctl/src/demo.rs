@@ -39,9 +39,10 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<i32> {
     println!("Starting 3 agents (real ternd processes, mutual TLS) in {} ...", dir.display());
     let up = local::start(&up_args).await?;
     println!("cluster up: {}", up.names.join(", "));
-    let result = match script(&up).await {
-        Ok(0) => failover(&up, &dir).await,
-        other => other,
+    let result = match (script(&up).await, args.servers.backend) {
+        (Ok(0), local::Backend::Sim) => failover(&up, &dir).await,
+        (Ok(0), local::Backend::Ldm) => ldm_commands(&dir),
+        (other, _) => other,
     };
     if args.keep {
         println!("\nThe cluster keeps running. To reach it:");
@@ -133,6 +134,33 @@ async fn failover(up: &local::Up, dir: &Path) -> anyhow::Result<i32> {
     cluster::list_domain(&agent, None, None, None, false).await?;
     say("list-operations");
     migrate::list_operations(&agent, false).await?;
+    Ok(0)
+}
+
+/// With `--backend ldm`: the ldm commands the source's agent ran, as its fake server
+/// logged them. The failover act needs the simulated backend: restarting a guest on
+/// another server binds it with `ldm add-domain`, `add-core`, ..., which fake-ldm's
+/// fleet mode does not model.
+fn ldm_commands(dir: &Path) -> anyhow::Result<i32> {
+    let log = dir.join("fleet").join("m10-1-1").join("commands.log");
+    let text = std::fs::read_to_string(&log).map_err(|e| anyhow!("reading {}: {e}", log.display()))?;
+    println!("\n# What m10-1-1's agent asked of ldm for the migration ({}):", log.display());
+    // Consecutive repeats (the progress poll) are shown once, with their count.
+    let wanted = text.lines().filter(|l| l.starts_with("migrate-domain") || l.starts_with("list-domain -o status"));
+    let mut runs: Vec<(&str, usize)> = Vec::new();
+    for line in wanted {
+        match runs.last_mut() {
+            Some((last, n)) if *last == line => *n += 1,
+            _ => runs.push((line, 1)),
+        }
+    }
+    for (line, n) in runs {
+        match n {
+            1 => println!("ldm {line}"),
+            n => println!("ldm {line}    (x{n}: the progress poll, OP-06)"),
+        }
+    }
+    println!("\n# (The failover act runs on the simulated backend: `ternctl demo` without --backend ldm.)");
     Ok(0)
 }
 

@@ -41,17 +41,99 @@ pub struct Servers {
     /// The ternd binary (default: beside ternctl, else on PATH).
     #[arg(long, value_name = "PATH")]
     pub ternd: Option<PathBuf>,
+    /// How the agents drive their servers: `sim`, the simulated hypervisor; or `ldm`,
+    /// the real ldm backend running `ldm` commands against fake-ldm servers made from
+    /// the layouts (DIR/fleet/<host>/: their state, a `ldm` link, migrations that move
+    /// guests between them).
+    #[arg(long, value_enum, default_value_t = Backend::Sim)]
+    pub backend: Backend,
+    /// The fake-ldm binary for `--backend ldm` (default: beside ternctl, else on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub fake_ldm: Option<PathBuf>,
 }
 
-fn ternd_path(given: Option<&Path>) -> PathBuf {
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sim,
+    Ldm,
+}
+
+/// How long a fake-ldm migration takes in a local cluster (`DIR/fleet/<host>/migration_ms`).
+const FAKE_LDM_MIGRATION_MS: u64 = 3000;
+
+/// The `[hypervisor]` table of agent `name` on `layout`. For ldm, its fake server is
+/// made first, with what ldm does not print taken from the layout.
+fn hypervisor_table(
+    servers: &Servers,
+    dir: &Path,
+    name: &str,
+    layout: &Path,
+    password: &str,
+) -> anyhow::Result<String> {
+    let layout = abs(layout)?;
+    if servers.backend == Backend::Sim {
+        return Ok(format!(
+            "[hypervisor]\nkind = \"sim\"\nlayout = \"{}\"\ntime_scale = {}\n",
+            layout.display(),
+            servers.time_scale
+        ));
+    }
+    let server = tern_hypervisor::layout::load_layout(&layout)
+        .with_context(|| format!("reading layout {}", layout.display()))?;
+    let fake = sibling_binary(servers.fake_ldm.as_deref(), "fake-ldm");
+    if !fake.exists() && servers.fake_ldm.is_some() {
+        bail!("--fake-ldm {}: no such file", fake.display());
+    }
+    let fleet = dir.join("fleet");
+    let ldm = tern_hypervisor::ldm::render::write_fleet_server(&fleet, &server, &fake)
+        .with_context(|| format!("making the fake ldm server {}", fleet.join(name).display()))?;
+    let server_dir = fleet.join(&server.name);
+    std::fs::write(server_dir.join("migration_ms"), FAKE_LDM_MIGRATION_MS.to_string())?;
+    // ldmd on every target accepts root's password (OP-03, OP-04).
+    std::fs::write(server_dir.join("migrate-domain.password"), format!("{password}\n"))?;
+    let run = dir.join(name).join("run");
+    std::fs::create_dir_all(&run)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))?;
+    }
+    // The account ldm logs in as on the targets, and its password (OP-03 `-p`).
+    let target_password = dir.join(name).join("ldm-target.password");
+    write_private(&target_password, &format!("{password}\n"))?;
+    let (facts, shared, inactive) = tern_hypervisor::ldm::render::unprinted(&server);
+    let list = |v: &[String]| v.iter().map(|x| format!("{x:?}")).collect::<Vec<_>>().join(", ");
+    Ok(format!(
+        "[hypervisor]\nkind = \"ldm\"\nldm_path = \"{ldm}\"\nmodel = {model:?}\ncpu = \"{family}\"\n\
+frequency_mhz = {mhz}\nfirmware = \"{firmware}\"\nos = \"{os}\"\nshared_storage = [{shared}]\n\
+inactive_cores = {inactive:?}\npassword_dir = \"{run}\"\nprogress_interval_ms = 250\n\
+target_user = \"root\"\ntarget_password_file = \"{target_password}\"\n",
+        ldm = ldm.display(),
+        model = facts.model,
+        family = facts.cpu.family,
+        mhz = facts.cpu.frequency_mhz,
+        firmware = facts.firmware,
+        os = facts.os,
+        shared = list(&shared.device_prefixes),
+        run = run.display(),
+        target_password = target_password.display(),
+    ))
+}
+
+/// `given`, else the program `name` beside ternctl, else `name` on PATH.
+fn sibling_binary(given: Option<&Path>, name: &str) -> PathBuf {
     if let Some(p) = given {
         return p.to_path_buf();
     }
     std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("ternd")))
+        .and_then(|exe| exe.parent().map(|d| d.join(name)))
         .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("ternd"))
+        .or_else(|| {
+            let path = std::env::var_os("PATH")?;
+            std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.exists())
+        })
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// The layouts to run, the seed's source and target first.
@@ -112,7 +194,8 @@ pub async fn start(args: &UpArgs) -> anyhow::Result<Up> {
     let layouts = pick_layouts(&args.servers.layouts, args.agents)?;
     tern_tls::init_ca(&certs, "local")?;
     tern_tls::issue(&certs, "ternctl", &crate::certs::admin_role(), None)?;
-    let ternd = ternd_path(args.servers.ternd.as_deref());
+    let ternd = sibling_binary(args.servers.ternd.as_deref(), "ternd");
+    let password = random_password()?;
     let mut first_addr: Option<String> = None;
     let mut names = Vec::new();
     for (i, layout) in layouts.iter().enumerate() {
@@ -125,13 +208,11 @@ pub async fn start(args: &UpArgs) -> anyhow::Result<Up> {
             "# Written by `ternctl local-cluster up`.\n\
 name = \"{name}\"\nlisten_addr = \"127.0.0.1:0\"\nmetrics_addr = \"127.0.0.1:0\"\n\
 data_dir = \"data\"\njoin = [{join}]\nvoters = 3\n\n\
-[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
-[hypervisor]\nkind = \"sim\"\nlayout = \"{layout}\"\ntime_scale = {scale}\n",
+[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n{hypervisor}",
             ca = certs.join("ca.pem").display(),
             cert = certs.join(format!("{name}.pem")).display(),
             key = certs.join(format!("{name}-key.pem")).display(),
-            layout = abs(layout)?.display(),
-            scale = args.servers.time_scale,
+            hypervisor = hypervisor_table(&args.servers, &dir, &name, layout, &password)?,
         );
         let config_path = node.join("ternd.toml");
         std::fs::write(&config_path, config)?;
@@ -172,7 +253,6 @@ data_dir = \"data\"\njoin = [{join}]\nvoters = 3\n\n\
         std::fs::write(&path, text.replacen("join = []", &format!("join = [{}]", others.join(", ")), 1))?;
     }
     let password_file = dir.join("root.password");
-    let password = random_password()?;
     write_private(&password_file, &format!("{password}\n"))?;
     let mut users = pb::users_client::UsersClient::new(agent.connect().await?).with_message_limits();
     let req = pb::AddUserRequest {
