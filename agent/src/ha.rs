@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// The leader takes a heartbeat from `host`'s agent.
-pub fn heard(node: &Node, host: &str) -> Result<(), Error> {
+pub fn heard(node: &Node, host: &str, sent_at_ms: u64) -> Result<(), Error> {
     if host.is_empty() || host.len() > JOIN_NAME_BYTES_MAX {
         return Err(Error::InvalidInput(format!("a heartbeat names its host in 1 to {JOIN_NAME_BYTES_MAX} bytes")));
     }
@@ -40,6 +40,7 @@ pub fn heard(node: &Node, host: &str) -> Result<(), Error> {
         return Err(Error::NotFound(format!("no host named {host:?} is registered; register before heartbeating")));
     }
     node.detector().step(Event::Heartbeat { host }, node.now_ms());
+    node.clock_check.heard(host, sent_at_ms);
     Ok(())
 }
 
@@ -61,9 +62,10 @@ pub async fn heartbeat(node: Node) {
             () = node.shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
+        node.clock_check.observe(node.read(|s| s.clock_ms()));
         let result = match node.leader() {
             None => Err(Error::Unavailable("no leader is known".into())),
-            Some((id, _)) if id == node.id => heard(&node, &node.name),
+            Some((id, _)) if id == node.id => heard(&node, &node.name, node.now_ms()),
             Some((_, addr)) => send(&node, &addr, deadline).await,
         };
         if result.is_ok() {
@@ -141,8 +143,10 @@ impl Isolation {
 
 async fn send(node: &Node, addr: &str, deadline: Duration) -> Result<(), Error> {
     let mut client = pb::cluster_client::ClusterClient::new(node.channel(addr)?).with_message_limits();
-    let request =
-        crate::transport::request_within(pb::HeartbeatRequest { host: node.name.clone(), node_id: node.id }, deadline);
+    let request = crate::transport::request_within(
+        pb::HeartbeatRequest { host: node.name.clone(), node_id: node.id, sent_at_ms: node.now_ms() },
+        deadline,
+    );
     client.heartbeat(request).await.map_err(convert::error)?;
     Ok(())
 }

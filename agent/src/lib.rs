@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod call_context;
+pub mod clock;
 pub mod config;
 pub mod convert;
 pub mod grpc_metrics;
@@ -208,6 +209,7 @@ where
         channels,
         config: Arc::new(config),
         clock: seams.clock,
+        clock_check: Default::default(),
         inline_blocking: seams.inline_blocking,
         tasks: tokio_util::task::TaskTracker::new(),
         shutdown: shutdown.clone(),

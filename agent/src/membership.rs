@@ -283,8 +283,13 @@ async fn reconcile_voters(
 }
 
 /// The leader releases reservations whose lease passed (their coordinator is gone).
+/// By the members' median clock only: a leader that cannot check its clock (just
+/// elected, or cut off from a majority's heartbeats) lapses nothing.
 async fn expire_leases(node: &Node) {
-    let now = node.now_ms();
+    let (now, checked) = node.stamp_ms();
+    if !checked {
+        return;
+    }
     let expired = node.read(|s| s.reservations().values().any(|r| !r.is_active(now)));
     if expired && let Err(e) = node.propose(&format!("agent:{}", node.name), Command::Expire { now_ms: now }).await {
         warn!(node = %node.name, error = %e, "expiring leases failed; will retry");

@@ -38,6 +38,8 @@ pub struct Node {
     pub config: Arc<Config>,
     /// Time stamped on proposals (lease expiry, heartbeats); never read in apply.
     pub clock: Clock,
+    /// The members' clocks as their heartbeats tell them (the leader's stamps).
+    pub clock_check: Arc<crate::clock::ClockCheck>,
     /// Run password hashing inline (simulations), not on the blocking pool.
     pub inline_blocking: bool,
     /// Every background task of this agent: spawn with `tasks.spawn(..)` and end at
@@ -103,7 +105,10 @@ impl Node {
 
     /// Writes `request` through this member's own Raft (a follower answers
     /// not-leader), counted in its metrics.
-    pub async fn propose_here(&self, request: Request) -> Result<tern_raft_store::Applied, StoreError> {
+    pub async fn propose_here(&self, mut request: Request) -> Result<tern_raft_store::Applied, StoreError> {
+        // Only the leader's stamp is applied (a follower answers not-leader): the
+        // members' median clock (`crate::clock`), whoever stamped the request first.
+        request.proposed_at_ms = self.stamp_ms().0;
         let before = self.read(|s| crate::metrics::Metrics::before(&request, s));
         let started = std::time::Instant::now();
         let result = tern_raft_store::propose(&self.raft, request.clone()).await;
@@ -158,6 +163,15 @@ impl Node {
     /// The proposer's time now.
     pub fn now_ms(&self) -> u64 {
         (self.clock)()
+    }
+
+    /// The time this member stamps a write with as leader, and whether the members'
+    /// clocks confirmed it ([`crate::clock::ClockCheck::stamp`]).
+    pub fn stamp_ms(&self) -> (u64, bool) {
+        let interval = self.config.ha.heartbeat_interval_ms;
+        let voters = self.raft.metrics().borrow().membership_config.membership().voter_ids().count();
+        let fresh = interval.saturating_mul(crate::clock::FRESH_INTERVALS);
+        self.clock_check.stamp(self.now_ms(), fresh, voters / 2 + 1, interval)
     }
 
     /// Runs `f` on the applied state.

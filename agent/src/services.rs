@@ -139,9 +139,8 @@ impl pb::cluster_server::Cluster for ClusterService {
         crate::telemetry::annotate("tern.command", request.command.name());
         crate::telemetry::annotate("tern.actor", request.actor.clone());
         forwarded_checked(&self.0, &caller, &request)?;
-        // The leader's clock stamps every write it takes (item 4 of the trust rules):
-        // a member whose clock runs ahead cannot lapse leases early.
-        request.proposed_at_ms = self.0.now_ms();
+        // The leader stamps every write it takes (`Node::propose_here`, item 4 of the
+        // trust rules): a member whose clock runs ahead cannot lapse leases early.
         // A member's own write comes from that member; a user's call it passes on
         // carries the user's address, as the member that took the call saw it.
         if request.from.is_empty() {
@@ -216,9 +215,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         req: GrpcRequest<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let caller = authorize(&self.0, &req, "/tern.v1.Cluster/Heartbeat")?;
-        let host = req.into_inner().host;
+        let pb::HeartbeatRequest { host, sent_at_ms, .. } = req.into_inner();
         auth::must_be(&caller, &host, "heartbeat")?;
-        crate::ha::heard(&self.0, &host).map_err(status)?;
+        crate::ha::heard(&self.0, &host, sent_at_ms).map_err(status)?;
         Ok(Response::new(pb::HeartbeatResponse {}))
     }
 }

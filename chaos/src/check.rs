@@ -17,6 +17,11 @@
 //!   its lease (by the leader's applied cluster clock) for that long (it expires
 //!   them every second); a reservation past its lease blocks nothing meanwhile
 //!   (apply judges it inactive);
+//! - the cluster clock never runs ahead of true time by more than the members' clocks
+//!   justify (trust rules, item 4): the leader stamps with the median of the clocks it
+//!   heard from a majority, so the bound is the worst median a majority of the hosts'
+//!   true skews gives, the highest seen so far (the cluster clock only grows), plus
+//!   [`CLOCK_SLACK_MS`]; one host's clock pushed minutes ahead moves nothing;
 //! - at most one member leads as each leader id (election safety). openraft's leader id
 //!   is (term, node id), and in its default mode a term may have more than one leader
 //!   (openraft's docs, data/vote.md: a member moves its vote to a greater candidate of
@@ -47,6 +52,21 @@ pub const LEASE_GRACE_MS: u64 = 6000;
 /// The servers are read every this many steps (a copy of each server).
 pub const PHYSICAL_EVERY: u64 = 20;
 
+/// How far the cluster clock may run ahead of the hosts' majority clock: heartbeats
+/// vote for three HA heartbeat intervals (1 s by default) after they were sent, so a
+/// clock that stepped back is outvoted that much later.
+pub const CLOCK_SLACK_MS: u64 = 5000;
+
+/// The highest cluster clock the hosts' true skews allow now: the lower median of
+/// the `majority` largest skews (the worst set of fresh heartbeats a leader may count).
+fn majority_clock(wall_ms: u64, skews: &[i64], majority: usize) -> u64 {
+    let mut s = skews.to_vec();
+    s.sort_unstable();
+    let m = majority.clamp(1, s.len().max(1));
+    let skew = s.get(s.len().saturating_sub(m)..).and_then(|top| top.get((m - 1) / 2)).copied().unwrap_or(0);
+    wall_ms.saturating_add_signed(skew.max(0))
+}
+
 /// A broken safety property.
 #[derive(Clone, Debug)]
 pub struct Violation {
@@ -74,6 +94,8 @@ pub struct Checker {
     leaders: BTreeMap<(u64, NodeId), String>,
     steps: u64,
     leases: LeaseWatch,
+    /// The highest cluster clock the hosts' clocks have allowed so far.
+    clock_allowed_ms: u64,
     /// Every applied-index change (`step host index term`), for comparing two runs
     /// of one seed.
     pub trace: Vec<String>,
@@ -91,6 +113,7 @@ impl Checker {
             leaders: BTreeMap::new(),
             steps: 0,
             leases: LeaseWatch::default(),
+            clock_allowed_ms: 0,
             trace: Vec::new(),
         }
     }
@@ -104,6 +127,11 @@ impl Checker {
         self.steps += 1;
         let mut out = Vec::new();
         let mut changed = false;
+        let skews: Vec<i64> =
+            shared.hosts.iter().map(|h| h.skew_ms.load(std::sync::atomic::Ordering::SeqCst)).collect();
+        let majority = (shared.opts.voters as usize).min(shared.hosts.len()) / 2 + 1;
+        self.clock_allowed_ms = self.clock_allowed_ms.max(majority_clock(shared.wall_ms(), &skews, majority));
+        let clock_allowed = self.clock_allowed_ms + CLOCK_SLACK_MS;
         for h in &shared.hosts {
             let disk = h.disk();
             let handle = h.state();
@@ -133,6 +161,14 @@ impl Checker {
             let history = shared.history();
             handle.read(|s| {
                 let mut found = check_state(s, applied, &history, &self.guests, &mut seen.indexed);
+                if s.clock_ms() > clock_allowed {
+                    found.push(format!(
+                        "the cluster clock {} ran {} ms ahead of what a majority of clocks allows ({}); skews {skews:?}",
+                        s.clock_ms(),
+                        s.clock_ms() - clock_allowed + CLOCK_SLACK_MS,
+                        clock_allowed - CLOCK_SLACK_MS
+                    ));
+                }
                 found.iter_mut().for_each(|w| *w = format!("{} (node {}): {w}", h.name, disk.node_id));
                 out.extend(found.into_iter().map(|what| Violation { at_ms: now_ms, what }));
             });
@@ -483,6 +519,15 @@ mod tests {
         let found = votes_never_go_back(&mut highest, &[Vote::new(4, 1)]);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].starts_with("voted twice: saved vote T4-N1:uncommitted"), "{found:?}");
+    }
+
+    #[test]
+    fn one_clock_minutes_ahead_allows_nothing_two_of_three_do() {
+        // Goal: the clock bound follows the worst majority of the hosts' skews, never one outlier.
+        assert_eq!(majority_clock(1_000, &[120_000, 0, -500], 2), 1_000);
+        assert_eq!(majority_clock(1_000, &[120_000, 90_000, 0], 2), 91_000);
+        assert_eq!(majority_clock(1_000, &[-5, -9, -1], 2), 1_000);
+        assert_eq!(majority_clock(1_000, &[], 2), 1_000);
     }
 
     #[test]

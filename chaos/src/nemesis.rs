@@ -179,6 +179,8 @@ pub struct Nemesis {
     armed: Option<Armed>,
     /// The next power loss takes every unsynced write (a scenario that needs a loss).
     pub lose_everything_next: bool,
+    /// The next clock skew is exactly this many ms (a scenario that needs a jump).
+    pub skew_next: Option<i64>,
     /// What it did, with the simulated time: printed when a run fails.
     pub log: Vec<(u64, String)>,
 }
@@ -202,6 +204,7 @@ impl Nemesis {
             avoid_host: None,
             armed: None,
             lose_everything_next: false,
+            skew_next: None,
             log: Vec::new(),
         }
     }
@@ -456,8 +459,12 @@ impl Nemesis {
             Fault::Skew { host } => {
                 // Mostly a drift within NTP's reach; now and then the clock jumps
                 // forward (a wrong NTP step, a bad RTC at boot) by up to two minutes.
-                let jump = self.rng.chance(FORWARD_JUMP_PER_MILLE);
-                let skew = if jump {
+                let forced = self.skew_next.take();
+                let jump =
+                    forced.is_some_and(|s| s > 1500) || (forced.is_none() && self.rng.chance(FORWARD_JUMP_PER_MILLE));
+                let skew = if let Some(s) = forced {
+                    s
+                } else if jump {
                     self.rng.between(FORWARD_JUMP_MS.0, FORWARD_JUMP_MS.1) as i64
                 } else {
                     self.rng.between(0, 3000) as i64 - 1500

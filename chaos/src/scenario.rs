@@ -116,10 +116,15 @@ pub enum Scenario {
     /// time, so the migration must fail and leave the guest on the source, with nothing
     /// reserved, and the hung calls must have happened.
     TargetHypervisorHangsAtPrepare,
+    /// Issue 12 (item 4): while ldom1's migration holds its reservation, the leader's
+    /// clock jumps two minutes ahead for 20 s (a wrong NTP step). The leader stamps
+    /// writes with the members' median clock, so no lease lapses early: the migration
+    /// must commit (the checker also bounds the cluster clock by the majority's skew).
+    LeaderClockJumpsAhead,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 24] = [
+    pub const ALL: [Scenario; 25] = [
         Self::LeaderPartitionedDuringPrepare,
         Self::SourceCrashMidTransfer,
         Self::TargetCrashMidCommit,
@@ -144,6 +149,7 @@ impl Scenario {
         Self::LeaderPowerLossMidAppend,
         Self::SourceHypervisorFailsMidTransfer,
         Self::TargetHypervisorHangsAtPrepare,
+        Self::LeaderClockJumpsAhead,
     ];
 
     pub fn name(self) -> &'static str {
@@ -172,6 +178,7 @@ impl Scenario {
             Self::LeaderPowerLossMidAppend => "leader-power-loss-mid-append",
             Self::SourceHypervisorFailsMidTransfer => "source-hypervisor-fails-mid-transfer",
             Self::TargetHypervisorHangsAtPrepare => "target-hypervisor-hangs-at-prepare",
+            Self::LeaderClockJumpsAhead => "leader-clock-jumps-ahead",
         }
     }
 
@@ -199,7 +206,8 @@ impl Scenario {
             | Self::CommitAnswerLost
             | Self::SourceCrashAfterCommit
             | Self::SourceHypervisorFailsMidTransfer
-            | Self::TargetHypervisorHangsAtPrepare => {
+            | Self::TargetHypervisorHangsAtPrepare
+            | Self::LeaderClockJumpsAhead => {
                 opts.workload = WorkloadOptions::scripted(vec![migrate("ldom1", "m10-1-2")]);
             }
             Self::RaceForLastCores => {
@@ -314,6 +322,21 @@ impl Scenario {
                 if done != 2 || on != ["m10-1-1"] {
                     out.push(format!(
                         "{done} of 2 migrations reported; ldom1 is active on {on:?}, not back on m10-1-1"
+                    ));
+                }
+            }
+            Self::LeaderClockJumpsAhead => {
+                let done = report
+                    .history
+                    .migrations
+                    .iter()
+                    .any(|m| matches!(m.end, MigrationEnd::Reported { dry_run: false, .. }));
+                let on = report.placement.get("ldom1").cloned().unwrap_or_default();
+                if !done || on != ["m10-1-2"] {
+                    out.push(format!(
+                        "ldom1's migration should have committed (no lease lapses early) and ldom1 run on m10-1-2: \
+                         reported {done}, active on {on:?}: {:?}",
+                        report.history.migrations
                     ));
                 }
             }
@@ -697,6 +720,14 @@ impl Script {
                     return;
                 }
                 (Fault::Hypervisor { host: "m10-1-2".into(), hang: true }, 30_000)
+            }
+            Scenario::LeaderClockJumpsAhead => {
+                if !migration_phase(shared, "ldom1").is_some_and(|p| matches!(p, Phase::Transferring { .. })) {
+                    return;
+                }
+                let Some(leader) = leader_name(shared) else { return };
+                nemesis.skew_next = Some(120_000);
+                (Fault::Skew { host: leader }, 20_000)
             }
             Scenario::LeaderPowerLossMidAppend => {
                 if now_ms < started + 5000 {

@@ -171,7 +171,7 @@ async fn a_silent_control_domain_is_lost_and_up_again_once_it_heartbeats() {
     let name = c.status(victim).await.unwrap().node_name;
     // A follower points heartbeats at the leader (a header, not text); the leader takes
     // them only for registered hosts.
-    let beat = |host: &str| pb::HeartbeatRequest { host: host.into(), node_id: 1 };
+    let beat = |host: &str| pb::HeartbeatRequest { host: host.into(), node_id: 1, ..Default::default() };
     // Heartbeats are a member's call, each for its own host (trust per call).
     let mut follower = pb::cluster_client::ClusterClient::new(c.channel_as(victim, &name));
     let e = follower.heartbeat(beat(&name)).await.unwrap_err();

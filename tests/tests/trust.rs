@@ -136,7 +136,7 @@ async fn a_node_certificate_speaks_only_for_its_own_host() {
     denied("posing as another agent", cluster.propose(propose_request("agent:m10-1-1", update("m10-1-2"))).await);
     let expire = Command::Expire { now_ms: u64::MAX / 2 };
     denied("a forwarded Expire", cluster.propose(propose_request("agent:m10-1-2", expire)).await);
-    let beat = pb::HeartbeatRequest { host: "m10-1-1".into(), node_id: 1 };
+    let beat = pb::HeartbeatRequest { host: "m10-1-1".into(), node_id: 1, ..Default::default() };
     denied("another host's heartbeat", cluster.heartbeat(beat).await);
     let mut migration = pb::migration_client::MigrationClient::new(node.clone());
     let finish = pb::FinishRequest { operation_id: 1, domain: "ldom1".into(), committed: true };
