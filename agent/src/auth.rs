@@ -178,18 +178,69 @@ fn profile_name(level: u8) -> &'static str {
     }
 }
 
-/// The caller of `req`, if it may call `method` (see the module doc).
+/// A call refused before it reached the state machine.
+#[derive(Clone, Debug)]
+pub struct Denied {
+    pub at_ms: u64,
+    pub method: String,
+    /// The certificate's identity, or what is known of it (`serial N`, `-`).
+    pub actor: String,
+    pub from: String,
+    pub why: String,
+}
+
+/// This agent's last refused calls, at most [`crate::limits::DENIED_KEPT_MAX`].
+#[derive(Default)]
+pub struct DeniedLog(std::sync::Mutex<std::collections::VecDeque<Denied>>);
+
+impl DeniedLog {
+    pub fn push(&self, d: Denied) {
+        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        while q.len() >= crate::limits::DENIED_KEPT_MAX {
+            q.pop_front();
+        }
+        q.push_back(d);
+    }
+
+    /// Newest first: those at or after `since_ms`, by `actor` when not empty.
+    pub fn recent(&self, since_ms: u64, actor: &str, limit: usize) -> Vec<Denied> {
+        let q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        q.iter()
+            .rev()
+            .filter(|d| d.at_ms >= since_ms && (actor.is_empty() || d.actor == actor))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The caller of `req`, if it may call `method` (see the module doc). Every refusal
+/// is logged and kept in the agent's [`DeniedLog`].
 pub fn authorize<T>(node: &Node, req: &GrpcRequest<T>, method: &str) -> Result<Caller, Status> {
+    let refuse = |actor: String, status: Status| {
+        tracing::warn!(method = %method, caller = %actor, from = %caller_addr(), why = %status.message(), "call refused");
+        node.denied.push(Denied {
+            at_ms: node.now_ms(),
+            method: method.to_string(),
+            actor,
+            from: caller_addr(),
+            why: status.message().to_string(),
+        });
+        status
+    };
     let Some(need) = need_of(method) else {
-        return Err(Status::permission_denied(format!("{method} is not in the authorisation table")));
+        let status = Status::permission_denied(format!("{method} is not in the authorisation table"));
+        return Err(refuse("-".into(), status));
     };
     let der = (node.peer_cert)(req.extensions())
-        .ok_or_else(|| Status::unauthenticated("the call carries no client certificate"))?;
-    let serial = tern_tls::serial_of(&der).map_err(Status::permission_denied)?;
+        .ok_or_else(|| refuse("-".into(), Status::unauthenticated("the call carries no client certificate")))?;
+    let serial = tern_tls::serial_of(&der).map_err(|e| refuse("-".into(), Status::permission_denied(e)))?;
     if node.revoked.contains(&serial) {
-        return Err(Status::permission_denied(format!("certificate {serial} is revoked")));
+        let status = Status::permission_denied(format!("certificate {serial} is revoked"));
+        return Err(refuse(format!("serial {serial}"), status));
     }
-    let holder = tern_tls::identity_of(&der).map_err(Status::permission_denied)?;
+    let holder =
+        tern_tls::identity_of(&der).map_err(|e| refuse(format!("serial {serial}"), Status::permission_denied(e)))?;
     let caller = match holder {
         tern_tls::Holder::Node(name) => Caller::Node(name),
         tern_tls::Holder::User { name, profiles } => {
@@ -202,9 +253,8 @@ pub fn authorize<T>(node: &Node, req: &GrpcRequest<T>, method: &str) -> Result<C
     };
     if let Err(why) = allows(need, &caller) {
         // Who was refused, from where: for the admin (the TernCallsDenied alert points
-        // here; the audit log has only what reached the state machine).
-        tracing::warn!(method = %method, caller = %caller.actor(), from = %caller_addr(), why = %why, "call refused");
-        return Err(Status::permission_denied(format!("{method}: {why}")));
+        // here; `ternctl audit --denied` lists them).
+        return Err(refuse(caller.actor(), Status::permission_denied(format!("{method}: {why}"))));
     }
     Ok(caller)
 }

@@ -210,6 +210,7 @@ where
         config: Arc::new(config),
         clock: seams.clock,
         clock_check: Default::default(),
+        denied: Default::default(),
         inline_blocking: seams.inline_blocking,
         tasks: tokio_util::task::TaskTracker::new(),
         shutdown: shutdown.clone(),

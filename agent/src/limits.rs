@@ -33,6 +33,8 @@ pub const MIGRATION_EVENTS_QUEUE_MAX: usize = 256;
 /// At most this many operations are listed by `ListOperations`.
 pub const OPERATIONS_LISTED_MAX: u32 = 1000;
 /// Most audit entries one `Cluster.Audit` answer holds.
+/// Refused calls each agent keeps for `ternctl audit --denied` (the oldest go first).
+pub const DENIED_KEPT_MAX: usize = 1000;
 pub const AUDIT_LISTED_MAX: u32 = 1000;
 
 // A forwarded request (`Cluster.Propose` carries one encoded request) and any single

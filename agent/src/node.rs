@@ -40,6 +40,8 @@ pub struct Node {
     pub clock: Clock,
     /// The members' clocks as their heartbeats tell them (the leader's stamps).
     pub clock_check: Arc<crate::clock::ClockCheck>,
+    /// The calls this agent refused (`ternctl audit --denied`).
+    pub denied: Arc<crate::auth::DeniedLog>,
     /// Run password hashing inline (simulations), not on the blocking pool.
     pub inline_blocking: bool,
     /// Every background task of this agent: spawn with `tasks.spawn(..)` and end at

@@ -317,6 +317,22 @@ impl ClusterService {
             0 => crate::limits::AUDIT_LISTED_MAX,
             n => n.min(crate::limits::AUDIT_LISTED_MAX),
         } as usize;
+        if r.denied {
+            return self
+                .0
+                .denied
+                .recent(r.since_ms, &r.actor, limit)
+                .into_iter()
+                .map(|d| pb::AuditEntry {
+                    index: 0,
+                    at_ms: d.at_ms,
+                    actor: d.actor,
+                    from: d.from,
+                    summary: format!("refused call {}: {}", d.method, d.why),
+                    outcome: "permission-denied".into(),
+                })
+                .collect();
+        }
         self.0.read(|s| {
             s.audit()
                 .values()

@@ -339,6 +339,7 @@ pub async fn audit(agent: &AgentArgs, args: &crate::AuditArgs, json: bool) -> an
         actor: args.user.clone().unwrap_or_default(),
         limit: args.limit,
         agents: args.agents,
+        denied: args.denied,
     };
     let entries = rpc(c.audit(req).await)?.entries;
     if json {

@@ -504,6 +504,11 @@ pub struct AuditArgs {
     /// Include the agents' own bookkeeping (inventory reports, lease renewals, ...).
     #[arg(long)]
     pub agents: bool,
+    /// Instead: the calls the agent answering (--agent) refused before they reached
+    /// the cluster (no rights, revoked or unknown certificate), with who, from where
+    /// and why. Each agent keeps its own last 1000; ask each one.
+    #[arg(long, conflicts_with = "agents")]
+    pub denied: bool,
     /// At most this many entries, newest first.
     #[arg(long, default_value_t = 50)]
     pub limit: u32,

@@ -246,4 +246,16 @@ async fn the_audit_log_records_where_each_write_came_from() {
         .find(|l| l.contains("call refused") && l.contains("caller=reader"))
         .unwrap_or_else(|| panic!("no refusal line in {}'s log:\n{log}", c.agents[f].name));
     assert!(line.contains("method=/tern.v1.Ha/SetDomain") && line.contains("from=127.0.0.1:"), "{line}");
+    // ... and keeps it for `ternctl audit --denied`, which only an administrator reads.
+    let mut admin = pb::cluster_client::ClusterClient::new(c.channel(f).await);
+    let req = pb::AuditRequest { denied: true, actor: "reader".into(), ..Default::default() };
+    let refused = admin.audit(req.clone()).await.unwrap().into_inner().entries;
+    let row = refused
+        .iter()
+        .find(|e| e.summary.contains("/tern.v1.Ha/SetDomain"))
+        .unwrap_or_else(|| panic!("no refused-call row for the reader: {refused:?}"));
+    assert_eq!((row.actor.as_str(), row.outcome.as_str(), row.index), ("reader", "permission-denied", 0), "{row:?}");
+    assert!(row.from.starts_with("127.0.0.1:") && row.summary.contains("LDoms Management"), "{row:?}");
+    let mut reader = pb::cluster_client::ClusterClient::new(c.channel_as(f, "reader"));
+    denied("review reads the refused calls", reader.audit(req).await);
 }
