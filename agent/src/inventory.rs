@@ -129,7 +129,7 @@ async fn retire_stale_copies(node: &Node, server: Server) -> Option<Server> {
                 // not commit may be the only copy (ldm settles moves itself): never
                 // destroyed here; the reports move its record instead.
                 let copy_there = s.reports_guest(&rec.host, name);
-                let settled_here = s.uncommitted_migration(name).is_some_and(|(_, to)| to == node.name);
+                let settled_here = s.uncommitted_migration(name).is_some_and(|(_, _, to)| to == node.name);
                 (elsewhere && !moving && !reserved_here && copy_there && !settled_here)
                     .then(|| (name.clone(), *state, rec.host.clone()))
             })

@@ -231,6 +231,9 @@ pub async fn list_operations(agent: &AgentArgs, json: bool) -> anyhow::Result<i3
         let result = match &o.report {
             // An evacuation or restore: its summary.
             Some(r) if o.kind != "migration" => r.notes.join("; "),
+            // A migration that did not commit but that the hypervisor completed: why
+            // it ended, then where the guest is.
+            Some(r) if o.phase != "done" => format!("{}; {}", o.reason, r.notes.join("; ")),
             Some(r) if !o.dry_run => format!(
                 "CID {} -> {}, port {} -> {}, downtime {} ms, total {:.1} s",
                 join(&r.old_cids),

@@ -1504,6 +1504,11 @@ fn a_guest_ldm_moved_keeps_its_record_when_the_source_reports_it_gone_first() {
     assert_eq!(record(&w, "ldom1"), Some(("b".into(), HaPriority::Never)));
     assert_eq!(w.state.domain("ldom1").and_then(|d| d.awaiting.as_deref()), None);
     assert!(w.inventory("b").domain("ldom1").is_some());
+    // The rolled-back migration says where the guest went after all.
+    let op = w.state.operations().values().last().unwrap();
+    assert!(matches!(op.phase, Phase::RolledBack { .. }), "{:?}", op.phase);
+    let notes = op.result.as_ref().map(|r| r.notes.clone()).unwrap_or_default();
+    assert!(notes.iter().any(|n| n.contains("settled by the hypervisor: ldom1 runs on b")), "{notes:?}");
 }
 
 #[test]

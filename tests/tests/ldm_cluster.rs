@@ -241,6 +241,9 @@ fn kill_9_of_the_source_agent_mid_migration_leaves_the_guest_where_ldm_put_it_an
     // (A record made anew would have the default, medium, and be placed on a loss.)
     c.wait_for("ldom1's record, ha-priority none, on m10-1-2", || c.never_restarted_on("m10-1-2") == ["ldom1"]);
     assert!(c.never_restarted_on("m10-1-1").is_empty());
+    // The migration the cluster rolled back says where ldm put the guest after all.
+    let ops = text(&c.ternctl(&["list-operations"]));
+    assert!(ops.contains("settled by the hypervisor: ldom1 runs on m10-1-2"), "{ops}");
     // Never destroyed, never two copies: ldm holds ldom1 once, on m10-1-2, running.
     assert_eq!(c.ldm_guests("m10-1-2"), ["ldom1 active"]);
     assert!(c.ldm_guests("m10-1-1").is_empty());

@@ -425,11 +425,11 @@ impl State {
             .map(|h| h.name.as_str())
     }
 
-    /// The source and target of `domain`'s latest operation when it is a live migration
+    /// The id, source and target of `domain`'s latest operation when it is a live migration
     /// that ended without committing: with ldm the servers may have completed it anyway
     /// (ldmd on both control domains runs the move), so a copy of `domain` on the target
     /// may be the only one.
-    pub fn uncommitted_migration(&self, domain: &str) -> Option<(&str, &str)> {
+    pub fn uncommitted_migration(&self, domain: &str) -> Option<(u64, &str, &str)> {
         let last = self.operations.values().rev().find(|o| match &o.kind {
             OperationKind::Migration { domain: d, new_name, .. } => d == domain || new_name.as_deref() == Some(domain),
             other => other.subject() == records::Subject::Domain(domain),
@@ -437,7 +437,7 @@ impl State {
         let OperationKind::Migration { source, target, dry_run: false, .. } = &last.kind else {
             return None;
         };
-        (last.phase.is_terminal() && last.phase != Phase::Done).then_some((source.as_str(), target.as_str()))
+        (last.phase.is_terminal() && last.phase != Phase::Done).then_some((last.id, source.as_str(), target.as_str()))
     }
 
     /// The running operation whose subject is `domain` (a migration of it), if any.

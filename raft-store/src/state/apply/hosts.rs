@@ -221,6 +221,7 @@ impl State {
             if let Some(Some(inv)) = self.inventory_mut(&rec.host) {
                 inv.unbind_domain(name);
             }
+            self.note_settled_by_hypervisor(name, &rec.host, &server.name);
             self.set_domain(name, Some(rec.on(&server.name)));
             indexed.push(name.clone());
         }

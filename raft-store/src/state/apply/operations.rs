@@ -270,6 +270,22 @@ impl State {
         }
     }
 
+    /// When `domain`'s last operation is a migration `from` -> `to` that did not commit
+    /// and the guest now runs on `to` (ldm completed the move), the operation says so.
+    pub(super) fn note_settled_by_hypervisor(&mut self, domain: &str, from: &str, to: &str) {
+        let Some((id, ..)) = self.uncommitted_migration(domain).filter(|(_, f, t)| *f == from && *t == to) else {
+            return;
+        };
+        let note =
+            format!("settled by the hypervisor: {domain} runs on {to}, as its report shows (ldm completed the move)");
+        if let Some(op) = self.operation_mut(id) {
+            let result = op.result.get_or_insert_with(Default::default);
+            if !result.notes.contains(&note) {
+                result.notes.push(note);
+            }
+        }
+    }
+
     /// The one rule for a guest its recorded host's report no longer shows, nothing
     /// running on it: the servers may have moved it. The record follows it to an up
     /// host whose report shows it; else, if its last operation was a migration from
@@ -277,11 +293,12 @@ impl State {
     /// else the guest is gone and forgotten.
     pub(super) fn record_gone_guest(&mut self, domain: &str) {
         let Some(rec) = self.domains.get(domain).cloned() else { return };
-        let rec = if let Some(host) = self.up_host_reporting(domain, &rec.host) {
-            Some(rec.on(host))
+        let rec = if let Some(host) = self.up_host_reporting(domain, &rec.host).map(str::to_string) {
+            self.note_settled_by_hypervisor(domain, &rec.host, &host);
+            Some(rec.on(&host))
         } else {
             match self.uncommitted_migration(domain) {
-                Some((from, to)) if from == rec.host => Some(DomainRecord { awaiting: Some(to.to_string()), ..rec }),
+                Some((_, from, to)) if from == rec.host => Some(DomainRecord { awaiting: Some(to.to_string()), ..rec }),
                 _ => None,
             }
         };
