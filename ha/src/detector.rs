@@ -85,6 +85,12 @@ pub struct Detector {
     leading_since_ms: Option<u64>,
     /// The last heartbeat heard from each host while leading.
     heard_ms: BTreeMap<String, u64>,
+    /// When each host was first seen registered while leading: a host registered after
+    /// this member's first tick as leader is silent from then, not from its election
+    /// (the hosts of the first tick are silent from the election).
+    first_seen_ms: BTreeMap<String, u64>,
+    /// A tick was taken since this member began leading.
+    ticked: bool,
     /// Transitions proposed and not yet seen committed, with when.
     proposed: BTreeMap<String, (HostStatus, u64)>,
 }
@@ -93,7 +99,14 @@ impl Detector {
     /// A detector for `config`, which must have passed [`DetectorConfig::validate`].
     pub fn new(config: DetectorConfig) -> Self {
         debug_assert!(config.validate().is_ok(), "{config:?}");
-        Self { config, leading_since_ms: None, heard_ms: BTreeMap::new(), proposed: BTreeMap::new() }
+        Self {
+            config,
+            leading_since_ms: None,
+            heard_ms: BTreeMap::new(),
+            first_seen_ms: BTreeMap::new(),
+            ticked: false,
+            proposed: BTreeMap::new(),
+        }
     }
 
     /// Takes `event` at `now_ms`; returns what to do.
@@ -102,12 +115,16 @@ impl Detector {
             Event::Leading => {
                 self.leading_since_ms = Some(now_ms);
                 self.heard_ms.clear();
+                self.first_seen_ms.clear();
+                self.ticked = false;
                 self.proposed.clear();
                 vec![]
             }
             Event::NotLeading => {
                 self.leading_since_ms = None;
                 self.heard_ms.clear();
+                self.first_seen_ms.clear();
+                self.ticked = false;
                 self.proposed.clear();
                 vec![]
             }
@@ -131,11 +148,13 @@ impl Detector {
         let Some(since) = self.leading_since_ms else { return vec![] };
         // Forget hosts that left the cluster, and proposals that were committed.
         self.heard_ms.retain(|h, _| hosts.contains_key(h));
+        self.first_seen_ms.retain(|h, _| hosts.contains_key(h));
         self.proposed.retain(|h, (status, _)| hosts.get(h).is_some_and(|s| s != status));
         let mut effects = Vec::new();
         for (host, &status) in hosts {
             let heard = self.heard_ms.get(host).copied();
-            let silent_ms = now_ms.saturating_sub(heard.unwrap_or(since).max(since));
+            let seen = *self.first_seen_ms.entry(host.clone()).or_insert(if self.ticked { now_ms } else { since });
+            let silent_ms = now_ms.saturating_sub(heard.unwrap_or(seen).max(since));
             let Some(next) = self.next_status(status, silent_ms, heard.is_some()) else { continue };
             if let Some(&(pending, at)) = self.proposed.get(host)
                 && pending == next
@@ -146,6 +165,7 @@ impl Detector {
             self.proposed.insert(host.clone(), (next, now_ms));
             effects.push(Effect::SetStatus { host: host.clone(), status: next, silent_ms });
         }
+        self.ticked = true;
         effects
     }
 
@@ -193,6 +213,18 @@ mod tests {
         let suspect = hosts(&[("a", HostStatus::Suspect)]);
         assert_eq!(d.step(Event::Tick { hosts: &suspect }, 10_999), vec![]);
         assert_eq!(d.step(Event::Tick { hosts: &suspect }, 11_000), vec![set("a", HostStatus::Lost, 10_000)]);
+    }
+
+    #[test]
+    fn a_host_registered_long_after_the_leader_was_elected_is_silent_only_from_then() {
+        // Goal: HA-01 counts a new host's silence from when the leader first saw it registered, not from its election.
+        let mut d = leading_at(0);
+        assert_eq!(d.step(Event::Tick { hosts: &hosts(&[]) }, 0), vec![]);
+        d.step(Event::Heartbeat { host: "a" }, 60_000);
+        let both = hosts(&[("a", HostStatus::Up), ("b", HostStatus::Up)]);
+        assert_eq!(d.step(Event::Tick { hosts: &both }, 60_000), vec![]);
+        d.step(Event::Heartbeat { host: "a" }, 63_000);
+        assert_eq!(d.step(Event::Tick { hosts: &both }, 63_000), vec![set("b", HostStatus::Suspect, 3_000)]);
     }
 
     #[test]
