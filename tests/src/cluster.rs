@@ -11,6 +11,11 @@ use tonic::transport::{Channel, Endpoint};
 pub const WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(50);
 
+/// The `[timeouts]` of test agents: short, so that tests fail over and settle fast.
+const TEST_TIMEOUTS: &str = "heartbeat_interval_ms = 100\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\n\
+rpc_timeout_ms = 1000\nconnect_timeout_ms = 500\nvoter_replace_after_ms = 3000\ninventory_poll_ms = 200\n\
+inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n";
+
 pub const LAYOUTS: [&str; 5] = ["m10-1-1", "m10-1-2", "m10-1-3", "m10-1-fragmented", "t4-1"];
 
 pub fn layout(name: &str) -> PathBuf {
@@ -32,6 +37,9 @@ pub struct Cluster {
     pub time_scale: u32,
     /// TOML appended to the config of agents added from now on (e.g. an `[ha]` table).
     pub extra_config: String,
+    /// The body of the `[timeouts]` table of agents added from now on; `None`: the
+    /// short test timeouts below (`Some("")`: ternd's defaults, as the benchmarks use).
+    pub timeouts: Option<String>,
 }
 
 impl Drop for Cluster {
@@ -60,7 +68,7 @@ impl Cluster {
         tern_tls::init_ca(&certs, "test").unwrap();
         let admin = tern_tls::Role::User { profiles: vec!["system-administrator".into()] };
         tern_tls::issue(&certs, "ternctl", &admin, None).unwrap();
-        Self { tmp, certs, agents: Vec::new(), time_scale: 50, extra_config: String::new() }
+        Self { tmp, certs, agents: Vec::new(), time_scale: 50, extra_config: String::new(), timeouts: None }
     }
 
     /// Writes the config of agent `name` running layout `layout`, joining `join`.
@@ -89,10 +97,9 @@ impl Cluster {
             "name = \"{name}\"\nlisten_addr = \"127.0.0.1:0\"\nmetrics_addr = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
 join = [{join}]\nvoters = 3\n[tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/{name}.pem\"\nkey = \"{c}/{name}-key.pem\"\nrevoked = \"{c}/revoked.txt\"\n\
 {hypervisor}\
-[timeouts]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\n\
-rpc_timeout_ms = 1000\nconnect_timeout_ms = 500\nvoter_replace_after_ms = 3000\ninventory_poll_ms = 200\n\
-inventory_debounce_ms = 50\nshutdown_deadline_ms = 5000\n{extra}",
+[timeouts]\n{timeouts}{extra}",
             c = self.certs.display(),
+            timeouts = self.timeouts.as_deref().unwrap_or(TEST_TIMEOUTS),
             extra = self.extra_config,
         );
         std::fs::write(dir.join("ternd.toml"), config).unwrap();

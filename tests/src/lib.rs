@@ -8,6 +8,7 @@
 //! changed, so a test never runs a stale agent, on a clean clone or not. Set
 //! `TERN_TEST_BIN_DIR` to use binaries from elsewhere instead (nothing is built).
 
+pub mod bench;
 pub mod bmc;
 pub mod cluster;
 pub mod layouts;
