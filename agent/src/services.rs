@@ -328,7 +328,11 @@ impl ClusterService {
                     at_ms: d.at_ms,
                     actor: d.actor,
                     from: d.from,
-                    summary: format!("refused call {}: {}", d.method, d.why),
+                    // Most reasons already begin with the method.
+                    summary: match d.why.starts_with(&d.method) {
+                        true => format!("refused call {}", d.why),
+                        false => format!("refused call {}: {}", d.method, d.why),
+                    },
                     outcome: "permission-denied".into(),
                 })
                 .collect();
