@@ -47,6 +47,17 @@ pub enum HvError {
     Settled(String),
 }
 
+impl HvError {
+    /// The rule a refusal maps to: a backend that maps the hypervisor's message to a
+    /// rule writes its id first (`ldm::failure`, "LM-09 ..."), so it is read back here.
+    pub fn rule(&self) -> Option<tern_model::Rule> {
+        match self {
+            Self::Failed(m) => m.split_whitespace().next()?.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
 /// A migration as the source's hypervisor carries it out.
 #[derive(Clone, Debug)]
 pub struct MigrateOut {

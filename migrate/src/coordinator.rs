@@ -232,12 +232,8 @@ async fn run_begun(
         };
         if let Err(e) = c.hypervisor().check_migrate_out(&request).instrument(info_span!("hypervisor_dry_run")).await {
             let message = e.to_string();
-            let rule = match &e {
-                HvError::Failed(m) => m.split_whitespace().next().and_then(|w| w.parse::<Rule>().ok()),
-                _ => None,
-            };
             abort(c.as_ref(), operation, AbortOutcome::Failed { reason: message.clone() }).await;
-            let finding = Finding::new(rule, "refused-by-hypervisor", message);
+            let finding = Finding::new(e.rule(), "refused-by-hypervisor", message);
             emit(&tx, MigrationEvent::Refused { operation, errors: vec![finding] }).await;
             return Ok(());
         }

@@ -133,6 +133,8 @@ mod tests {
         ];
         for (text, rule) in cases {
             assert_eq!(classify("", text).rule, *rule, "{text}");
+            // The rule survives into the error the coordinator reads it from.
+            assert_eq!(classify("", text).into_error().rule(), *rule, "{text}");
         }
         let f = classify("", "LDom \"ldom1\" was not found");
         assert_eq!(f.not_found.as_deref(), Some("ldom1"));
