@@ -43,6 +43,22 @@ pub fn binary(name: &str) -> PathBuf {
 
 static BIN_DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
+/// Runs `ternctl args` with `env` set and nothing inherited of `TERN_AGENT` or
+/// `TERN_CERTS_DIR` (a test names the cluster it talks to), waiting for it to end.
+pub fn ternctl_with(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(binary("ternctl"));
+    cmd.args(args).env_remove("TERN_AGENT").env_remove("TERN_CERTS_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running ternctl")
+}
+
+/// A finished command's standard output, then its standard error.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
 /// Where cargo put this test executable: `<target>/[<triple>/]<profile>/deps/<exe>`.
 struct Layout {
     target_dir: PathBuf,

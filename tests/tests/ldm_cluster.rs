@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use tern_tests::{output_text as text, ternctl_with as ternctl_env};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -128,19 +129,6 @@ impl Drop for LdmCluster {
     fn drop(&mut self) {
         let _ = ternctl_env(&["local-cluster", "down", "--dir", self.dir.to_str().unwrap()], &[]);
     }
-}
-
-fn ternctl_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(tern_tests::binary("ternctl"));
-    cmd.args(args).env_remove("TERN_AGENT").env_remove("TERN_CERTS_DIR");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("running ternctl")
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 fn finish(child: Child) -> Output {

@@ -5,20 +5,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn ternctl(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(tern_tests::binary("ternctl"));
-    cmd.args(args).env_remove("TERN_AGENT").env_remove("TERN_CERTS_DIR");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("running ternctl")
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
+use tern_tests::{output_text as text, ternctl_with as ternctl};
 
 /// Stops the cluster however the test ends.
 struct Down(PathBuf);
