@@ -78,7 +78,10 @@ impl ClockCheck {
     /// The median of the clocks of the members heard within `fresh_ms`, each carried
     /// forward to now, when they are at least `majority`.
     pub fn median_now(&self, fresh_ms: u64, majority: usize) -> Option<u64> {
-        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Self::median_of(&self.0.lock().unwrap_or_else(|p| p.into_inner()), fresh_ms, majority)
+    }
+
+    fn median_of(g: &Inner, fresh_ms: u64, majority: usize) -> Option<u64> {
         let clocks = g
             .heard
             .values()
@@ -92,10 +95,10 @@ impl ClockCheck {
     /// but at most the last applied cluster clock plus the monotonic time since
     /// (`slack_ms` added for the time the anchor was read late); `checked` says which.
     pub fn stamp(&self, now_ms: u64, fresh_ms: u64, majority: usize, slack_ms: u64) -> (u64, bool) {
-        if let Some(t) = self.median_now(fresh_ms, majority) {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = Self::median_of(&g, fresh_ms, majority) {
             return (t, true);
         }
-        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let bound = g.anchor.map(|(clock, at)| clock.saturating_add(elapsed_ms(at)).saturating_add(slack_ms));
         (bound.map_or(now_ms, |b| now_ms.min(b)), false)
     }
