@@ -117,6 +117,13 @@ pub struct TlsConfig {
     pub revoked: Option<PathBuf>,
 }
 
+impl TlsConfig {
+    /// The files of this node's identity (read at start and again on `SIGHUP`).
+    pub fn files(&self) -> tern_tls::TlsFiles {
+        tern_tls::TlsFiles { ca: self.ca.clone(), cert: self.cert.clone(), key: self.key.clone() }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
 pub enum HypervisorConfig {

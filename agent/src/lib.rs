@@ -45,7 +45,6 @@ use tern_hypervisor::Hypervisor;
 use tern_hypervisor::sim::{SimHypervisor, SimOptions};
 use tern_proto::v1 as pb;
 use tern_raft_store::{NodeId, Raft, StateHandle, TypeConfig};
-use tern_tls::TlsFiles;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
@@ -166,10 +165,12 @@ where
     SM: RaftStateMachine<TypeConfig>,
 {
     let id = seams.node_id;
-    let tls = TlsFiles { ca: config.tls.ca.clone(), cert: config.tls.cert.clone(), key: config.tls.key.clone() };
+    // One read of the identity serves both sides; a certificate that is not this
+    // node's is refused here, not by every peer later.
+    let tls = config.tls.files().load_node(&config.name)?;
     let t = &config.timeouts;
     let channels = Channels::new(ClientSettings {
-        tls: Some(tls.client_config()?),
+        tls: Some(tls.client),
         connect_timeout: Duration::from_millis(t.connect_timeout_ms),
         request_timeout: Duration::from_millis(t.rpc_timeout_ms),
         dialer: seams.dialer,
@@ -220,12 +221,12 @@ where
         rebalancer: Default::default(),
         peer_cert: auth::peer_cert_of::<IO::ConnectInfo>,
         revoked,
+        server_tls: Arc::new(transport::ServerTls::new(tls.server)),
         metrics: seams.metrics,
     };
     let tasks = node.tasks.clone();
     let registry = Arc::new(tern_migrate::coordinator::Registry::new());
     let router = tonic::transport::Server::builder()
-        .tls_config(tls.server_config()?)?
         .timeout(Duration::from_millis(node.config.timeouts.rpc_timeout_ms.max(30_000)))
         .concurrency_limit_per_connection(limits::REQUESTS_PER_CONNECTION_MAX)
         // The caller's address (for the audit log of each write the call makes) and the
@@ -263,8 +264,9 @@ where
             .with_message_limits(),
         );
     let stop = shutdown.clone();
+    let incoming = transport::tls_incoming(seams.incoming, node.server_tls.clone(), &tasks);
     tasks.spawn(async move {
-        if let Err(e) = router.serve_with_incoming_shutdown(seams.incoming, stop.cancelled()).await {
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop.cancelled()).await {
             error!(error = %e, "gRPC server stopped");
         }
     });
@@ -295,6 +297,27 @@ where
     tasks.spawn(recovery.instrument(info_span!("recovery", node = %node.name)));
     info!(node = %node.name, id, address = %node.address, "agent serving");
     Ok(Running { node, fatal })
+}
+
+/// Issue 12: on each SIGHUP, reads the node's certificate, key and CA again
+/// ([`Node::reload_tls`]); files that do not load leave the identity as it was, and
+/// the log says why.
+#[cfg(unix)]
+async fn reload_on_hangup(node: Node, mut hangup: tokio::signal::unix::Signal, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            got = hangup.recv() => if got.is_none() { return },
+            () = shutdown.cancelled() => return,
+        }
+        match node.reload_tls() {
+            Ok(serial) => {
+                info!(node = %node.name, serial = %serial, "SIGHUP: reloaded the TLS certificate; new connections present it")
+            }
+            Err(e) => {
+                error!(node = %node.name, error = %e, "SIGHUP: kept the TLS certificate in use; the files on disk were refused")
+            }
+        }
+    }
 }
 
 /// Stops the agent when openraft stops with a fatal error (a log or state-machine
@@ -381,7 +404,7 @@ async fn join(node: Node, shutdown: CancellationToken) {
             let result = match node.channels.get(&addr) {
                 Ok(ch) => pb::cluster_client::ClusterClient::new(ch)
                     .with_message_limits()
-                    .join(node.channels.settings().request(request.clone()))
+                    .join(node.channels.request(request.clone()))
                     .await
                     .map_err(|s| (convert::leader_address(&s), s.to_string())),
                 Err(e) => Err((None, e.to_string())),
@@ -549,6 +572,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
                 error!(error = %e, "metrics endpoint stopped");
             }
         });
+    }
+    // Installed before ternd.addr says the agent serves: from then on a SIGHUP
+    // reloads the certificates instead of ending the process (its default action).
+    #[cfg(unix)]
+    {
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(io_err("installing the SIGHUP handler"))?;
+        running.node.tasks.spawn(reload_on_hangup(running.node.clone(), hangup, shutdown.clone()));
     }
     write_file(&data_dir.join("ternd.addr"), &advertise)?;
     // Type=notify: started once it serves and ternd.addr says where (systemd.rs).

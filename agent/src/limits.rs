@@ -32,10 +32,15 @@ pub const EMBEDDED_VALUE_BYTES_MAX: usize = 8 << 20;
 pub const MIGRATION_EVENTS_QUEUE_MAX: usize = 256;
 /// At most this many operations are listed by `ListOperations`.
 pub const OPERATIONS_LISTED_MAX: u32 = 1000;
-/// Most audit entries one `Cluster.Audit` answer holds.
 /// Refused calls each agent keeps for `ternctl audit --denied` (the oldest go first).
 pub const DENIED_KEPT_MAX: usize = 1000;
+/// Most audit entries one `Cluster.Audit` answer holds.
 pub const AUDIT_LISTED_MAX: u32 = 1000;
+/// TLS handshakes the server runs at once; the next connection waits in the listen
+/// backlog until one ends.
+pub const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
+/// Longest a connection may take to finish its TLS handshake before it is dropped.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 // A forwarded request (`Cluster.Propose` carries one encoded request) and any single
 // log entry fit in one message, with room for the envelope.
@@ -48,4 +53,5 @@ const _: () = assert!(EMBEDDED_VALUE_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
 // What a join admits, the state can record.
 const _: () = assert!(JOIN_NAME_BYTES_MAX <= state::NAME_BYTES_MAX);
 const _: () = assert!(ADDRESS_BYTES_MAX <= state::TEXT_BYTES_MAX);
-const _: () = assert!(MIGRATION_EVENTS_QUEUE_MAX > 0 && REQUESTS_PER_CONNECTION_MAX > 0);
+const _: () =
+    assert!(MIGRATION_EVENTS_QUEUE_MAX > 0 && REQUESTS_PER_CONNECTION_MAX > 0 && HANDSHAKES_IN_FLIGHT_MAX > 0);

@@ -61,6 +61,8 @@ pub struct Node {
     pub peer_cert: crate::auth::PeerCert,
     /// `[tls] revoked`: certificates refused on every call.
     pub revoked: Arc<crate::auth::Revoked>,
+    /// The identity this agent's server presents ([`Node::reload_tls`] replaces it).
+    pub server_tls: Arc<crate::transport::ServerTls>,
     /// Counters and histograms of what this agent did (`/metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -73,6 +75,18 @@ pub fn now_ms() -> u64 {
 }
 
 impl Node {
+    /// Reads this node's certificate, key and CA again (`SIGHUP`, issue 12) and, when
+    /// they load as a whole ([`tern_tls::TlsFiles::load_node`]), presents them from the
+    /// next handshake on, as server and as client; connections already up keep the
+    /// identity they were made with. Files that do not load change nothing. Returns
+    /// the serial of the certificate now presented.
+    pub fn reload_tls(&self) -> Result<String, tern_tls::TlsError> {
+        let tls = self.config.tls.files().load_node(&self.name)?;
+        self.server_tls.set(tls.server);
+        self.channels.set_tls(tls.client);
+        Ok(tls.serial)
+    }
+
     /// Proposes `command` as `actor`, forwarding to the leader when this member is not it.
     pub async fn propose(&self, actor: &str, command: Command) -> Result<Outcome, Error> {
         let request = Request {
@@ -123,7 +137,7 @@ impl Node {
         let channel = self.channel(addr)?;
         let bytes = encode(request).map_err(|e| Error::Internal(format!("encoding request: {e}")))?;
         let resp = crate::limits::MessageLimits::with_message_limits(pb::cluster_client::ClusterClient::new(channel))
-            .propose(self.channels.settings().request(pb::ProposeRequest { request: bytes }))
+            .propose(self.channels.request(pb::ProposeRequest { request: bytes }))
             .await
             .map_err(convert::error)?
             .into_inner();

@@ -9,10 +9,17 @@
 //! [`crate::limits::MessageLimits::with_message_limits`], and every request with
 //! [`request_within`] (or [`ClientSettings::request`]), which gives it its deadline and
 //! the caller's trace context ([`crate::telemetry`]).
+//!
+//! TLS identity can change while the agent runs (a renewed certificate, `SIGHUP`):
+//! the server side does its own handshakes ([`tls_incoming`]) with the configuration
+//! [`ServerTls`] holds now, and [`Channels::set_tls`] makes every channel dialled from
+//! then on present the new certificate.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_stream::{Stream, StreamExt};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// HTTP/2 keepalive: ping interval and how long to wait for the answer.
@@ -37,6 +44,7 @@ impl Dialer for TcpDialer {
 /// How to reach peers: TLS identity, timeouts, dialer.
 #[derive(Clone)]
 pub struct ClientSettings {
+    /// The identity presented to peers ([`Channels::set_tls`] replaces it).
     pub tls: Option<ClientTlsConfig>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
@@ -80,17 +88,18 @@ impl ClientSettings {
 /// One reused channel per peer address.
 #[derive(Clone)]
 pub struct Channels {
-    settings: ClientSettings,
+    settings: Arc<RwLock<ClientSettings>>,
     cache: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl Channels {
     pub fn new(settings: ClientSettings) -> Self {
-        Self { settings, cache: Arc::default() }
+        Self { settings: Arc::new(RwLock::new(settings)), cache: Arc::default() }
     }
 
-    pub fn settings(&self) -> &ClientSettings {
-        &self.settings
+    /// `msg` as a request with the unary deadline ([`ClientSettings::request`]).
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).request(msg)
     }
 
     /// The channel to `addr`, created on first use.
@@ -99,10 +108,95 @@ impl Channels {
         if let Some(c) = cache.get(addr) {
             return Ok(c.clone());
         }
-        let c = self.settings.channel(addr)?;
+        let c = self.settings.read().unwrap_or_else(|p| p.into_inner()).channel(addr)?;
         cache.insert(addr.to_string(), c.clone());
         Ok(c)
     }
+
+    /// Presents `tls` from now on: the cached channels are dropped, so every call
+    /// after this one dials anew with it (calls under way finish on their channel).
+    pub fn set_tls(&self, tls: ClientTlsConfig) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        self.settings.write().unwrap_or_else(|p| p.into_inner()).tls = Some(tls);
+        cache.clear();
+    }
+}
+
+/// The server's TLS configuration, replaceable while it serves: each handshake takes
+/// the one held when its connection was accepted.
+pub struct ServerTls(RwLock<Arc<rustls::ServerConfig>>);
+
+impl ServerTls {
+    pub fn new(config: Arc<rustls::ServerConfig>) -> Self {
+        Self(RwLock::new(config))
+    }
+
+    pub fn current(&self) -> Arc<rustls::ServerConfig> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Handshakes from now on use `config`; connections already up keep theirs.
+    pub fn set(&self, config: Arc<rustls::ServerConfig>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+}
+
+/// The TLS connections of `incoming`: each accepted connection's handshake runs on its
+/// own task with [`ServerTls::current`], at most
+/// [`crate::limits::HANDSHAKES_IN_FLIGHT_MAX`] at once and each within
+/// [`crate::limits::HANDSHAKE_TIMEOUT`]; a failed or slow handshake drops only its
+/// connection (logged at debug). Listener errors pass through for the server to judge.
+/// The accept loop ends when the returned stream is dropped (the server stopped), and
+/// with it `incoming` (which closes the listening socket).
+pub fn tls_incoming<I, IO, IE>(
+    incoming: I,
+    tls: Arc<ServerTls>,
+    tasks: &tokio_util::task::TaskTracker,
+) -> impl Stream<Item = Result<tokio_rustls::server::TlsStream<IO>, IE>> + Send + 'static
+where
+    I: Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IE: Send + 'static,
+{
+    use crate::limits::{HANDSHAKE_TIMEOUT, HANDSHAKES_IN_FLIGHT_MAX};
+    let (tx, rx) = tokio::sync::mpsc::channel(HANDSHAKES_IN_FLIGHT_MAX);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
+    let spawner = tasks.clone();
+    tasks.spawn(async move {
+        let mut incoming = std::pin::pin!(incoming);
+        loop {
+            let permit = tokio::select! {
+                p = handshakes.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                () = tx.closed() => break,
+            };
+            let accepted = tokio::select! {
+                a = incoming.next() => a,
+                () = tx.closed() => break,
+            };
+            let io = match accepted {
+                None => break,
+                Some(Err(e)) => {
+                    if tx.send(Err(e)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                Some(Ok(io)) => io,
+            };
+            let (tx, acceptor) = (tx.clone(), tokio_rustls::TlsAcceptor::from(tls.current()));
+            spawner.spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(after = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 #[cfg(test)]

@@ -270,7 +270,7 @@ impl Client {
             let Some(addr) = (!order.is_empty()).then(|| order.remove(0)) else { break };
             let Some(ch) = self.channel(&addr) else { continue };
             let reply = pb::cluster_client::ClusterClient::new(ch)
-                .propose(self.channels.settings().request(pb::ProposeRequest { request: bytes.clone() }))
+                .propose(self.channels.request(pb::ProposeRequest { request: bytes.clone() }))
                 .await;
             match reply {
                 Ok(r) => {
@@ -405,7 +405,7 @@ impl Client {
         let addrs: Vec<String> = self.shared.hosts.iter().map(|h| h.address()).collect();
         let Some(ch) = rng.pick(&addrs).and_then(|a| self.user_channel(a)) else { return };
         let req = pb::CancelRequest { operation: "migration".into(), domain };
-        let result = pb::migration_client::MigrationClient::new(ch).cancel(self.channels.settings().request(req)).await;
+        let result = pb::migration_client::MigrationClient::new(ch).cancel(self.channels.request(req)).await;
         self.count(match result {
             Ok(_) => "cancel:ok".to_string(),
             Err(s) => format!("cancel:{:?}", s.code()),
@@ -437,7 +437,7 @@ impl Client {
             None => self.shared.hosts.iter().map(|h| h.address()).collect(),
         };
         let Some(ch) = rng.pick(&addrs).and_then(|a| self.user_channel(a)) else { return };
-        let result = pb::rebalance_client::RebalanceClient::new(ch).resize(self.channels.settings().request(req)).await;
+        let result = pb::rebalance_client::RebalanceClient::new(ch).resize(self.channels.request(req)).await;
         self.count(match result {
             Ok(_) => "resize:ok".to_string(),
             Err(s) => format!("resize:{:?}", s.code()),

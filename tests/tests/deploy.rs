@@ -153,6 +153,7 @@ fn the_unit_is_type_notify_as_tern_and_stops_after_the_shutdown_deadline() {
     assert_eq!(get("RestrictAddressFamilies"), "AF_INET AF_INET6 AF_UNIX");
     assert_eq!(get("Restart"), "on-failure");
     assert_eq!(get("KillSignal"), "SIGTERM");
+    assert_eq!(get("ExecReload"), "/bin/kill -HUP $MAINPID", "systemctl reload: ternd re-reads its certificates");
     let seconds = |k: &str| get(k).parse::<u64>().unwrap_or_else(|e| panic!("{k}={}: {e}", get(k)));
     let deadline_s = Timeouts::default().shutdown_deadline_ms.div_ceil(1000);
     assert!(
@@ -424,7 +425,11 @@ fn the_smf_manifest_names_the_method_config_file_user_and_child_model() {
     assert_eq!(value("//method_context/method_credential/@user"), "tern");
     assert_eq!(value("//exec_method[@name='start']/@exec"), "/lib/svc/method/ternd start");
     assert_eq!(value("//exec_method[@name='stop']/@exec"), ":kill", "SIGTERM to the contract");
-    assert!(!value("//exec_method[@name='refresh']/@exec").is_empty(), "a refresh method");
+    assert_eq!(
+        value("//exec_method[@name='refresh']/@exec"),
+        ":kill -HUP",
+        "svcadm refresh: ternd re-reads its certificates"
+    );
     let stop: u64 = value("//exec_method[@name='stop']/@timeout_seconds").parse().unwrap();
     assert!(stop > Timeouts::default().shutdown_deadline_ms.div_ceil(1000), "stop timeout {stop} s");
     for fmri in ["svc:/milestone/network:default", "svc:/system/filesystem/local"] {

@@ -259,3 +259,78 @@ async fn the_audit_log_records_where_each_write_came_from() {
     let mut reader = pb::cluster_client::ClusterClient::new(c.channel_as(f, "reader"));
     denied("review reads the refused calls", reader.audit(req).await);
 }
+
+/// The serial of certificate `name` in the cluster's folder.
+fn serial_in(c: &Cluster, name: &str) -> String {
+    let pem = std::fs::read_to_string(c.certs.join(format!("{name}.pem"))).unwrap();
+    let der = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+        .map(|d: rustls::pki_types::CertificateDer| d.to_vec());
+    tern_tls::serial_of(&der.unwrap()).unwrap()
+}
+
+/// Polls agent `i` until the certificate it presents to a new connection is `serial`.
+async fn wait_presented(c: &Cluster, i: usize, serial: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let now = c.presented_serial(i).await;
+        if now == serial {
+            return;
+        }
+        assert!(start.elapsed() < tern_tests::WAIT, "agent {i} still presents {now}, not {serial}: {}", c.log(i));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_node_certificate_is_taken_on_sighup_and_the_old_one_can_then_be_revoked() {
+    // Goal: on SIGHUP ternd re-reads its certificate without restarting; new connections both ways present the renewed
+    // one, so revoking the old serial leaves the member working; files that do not belong together change nothing.
+    let c = Cluster::three().await;
+    let leader = c.status(0).await.unwrap();
+    let leader = c.index_of(&leader, leader.leader_id);
+    let i = (leader + 1) % 3;
+    let name = c.agents[i].name.clone();
+    let old = serial_in(&c, &name);
+    assert_eq!(c.presented_serial(i).await, old);
+
+    // Renewal as an admin does it: a new certificate for the same node from the same CA, moved over the old files.
+    let renew = c.tmp.path().join("renew");
+    std::fs::create_dir_all(&renew).unwrap();
+    for f in ["ca.pem", "ca-key.pem"] {
+        std::fs::copy(c.certs.join(f), renew.join(f)).unwrap();
+    }
+    tern_tls::issue(&renew, &name, &tern_tls::Role::Node { sans: vec![], loopback: true }, None).unwrap();
+    for f in [format!("{name}-key.pem"), format!("{name}.pem")] {
+        std::fs::rename(renew.join(&f), c.certs.join(&f)).unwrap();
+    }
+    let new = serial_in(&c, &name);
+    assert_ne!(new, old);
+    c.signal(i, "HUP");
+    wait_presented(&c, i, &new).await;
+    assert!(c.log(i).contains("SIGHUP: reloaded the TLS certificate"), "{}", c.log(i));
+
+    // The old certificate revoked everywhere: the member's own calls (this write, forwarded to the leader) now go out
+    // with the new one, so they pass.
+    let mut list = std::fs::OpenOptions::new().create(true).append(true).open(c.certs.join("revoked.txt")).unwrap();
+    std::io::Write::write_all(&mut list, format!("{old} # {name} before renewal\n").as_bytes()).unwrap();
+    drop(list);
+    let mut ha = pb::ha_client::HaClient::new(c.channel(i).await);
+    let set = pb::HaSetDomainRequest { domain: "ldom1".into(), ha_priority: "high".into(), ..Default::default() };
+    ha.set_domain(set).await.unwrap();
+
+    // Another node's certificate and key put in its place: refused on SIGHUP, the renewed one stays in use.
+    let other = c.agents[leader].name.clone();
+    for (from, to) in
+        [(format!("{other}-key.pem"), format!("{name}-key.pem")), (format!("{other}.pem"), format!("{name}.pem"))]
+    {
+        std::fs::copy(c.certs.join(from), c.certs.join(to)).unwrap();
+    }
+    c.signal(i, "HUP");
+    let start = std::time::Instant::now();
+    while !c.log(i).contains("SIGHUP: kept the TLS certificate in use") {
+        assert!(start.elapsed() < tern_tests::WAIT, "no refusal logged: {}", c.log(i));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(c.log(i).contains(&other) && c.log(i).contains("'s; this agent is"), "{}", c.log(i));
+    assert_eq!(c.presented_serial(i).await, new);
+}

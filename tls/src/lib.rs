@@ -26,8 +26,11 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use std::sync::Arc;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// The largest PEM file read.
 pub const PEM_BYTES_MAX: u64 = 256 * 1024;
@@ -73,17 +76,67 @@ impl TlsFiles {
         Ok((read_pem(&self.ca)?, read_pem(&self.cert)?, read_pem(&self.key)?))
     }
 
-    /// Server side: our identity, and client certificates must chain to the CA.
-    pub fn server_config(&self) -> Result<ServerTlsConfig, TlsError> {
-        let (ca, cert, key) = self.read()?;
-        Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).client_ca_root(Certificate::from_pem(ca)))
-    }
-
     /// Client side: our identity, and the server's certificate must chain to the CA.
     pub fn client_config(&self) -> Result<ClientTlsConfig, TlsError> {
         let (ca, cert, key) = self.read()?;
-        Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).identity(Identity::from_pem(cert, key)))
+        Ok(client_of(&ca, &cert, &key))
     }
+
+    /// Reads and checks the identity of node `name` as a whole, for both sides of its
+    /// connections: the certificate must name that node (`urn:tern:node:NAME`), the key
+    /// must be the certificate's and private (mode 0600), the CA must parse. What it
+    /// returns is used together or not at all, so a half-replaced set of files (a new
+    /// certificate beside the old key) is refused instead of half taken.
+    pub fn load_node(&self, name: &str) -> Result<NodeTls, TlsError> {
+        let (ca, cert, key) = self.read()?;
+        let bad = |path: &Path, e: &dyn std::fmt::Display| TlsError::Invalid(format!("{}: {e}", path.display()));
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(&self.cert, &e))?;
+        let leaf = chain.first().ok_or_else(|| bad(&self.cert, &"no certificate in the file"))?;
+        match identity_of(leaf).map_err(|e| bad(&self.cert, &e))? {
+            Holder::Node(n) if n == name => {}
+            Holder::Node(n) => {
+                return Err(bad(&self.cert, &format!("the certificate is node {n:?}'s; this agent is {name:?}")));
+            }
+            Holder::User { name: user, .. } => {
+                return Err(bad(&self.cert, &format!("a user's certificate ({user:?}); an agent needs its node's")));
+            }
+        }
+        let serial = serial_of(leaf).map_err(|e| bad(&self.cert, &e))?;
+        let private = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| bad(&self.key, &e))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+            roots.add(c.map_err(|e| bad(&self.ca, &e))?).map_err(|e| bad(&self.ca, &e))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| bad(&self.ca, &e))?;
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Invalid(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            // rustls compares the key with the certificate's public key here.
+            .with_single_cert(chain, private)
+            .map_err(|e| bad(&self.key, &format!("{e} (is it the key of {}?)", self.cert.display())))?;
+        server.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(NodeTls { server: Arc::new(server), client: client_of(&ca, &cert, &key), serial })
+    }
+}
+
+/// A node's TLS identity as [`TlsFiles::load_node`] read it: the server side as rustls
+/// takes it (client certificates must chain to the CA; ALPN h2, as gRPC needs), the
+/// client side as tonic's channels take it, and the serial of its certificate.
+#[derive(Clone)]
+pub struct NodeTls {
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: ClientTlsConfig,
+    pub serial: String,
+}
+
+fn client_of(ca: &str, cert: &str, key: &str) -> ClientTlsConfig {
+    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).identity(Identity::from_pem(cert, key))
 }
 
 /// A private key must not be readable by group or others (as ssh refuses such keys).
@@ -369,7 +422,9 @@ mod tests {
         init_ca(dir.path(), "test").unwrap();
         let role = Role::Node { sans: vec!["m10-1-1.example".into()], loopback: false };
         let files = issue(dir.path(), "node-1", &role, None).unwrap();
-        files.server_config().unwrap();
+        let loaded = files.load_node("node-1").unwrap();
+        assert_eq!(loaded.server.alpn_protocols, vec![b"h2".to_vec()]);
+        assert_eq!(loaded.serial, serial_of(&der_of(&files.cert)).unwrap());
         files.client_config().unwrap();
         #[cfg(unix)]
         {
@@ -419,8 +474,30 @@ mod tests {
         init_ca(dir.path(), "test").unwrap();
         let files = issue(dir.path(), "n", &Role::Node { sans: vec![], loopback: false }, None).unwrap();
         std::fs::set_permissions(&files.key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = files.server_config().unwrap_err().to_string();
+        let err = files.load_node("n").err().unwrap().to_string();
         assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn a_node_identity_is_refused_when_its_files_do_not_belong_together() {
+        // Goal: load_node takes only a node certificate of this agent's name with its own key: another node's
+        // certificate, a user's, or a new certificate beside the old key are each refused with the reason.
+        install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), "test").unwrap();
+        let node = Role::Node { sans: vec![], loopback: true };
+        let a = issue(dir.path(), "a", &node, None).unwrap();
+        let b = issue(dir.path(), "b", &node, None).unwrap();
+        let u = issue(dir.path(), "u", &Role::User { profiles: vec![] }, None).unwrap();
+        let err = |f: TlsFiles, name: &str| f.load_node(name).err().expect("refused").to_string();
+        let why = err(b.clone(), "a");
+        assert!(why.contains("node \"b\"'s; this agent is \"a\""), "{why}");
+        let why = err(u, "u");
+        assert!(why.contains("a user's certificate"), "{why}");
+        let mixed = TlsFiles { key: a.key.clone(), ..b };
+        let why = err(mixed, "b");
+        assert!(why.contains("is it the key of"), "{why}");
+        a.load_node("a").unwrap();
     }
 
     fn der_of(path: &Path) -> Vec<u8> {
