@@ -38,8 +38,12 @@ impl Peers for Node {
         Ok(())
     }
 
-    async fn cancel(&self, addr: &str, domain: &str) -> Result<u64, Error> {
-        let req = pb::CancelRequest { operation: "migration".into(), domain: domain.to_string() };
+    async fn cancel(&self, addr: &str, domain: &str, actor: &str) -> Result<u64, Error> {
+        let req = pb::CancelRequest {
+            operation: "migration".into(),
+            domain: domain.to_string(),
+            on_behalf_of: actor.to_string(),
+        };
         let answer = self.migration_client(addr)?.cancel(within(req, CALL_DEADLINE_MS)).await;
         Ok(answer.map_err(convert::error)?.into_inner().operation_id)
     }

@@ -515,12 +515,18 @@ impl pb::migration_server::Migration for MigrationService {
     }
 
     async fn cancel(&self, req: GrpcRequest<pb::CancelRequest>) -> Result<Response<pb::CancelResponse>, Status> {
-        authorize(&self.node, &req, "/tern.v1.Migration/Cancel")?;
+        let caller = authorize(&self.node, &req, "/tern.v1.Migration/Cancel")?;
         let req = req.into_inner();
         if req.operation != "migration" {
             return Err(Status::invalid_argument(format!("cannot cancel {:?}; only \"migration\"", req.operation)));
         }
-        let id = coordinator::cancel(&self.node, &req.domain).await.map_err(status)?;
+        // Item 3 of the trust rules: a member's cancel is a user's passed on to the
+        // source, and names that user; a user's own names nobody else.
+        let who = match &caller {
+            auth::Caller::Node(node) => coordinator::Canceller::Relayed { node, user: &req.on_behalf_of },
+            auth::Caller::User { name, .. } => coordinator::Canceller::User(name),
+        };
+        let id = coordinator::cancel(&self.node, &self.registry, &req.domain, who).await.map_err(status)?;
         Ok(Response::new(pb::CancelResponse { operation_id: id }))
     }
 

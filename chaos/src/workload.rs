@@ -404,7 +404,7 @@ impl Client {
         let Some(domain) = rng.pick(&running).cloned() else { return };
         let addrs: Vec<String> = self.shared.hosts.iter().map(|h| h.address()).collect();
         let Some(ch) = rng.pick(&addrs).and_then(|a| self.user_channel(a)) else { return };
-        let req = pb::CancelRequest { operation: "migration".into(), domain };
+        let req = pb::CancelRequest { operation: "migration".into(), domain, ..Default::default() };
         let result = pb::migration_client::MigrationClient::new(ch).cancel(self.channels.request(req)).await;
         self.count(match result {
             Ok(_) => "cancel:ok".to_string(),

@@ -191,9 +191,9 @@ pub trait Peers: Send + Sync {
     /// Tells the target to activate (`committed`) or drop its incoming copy of
     /// `domain` held for `operation` ([`CALL_DEADLINE_MS`]).
     async fn finish(&self, addr: &str, operation: u64, domain: &str, committed: bool) -> Result<(), Error>;
-    /// Cancels the migration of `domain` its source at `addr` runs (OP-09); the
-    /// operation's id ([`CALL_DEADLINE_MS`]).
-    async fn cancel(&self, addr: &str, domain: &str) -> Result<u64, Error>;
+    /// Cancels, for user `actor`, the migration of `domain` its source at `addr` runs
+    /// (OP-09); the operation's id ([`CALL_DEADLINE_MS`]).
+    async fn cancel(&self, addr: &str, domain: &str, actor: &str) -> Result<u64, Error>;
     /// Whether the agent at `addr` answers ([`PROBE_DEADLINE_MS`]).
     async fn probe(&self, addr: &str) -> Result<(), Error>;
     /// Runs a migration on the agent at `addr` (its source, LM-02) and waits for its

@@ -190,7 +190,7 @@ fn report_json(r: &pb::MigrationReport) -> serde_json::Value {
 
 pub async fn cancel(agent: &AgentArgs, operation: &str, domain: &str) -> anyhow::Result<i32> {
     let mut client = pb::migration_client::MigrationClient::new(agent.connect().await?).with_message_limits();
-    let req = pb::CancelRequest { operation: operation.to_string(), domain: domain.to_string() };
+    let req = pb::CancelRequest { operation: operation.to_string(), domain: domain.to_string(), ..Default::default() };
     let resp = client.cancel(req).await.map_err(|s| anyhow!(status_message(&s)))?.into_inner();
     println!("cancelling operation {} ({operation} of {domain})", resp.operation_id);
     Ok(0)

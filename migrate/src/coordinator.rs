@@ -57,6 +57,8 @@ pub struct Registry {
 #[derive(Default)]
 struct Owned {
     operations: BTreeSet<u64>,
+    /// Who asked to cancel each held operation (the actor its abort is recorded as).
+    cancelled_by: BTreeMap<u64, String>,
     /// Domains with a `BeginOperation` in flight: the operation may be applied before
     /// its id is known here.
     beginning: BTreeMap<String, usize>,
@@ -72,6 +74,19 @@ impl Registry {
     pub fn owns(&self, operation: u64, domain: &str) -> bool {
         let owned = self.lock();
         owned.operations.contains(&operation) || owned.beginning.contains_key(domain)
+    }
+
+    /// Records that `actor` asked to cancel `operation`, if this process holds it.
+    fn cancel_asked(&self, operation: u64, actor: &str) {
+        let mut owned = self.lock();
+        if owned.operations.contains(&operation) {
+            owned.cancelled_by.insert(operation, actor.to_string());
+        }
+    }
+
+    /// Who asked to cancel `operation`, if anyone did.
+    fn canceller(&self, operation: u64) -> Option<String> {
+        self.lock().cancelled_by.get(&operation).cloned()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Owned> {
@@ -108,6 +123,7 @@ impl Drop for Held<'_> {
         match &self.what {
             Hold::Operation(id) => {
                 owned.operations.remove(id);
+                owned.cancelled_by.remove(id);
             }
             Hold::Beginning(domain) => {
                 if let Some(n) = owned.beginning.get_mut(domain) {
@@ -169,11 +185,13 @@ pub async fn migrate(
     let _held = registry.hold(operation);
     drop(beginning);
     Span::current().record("operation", operation);
-    run_begun(c, operation, target, target_addr, source, req, &tx).await
+    run_begun(c, registry.clone(), operation, target, target_addr, source, req, &tx).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_begun(
     c: Arc<dyn Cluster>,
+    registry: Arc<Registry>,
     operation: u64,
     target: String,
     target_addr: String,
@@ -219,6 +237,7 @@ async fn run_begun(
         target_addr,
         binding,
         warnings,
+        registry,
     };
     if req.dry_run {
         // The hypervisor's own dry run (ldm: `migrate-domain -n`, ldmd's checks on the
@@ -259,6 +278,8 @@ struct Plan {
     target_addr: String,
     binding: Binding,
     warnings: Vec<Finding>,
+    /// Where a cancel records who asked for it ([`cancel`]).
+    registry: Arc<Registry>,
 }
 
 /// Ends `operation` without committing, trying a few times. A refusal is final (the
@@ -267,10 +288,15 @@ struct Plan {
 /// settles every running operation no coordinator holds, aborts it later.
 #[instrument(name = "abort", skip_all, fields(operation = operation))]
 pub(crate) async fn abort(c: &dyn Cluster, operation: u64, outcome: AbortOutcome) {
+    abort_as(c, &agent_actor(c), operation, outcome).await
+}
+
+/// [`abort`] recorded as `actor`'s (the user who cancelled, OP-09).
+async fn abort_as(c: &dyn Cluster, actor: &str, operation: u64, outcome: AbortOutcome) {
     let mut wait = RETRY_FIRST;
     for attempt in 1..=ABORT_ATTEMPTS_MAX {
         let command = Command::AbortOperation { operation, outcome: outcome.clone() };
-        match c.propose(&agent_actor(c), command).await {
+        match c.propose(actor, command).await {
             Ok(_) => return,
             Err(Error::Rejected(r)) => {
                 info!(operation, answer = %r, "the operation had already ended");
@@ -416,9 +442,11 @@ async fn transfer(c: Arc<dyn Cluster>, source: Server, plan: Plan, tx: Events) -
                 (HvError::Cancelled(_), false) => (AbortOutcome::Cancelled, e.to_string()),
                 _ => (AbortOutcome::RolledBack { reason: e.to_string() }, e.to_string()),
             };
-            abort(c.as_ref(), plan.operation, outcome).await;
-            finish_target(c.as_ref(), &plan, false).await;
+            // A cancel is recorded as the user's who asked for it; the rest as ours.
             let cancelled = matches!(e, HvError::Cancelled(_));
+            let actor = plan.registry.canceller(plan.operation).filter(|_| cancelled);
+            abort_as(c.as_ref(), &actor.unwrap_or_else(|| agent_actor(c.as_ref())), plan.operation, outcome).await;
+            finish_target(c.as_ref(), &plan, false).await;
             undone(&tx, &plan, &source.name, cancelled, &message).await;
             Ok(())
         }
@@ -596,8 +624,18 @@ async fn watch_target(
     }
 }
 
-/// Cancels the running migration of `domain` (OP-09), here or at its coordinator.
-pub async fn cancel(c: &dyn Cluster, domain: &str) -> Result<u64, Error> {
+/// Who asks to cancel a migration, as the agent that took the call proved it.
+pub enum Canceller<'a> {
+    /// A user who called this agent.
+    User(&'a str),
+    /// Member `node` passing on `user`'s cancel: taken only when this agent is the
+    /// migration's source, so a cancel is relayed at most once.
+    Relayed { node: &'a str, user: &'a str },
+}
+
+/// Cancels the running migration of `domain` (OP-09), here or at its coordinator; the
+/// abort that follows is recorded as the user's who asked.
+pub async fn cancel(c: &dyn Cluster, registry: &Registry, domain: &str, who: Canceller<'_>) -> Result<u64, Error> {
     let running = c.state().read(|s| {
         s.running_operation_for_domain(domain).map(|op| {
             let source = match &op.kind {
@@ -607,13 +645,32 @@ pub async fn cancel(c: &dyn Cluster, domain: &str) -> Result<u64, Error> {
             (op.id, source.clone(), s.host(&source).map(|h| h.address.clone()))
         })
     });
+    let relayed_refused = |node: &str, why: &str| {
+        Error::PermissionDenied(format!(
+            "OP-09 a cancel from member {node} {why}: members only pass a user's cancel on to the migration's source"
+        ))
+    };
+    if let Canceller::Relayed { node, user: "" } = who {
+        return Err(relayed_refused(node, "names no user it passes on"));
+    }
     let Some((id, source, addr)) = running else {
         return Err(Error::NotFound(format!("no migration of {domain} is running")));
     };
+    let user = match who {
+        Canceller::User(user) => user,
+        Canceller::Relayed { node, user } if source == c.host() => {
+            info!(operation = id, %node, %user, "cancel passed on by a member");
+            user
+        }
+        Canceller::Relayed { node, .. } => {
+            return Err(relayed_refused(node, &format!("reached {}, not the source {source}", c.host())));
+        }
+    };
     if source == c.host() {
+        registry.cancel_asked(id, user);
         c.hypervisor().cancel_migration(domain).await?;
         return Ok(id);
     }
     let addr = addr.ok_or_else(|| Error::Unavailable(format!("source {source} has no known address")))?;
-    c.peers().cancel(&addr, domain).await
+    c.peers().cancel(&addr, domain, user).await
 }

@@ -96,21 +96,40 @@ async fn wrong_password_and_missing_profile_are_permission_denied() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_mid_transfer_keeps_the_guest_on_the_source() {
-    // Goal: OP-09: cancel-operation during the transfer rolls back; ldom1 still runs on
-    // m10-1-1 and m10-1-2's cores are free again.
+async fn cancel_mid_transfer_keeps_the_guest_on_the_source_and_records_who_cancelled() {
+    // Goal: OP-09: cancel-operation during the transfer, asked of another member, rolls back; ldom1 still runs on
+    // m10-1-1, m10-1-2's cores are free again, and the abort is the user's in the audit log. A member's cancel that
+    // names no user, or that reaches a host other than the source, is refused.
     let c = seed_cluster(&["m10-1-1", "m10-1-2", "m10-1-3"], 2).await;
     let src = c.host("m10-1-1");
     let mut s = c.migrate(src, "ldom1", "m10-1-2", "", false, "root", PW).await.unwrap();
     Cluster::wait_progress(&mut s, 5).await;
+    let cancel = |on_behalf_of: &str| pb::CancelRequest {
+        operation: "migration".into(),
+        domain: "ldom1".into(),
+        on_behalf_of: on_behalf_of.into(),
+    };
+    let mut as_node = pb::migration_client::MigrationClient::new(c.channel_as(src, "m10-1-3"));
+    let e = as_node.cancel(cancel("")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    assert!(e.message().contains("names no user"), "{e}");
+    let mut to_target = pb::migration_client::MigrationClient::new(c.channel_as(c.host("m10-1-2"), "m10-1-3"));
+    let e = to_target.cancel(cancel("ternctl")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    assert!(e.message().contains("not the source m10-1-1"), "{e}");
     let mut m = pb::migration_client::MigrationClient::new(c.channel(c.host("m10-1-3")).await);
-    m.cancel(pb::CancelRequest { operation: "migration".into(), domain: "ldom1".into() }).await.unwrap();
+    // A user's own call names only itself: what it puts in on_behalf_of is not read.
+    m.cancel(cancel("someone-else")).await.unwrap();
     let outcome = Cluster::outcome(s).await.unwrap();
     assert_eq!(rules(&outcome), vec!["OP-09".to_string()]);
     c.wait_operations(0, "the operation cancelled", |ops| ops.iter().any(|o| o.phase == "cancelled")).await;
     let d = c.domains(0).await.unwrap();
     assert!(d.iter().any(|x| x.host == "m10-1-1" && x.name == "ldom1"), "{d:?}");
     assert!(!d.iter().any(|x| x.host == "m10-1-2" && x.name == "ldom1"), "{d:?}");
+    let mut admin = pb::cluster_client::ClusterClient::new(c.channel(0).await);
+    let audit = admin.audit(pb::AuditRequest::default()).await.unwrap().into_inner().entries;
+    let abort = audit.iter().find(|e| e.summary.contains("abort operation") && e.summary.contains("Cancelled"));
+    assert_eq!(abort.map(|e| e.actor.as_str()), Some("ternctl"), "{audit:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,7 +89,9 @@ async fn top_shows_a_running_migration_with_its_bar_and_then_its_end() {
     assert_eq!(host_row(&frame, "m10-1-2")[6], "1", "the target holds ldom1's reservation:\n{frame}");
 
     let mut m = pb::migration_client::MigrationClient::new(c.channel(src).await);
-    m.cancel(pb::CancelRequest { operation: "migration".into(), domain: "ldom1".into() }).await.unwrap();
+    m.cancel(pb::CancelRequest { operation: "migration".into(), domain: "ldom1".into(), ..Default::default() })
+        .await
+        .unwrap();
     Cluster::outcome(s).await.unwrap();
     c.wait_operations(src, "the migration cancelled", |ops| ops.iter().any(|o| o.phase == "cancelled")).await;
     let frame = stdout(&top(&c, &c.addr(src), "ternctl", &["--once"]));
