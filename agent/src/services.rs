@@ -40,7 +40,10 @@ impl RaftService {
     fn check_target<T>(&self, req: &GrpcRequest<T>, method: &str) -> Result<(), Status> {
         authorize(&self.0, req, method)?;
         let Some(value) = req.metadata().get(crate::raft_net::TARGET_ID_HEADER) else {
-            return Err(Status::invalid_argument("a Raft message must name its target member (tern-target-id)"));
+            return Err(Status::invalid_argument(format!(
+                "a Raft message must name its target member ({} header)",
+                crate::raft_net::TARGET_ID_HEADER
+            )));
         };
         match value.to_str().ok().and_then(|v| v.parse::<NodeId>().ok()) {
             Some(target) if target == self.0.id => Ok(()),

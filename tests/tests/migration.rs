@@ -93,6 +93,43 @@ async fn wrong_password_and_missing_profile_are_permission_denied() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
     assert!(e.message().contains("LDoms Management"), "{e}");
+    // An unknown user is answered as a wrong password is (and costs one argon2 check too), so the answer does
+    // not tell which users exist; no user at all is not root.
+    let e = Cluster::outcome(c.migrate(src, "ldom1", "m10-1-2", "", true, "mallory", "x").await.unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    assert_eq!(e.message(), "authentication failed for user mallory on m10-1-2", "{e}");
+    let e = Cluster::outcome(c.migrate(src, "ldom1", "m10-1-2", "", true, "", PW).await.unwrap()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("OP-04 names the user"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_is_taken_only_from_the_source_and_only_as_the_operation_record_says() {
+    // Goal: mid-transfer, Finish(committed) to the target from a bystander's node certificate is refused, and from
+    // the source's own certificate it is refused too, because the record does not show the commit: the incoming
+    // copy is never activated early, and the migration still ends with ldom1 running once, on the target.
+    let c = seed_cluster(&["m10-1-1", "m10-1-2", "m10-1-3"], 2).await;
+    let (src, target) = (c.host("m10-1-1"), c.host("m10-1-2"));
+    let mut s = c.migrate(src, "ldom1", "m10-1-2", "", false, "root", PW).await.unwrap();
+    Cluster::wait_progress(&mut s, 5).await;
+    let ops = c.operations(0).await;
+    let op = ops.iter().find(|o| o.domain == "ldom1" && o.kind == "migration" && !o.dry_run).expect("running");
+    let finish = pb::FinishRequest { operation_id: op.id, domain: "ldom1".into(), committed: true };
+    let mut bystander = pb::migration_client::MigrationClient::new(c.channel_as(target, "m10-1-3"));
+    let e = bystander.finish(finish.clone()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    assert!(e.message().contains("m10-1-3 may not finish ldom1 here"), "{e}");
+    let mut source = pb::migration_client::MigrationClient::new(c.channel_as(target, "m10-1-1"));
+    let e = source.finish(finish).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("is not recorded as committed here"), "{e}");
+    let Event::Report(r) = Cluster::outcome(s).await.unwrap() else { panic!("the migration did not commit") };
+    assert_eq!(r.target, "m10-1-2");
+    let d = c.domains(0).await.unwrap();
+    let copies: Vec<_> = d.iter().filter(|x| x.name == "ldom1").map(|x| x.host.as_str()).collect();
+    assert_eq!(copies, vec!["m10-1-2"], "{d:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

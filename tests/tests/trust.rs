@@ -334,3 +334,19 @@ async fn a_renewed_node_certificate_is_taken_on_sighup_and_the_old_one_can_then_
     assert!(c.log(i).contains(&other) && c.log(i).contains("'s; this agent is"), "{}", c.log(i));
     assert_eq!(c.presented_serial(i).await, new);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raft_message_must_name_the_member_it_is_for() {
+    // Goal: a Raft message without the target-id header is refused, and one for another member id is answered as
+    // unreachable: an agent that took over an address never answers for the member that was there.
+    let c = Cluster::three().await;
+    let mut raft = pb::raft_client::RaftClient::new(c.channel_as(0, "m10-1-2"));
+    let e = raft.vote(pb::RaftPayload { data: b"{}".to_vec() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("must name its target member"), "{e}");
+    let mut req = tonic::Request::new(pb::RaftPayload { data: b"{}".to_vec() });
+    req.metadata_mut().insert(tern_agent::raft_net::TARGET_ID_HEADER, 999_u64.into());
+    let e = raft.vote(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(e.message().contains("member 999 is not here"), "{e}");
+}

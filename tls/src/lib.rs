@@ -466,6 +466,71 @@ mod tests {
         assert!(err.contains("line 1") || err.contains("line 2"), "{err}");
     }
 
+    /// Runs a TLS handshake in memory between `client` (offering server name
+    /// `localhost`) and `server`; the first error either side reports.
+    fn handshake(client: Arc<rustls::ClientConfig>, server: Arc<rustls::ServerConfig>) -> Result<(), rustls::Error> {
+        let mut c = rustls::ClientConnection::new(client, "localhost".try_into().unwrap())?;
+        let mut s = rustls::ServerConnection::new(server)?;
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            c.write_tls(&mut buf).unwrap();
+            s.read_tls(&mut buf.as_slice()).unwrap();
+            s.process_new_packets()?;
+            let mut buf = Vec::new();
+            s.write_tls(&mut buf).unwrap();
+            c.read_tls(&mut buf.as_slice()).unwrap();
+            c.process_new_packets()?;
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the handshake did not end");
+    }
+
+    /// A client of the cluster CA presenting `files`.
+    fn client_of_files(files: &TlsFiles) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(&files.ca).unwrap()).unwrap();
+        let chain = CertificateDer::pem_file_iter(&files.cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+        let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        Arc::new(config)
+    }
+
+    #[test]
+    fn a_user_certificate_cannot_serve_and_a_node_one_serves_only_its_names() {
+        // Goal: a user's certificate (clientAuth only) fails the handshake as a server even on loopback; a node
+        // certificate issued without the loopback names is refused for localhost; one with them passes.
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), "test").unwrap();
+        let local = issue(dir.path(), "local", &Role::Node { sans: vec![], loopback: true }, None).unwrap();
+        let remote =
+            issue(dir.path(), "remote", &Role::Node { sans: vec!["m10.example".into()], loopback: false }, None);
+        let user = issue(dir.path(), "alice", &Role::User { profiles: vec!["system-administrator".into()] }, None);
+        let client = client_of_files(&local);
+        handshake(client.clone(), local.load_node("local").unwrap().server).unwrap();
+        let err = handshake(client.clone(), remote.unwrap().load_node("remote").unwrap().server).unwrap_err();
+        assert!(err.to_string().contains("not valid for name \"localhost\""), "{err}");
+        // A user's certificate as a server (load_node refuses to build one; built here by hand).
+        let user = user.unwrap();
+        let chain = CertificateDer::pem_file_iter(&user.cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+        let key = PrivateKeyDer::from_pem_file(&user.key).unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let err = handshake(client, Arc::new(server)).unwrap_err();
+        assert!(err.to_string().contains("does not allow extended key usage for server authentication"), "{err}");
+    }
+
     #[test]
     fn a_private_key_readable_by_others_is_refused() {
         // Goal: like ssh, a key file with group or other permissions is not loaded; the error says chmod 600.
