@@ -204,7 +204,9 @@ mod tests {
     /// Every request the agent sends to a peer is built by `request_within`, so none goes out without the caller's trace context.
     #[test]
     fn every_outgoing_request_is_built_with_the_trace_context() {
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let package = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from);
+        let src = package.join("src");
         let mut files = vec![];
         let mut dirs = vec![src.clone()];
         while let Some(dir) = dirs.pop() {

@@ -764,8 +764,8 @@ mod tests {
     use tern_raft_store::{AbortOutcome, Command, HostSpec, Outcome, Request};
 
     fn layout(name: &str) -> tern_model::Server {
-        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        tern_hypervisor::layout::load_layout(&dir.join(format!("../deploy/layouts/{name}.toml"))).expect("seed layout")
+        let dir = tern_hypervisor::layout::shipped_layouts_dir();
+        tern_hypervisor::layout::load_layout(&dir.join(format!("{name}.toml"))).expect("seed layout")
     }
 
     fn apply(s: &mut State, index: &mut u64, command: Command) -> Outcome {

@@ -90,7 +90,7 @@ mod tests {
     use super::*;
 
     fn seed(name: &str) -> String {
-        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/layouts");
+        let dir = tern_hypervisor::layout::shipped_layouts_dir();
         std::fs::read_to_string(dir.join(format!("{name}.toml"))).expect("seed layout")
     }
 

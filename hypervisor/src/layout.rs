@@ -212,6 +212,16 @@ fn yes() -> bool {
     true
 }
 
+/// The workspace's `deploy/layouts` (the seed's servers), for tests and examples: found
+/// from the package folder cargo names at run time (any member of the workspace; one
+/// target folder serves every checkout, so the path compiled in may be another's),
+/// else from this crate's.
+pub fn shipped_layouts_dir() -> std::path::PathBuf {
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from);
+    package.join("../deploy/layouts")
+}
+
 /// Reads and validates the layout at `path`; the host name is the file's stem.
 pub fn load_layout(path: &Path) -> Result<Server, LayoutError> {
     let file = path.display().to_string();

@@ -17,7 +17,7 @@ struct Fleet {
 }
 
 fn layout(name: &str) -> Server {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../deploy/layouts/{name}.toml"));
+    let p = tern_hypervisor::layout::shipped_layouts_dir().join(format!("{name}.toml"));
     tern_hypervisor::layout::load_layout(&p).unwrap()
 }
 

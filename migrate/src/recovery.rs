@@ -138,9 +138,8 @@ mod tests {
     use tern_raft_store::{HostSpec, Outcome, Request};
 
     fn layout(name: &str) -> Server {
-        let dir = std::env::var_os("CARGO_MANIFEST_DIR")
-            .map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from);
-        tern_hypervisor::layout::load_layout(&dir.join(format!("../deploy/layouts/{name}.toml"))).expect("seed layout")
+        let dir = tern_hypervisor::layout::shipped_layouts_dir();
+        tern_hypervisor::layout::load_layout(&dir.join(format!("{name}.toml"))).expect("seed layout")
     }
 
     /// Applies commands in order like a member applying its log.

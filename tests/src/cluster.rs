@@ -497,6 +497,6 @@ impl Cluster {
 }
 
 /// This package's folder, read at run time first: one target folder serves every checkout.
-fn manifest_dir() -> PathBuf {
+pub(crate) fn manifest_dir() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }

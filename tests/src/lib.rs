@@ -89,13 +89,19 @@ fn profile_args(dir: &Path) -> Vec<String> {
     }
 }
 
+/// The workspace folder (above `tests/`), found at run time as
+/// [`cluster::manifest_dir`] is.
+pub fn workspace() -> PathBuf {
+    cluster::manifest_dir().parent().expect("the workspace above tests/").to_path_buf()
+}
+
 fn build() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("locating the test executable: {e}"))?;
     let layout = layout_of(&exe)?;
     // Cargo sets CARGO for the tests it runs; fall back to the cargo that built this crate.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let mut cmd = Command::new(&cargo);
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).arg("build").arg("--target-dir").arg(&layout.target_dir);
+    cmd.current_dir(cluster::manifest_dir()).arg("build").arg("--target-dir").arg(&layout.target_dir);
     for (package, bin) in BINARIES {
         cmd.args(["-p", package, "--bin", bin]);
     }

@@ -21,9 +21,7 @@ use tern_tests::{Cluster, WAIT};
 const PW: &str = "s3cret-pass";
 
 fn workspace() -> PathBuf {
-    let dir =
-        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
-    dir.parent().expect("the workspace above tests/").to_path_buf()
+    tern_tests::workspace()
 }
 
 fn deploy(file: &str) -> PathBuf {

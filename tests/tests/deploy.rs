@@ -27,7 +27,7 @@ const SMF_EXIT_ERR_CONFIG: i32 = 96;
 const SMF_EXIT_ERR_NOSMF: i32 = 99;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace above tests/").to_path_buf()
+    tern_tests::workspace()
 }
 
 fn deploy(file: &str) -> PathBuf {

@@ -74,7 +74,7 @@ fn the_demo_migrates_ldom1_then_restarts_it_when_its_new_control_domain_dies() {
     // Goal: the main job (`./dev run`'s `ternctl demo`) end to end: the live migration, then the failover act
     // (lost, awaiting a fence, confirmed off, ldom1 restarted elsewhere), and every agent stopped.
     let dir = tempfile::tempdir().unwrap();
-    let layouts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/layouts");
+    let layouts = tern_hypervisor::layout::shipped_layouts_dir();
     let out = ternctl(
         &["demo", "--dir", dir.path().join("demo").to_str().unwrap(), "--layouts", layouts.to_str().unwrap()],
         &[],

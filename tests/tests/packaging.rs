@@ -20,7 +20,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 const EXAMPLES: [&str; 3] = ["m10-1-1.toml", "m10-1-2.toml", "m10-1-3.toml"];
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace above tests/").to_path_buf()
+    tern_tests::workspace()
 }
 
 fn text(out: &Output) -> String {

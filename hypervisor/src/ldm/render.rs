@@ -324,7 +324,7 @@ mod tests {
     }
 
     fn layouts() -> Vec<Server> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/layouts");
+        let dir = crate::layout::shipped_layouts_dir();
         let mut out = Vec::new();
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
