@@ -234,3 +234,57 @@ fn bind_domain_refuses_what_check_binding_refuses_and_changes_nothing() {
         assert_eq!(s, t);
     }
 }
+
+mod contested {
+    //! `Reserved::contested_by` stands in for every resource of the other reservations.
+    use super::*;
+    use proptest::prelude::*;
+
+    const STEP: u64 = 256 * MIB;
+
+    fn ranges() -> impl Strategy<Value = Vec<Range>> {
+        prop::collection::vec((0u64..60, 1u64..9).prop_map(|(k, n)| Range::new(A + k * STEP, n * STEP)), 0..4)
+    }
+
+    fn other() -> impl Strategy<Value = Binding> {
+        (prop::collection::btree_set(0u32..32, 0..7), ranges(), prop::option::of(5000u16..5006), 0usize..3).prop_map(
+            |(strands, memory, console_port, name)| Binding {
+                domain: ["ldom1", "ldom3", "ldom7"][name].into(),
+                whole_cores: true,
+                cids: strands.iter().map(|s| s / 2).collect::<BTreeSet<_>>().into_iter().collect(),
+                strands: strands.into_iter().collect(),
+                memory,
+                console_port,
+            },
+        )
+    }
+
+    fn candidate() -> impl Strategy<Value = Binding> {
+        (0u32..16, 0u32..16, 0u64..60, 0u64..60, 5000u16..5006).prop_map(|(c1, c2, m1, m2, port)| Binding {
+            cids: vec![c1, c2],
+            strands: vec![2 * c1, 2 * c1 + 1, 2 * c2, 2 * c2 + 1],
+            memory: vec![Range::new(A + m1 * STEP, GIB), Range::new(A + m2 * STEP, 2 * GIB)],
+            console_port: Some(port),
+            ..good()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn a_binding_is_judged_the_same_against_what_it_contests_as_against_everything_held(
+            others in prop::collection::vec(other(), 0..12),
+            binding in candidate(),
+        ) {
+            // Goal: check_binding gives the same answer (and the same refusal) whether it sees every resource the
+            // other reservations hold or only those the binding contests.
+            let t = target();
+            let mut all = Reserved::default();
+            for o in &others {
+                all.add(o);
+            }
+            let contested = Reserved::contested_by(&binding, &others);
+            prop_assert_eq!(t.check_binding(&shape(), &binding, &all), t.check_binding(&shape(), &binding, &contested));
+        }
+    }
+}

@@ -275,7 +275,9 @@ impl State {
 /// The one growth check ([`Server::check_growth`]: RB-06 with LM-06 and LM-09) on the
 /// guest's host with `others` reserved; its refusal mapped like [`binding_checked`]'s.
 pub(super) fn growth_checked(host: &Server, add: &Binding, others: &[&Reservation]) -> Checked<()> {
-    let Err(e) = host.check_growth(&add.domain, add, &reserved_by(others)) else {
+    let mut reserved = Reserved::default();
+    others.iter().for_each(|r| reserved.add(&r.binding));
+    let Err(e) = host.check_growth(&add.domain, add, &reserved) else {
         return Ok(());
     };
     match e {
@@ -305,14 +307,6 @@ pub fn resize_refusal(e: &tern_model::ResizeError, domain: &str, host: &str) -> 
     Rejection::with_rule(code, e.rule(), format!("resize of {domain} on {host}: {e}"))
 }
 
-fn reserved_by(others: &[&Reservation]) -> Reserved {
-    let mut reserved = Reserved::default();
-    for r in others {
-        reserved.add(&r.binding);
-    }
-    reserved
-}
-
 /// The one binding check ([`Server::check_binding`]: LM-06, LM-09, LM-12, LM-13) on
 /// `target` with `others` reserved; its refusal mapped to a [`RejectCode`], naming the
 /// reservation that holds a contested resource.
@@ -322,7 +316,8 @@ pub(super) fn binding_checked(
     binding: &Binding,
     others: &[&Reservation],
 ) -> Checked<()> {
-    let Err(e) = target.check_binding(shape, binding, &reserved_by(others)) else {
+    let contested = Reserved::contested_by(binding, others.iter().map(|r| &r.binding));
+    let Err(e) = target.check_binding(shape, binding, &contested) else {
         return Ok(());
     };
     refusal(target, binding, others, e)
