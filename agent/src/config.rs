@@ -564,7 +564,13 @@ fn read_secret(path: &Path) -> Result<String, String> {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
+    /// How often the Raft leader sends heartbeats; openraft 0.9 also gives each
+    /// AppendEntries this long to answer, so it must cover a loaded follower's append
+    /// and fsync.
     pub heartbeat_interval_ms: u64,
+    /// A follower that hears no leader starts an election after the leader's lease
+    /// (openraft 0.9: `election_timeout_max_ms`) plus a random time between the two
+    /// bounds: with the defaults, 1.6 to 2 s after the last heartbeat of a dead leader.
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     /// Deadline of one RPC to a peer.
@@ -584,8 +590,8 @@ impl Default for Timeouts {
     fn default() -> Self {
         Self {
             heartbeat_interval_ms: 250,
-            election_timeout_min_ms: 1500,
-            election_timeout_max_ms: 3000,
+            election_timeout_min_ms: 600,
+            election_timeout_max_ms: 1000,
             rpc_timeout_ms: 3000,
             connect_timeout_ms: 2000,
             voter_replace_after_ms: 10_000,
