@@ -219,22 +219,10 @@ join = [{join}]\nvoters = 3\n[tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/{name}.pem
     /// The serial of the certificate agent `i` presents to a new connection now (a
     /// bare TLS handshake as `ternctl`, checked against the cluster CA).
     pub async fn presented_serial(&self, i: usize) -> String {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-        let files = tern_tls::TlsFiles::in_dir(&self.certs, "ternctl");
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from_pem_file(&files.ca).unwrap()).unwrap();
-        let chain = CertificateDer::pem_file_iter(&files.cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
-        let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .unwrap();
+        use rustls::pki_types::ServerName;
+        let config = tern_tls::TlsFiles::in_dir(&self.certs, "ternctl").rustls_client().unwrap();
         let tcp = tokio::net::TcpStream::connect(self.addr(i)).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let connector = tokio_rustls::TlsConnector::from(config);
         let name = ServerName::try_from("localhost").unwrap();
         let tls = tokio::time::timeout(WAIT, connector.connect(name, tcp)).await.unwrap().unwrap();
         let der = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();

@@ -125,6 +125,30 @@ impl TlsFiles {
     }
 }
 
+impl TlsFiles {
+    /// A bare rustls client of the cluster CA presenting this identity, for tools and
+    /// tests that speak TLS without tonic (e.g. to read the certificate a server shows).
+    pub fn rustls_client(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let (ca, cert, key) = self.read()?;
+        let bad = |path: &Path, e: &dyn std::fmt::Display| TlsError::Invalid(format!("{}: {e}", path.display()));
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+            roots.add(c.map_err(|e| bad(&self.ca, &e))?).map_err(|e| bad(&self.ca, &e))?;
+        }
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(&self.cert, &e))?;
+        let private = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| bad(&self.key, &e))?;
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Invalid(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, private)
+            .map_err(|e| bad(&self.key, &e))?;
+        Ok(Arc::new(config))
+    }
+}
+
 /// A node's TLS identity as [`TlsFiles::load_node`] read it: the server side as rustls
 /// takes it (client certificates must chain to the CA; ALPN h2, as gRPC needs), the
 /// client side as tonic's channels take it, and the serial of its certificate.
@@ -487,22 +511,6 @@ mod tests {
         panic!("the handshake did not end");
     }
 
-    /// A client of the cluster CA presenting `files`.
-    fn client_of_files(files: &TlsFiles) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from_pem_file(&files.ca).unwrap()).unwrap();
-        let chain = CertificateDer::pem_file_iter(&files.cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
-        let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .unwrap();
-        Arc::new(config)
-    }
-
     #[test]
     fn a_user_certificate_cannot_serve_and_a_node_one_serves_only_its_names() {
         // Goal: a user's certificate (clientAuth only) fails the handshake as a server even on loopback; a node
@@ -513,7 +521,7 @@ mod tests {
         let remote =
             issue(dir.path(), "remote", &Role::Node { sans: vec!["m10.example".into()], loopback: false }, None);
         let user = issue(dir.path(), "alice", &Role::User { profiles: vec!["system-administrator".into()] }, None);
-        let client = client_of_files(&local);
+        let client = local.rustls_client().unwrap();
         handshake(client.clone(), local.load_node("local").unwrap().server).unwrap();
         let err = handshake(client.clone(), remote.unwrap().load_node("remote").unwrap().server).unwrap_err();
         assert!(err.to_string().contains("not valid for name \"localhost\""), "{err}");
