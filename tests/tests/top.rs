@@ -79,6 +79,8 @@ async fn top_shows_a_running_migration_with_its_bar_and_then_its_end() {
     let src = c.host("m10-1-1");
     let mut s = c.migrate(src, "ldom1", "m10-1-2", "", false, "root", PW).await.unwrap();
     Cluster::wait_progress(&mut s, 5).await;
+    // The stream runs ahead of the record: the source emits 5% and then proposes it (OP-06); top shows the record.
+    c.wait_operations(src, "5% recorded", |ops| ops.iter().any(|o| o.domain == "ldom1" && o.progress_pct >= 5)).await;
     let out = top(&c, &c.addr(src), "ternctl", &["--once"]);
     let frame = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{frame}{}", stderr(&out));
