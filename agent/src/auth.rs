@@ -234,14 +234,26 @@ pub fn authorize<T>(node: &Node, req: &GrpcRequest<T>, method: &str) -> Result<C
     };
     let der = (node.peer_cert)(req.extensions())
         .ok_or_else(|| refuse("-".into(), Status::unauthenticated("the call carries no client certificate")))?;
-    let serial = tern_tls::serial_of(&der).map_err(|e| refuse("-".into(), Status::permission_denied(e)))?;
-    if node.revoked.contains(&serial) {
-        let status = Status::permission_denied(format!("certificate {serial} is revoked"));
-        return Err(refuse(format!("serial {serial}"), status));
+    let caller = identify(node, &der).map_err(|(actor, why)| refuse(actor, Status::permission_denied(why)))?;
+    if let Err(why) = allows(need, &caller) {
+        // Who was refused, from where: for the admin (the TernCallsDenied alert points
+        // here; `ternctl audit --denied` lists them).
+        return Err(refuse(caller.actor(), Status::permission_denied(format!("{method}: {why}"))));
     }
-    let holder =
-        tern_tls::identity_of(&der).map_err(|e| refuse(format!("serial {serial}"), Status::permission_denied(e)))?;
-    let caller = match holder {
+    Ok(caller)
+}
+
+/// Who the certificate `der` (already known to chain to the cluster CA) names, with a
+/// user's strongest profile from the certificate or the user table; `Err` holds what
+/// is known of the holder (`-`, `serial N`) and why it is refused (revoked, unreadable,
+/// no identity).
+pub fn identify(node: &Node, der: &[u8]) -> Result<Caller, (String, String)> {
+    let serial = tern_tls::serial_of(der).map_err(|e| ("-".to_string(), e))?;
+    if node.revoked.contains(&serial) {
+        return Err((format!("serial {serial}"), format!("certificate {serial} is revoked")));
+    }
+    let holder = tern_tls::identity_of(der).map_err(|e| (format!("serial {serial}"), e))?;
+    Ok(match holder {
         tern_tls::Holder::Node(name) => Caller::Node(name),
         tern_tls::Holder::User { name, profiles } => {
             let from_cert = profiles.iter().map(|p| Profile::parse(p).level()).max().unwrap_or(0);
@@ -250,13 +262,7 @@ pub fn authorize<T>(node: &Node, req: &GrpcRequest<T>, method: &str) -> Result<C
                 .unwrap_or(0);
             Caller::User { level: from_cert.max(from_table), name }
         }
-    };
-    if let Err(why) = allows(need, &caller) {
-        // Who was refused, from where: for the admin (the TernCallsDenied alert points
-        // here; `ternctl audit --denied` lists them).
-        return Err(refuse(caller.actor(), Status::permission_denied(format!("{method}: {why}"))));
-    }
-    Ok(caller)
+    })
 }
 
 /// PERMISSION_DENIED unless `caller` is the node `who`.

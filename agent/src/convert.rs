@@ -375,6 +375,7 @@ pub fn migrate_request(r: pb::MigrateRequest) -> MigrateRequest {
         password: r.password,
         dry_run: r.dry_run,
         plan: (r.plan_id != 0).then_some(r.plan_id),
+        ticket: r.ticket.map(Into::into),
     }
 }
 
@@ -387,6 +388,7 @@ pub fn migrate_request_to_pb(r: MigrateRequest) -> pb::MigrateRequest {
         password: r.password,
         dry_run: r.dry_run,
         plan_id: r.plan.unwrap_or(0),
+        ticket: r.ticket.map(Into::into),
     }
 }
 
@@ -401,6 +403,7 @@ pub fn prepare_request(r: pb::PrepareRequest) -> Result<PrepareRequest, Error> {
         password: r.password,
         dry_run: r.dry_run,
         lease_ms: r.lease_ms,
+        ticket: r.ticket.map(Into::into),
     })
 }
 
@@ -415,6 +418,7 @@ pub fn prepare_request_to_pb(r: PrepareRequest) -> Result<pb::PrepareRequest, Er
         password: r.password,
         dry_run: r.dry_run,
         lease_ms: r.lease_ms,
+        ticket: r.ticket.map(Into::into),
     })
 }
 

@@ -170,7 +170,7 @@ where
     let tls = config.tls.files().load_node(&config.name)?;
     let t = &config.timeouts;
     let channels = Channels::new(ClientSettings {
-        tls: Some(tls.client),
+        tls: Some(tls.client.clone()),
         connect_timeout: Duration::from_millis(t.connect_timeout_ms),
         request_timeout: Duration::from_millis(t.rpc_timeout_ms),
         dialer: seams.dialer,
@@ -221,7 +221,7 @@ where
         rebalancer: Default::default(),
         peer_cert: auth::peer_cert_of::<IO::ConnectInfo>,
         revoked,
-        server_tls: Arc::new(transport::ServerTls::new(tls.server)),
+        server_tls: Arc::new(transport::ServerTls::new(&tls)),
         metrics: seams.metrics,
     };
     let tasks = node.tasks.clone();

@@ -82,7 +82,7 @@ impl Node {
     /// the serial of the certificate now presented.
     pub fn reload_tls(&self) -> Result<String, tern_tls::TlsError> {
         let tls = self.config.tls.files().load_node(&self.name)?;
-        self.server_tls.set(tls.server);
+        self.server_tls.set(&tls);
         self.channels.set_tls(tls.client);
         Ok(tls.serial)
     }
@@ -231,5 +231,25 @@ impl tern_cluster::Cluster for Node {
 
     fn inline_blocking(&self) -> bool {
         self.inline_blocking
+    }
+
+    fn ticket_holder(&self, ticket: &tern_tls::Ticket, grant: &tern_tls::Grant<'_>) -> Result<String, Error> {
+        let denied = |why: String| {
+            Error::PermissionDenied(format!(
+                "OP-04 the ticket to move {} is refused on {}: {why}",
+                grant.domain, self.name
+            ))
+        };
+        self.server_tls.tickets().verify(ticket, grant, (self.clock)()).map_err(denied)?;
+        let caller = crate::auth::identify(self, &ticket.certificate).map_err(|(_, why)| denied(why))?;
+        match &caller {
+            crate::auth::Caller::User { name, .. } => {
+                crate::auth::allows(crate::auth::Need::Management, &caller).map_err(denied)?;
+                Ok(name.clone())
+            }
+            crate::auth::Caller::Node(n) => {
+                Err(denied(format!("node {n}'s certificate signs no tickets; a user's does")))
+            }
+        }
     }
 }

@@ -484,15 +484,48 @@ pub struct MigrationService {
     pub registry: Arc<Registry>,
 }
 
+/// OP-04 by certificate, checked at the source before anything is begun (the target
+/// checks again): a ticket comes instead of a login, from the user who signed it, for
+/// exactly this migration. A member may pass a user's ticket on.
+fn ticket_checked(
+    node: &Node,
+    caller: &auth::Caller,
+    presented: &[u8],
+    ticket: &tern_cluster::Ticket,
+    req: &tern_cluster::MigrateRequest,
+) -> Result<(), Status> {
+    if !req.user.is_empty() || !req.password.is_empty() {
+        return Err(Status::invalid_argument("OP-04 give a ticket or a user and password, not both"));
+    }
+    if matches!(caller, auth::Caller::User { .. }) && ticket.certificate != presented {
+        return Err(Status::permission_denied(format!(
+            "OP-04 the ticket is signed with another certificate than the one {} calls with",
+            caller.actor()
+        )));
+    }
+    let grant = tern_cluster::Grant {
+        domain: &req.domain,
+        target: &req.target,
+        new_name: req.new_name.as_deref().unwrap_or_default(),
+        dry_run: req.dry_run,
+    };
+    tern_cluster::Cluster::ticket_holder(node, ticket, &grant).map_err(convert::status)?;
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl pb::migration_server::Migration for MigrationService {
     type MigrateStream = Events<pb::MigrateEvent>;
 
     async fn migrate(&self, req: GrpcRequest<pb::MigrateRequest>) -> Result<Response<Self::MigrateStream>, Status> {
-        authorize(&self.node, &req, "/tern.v1.Migration/Migrate")?;
+        let caller = authorize(&self.node, &req, "/tern.v1.Migration/Migrate")?;
+        let presented = (self.node.peer_cert)(req.extensions()).unwrap_or_default();
         let req = convert::migrate_request(req.into_inner());
         if req.domain.is_empty() || req.target.is_empty() {
             return Err(Status::invalid_argument("a migration needs a domain and a target"));
+        }
+        if let Some(ticket) = &req.ticket {
+            ticket_checked(&self.node, &caller, &presented, ticket, &req)?;
         }
         let (node, registry) = (self.node.clone(), self.registry.clone());
         let events = stream(&self.node, convert::event_to_pb, move |tx| {

@@ -124,20 +124,25 @@ impl Channels {
 
 /// The server's TLS configuration, replaceable while it serves: each handshake takes
 /// the one held when its connection was accepted.
-pub struct ServerTls(RwLock<Arc<rustls::ServerConfig>>);
+pub struct ServerTls(RwLock<(Arc<rustls::ServerConfig>, tern_tls::TicketVerifier)>);
 
 impl ServerTls {
-    pub fn new(config: Arc<rustls::ServerConfig>) -> Self {
-        Self(RwLock::new(config))
+    pub fn new(tls: &tern_tls::NodeTls) -> Self {
+        Self(RwLock::new((tls.server.clone(), tls.tickets.clone())))
     }
 
     pub fn current(&self) -> Arc<rustls::ServerConfig> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.read().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
 
-    /// Handshakes from now on use `config`; connections already up keep theirs.
-    pub fn set(&self, config: Arc<rustls::ServerConfig>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = config;
+    /// The checker of migration tickets (OP-04), of the CA loaded with the config.
+    pub fn tickets(&self) -> tern_tls::TicketVerifier {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).1.clone()
+    }
+
+    /// Handshakes (and tickets) from now on use `tls`; connections already up keep theirs.
+    pub fn set(&self, tls: &tern_tls::NodeTls) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = (tls.server.clone(), tls.tickets.clone());
     }
 }
 

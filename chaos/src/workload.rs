@@ -372,6 +372,7 @@ impl Client {
                     password: PASSWORD.into(),
                     dry_run,
                     plan_id: 0,
+                    ticket: None,
                 };
                 follow_migration(pb::migration_client::MigrationClient::new(ch).migrate(req).await).await
             }

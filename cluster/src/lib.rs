@@ -23,6 +23,9 @@ pub use peer::{
     Finding, MigrateRequest, MigrationEvent, MigrationReport, Peers, PrepareRequest, Prepared, RestartRequest, Stage,
 };
 
+/// A user's signed migration ticket (OP-04 by certificate) and what it grants.
+pub use tern_tls::{Grant, Ticket};
+
 use async_trait::async_trait;
 use std::sync::Arc;
 use tern_hypervisor::Hypervisor;
@@ -43,6 +46,10 @@ pub trait Cluster: Send + Sync + 'static {
     /// Proposes `command` through Raft as `actor`, wherever the leader is. A
     /// rejection by the state machine is [`Error::Rejected`].
     async fn propose(&self, actor: &str, command: Command) -> Result<Outcome, Error>;
+    /// The user who signed `ticket` for exactly `grant`, if its certificate is this
+    /// cluster's, unrevoked and valid, the ticket fresh, and the user holds "LDoms
+    /// Management" or "System Administrator" (OP-04); else PERMISSION_DENIED saying why.
+    fn ticket_holder(&self, ticket: &Ticket, grant: &Grant<'_>) -> Result<String, Error>;
     /// Whether CPU-heavy work (password hashing) runs inline instead of on tokio's
     /// blocking pool: a simulation needs it to finish within the step that started
     /// it, or a run would depend on how fast the machine is.

@@ -69,6 +69,9 @@ pub struct MigrateRequest {
     pub dry_run: bool,
     /// The applying rebalance plan this migration is a move of (RB-04).
     pub plan: Option<u64>,
+    /// OP-04 by certificate: the user's signed ticket for this move, instead of
+    /// `user` and `password`.
+    pub ticket: Option<tern_tls::Ticket>,
 }
 
 /// The source's request to its target: check, reserve, and take the guest in.
@@ -85,6 +88,8 @@ pub struct PrepareRequest {
     pub password: String,
     pub dry_run: bool,
     pub lease_ms: u64,
+    /// The user's ticket, passed on from [`MigrateRequest::ticket`].
+    pub ticket: Option<tern_tls::Ticket>,
 }
 
 /// The target's answer to Prepare.

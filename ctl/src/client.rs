@@ -24,16 +24,21 @@ pub struct AgentArgs {
 }
 
 impl AgentArgs {
-    /// A TLS channel to the agent; fails with a message that says which flag is missing.
-    pub async fn connect(&self) -> anyhow::Result<Channel> {
-        let addr =
-            self.agent.as_deref().ok_or_else(|| anyhow!("no agent given: pass --agent HOST:PORT or set TERN_AGENT"))?;
+    /// The client certificate's files (`--certs-dir`, `--cert-name`).
+    pub fn identity(&self) -> anyhow::Result<TlsFiles> {
         let dir = self
             .certs_dir
             .as_ref()
             .ok_or_else(|| anyhow!("no certificates given: pass --certs-dir DIR or set TERN_CERTS_DIR"))?;
+        Ok(TlsFiles::in_dir(dir, &self.cert_name))
+    }
+
+    /// A TLS channel to the agent; fails with a message that says which flag is missing.
+    pub async fn connect(&self) -> anyhow::Result<Channel> {
+        let addr =
+            self.agent.as_deref().ok_or_else(|| anyhow!("no agent given: pass --agent HOST:PORT or set TERN_AGENT"))?;
         tern_tls::install_crypto_provider();
-        let tls = TlsFiles::in_dir(dir, &self.cert_name).client_config()?;
+        let tls = self.identity()?.client_config()?;
         let timeout = Duration::from_millis(self.timeout_ms);
         Endpoint::from_shared(format!("https://{addr}"))
             .with_context(|| format!("agent address {addr:?}"))?

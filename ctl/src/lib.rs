@@ -112,6 +112,9 @@ host, a malformed TARGET.")]
     /// Live-migrate DOMAIN to TARGET, run against the source's agent (OP-01). TARGET is
     /// [user@]host[:newname]: the user needs the "LDoms Management" or "System
     /// Administrator" profile on the target (OP-04); :newname renames it (OP-05).
+    /// Without user@ and -p, the client certificate (which must hold one of those
+    /// profiles) stands for the login: ternctl signs a ticket for exactly this move,
+    /// good for 5 minutes. With -p and no user@, the user is root.
     #[command(after_help = "Examples:\n  ternctl migrate-domain ldom1 m10-1-2\n  \
 ternctl migrate-domain -n -p /root/pass.txt ldom1 ldm_man@m10-1-2:ldom2\n\n\
 Exit codes: 0 migrated (or the dry run passed); 1 refused, cancelled or rolled back; 2 bad input.")]

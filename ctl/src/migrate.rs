@@ -64,16 +64,35 @@ pub struct MigrateArgs<'a> {
 /// report. Returns the exit code: 0 done, 1 refused or rolled back.
 pub async fn migrate(agent: &AgentArgs, a: &MigrateArgs<'_>, json: bool) -> anyhow::Result<i32> {
     let spec = TargetSpec::parse(a.target)?;
-    let password = password(a.password_file, "Target Password: ")?;
+    let new_name = spec.new_name.clone().unwrap_or_default();
+    // OP-04: user@target (or -p, as root) logs in with a password; else the client
+    // certificate stands for the login, by a ticket signed for exactly this move.
+    let (user, password, ticket) = match (&spec.user, a.password_file) {
+        (None, None) => {
+            let grant =
+                tern_tls::Grant { domain: a.domain, target: &spec.host, new_name: &new_name, dry_run: a.dry_run };
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let identity = agent.identity()?;
+            let ticket = identity.sign_ticket(&grant, now_ms).context("signing the migration ticket")?;
+            (String::new(), String::new(), Some(ticket.into()))
+        }
+        (user, file) => {
+            let user = user.clone().unwrap_or_else(|| "root".into());
+            (user, password(file, "Target Password: ")?, None)
+        }
+    };
     let mut client = pb::migration_client::MigrationClient::new(agent.connect().await?).with_message_limits();
     let req = pb::MigrateRequest {
         domain: a.domain.to_string(),
         target: spec.host.clone(),
-        new_name: spec.new_name.clone().unwrap_or_default(),
-        user: spec.user.clone().unwrap_or_else(|| "root".into()),
+        new_name,
+        user,
         password,
         dry_run: a.dry_run,
         plan_id: 0,
+        ticket,
     };
     // The stream lives as long as the migration: no per-request deadline here.
     let mut stream = client.migrate(req).await.map_err(|s| anyhow!(status_message(&s)))?.into_inner();

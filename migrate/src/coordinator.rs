@@ -36,7 +36,7 @@ fn progress(pct: u32, stage: Stage, round: u32) -> MigrationEvent {
 }
 
 /// `target` as a host name of the cluster or an agent address: (host, address).
-fn resolve_target(c: &dyn Cluster, target: &str) -> Result<(String, String), Error> {
+pub(crate) fn resolve_target(c: &dyn Cluster, target: &str) -> Result<(String, String), Error> {
     c.state().read(|s| {
         s.host(target)
             .map(|h| (h.name.clone(), h.address.clone()))
@@ -212,6 +212,7 @@ async fn run_begun(
         password: req.password.clone(),
         dry_run: req.dry_run,
         lease_ms: LEASE_MS,
+        ticket: req.ticket.clone(),
     };
     let prepared = c.peers().prepare(&target_addr, prepare).instrument(info_span!("prepare")).await;
     let (reservation, token, binding, warnings) = match prepared {

@@ -273,6 +273,8 @@ async fn move_guests_off(
                     password: req.password.clone(),
                     dry_run: false,
                     plan: None,
+                    // A ticket names one move; an evacuation picks its targets, so it logs in.
+                    ticket: None,
                 };
                 guest_result(guest, &choice.target, remote_migrate(c, host, migration).await)
             }
@@ -344,6 +346,7 @@ async fn bring_guests_back(
             password: req.password.clone(),
             dry_run: false,
             plan: None,
+            ticket: None,
         };
         let result = guest_result(name, host, remote_migrate(c, at, migration).await);
         if result.moved {

@@ -353,6 +353,7 @@ async fn drive(
                 password: String::new(),
                 dry_run: false,
                 plan: Some(plan.id),
+                ticket: None,
             },
         );
         running += 1;

@@ -104,14 +104,34 @@ pub async fn prepare(c: &dyn Cluster, req: PrepareRequest) -> Result<Prepared, E
     Ok(Prepared::Reserved { reservation, token, binding, warnings })
 }
 
-/// OP-04 on the target: the user's login; or, for a request without a user, that the
-/// operation is a move of a rebalance plan that applies now (RB-04), whose approval (by
-/// a user with LDoms Management, or auto mode set by a System Administrator) stands for
-/// it. The operation was begun through the log just before, so this member may wait
-/// [`FINISH_APPLY_WAIT_MS`] to apply it.
+/// OP-04 on the target: the user's login; or the user's ticket, signed with the key of
+/// the certificate it called the source with, for exactly this move to this server;
+/// or, for a request with neither, that the operation is a move of a rebalance plan
+/// that applies now (RB-04), whose approval (by a user with LDoms Management, or auto
+/// mode set by a System Administrator) stands for it. The operation was begun through
+/// the log just before, so this member may wait [`FINISH_APPLY_WAIT_MS`] to apply it.
 async fn login(c: &dyn Cluster, req: &PrepareRequest) -> Result<(), Error> {
     if !req.user.is_empty() || !req.password.is_empty() {
         return authenticate(c, &req.user, &req.password).await;
+    }
+    if let Some(ticket) = &req.ticket {
+        let named = crate::coordinator::resolve_target(c, &ticket.target).map(|(host, _)| host).unwrap_or_default();
+        if named != c.host() {
+            return Err(Error::PermissionDenied(format!(
+                "OP-04 the ticket names target {:?}, which is not {}",
+                ticket.target,
+                c.host()
+            )));
+        }
+        let grant = tern_cluster::Grant {
+            domain: &req.domain,
+            target: &ticket.target,
+            new_name: req.new_name.as_deref().unwrap_or_default(),
+            dry_run: req.dry_run,
+        };
+        let user = c.ticket_holder(ticket, &grant)?;
+        info!(%user, operation = req.operation, "login by the user's certificate (OP-04)");
+        return Ok(());
     }
     let waited_from = c.now_ms();
     loop {

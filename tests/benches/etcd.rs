@@ -10,7 +10,8 @@
 //!   etcd the equivalent Txn (24 compares version == 0, 24 puts; then a Txn deleting
 //!   them), over TLS and plain, and plain single-key puts;
 //! - B6: the migration control path (a dry run: Begin, Prepare with the password login,
-//!   Reserve, Commit), `TERN_BENCH_DRY_RUNS` runs (default 30);
+//!   or with the user certificate's ticket instead, Reserve, Commit),
+//!   `TERN_BENCH_DRY_RUNS` runs (default 30) each;
 //! - B3: append+fdatasync of 2.3 KB records by 1, 8 and 64 writers;
 //! - B4: `TERN_BENCH_KILLS` (default 5) SIGKILLs of each leader under 16 clients of load:
 //!   time from the kill to the next committed write started after it; the member is
@@ -644,13 +645,15 @@ async fn main() {
     // B6, through the helper migration.rs's loop also fits.
     let src = c.host("tern-0");
     if runs("B6") {
-        let lat = bench::dry_run_latencies(&c, src, "g0-0", "tern-1", "root", PW, dry_runs).await;
-        let n = lat.len();
-        let total: Duration = lat.iter().sum();
-        let b6 = Sample { ops: n, elapsed: total, latencies: lat, ..Default::default() };
-        let mut row = Row::new("B6", 1, "tern dry-run migration, password login", b6);
-        row.note = format!("{n} runs, sequential");
-        rows.push(row);
+        for (login, what) in [(Some(("root", PW)), "password login"), (None, "certificate ticket")] {
+            let lat = bench::dry_run_latencies(&c, src, "g0-0", "tern-1", login, dry_runs).await;
+            let n = lat.len();
+            let total: Duration = lat.iter().sum();
+            let b6 = Sample { ops: n, elapsed: total, latencies: lat, ..Default::default() };
+            let mut row = Row::new("B6", 1, &format!("tern dry-run migration, {what}"), b6);
+            row.note = format!("{n} runs, sequential");
+            rows.push(row);
+        }
     }
 
     // B3.

@@ -591,22 +591,30 @@ pub async fn tern_leader(cluster: &Cluster) -> (usize, String) {
     }
 }
 
-/// B6: `runs` dry-run migrations of `domain` from agent `src` to host `target` as
-/// `user` (password login on the target's Prepare): Begin, Prepare (authentication,
-/// preflight), a Raft-committed Reserve and the commit, no transfer. Latencies, sorted.
+/// B6: `runs` dry-run migrations of `domain` from agent `src` to host `target`, with
+/// `login` (user, password: the argon2 login on the target's Prepare) or, when `None`,
+/// a ticket signed by the `ternctl` certificate (OP-04 by certificate): Begin, Prepare
+/// (authentication, preflight), a Raft-committed Reserve and the commit, no transfer.
+/// Latencies, sorted.
 pub async fn dry_run_latencies(
     cluster: &Cluster,
     src: usize,
     domain: &str,
     target: &str,
-    user: &str,
-    password: &str,
+    login: Option<(&str, &str)>,
     runs: usize,
 ) -> Vec<Duration> {
     let mut latencies = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
-        let s = cluster.migrate(src, domain, target, "", true, user, password).await.expect("migrate");
+        let s = match login {
+            Some((user, password)) => cluster.migrate(src, domain, target, "", true, user, password).await,
+            // The ticket is signed inside the timed run, as ternctl signs it per call.
+            None => {
+                cluster.migrate_as(src, "ternctl", cluster.ticket_request("ternctl", domain, target, "", true)).await
+            }
+        };
+        let s = s.expect("migrate");
         match Cluster::outcome(s).await.expect("outcome") {
             pb::migrate_event::Event::Report(_) => latencies.push(t.elapsed()),
             other => panic!("dry run refused: {other:?}"),

@@ -424,7 +424,6 @@ impl Cluster {
         user: &str,
         password: &str,
     ) -> Result<tonic::Streaming<pb::MigrateEvent>, tonic::Status> {
-        let mut c = pb::migration_client::MigrationClient::new(self.stream_channel(i).await);
         let req = pb::MigrateRequest {
             domain: domain.into(),
             target: target.into(),
@@ -433,13 +432,53 @@ impl Cluster {
             password: password.into(),
             dry_run,
             plan_id: 0,
+            ticket: None,
         };
+        self.migrate_as(i, "ternctl", req).await
+    }
+
+    /// Sends `req` to agent `i` presenting certificate `cert`; returns its event stream.
+    pub async fn migrate_as(
+        &self,
+        i: usize,
+        cert: &str,
+        req: pb::MigrateRequest,
+    ) -> Result<tonic::Streaming<pb::MigrateEvent>, tonic::Status> {
+        let mut c = pb::migration_client::MigrationClient::new(self.stream_channel_as(i, cert));
         c.migrate(req).await.map(tonic::Response::into_inner)
+    }
+
+    /// A migration of `domain` to `target` with no login: certificate `cert` signs a
+    /// ticket for it now, as `ternctl migrate-domain` without `user@` does (OP-04).
+    pub fn ticket_request(
+        &self,
+        cert: &str,
+        domain: &str,
+        target: &str,
+        new_name: &str,
+        dry_run: bool,
+    ) -> pb::MigrateRequest {
+        let grant = tern_tls::Grant { domain, target, new_name, dry_run };
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let ticket = tern_tls::TlsFiles::in_dir(&self.certs, cert).sign_ticket(&grant, now_ms).unwrap();
+        pb::MigrateRequest {
+            domain: domain.into(),
+            target: target.into(),
+            new_name: new_name.into(),
+            dry_run,
+            ticket: Some(ticket.into()),
+            ..Default::default()
+        }
     }
 
     /// A channel without a per-request deadline, for long streams.
     pub async fn stream_channel(&self, i: usize) -> Channel {
-        let tls = tern_tls::TlsFiles::in_dir(&self.certs, "ternctl").client_config().unwrap();
+        self.stream_channel_as(i, "ternctl")
+    }
+
+    /// Like [`Cluster::stream_channel`], presenting certificate `cert`.
+    pub fn stream_channel_as(&self, i: usize, cert: &str) -> Channel {
+        let tls = tern_tls::TlsFiles::in_dir(&self.certs, cert).client_config().unwrap();
         Endpoint::from_shared(format!("https://{}", self.addr(i))).unwrap().tls_config(tls).unwrap().connect_lazy()
     }
 

@@ -61,6 +61,16 @@ fn local_cluster_up_serves_root_by_its_password_file_and_down_stops_every_agent(
     assert!(!denied.status.success());
     assert!(text(&denied).contains("authentication failed for user root"), "{}", text(&denied));
 
+    // Neither user@ nor -p: the client certificate stands for the login, by a ticket signed for this move (OP-04).
+    let by_ticket = ternctl(&["migrate-domain", "-n", "ldom1", "m10-1-2"], &env);
+    assert!(by_ticket.status.success(), "{}", text(&by_ticket));
+    let certs = Path::new(env.iter().find(|(k, _)| *k == "TERN_CERTS_DIR").unwrap().1);
+    tern_tls::issue(certs, "reviewer", &tern_tls::Role::User { profiles: vec!["ldoms-review".into()] }, Some(1))
+        .unwrap();
+    let weak = ternctl(&["migrate-domain", "-n", "--cert-name", "reviewer", "ldom1", "m10-1-2"], &env);
+    assert_eq!(weak.status.code(), Some(2), "{}", text(&weak));
+    assert!(text(&weak).contains("user reviewer lacks the \"LDoms Management\" profile"), "{}", text(&weak));
+
     let down = ternctl(&["local-cluster", "down", "--dir", dir_s], &[]);
     assert!(down.status.success(), "{}", text(&down));
     assert!(text(&down).contains("stopped 3 agent(s)"), "{}", text(&down));

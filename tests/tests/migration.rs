@@ -106,6 +106,55 @@ async fn wrong_password_and_missing_profile_are_permission_denied() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_certificate_migrates_without_a_password_by_a_ticket_for_exactly_that_move() {
+    // Goal: OP-04 by certificate: alice (LDoms Management in her certificate, no password anywhere) moves ldom1
+    // with a ticket signed by her key; a ticket for another move, another signer, a weaker profile or a revoked
+    // certificate is PERMISSION_DENIED before anything is begun, saying why.
+    let c = Cluster::with_layouts(&["m10-1-1", "m10-1-2", "m10-1-3"], 50).await;
+    let user = |profiles: &[&str]| tern_tls::Role::User { profiles: profiles.iter().map(|p| p.to_string()).collect() };
+    tern_tls::issue(&c.certs, "alice", &user(&["ldoms-management"]), Some(1)).unwrap();
+    tern_tls::issue(&c.certs, "bob", &user(&["ldoms-review"]), Some(1)).unwrap();
+    let src = c.host("m10-1-1");
+    let denied = |r: Result<tonic::Streaming<pb::MigrateEvent>, tonic::Status>| {
+        let e = r.expect_err("refused before the stream");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+        e.message().to_string()
+    };
+
+    // Another move than the one signed: the signature covers domain, target, name and dry run.
+    let mut other = c.ticket_request("alice", "ldom1", "m10-1-2", "", true);
+    other.domain = "ldom2".into();
+    let e = denied(c.migrate_as(src, "alice", other).await);
+    assert!(e.contains("signature does not match what it names"), "{e}");
+    // Bob's ticket presented by alice: a ticket speaks only for the certificate that calls with it.
+    let e = denied(c.migrate_as(src, "alice", c.ticket_request("bob", "ldom1", "m10-1-2", "", true)).await);
+    assert!(e.contains("signed with another certificate than the one alice calls with"), "{e}");
+    // A member passing bob's ticket on: bob's certificate holds no migrating profile.
+    let e = denied(c.migrate_as(src, "m10-1-3", c.ticket_request("bob", "ldom1", "m10-1-2", "", true)).await);
+    assert!(e.contains("user bob lacks the \"LDoms Management\" profile"), "{e}");
+    // Both ways of logging in at once is a mistake, not a choice.
+    let mut both = c.ticket_request("alice", "ldom1", "m10-1-2", "", true);
+    (both.user, both.password) = ("root".into(), "x".into());
+    let e = c.migrate_as(src, "alice", both).await.expect_err("refused");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+
+    let s = c.migrate_as(src, "alice", c.ticket_request("alice", "ldom1", "m10-1-2", "", false)).await.unwrap();
+    let Event::Report(r) = Cluster::outcome(s).await.unwrap() else { panic!("no report") };
+    assert_eq!((r.source.as_str(), r.target.as_str()), ("m10-1-1", "m10-1-2"));
+    let target_log = c.log(c.host("m10-1-2"));
+    assert!(
+        target_log.contains("login by the user's certificate (OP-04)") && target_log.contains("user=alice"),
+        "{target_log}"
+    );
+
+    // Revoked: a member passing alice's fresh ticket on is refused once her serial is listed.
+    let ticket = c.ticket_request("alice", "ldom2", "m10-1-3", "", true);
+    let serial = tern_tls::revoke(&c.certs, "alice").unwrap();
+    let e = denied(c.migrate_as(src, "m10-1-3", ticket).await);
+    assert!(e.contains(&format!("certificate {serial} is revoked")), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finish_is_taken_only_from_the_source_and_only_as_the_operation_record_says() {
     // Goal: mid-transfer, Finish(committed) to the target from a bystander's node certificate is refused, and from
     // the source's own certificate it is refused too, because the record does not show the commit: the incoming

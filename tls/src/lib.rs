@@ -32,6 +32,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
+pub mod ticket;
+pub use ticket::{Grant, Ticket, TicketVerifier};
+
 /// The largest PEM file read.
 pub const PEM_BYTES_MAX: u64 = 256 * 1024;
 
@@ -113,6 +116,7 @@ impl TlsFiles {
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .build()
             .map_err(|e| bad(&self.ca, &e))?;
+        let tickets = TicketVerifier::new(verifier.clone());
         let mut server = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Invalid(e.to_string()))?
@@ -121,7 +125,7 @@ impl TlsFiles {
             .with_single_cert(chain, private)
             .map_err(|e| bad(&self.key, &format!("{e} (is it the key of {}?)", self.cert.display())))?;
         server.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(NodeTls { server: Arc::new(server), client: client_of(&ca, &cert, &key), serial })
+        Ok(NodeTls { server: Arc::new(server), client: client_of(&ca, &cert, &key), serial, tickets })
     }
 }
 
@@ -151,12 +155,14 @@ impl TlsFiles {
 
 /// A node's TLS identity as [`TlsFiles::load_node`] read it: the server side as rustls
 /// takes it (client certificates must chain to the CA; ALPN h2, as gRPC needs), the
-/// client side as tonic's channels take it, and the serial of its certificate.
+/// client side as tonic's channels take it, the serial of its certificate, and the
+/// checker of migration tickets (the same CA, for client certificates).
 #[derive(Clone)]
 pub struct NodeTls {
     pub server: Arc<rustls::ServerConfig>,
     pub client: ClientTlsConfig,
     pub serial: String,
+    pub tickets: TicketVerifier,
 }
 
 fn client_of(ca: &str, cert: &str, key: &str) -> ClientTlsConfig {
