@@ -31,6 +31,7 @@ pub(crate) async fn before_planning_again(attempt: u32) {
 
 #[instrument(name = "incoming", skip_all, fields(node = %c.host(), domain = %req.domain, operation = req.operation))]
 pub async fn prepare(c: &dyn Cluster, req: PrepareRequest) -> Result<Prepared, Error> {
+    begun_here(c, req.operation).await?;
     login(c, &req).await?;
     settle(c).await?;
     let source = &req.source_server;
@@ -108,8 +109,8 @@ pub async fn prepare(c: &dyn Cluster, req: PrepareRequest) -> Result<Prepared, E
 /// the certificate it called the source with, for exactly this move to this server;
 /// or, for a request with neither, that the operation is a move of a rebalance plan
 /// that applies now (RB-04), whose approval (by a user with LDoms Management, or auto
-/// mode set by a System Administrator) stands for it. The operation was begun through
-/// the log just before, so this member may wait [`FINISH_APPLY_WAIT_MS`] to apply it.
+/// mode set by a System Administrator) stands for it ([`begun_here`] has applied the
+/// operation).
 async fn login(c: &dyn Cluster, req: &PrepareRequest) -> Result<(), Error> {
     if !req.user.is_empty() || !req.password.is_empty() {
         return authenticate(c, &req.user, &req.password).await;
@@ -133,37 +134,46 @@ async fn login(c: &dyn Cluster, req: &PrepareRequest) -> Result<(), Error> {
         info!(%user, operation = req.operation, "login by the user's certificate (OP-04)");
         return Ok(());
     }
-    let waited_from = c.now_ms();
-    loop {
-        let verdict = c.state().read(|s| {
-            let op = s.operation(req.operation)?;
-            let moves_this = matches!(&op.kind, OperationKind::Migration { source, target, domain, .. }
-                if *source == req.source && target == c.host() && *domain == req.domain);
-            Some(if moves_this { s.approved_plan_move(req.operation) } else { Err("it moves another guest".into()) })
-        });
-        match verdict {
-            Some(Ok(plan)) => {
-                info!(plan, operation = req.operation, "move of an applying rebalance plan: no login needed (RB-04)");
-                return Ok(());
-            }
-            Some(Err(why)) => {
-                return Err(Error::PermissionDenied(format!(
-                    "OP-04 a migration to {} names the user to log in as (user@target); operation {} is no approved rebalance move: {why}",
-                    c.host(),
-                    req.operation
-                )));
-            }
-            None if c.now_ms().saturating_sub(waited_from) < FINISH_APPLY_WAIT_MS => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            None => {
-                return Err(Error::Unavailable(format!(
-                    "operation {} is not in this member's state yet; try again",
-                    req.operation
-                )));
-            }
+    let verdict = c.state().read(|s| {
+        let op = s.operation(req.operation)?;
+        let moves_this = matches!(&op.kind, OperationKind::Migration { source, target, domain, .. }
+            if *source == req.source && target == c.host() && *domain == req.domain);
+        Some(if moves_this { s.approved_plan_move(req.operation) } else { Err("it moves another guest".into()) })
+    });
+    match verdict {
+        Some(Ok(plan)) => {
+            info!(plan, operation = req.operation, "move of an applying rebalance plan: no login needed (RB-04)");
+            Ok(())
         }
+        Some(Err(why)) => Err(Error::PermissionDenied(format!(
+            "OP-04 a migration to {} names the user to log in as (user@target); operation {} is no approved rebalance move: {why}",
+            c.host(),
+            req.operation
+        ))),
+        None => Err(Error::NotFound(format!("operation {} is not in this member's state", req.operation))),
     }
+}
+
+/// How often Prepare looks again for its operation in this member's state.
+const BEGUN_POLL_MS: u64 = 2;
+
+/// Waits (at most [`FINISH_APPLY_WAIT_MS`]) until this member has applied the
+/// operation's `BeginOperation`, which the source proposed just before its Prepare.
+/// Everything the log held before that Begin is then applied here too, so Prepare
+/// plans against a state at least as new as the source's when it began: the release
+/// of the migration that ended just before (a dry run followed at once by the real
+/// move) no longer looks held.
+async fn begun_here(c: &dyn Cluster, operation: u64) -> Result<(), Error> {
+    let waited_from = c.now_ms();
+    while c.state().read(|s| s.operation(operation).is_none()) {
+        if c.now_ms().saturating_sub(waited_from) >= FINISH_APPLY_WAIT_MS {
+            return Err(Error::Unavailable(format!(
+                "operation {operation} is not in this member's state yet; try again"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(BEGUN_POLL_MS)).await;
+    }
+    Ok(())
 }
 
 /// How long Prepare waits for this server to let go of guests that have left.

@@ -155,6 +155,21 @@ async fn a_user_certificate_migrates_without_a_password_by_a_ticket_for_exactly_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_dry_runs_never_see_the_previous_ones_reservation() {
+    // Goal: OP-02 then OP-02 again at once (no login between to slow it down): the target plans on a state that holds
+    // the previous dry run's release, so no run is refused as if ldom1 were already reserved there (OP-05 name-taken).
+    let c = Cluster::with_layouts(&["m10-1-1", "m10-1-2", "m10-1-3"], 50).await;
+    let src = c.host("m10-1-1");
+    for run in 0..30 {
+        let s = c.migrate_as(src, "ternctl", c.ticket_request("ternctl", "ldom1", "m10-1-2", "", true)).await.unwrap();
+        match Cluster::outcome(s).await.unwrap() {
+            Event::Report(r) => assert!(r.dry_run, "{r:?}"),
+            other => panic!("dry run {run} refused: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finish_is_taken_only_from_the_source_and_only_as_the_operation_record_says() {
     // Goal: mid-transfer, Finish(committed) to the target from a bystander's node certificate is refused, and from
     // the source's own certificate it is refused too, because the record does not show the commit: the incoming
