@@ -423,6 +423,41 @@ async fn tern_kills(
         };
         recovery.latencies.push(next - t0);
         recovery.ops += 1;
+        if std::env::var_os("TERN_BENCH_TIMELINE").is_some() {
+            let wall = std::time::SystemTime::now() - t0.elapsed();
+            let sod =
+                |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() % 86400.0;
+            let kill_s = sod(wall);
+            let mut lines = Vec::new();
+            for m in 0..3 {
+                for l in c.log(m).lines() {
+                    let Some(ts) = l.get(11..26) else { continue };
+                    let p: Vec<f64> = ts.split(':').filter_map(|x| x.parse().ok()).collect();
+                    if p.len() != 3 {
+                        continue;
+                    }
+                    let at = p[0] * 3600.0 + p[1] * 60.0 + p[2];
+                    if at >= kill_s - 0.3
+                        && at <= kill_s + 8.0
+                        && (l.contains("leading")
+                            || l.contains("election")
+                            || l.contains("vote")
+                            || l.contains("WARN")
+                            || l.contains("leader"))
+                    {
+                        lines.push(format!(
+                            "  +{:6.0} ms m{m} {}",
+                            (at - kill_s) * 1000.0,
+                            l.get(27..).unwrap_or("").chars().take(200).collect::<String>()
+                        ));
+                    }
+                }
+            }
+            println!("kill {k}: first reservation after {} ms", (next - t0).as_millis());
+            for l in lines {
+                println!("{l}");
+            }
+        }
         let addr = tokio::task::block_in_place(|| c.start(i));
         addrs.write().unwrap()[i] = addr;
         c.wait_status(i, "the restarted member back with a leader", |s| s.leader_id != 0).await;
@@ -499,6 +534,41 @@ async fn etcd_kills(etcd: &mut Etcd, kills: usize) -> (Sample, usize, usize) {
         };
         recovery.latencies.push(next - t0);
         recovery.ops += 1;
+        if std::env::var_os("TERN_BENCH_TIMELINE").is_some() {
+            let wall = std::time::SystemTime::now() - t0.elapsed();
+            let sod =
+                |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() % 86400.0;
+            let kill_s = sod(wall);
+            let mut lines = Vec::new();
+            for m in 0..3 {
+                for l in c.log(m).lines() {
+                    let Some(ts) = l.get(11..26) else { continue };
+                    let p: Vec<f64> = ts.split(':').filter_map(|x| x.parse().ok()).collect();
+                    if p.len() != 3 {
+                        continue;
+                    }
+                    let at = p[0] * 3600.0 + p[1] * 60.0 + p[2];
+                    if at >= kill_s - 0.3
+                        && at <= kill_s + 8.0
+                        && (l.contains("leading")
+                            || l.contains("election")
+                            || l.contains("vote")
+                            || l.contains("WARN")
+                            || l.contains("leader"))
+                    {
+                        lines.push(format!(
+                            "  +{:6.0} ms m{m} {}",
+                            (at - kill_s) * 1000.0,
+                            l.get(27..).unwrap_or("").chars().take(200).collect::<String>()
+                        ));
+                    }
+                }
+            }
+            println!("kill {k}: first reservation after {} ms", (next - t0).as_millis());
+            for l in lines {
+                println!("{l}");
+            }
+        }
         etcd.restart(i).expect("restart etcd member");
         etcd.wait_healthy().await.expect("etcd healthy after restart");
     }
