@@ -545,7 +545,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         Some(addr) => Some(bind_reusing(addr, &data_dir.join("metrics.addr")).await?),
         None => None,
     };
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    // TCP_NODELAY on every accepted connection: without it a response written in
+    // parts (HTTP/2 headers, then data and trailers) waits for the client's delayed
+    // ACK, about 40 ms on Linux (a dry-run migration's Prepare answer took 42 ms).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let seams = Seams {
         incoming,
         advertise: advertise.clone(),
