@@ -20,7 +20,8 @@
 //!
 //! `./dev bench` (or `cargo bench -p tern-tests --bench etcd`). `TERN_BENCH_CLIENTS`
 //! (e.g. `1,16`) picks the B2 levels, `TERN_BENCH_ONLY` (e.g. `B2,B4`) the parts,
-//! `TERN_BENCH_DIR` the filesystem.
+//! `TERN_BENCH_DIR` the filesystem; `TERN_BENCH_TIMELINE=1` prints, for each B4 kill,
+//! the members' log lines about leadership and votes around it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -424,39 +425,7 @@ async fn tern_kills(
         recovery.latencies.push(next - t0);
         recovery.ops += 1;
         if std::env::var_os("TERN_BENCH_TIMELINE").is_some() {
-            let wall = std::time::SystemTime::now() - t0.elapsed();
-            let sod =
-                |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() % 86400.0;
-            let kill_s = sod(wall);
-            let mut lines = Vec::new();
-            for m in 0..3 {
-                for l in c.log(m).lines() {
-                    let Some(ts) = l.get(11..26) else { continue };
-                    let p: Vec<f64> = ts.split(':').filter_map(|x| x.parse().ok()).collect();
-                    if p.len() != 3 {
-                        continue;
-                    }
-                    let at = p[0] * 3600.0 + p[1] * 60.0 + p[2];
-                    if at >= kill_s - 0.3
-                        && at <= kill_s + 8.0
-                        && (l.contains("leading")
-                            || l.contains("election")
-                            || l.contains("vote")
-                            || l.contains("WARN")
-                            || l.contains("leader"))
-                    {
-                        lines.push(format!(
-                            "  +{:6.0} ms m{m} {}",
-                            (at - kill_s) * 1000.0,
-                            l.get(27..).unwrap_or("").chars().take(200).collect::<String>()
-                        ));
-                    }
-                }
-            }
-            println!("kill {k}: first reservation after {} ms", (next - t0).as_millis());
-            for l in lines {
-                println!("{l}");
-            }
+            print_kill_timeline(c, k, std::time::SystemTime::now() - t0.elapsed(), next - t0);
         }
         let addr = tokio::task::block_in_place(|| c.start(i));
         addrs.write().unwrap()[i] = addr;
@@ -478,6 +447,30 @@ async fn tern_kills(
         }
     }
     (recovery.sorted(), held.len(), lost)
+}
+
+/// `TERN_BENCH_TIMELINE`: what the members logged about leadership, votes and
+/// warnings from 0.3 s before kill `k` (at wall time `killed`) to 8 s after, each line
+/// with its offset from the kill, to see where a slow recovery (`took`) went.
+fn print_kill_timeline(c: &Cluster, k: usize, killed: std::time::SystemTime, took: Duration) {
+    let second_of_day =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() % 86_400.0);
+    let kill_s = second_of_day(killed);
+    let wanted = ["leading", "election", "vote", "leader", "WARN"];
+    println!("kill {k}: first reservation after {} ms", took.as_millis());
+    for m in 0..c.agent_count() {
+        for line in c.log(m).lines() {
+            // `2026-12-07T23:14:06.952639Z  INFO ...`: the time of day is bytes 11..26.
+            let Some(hms) = line.get(11..26) else { continue };
+            let parts: Vec<f64> = hms.split(':').filter_map(|x| x.parse().ok()).collect();
+            let [h, min, sec] = parts[..] else { continue };
+            let at = h * 3600.0 + min * 60.0 + sec;
+            if (kill_s - 0.3..=kill_s + 8.0).contains(&at) && wanted.iter().any(|w| line.contains(w)) {
+                let text: String = line.get(27..).unwrap_or("").chars().take(200).collect();
+                println!("  {:+6.0} ms m{m} {text}", (at - kill_s) * 1000.0);
+            }
+        }
+    }
 }
 
 /// B4 for etcd: `kills` SIGKILLs of the leader under 16 put clients (TLS, every
@@ -534,41 +527,6 @@ async fn etcd_kills(etcd: &mut Etcd, kills: usize) -> (Sample, usize, usize) {
         };
         recovery.latencies.push(next - t0);
         recovery.ops += 1;
-        if std::env::var_os("TERN_BENCH_TIMELINE").is_some() {
-            let wall = std::time::SystemTime::now() - t0.elapsed();
-            let sod =
-                |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() % 86400.0;
-            let kill_s = sod(wall);
-            let mut lines = Vec::new();
-            for m in 0..3 {
-                for l in c.log(m).lines() {
-                    let Some(ts) = l.get(11..26) else { continue };
-                    let p: Vec<f64> = ts.split(':').filter_map(|x| x.parse().ok()).collect();
-                    if p.len() != 3 {
-                        continue;
-                    }
-                    let at = p[0] * 3600.0 + p[1] * 60.0 + p[2];
-                    if at >= kill_s - 0.3
-                        && at <= kill_s + 8.0
-                        && (l.contains("leading")
-                            || l.contains("election")
-                            || l.contains("vote")
-                            || l.contains("WARN")
-                            || l.contains("leader"))
-                    {
-                        lines.push(format!(
-                            "  +{:6.0} ms m{m} {}",
-                            (at - kill_s) * 1000.0,
-                            l.get(27..).unwrap_or("").chars().take(200).collect::<String>()
-                        ));
-                    }
-                }
-            }
-            println!("kill {k}: first reservation after {} ms", (next - t0).as_millis());
-            for l in lines {
-                println!("{l}");
-            }
-        }
         etcd.restart(i).expect("restart etcd member");
         etcd.wait_healthy().await.expect("etcd healthy after restart");
     }

@@ -191,6 +191,11 @@ join = [{join}]\nvoters = 3\n[tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/{name}.pem
         }
     }
 
+    /// How many agents this cluster has (running or not).
+    pub fn agent_count(&self) -> usize {
+        self.agents.len()
+    }
+
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.agents[i].dir.join("ternd.log")).unwrap_or_default()
     }
