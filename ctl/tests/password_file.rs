@@ -23,9 +23,10 @@ fn refuses_a_password_file_others_can_read() {
 
 #[test]
 fn asks_for_a_file_when_there_is_no_terminal() {
-    // Goal: without -p and without a terminal, ternctl says how to pass the password.
+    // Goal: user@target without -p and without a terminal: ternctl says how to pass the password. (With neither
+    // user@ nor -p it logs in by a certificate ticket and asks for no password.)
     let out = Command::new(env!("CARGO_BIN_EXE_ternctl"))
-        .args(["migrate-domain", "ldom1", "m10-1-2"])
+        .args(["migrate-domain", "ldom1", "root@m10-1-2"])
         .env("TERN_AGENT", "127.0.0.1:1")
         .stdin(std::process::Stdio::null())
         .output()
