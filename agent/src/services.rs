@@ -503,13 +503,7 @@ fn ticket_checked(
             caller.actor()
         )));
     }
-    let grant = tern_cluster::Grant {
-        domain: &req.domain,
-        target: &req.target,
-        new_name: req.new_name.as_deref().unwrap_or_default(),
-        dry_run: req.dry_run,
-    };
-    tern_cluster::Cluster::ticket_holder(node, ticket, &grant).map_err(convert::status)?;
+    tern_cluster::Cluster::ticket_holder(node, ticket, &req.grant()).map_err(convert::status)?;
     Ok(())
 }
 

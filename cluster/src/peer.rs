@@ -74,6 +74,18 @@ pub struct MigrateRequest {
     pub ticket: Option<tern_tls::Ticket>,
 }
 
+impl MigrateRequest {
+    /// What a ticket for this request must grant (OP-04 by certificate).
+    pub fn grant(&self) -> tern_tls::Grant<'_> {
+        tern_tls::Grant {
+            domain: &self.domain,
+            target: &self.target,
+            new_name: self.new_name.as_deref().unwrap_or_default(),
+            dry_run: self.dry_run,
+        }
+    }
+}
+
 /// The source's request to its target: check, reserve, and take the guest in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrepareRequest {
@@ -90,6 +102,19 @@ pub struct PrepareRequest {
     pub lease_ms: u64,
     /// The user's ticket, passed on from [`MigrateRequest::ticket`].
     pub ticket: Option<tern_tls::Ticket>,
+}
+
+impl PrepareRequest {
+    /// What a ticket for this request must grant, with the target as the user named
+    /// it (`target`: the ticket's own, once the target has checked that it names it).
+    pub fn grant<'a>(&'a self, target: &'a str) -> tern_tls::Grant<'a> {
+        tern_tls::Grant {
+            domain: &self.domain,
+            target,
+            new_name: self.new_name.as_deref().unwrap_or_default(),
+            dry_run: self.dry_run,
+        }
+    }
 }
 
 /// The target's answer to Prepare.

@@ -331,7 +331,7 @@ pub fn utc(ms: u64) -> String {
 
 /// `ternctl audit`.
 pub async fn audit(agent: &AgentArgs, args: &crate::AuditArgs, json: bool) -> anyhow::Result<i32> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now = crate::top::now_ms();
     let since_ms = args.since.as_deref().map(|s| since_ms(s, now)).transpose()?.unwrap_or(0);
     let mut c = pb::cluster_client::ClusterClient::new(agent.connect().await?).with_message_limits();
     let req = pb::AuditRequest {

@@ -71,11 +71,8 @@ pub async fn migrate(agent: &AgentArgs, a: &MigrateArgs<'_>, json: bool) -> anyh
         (None, None) => {
             let grant =
                 tern_tls::Grant { domain: a.domain, target: &spec.host, new_name: &new_name, dry_run: a.dry_run };
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
             let identity = agent.identity()?;
-            let ticket = identity.sign_ticket(&grant, now_ms).context("signing the migration ticket")?;
+            let ticket = identity.sign_ticket(&grant, crate::top::now_ms()).context("signing the migration ticket")?;
             (String::new(), String::new(), Some(ticket.into()))
         }
         (user, file) => {

@@ -619,7 +619,8 @@ async fn fetch(addr: &str, channel: Channel) -> Result<Snapshot, Failure> {
     }))
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

@@ -124,13 +124,7 @@ async fn login(c: &dyn Cluster, req: &PrepareRequest) -> Result<(), Error> {
                 c.host()
             )));
         }
-        let grant = tern_cluster::Grant {
-            domain: &req.domain,
-            target: &ticket.target,
-            new_name: req.new_name.as_deref().unwrap_or_default(),
-            dry_run: req.dry_run,
-        };
-        let user = c.ticket_holder(ticket, &grant)?;
+        let user = c.ticket_holder(ticket, &req.grant(&ticket.target))?;
         info!(%user, operation = req.operation, "login by the user's certificate (OP-04)");
         return Ok(());
     }

@@ -464,8 +464,7 @@ impl Cluster {
         dry_run: bool,
     ) -> pb::MigrateRequest {
         let grant = tern_tls::Grant { domain, target, new_name, dry_run };
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-        let ticket = tern_tls::TlsFiles::in_dir(&self.certs, cert).sign_ticket(&grant, now_ms).unwrap();
+        let ticket = tern_tls::TlsFiles::in_dir(&self.certs, cert).sign_ticket(&grant, crate::bench::now_ms()).unwrap();
         pb::MigrateRequest {
             domain: domain.into(),
             target: target.into(),
