@@ -110,8 +110,14 @@ pub fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, AgentError>
         election_timeout_max: t.election_timeout_max_ms,
         install_snapshot_timeout: t.rpc_timeout_ms.max(10_000),
         snapshot_max_chunk_size: limits::SNAPSHOT_CHUNK_BYTES_MAX,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+        // A snapshot encodes the whole state (MBs with thousands of reservations and the
+        // audit log); at 1,000 entries under B2's load every member built two a second
+        // (issue 18). The state machine persists its rows at each apply, so a restart
+        // replays nothing either way: the snapshot only serves a follower too far behind
+        // and lets the log be purged. 10,000 entries of about 2 KB keep ~20 MB of log.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
         max_in_snapshot_log_to_keep: 200,
+        max_payload_entries: limits::APPEND_ENTRIES_MAX,
         ..Default::default()
     };
     Ok(Arc::new(rc.validate().map_err(|e| AgentError::Raft(e.to_string()))?))
@@ -204,6 +210,7 @@ where
         id,
         name: config.name.clone(),
         address: seams.advertise,
+        batcher: tern_raft_store::Batcher::start(raft.clone(), format!("agent:{}", config.name)),
         raft,
         state,
         hypervisor: seams.hypervisor,

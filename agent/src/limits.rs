@@ -14,6 +14,9 @@ pub use tern_raft_store::limits as state;
 /// Largest snapshot chunk openraft sends in one `InstallSnapshot` (openraft's own
 /// default). Chunks travel as JSON, where a byte array costs up to 4 bytes per byte.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: u64 = 3 << 20;
+/// Most log entries one `AppendEntries` carries (openraft's `max_payload_entries`;
+/// its default of 300 batches of [`state::BATCH_BYTES_MAX`] would not fit a message).
+pub const APPEND_ENTRIES_MAX: u64 = 64;
 /// JSON's worst case for a byte array: `255,` per byte.
 const JSON_BYTES_PER_BYTE_MAX: usize = 4;
 
@@ -46,6 +49,8 @@ pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 // log entry fit in one message, with room for the envelope.
 const _: () = assert!(state::REQUEST_BYTES_MAX < state::ENTRY_BYTES_MAX);
 const _: () = assert!(state::ENTRY_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
+// An AppendEntries of full batches fits in one message, with room for the envelope.
+const _: () = assert!((APPEND_ENTRIES_MAX as usize) * state::BATCH_BYTES_MAX * 2 <= GRPC_MESSAGE_BYTES_MAX);
 // A snapshot chunk, JSON-encoded in the worst case, fits in one message.
 const _: () = assert!((SNAPSHOT_CHUNK_BYTES_MAX as usize) * JSON_BYTES_PER_BYTE_MAX < GRPC_MESSAGE_BYTES_MAX);
 // A migration message's embedded value (an inventory, a binding) fits in one message.

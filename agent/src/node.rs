@@ -32,6 +32,8 @@ pub struct Node {
     /// host:port peers reach us at.
     pub address: String,
     pub raft: Raft,
+    /// Writes through `raft`, several concurrent ones to an entry (issue 18).
+    pub batcher: tern_raft_store::Batcher,
     pub state: StateHandle,
     pub hypervisor: Arc<dyn Hypervisor>,
     pub channels: Channels,
@@ -127,7 +129,7 @@ impl Node {
         request.proposed_at_ms = self.stamp_ms().0;
         let before = self.read(|s| crate::metrics::Metrics::before(&request, s));
         let started = std::time::Instant::now();
-        let result = tern_raft_store::propose(&self.raft, request.clone()).await;
+        let result = self.batcher.propose(request.clone()).await;
         let took = started.elapsed();
         self.read(|s| self.metrics.proposed(&request, &before, &result, took, s));
         result

@@ -243,6 +243,7 @@ fn forwarded_checked(node: &Node, caller: &auth::Caller, request: &Request) -> R
         Command::UpdateHost { name, .. } => Some(name.as_str()),
         Command::ReportInventory { server } => Some(server.name.as_str()),
         Command::Expire { .. } => return deny("Expire is proposed by the leader only, with its own clock".into()),
+        Command::Batch { .. } => return deny("a batch is formed by the leader only, from the writes it takes".into()),
         Command::RemoveMember { .. } | Command::ReadmitMember { .. } if as_agent => {
             return deny(format!("{} is an administrator's command, never an agent's", request.command.name()));
         }

@@ -7,7 +7,8 @@
 //! | version | body | read by |
 //! |---|---|---|
 //! | 1 | serde JSON; hosts (rows, snapshots) and `RegisterHost`/`UpdateHost` carry `cpu`, `firmware`, `os` | this build, upgrading: a host row through `HostRowV1`; elsewhere the dropped fields are ignored |
-//! | 2 | serde JSON of the current types: a host's CPU, firmware and OS are only its inventory's | this build |
+//! | 2 | serde JSON: a host's CPU, firmware and OS are only its inventory's | this build, as version 3 |
+//! | 3 | serde JSON of the current types; an entry may be a `Command::Batch` (issue 18), which no version 2 reader knows | this build |
 //!
 //! JSON because it is self-describing: a later version may add fields with
 //! `#[serde(default)]` and still read every v1 byte, and fixtures stay readable. A
@@ -25,9 +26,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The version this build writes.
-pub const CURRENT_VERSION: u8 = 2;
+pub const CURRENT_VERSION: u8 = 3;
 /// The newest version this build reads.
-pub const NEWEST_READABLE_VERSION: u8 = 2;
+pub const NEWEST_READABLE_VERSION: u8 = 3;
 /// The oldest version this build reads.
 pub const OLDEST_READABLE_VERSION: u8 = 1;
 
@@ -170,19 +171,20 @@ mod tests {
     fn decoding_checks_magic_kind_version_and_size() {
         // Goal: each malformed header gets its own error; the right one decodes.
         let good = encode(Kind::Row, &42u64).unwrap();
-        assert_eq!(&good[..4], b"TNR\x02");
+        assert_eq!(&good[..4], b"TNR\x03");
         assert_eq!(decode::<u64>(Kind::Row, &good, 100), Ok(42));
         assert_eq!(decode::<u64>(Kind::Row, b"TN", 100), Err(CodecError::BadHeader));
         assert_eq!(decode::<u64>(Kind::Row, b"XXR\x0142", 100), Err(CodecError::BadHeader));
         assert!(matches!(decode::<u64>(Kind::Entry, &good, 100), Err(CodecError::WrongKind { .. })));
         let mut future = good.clone();
-        future[3] = 3;
+        future[3] = 4;
         assert_eq!(
             decode::<u64>(Kind::Row, &future, 100),
-            Err(CodecError::UnknownVersion { kind: Kind::Row, found: 3 })
+            Err(CodecError::UnknownVersion { kind: Kind::Row, found: 4 })
         );
         assert!(matches!(decode::<u64>(Kind::Row, &good, 3), Err(CodecError::TooLarge { .. })));
         assert!(matches!(decode::<u64>(Kind::Row, b"TNR\x01{oops", 100), Err(CodecError::Body { .. })));
         assert_eq!(decode::<u64>(Kind::Row, b"TNR\x0142", 100), Ok(42), "version 1 is still read");
+        assert_eq!(decode::<u64>(Kind::Row, b"TNR\x0242", 100), Ok(42), "version 2 is still read");
     }
 }

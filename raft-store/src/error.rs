@@ -5,7 +5,7 @@ use crate::codec::CodecError;
 use crate::state::command::Rejection;
 use std::path::PathBuf;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// RocksDB refused to open, read or write. Give up: the disk or directory is at fault.
     #[error("RocksDB at {path}: {message}")]

@@ -14,13 +14,15 @@
 //! - [`restore`]: a new one-member cluster from a snapshot file.
 //! - [`network`]: an in-process `RaftNetworkFactory` for tests and benchmarks.
 //! - [`hash_password`] / [`verify_password`]: argon2id, run by the proposer.
-//! - [`propose`]: validate a request, write it through Raft, unwrap its response.
+//! - [`propose`]: validate a request, write it through Raft, unwrap its response;
+//!   [`Batcher`] does the same for concurrent requests, several to an entry.
 
 // Lets the shared test builders (tests/common) name this crate from inside it.
 #[cfg(test)]
 extern crate self as tern_raft_store;
 
 mod auth;
+pub mod batch;
 pub mod codec;
 mod error;
 pub mod limits;
@@ -35,6 +37,7 @@ mod state;
 use std::io::Cursor;
 
 pub use auth::{hash_password, verify_password};
+pub use batch::Batcher;
 pub use error::Error;
 pub use sm::StateHandle;
 pub use state::apply::resize_refusal;
@@ -84,16 +87,8 @@ pub struct Applied {
 
 /// Validates `request` ([`Request::validate`]), writes it through `raft` (which must be
 /// the leader) and waits for it to be applied; returns the state machine's outcome, or
-/// its rejection as [`Error::Rejected`].
+/// its rejection as [`Error::Rejected`]. One entry per request: [`Batcher`] shares
+/// entries between concurrent requests.
 pub async fn propose(raft: &Raft, request: Request) -> Result<Applied, Error> {
-    use openraft::error::{ClientWriteError, RaftError};
-    request.validate()?;
-    match raft.client_write(request).await {
-        Ok(written) => written.data.map(|outcome| Applied { log_id: written.log_id, outcome }).map_err(Error::Rejected),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(Error::NotLeader { leader: f.leader_id, address: f.leader_node.map(|n| n.addr) })
-        }
-        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Err(Error::Unavailable(e.to_string())),
-        Err(RaftError::Fatal(f)) => Err(Error::Unavailable(f.to_string())),
-    }
+    batch::propose(raft, request).await
 }

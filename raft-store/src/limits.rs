@@ -46,6 +46,10 @@ pub const BINDING_RANGES_MAX: usize = 1024;
 pub const RUNNING_OPERATIONS_MAX: usize = 4096;
 /// Finished operations kept for `list` and reports; the oldest are dropped first.
 pub const FINISHED_OPERATIONS_KEPT_MAX: usize = 1024;
+/// Most requests one log entry carries ([`crate::Command::Batch`]), and the most bytes
+/// they may encode to together: a request larger than that is written alone.
+pub const BATCH_REQUESTS_MAX: usize = 256;
+pub const BATCH_BYTES_MAX: usize = 256 << 10;
 /// Audit records kept; the oldest are dropped first.
 pub const AUDIT_RECORDS_MAX: usize = 10_000;
 /// Longest one-line audit summary, in bytes.
@@ -65,6 +69,7 @@ const _: () = assert!(SNAPSHOT_BYTES_MAX > ENTRY_BYTES_MAX);
 const _: () = assert!(NAME_BYTES_MAX <= TEXT_BYTES_MAX);
 const _: () = assert!(AUDIT_SUMMARY_BYTES_MAX >= NAME_BYTES_MAX * 2);
 const _: () = assert!(BINDING_STRANDS_MAX <= INVENTORY_STRANDS_MAX);
+const _: () = assert!(BATCH_BYTES_MAX < REQUEST_BYTES_MAX);
 
 /// Most moves one rebalance plan holds, and notes it carries (RB-04).
 pub const PLAN_MOVES_MAX: usize = 64;

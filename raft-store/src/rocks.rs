@@ -49,6 +49,7 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, RaftSnapsho
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
@@ -128,16 +129,17 @@ impl Db {
     /// Writes `batch` and waits until it is on disk, off the async threads.
     async fn write_synced(self: &Arc<Self>, batch: WriteBatch) -> Result<(), Io> {
         let db = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let mut opts = WriteOptions::default();
-            opts.set_sync(true);
-            let started = Instant::now();
-            let written = db.db.write_opt(batch, &opts).map_err(Io::other);
-            db.observer.timed(Timing::BatchSync, started.elapsed());
-            written
-        })
-        .await
-        .map_err(Io::other)?
+        tokio::task::spawn_blocking(move || db.write_synced_here(batch)).await.map_err(Io::other)?
+    }
+
+    /// Writes `batch` and returns once it is on disk; blocks the calling thread.
+    fn write_synced_here(&self, batch: WriteBatch) -> Result<(), Io> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        let started = Instant::now();
+        let written = self.db.write_opt(batch, &opts).map_err(Io::other);
+        self.observer.timed(Timing::BatchSync, started.elapsed());
+        written
     }
 }
 
@@ -424,21 +426,32 @@ impl RocksStateMachine {
 #[derive(Debug)]
 pub struct RocksSnapshotBuilder {
     db: Arc<Db>,
-    image: codec::SnapshotImage,
+    /// Taken by the one build (openraft builds once with each builder).
+    image: Option<codec::SnapshotImage>,
     sequence: u64,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for RocksSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let started = Instant::now();
-        let (meta, data) = sm::build_snapshot(&self.image, self.sequence)?;
-        let mut batch = WriteBatch::default();
-        let write = async {
-            self.db.put_meta(&mut batch, CF_SM_META, KEY_SNAPSHOT_META, &meta)?;
-            batch.put_cf(self.db.cf(CF_SM_META)?, KEY_SNAPSHOT_DATA, &data);
-            self.db.write_synced(batch).await
-        };
-        write.await.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let (db, sequence) = (Arc::clone(&self.db), self.sequence);
+        let image = self.image.take().ok_or_else(|| {
+            StorageIOError::write_snapshot(None, &Io::other("this snapshot builder was used already"))
+        })?;
+        // Encoding the whole state is CPU work: on the blocking pool, with its write.
+        let built = tokio::task::spawn_blocking(move || -> Result<(SnapshotMeta, Vec<u8>), Box<StorageError>> {
+            let (meta, data) = sm::build_snapshot(&image, sequence).map_err(Box::new)?;
+            let mut batch = WriteBatch::default();
+            let write = || {
+                db.put_meta(&mut batch, CF_SM_META, KEY_SNAPSHOT_META, &meta)?;
+                batch.put_cf(db.cf(CF_SM_META)?, KEY_SNAPSHOT_DATA, &data);
+                db.write_synced_here(batch)
+            };
+            write().map_err(|e| Box::new(StorageIOError::write_snapshot(Some(meta.signature()), &e).into()))?;
+            Ok((meta, data))
+        });
+        let (meta, data) =
+            built.await.map_err(|e| StorageIOError::write_snapshot(None, &Io::other(e)))?.map_err(|e| *e)?;
         self.db.observer.timed(Timing::SnapshotBuild, started.elapsed());
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
@@ -457,10 +470,22 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
         I::IntoIter: OptionalSend,
     {
         let started = Instant::now();
-        let (responses, rows) = self.working.stage(entries);
-        let mut batch = WriteBatch::default();
-        put_rows(&self.db, &self.working, rows.iter().cloned(), &mut batch).map_err(Self::sm_write_err)?;
-        self.db.write_synced(batch).await.map_err(Self::sm_write_err)?;
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let db = Arc::clone(&self.db);
+        let mut working = std::mem::take(&mut self.working);
+        // Applying, encoding the changed rows and the synced write are CPU and disk work
+        // (milliseconds for a batch of Reserves): on the blocking pool, so that the
+        // runtime's few workers go on serving Raft and the clients meanwhile (issue 18).
+        // If that thread panics, `working` is lost with it: the error stops Raft, as
+        // every storage error does, and a restart reloads the state from disk.
+        let (working, staged) = tokio::task::spawn_blocking(move || {
+            let staged = stage_and_store(&db, &mut working, entries);
+            (working, staged)
+        })
+        .await
+        .map_err(|e| Self::sm_write_err(Io::other(e)))?;
+        self.working = working;
+        let (responses, rows) = staged.map_err(Self::sm_write_err)?;
         self.machine.publish(&self.working, &rows);
         self.db.observer.timed(Timing::Apply, started.elapsed());
         Ok(responses)
@@ -469,7 +494,7 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         RocksSnapshotBuilder {
             db: Arc::clone(&self.db),
-            image: self.working.image(),
+            image: Some(self.working.image()),
             sequence: self.snapshot_sequence.fetch_add(1, Ordering::Relaxed) + 1,
         }
     }
@@ -520,6 +545,21 @@ impl RaftStateMachine<TypeConfig> for RocksStateMachine {
         };
         read().map_err(|e| StorageIOError::read_snapshot(None, &e).into())
     }
+}
+
+/// Applies `entries` to `working` and writes the rows they changed, with the new
+/// `last_applied`, in one synced batch; returns the responses and those rows (what
+/// [`StateHandle::publish`] shows next). Blocks: call it on the blocking pool.
+fn stage_and_store(
+    db: &Db,
+    working: &mut Machine,
+    entries: Vec<Entry>,
+) -> Result<(Vec<Response>, BTreeSet<RowKey>), Io> {
+    let (responses, rows) = working.stage(entries);
+    let mut batch = WriteBatch::default();
+    put_rows(db, working, rows.iter().cloned(), &mut batch)?;
+    db.write_synced_here(batch)?;
+    Ok((responses, rows))
 }
 
 /// Adds to `batch` the rows `keys` as they stand in `machine` (deleting rows that are

@@ -1544,3 +1544,60 @@ fn a_guest_gone_from_its_host_without_an_uncommitted_move_is_forgotten() {
     assert_eq!(record(&w, "ldom2"), None);
     assert!(record(&w, "ldom1").is_some());
 }
+
+#[test]
+fn a_batch_applies_each_request_as_its_own_entry_would() {
+    // Goal: issue 18: the requests of one batched entry are applied in order, each with
+    // its own clock stamp, checks, response and audit record; a refused one changes
+    // nothing for the others, and the same requests one to an entry give the same state.
+    let mut batched = world();
+    let mut alone = world();
+    let op1 = batched.begin("ldom1", "a", "b", None, false);
+    assert_eq!(alone.begin("ldom1", "a", "b", None, false), op1);
+    let op2 = batched.begin("ldom2", "a", "b", None, false);
+    assert_eq!(alone.begin("ldom2", "a", "b", None, false), op2);
+    let at = batched.now + 10;
+    let requests = vec![
+        req(at, batched.reserve_cmd(op1, "ldom1", ldom1_on_b(), 30_000)),
+        // Cores 4-5 are held by the first request: refused, naming its reservation.
+        req(at + 1, batched.reserve_cmd(op2, "ldom2", binding("ldom2", &[5], gib(6), Some(5004)), 30_000)),
+        req(at + 2, batched.reserve_cmd(op2, "ldom2", binding("ldom2", &[6], gib(6), Some(5004)), 30_000)),
+    ];
+    let index_before = batched.index;
+    let outcome = batched.run_at(at, Command::Batch { requests: requests.clone() }).expect("batch accepted");
+    let Outcome::Batch { responses } = outcome else { panic!("a batch answers with a batch: {outcome:?}") };
+    assert_eq!(responses.len(), 3);
+    let one_by_one: Vec<Response> =
+        requests.iter().map(|r| alone.run_at(r.proposed_at_ms, r.command.clone())).collect();
+    assert_eq!(responses, one_by_one, "a batch answers as its requests would one to an entry");
+    assert!(matches!(responses[0], Ok(Outcome::Reserved { .. })), "{:?}", responses[0]);
+    let refused = responses[1].clone().expect_err("the second request takes a held core");
+    assert_eq!(refused.code, RejectCode::StrandUnavailable);
+    assert!(matches!(responses[2], Ok(Outcome::Reserved { .. })), "{:?}", responses[2]);
+    assert_eq!(batched.state.reserved_on("b", at + 2), alone.state.reserved_on("b", at + 2));
+    assert_eq!(batched.state.meta().clock_ms, at + 2, "the clock is the largest stamp seen");
+    // One record for each request (none for the batch), all with the entry's true index.
+    let records: Vec<&AuditRecord> = batched.state.audit().values().rev().take(3).collect();
+    assert!(records.iter().all(|r| r.index == index_before + 1), "{records:#?}");
+    let outcomes: Vec<&str> = records.iter().rev().map(|r| r.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["ok", "strand-unavailable", "ok"]);
+    // The next entry's record follows them.
+    batched.ok(Command::Expire { now_ms: 0 });
+    let last = batched.state.audit().iter().next_back().map(|(k, r)| (*k, r.index));
+    assert_eq!(last, Some((index_before + 4, index_before + 2)));
+}
+
+#[test]
+fn a_malformed_batch_is_refused_whole_with_one_record() {
+    // Goal: an empty batch or one that holds a batch changes nothing but the clock and
+    // leaves one audit record saying so.
+    let mut w = world();
+    let inner = req(w.now, Command::Expire { now_ms: 0 });
+    let nested = Command::Batch { requests: vec![req(w.now, Command::Batch { requests: vec![inner.clone()] })] };
+    for batch in [Command::Batch { requests: vec![] }, nested] {
+        let before = w.state.audit().len();
+        let r = w.rejected(batch);
+        assert_eq!(r.code, RejectCode::InvalidRequest, "{r}");
+        assert_eq!(w.state.audit().len(), before + 1);
+    }
+}

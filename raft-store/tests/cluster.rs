@@ -1,6 +1,7 @@
 //! A 3-member cluster in one process: it elects a leader, replicates commands, keeps
 //! every committed command when it loses its leader, lets a crashed member restart
-//! from its own storage, and brings a new learner up to date through a snapshot.
+//! from its own storage, brings a new learner up to date through a snapshot, and
+//! shares entries between concurrent writes (the [`Batcher`]).
 
 #[path = "support/cluster.rs"]
 mod cluster;
@@ -9,7 +10,7 @@ mod common;
 use cluster::{Cluster, Storage, config, node};
 use common::*;
 use std::time::Duration;
-use tern_raft_store::{Command, NodeId, Outcome, State};
+use tern_raft_store::{Batcher, Command, Error, NodeId, Outcome, RejectCode, State};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -121,5 +122,79 @@ async fn a_new_learner_catches_up_through_a_snapshot() {
     // And it keeps following: one more command reaches it.
     let last = register_hosts(&c, 30, 1).await;
     c.wait_applied(4, last, WAIT).await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_entries_and_each_caller_gets_its_own_answer() {
+    // Goal: issue 18: writes that arrive while the leader's entries are in flight go
+    // out several to an entry; each caller gets its own outcome or refusal, and every
+    // member ends with the state of the writes one to an entry.
+    let c = Cluster::start(&[1, 2, 3], Storage::Rocks, config(1_000)).await;
+    let leader = c.leader(WAIT).await;
+    let batcher = Batcher::start(c.raft(leader).clone(), "agent:test".into());
+    let n = 200u64;
+    let writes: Vec<_> = (0..n)
+        .map(|i| {
+            let b = batcher.clone();
+            // Every fourth write removes a user that does not exist: refused alone.
+            let command = match i % 4 {
+                3 => Command::RemoveUser { name: format!("nobody{i}") },
+                _ => register(i),
+            };
+            tokio::spawn(async move { (i, b.propose(req(1_000 + i, command)).await) })
+        })
+        .collect();
+    let mut indexes = std::collections::BTreeSet::new();
+    let mut last = 0;
+    for w in writes {
+        let (i, result) = w.await.expect("write task");
+        match (i % 4, result) {
+            (3, Err(Error::Rejected(r))) => {
+                assert_eq!(r.code, RejectCode::UserUnknown, "write {i}: {r}");
+                assert!(r.message.contains(&format!("nobody{i}")), "write {i} got another's refusal: {r}");
+            }
+            (3, other) => panic!("write {i} should be refused alone: {other:?}"),
+            (_, Ok(applied)) => {
+                assert_eq!(applied.outcome, Outcome::HostRegistered, "write {i}");
+                indexes.insert(applied.log_id.index);
+                last = last.max(applied.log_id.index);
+            }
+            (_, Err(e)) => panic!("write {i} failed: {e}"),
+        }
+    }
+    assert!(indexes.len() < (n as usize) / 2, "{} writes took {} entries", n * 3 / 4, indexes.len());
+    for id in c.live() {
+        c.wait_applied(id, last, WAIT).await;
+    }
+    let s = states(&c);
+    for (id, state) in &s {
+        assert_eq!(state.hosts().len() as u64, n * 3 / 4, "node {id}");
+        assert!(state == &s[0].1, "node {id} disagrees with node {}", s[0].0);
+    }
+    // One audit record per write, none for the batches that carried them.
+    let records = s[0].1.audit();
+    assert_eq!(records.values().filter(|r| r.actor == "test").count() as u64, n);
+    assert_eq!(records.values().filter(|r| r.actor == "agent:test").count(), 0);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batcher_refuses_a_batch_and_an_invalid_request_before_the_log() {
+    // Goal: a caller cannot hand the batcher a batch of its own, and a request that
+    // fails validation is refused without reaching the log.
+    let c = Cluster::start(&[1, 2, 3], Storage::Memory, config(1_000)).await;
+    let leader = c.leader(WAIT).await;
+    let batcher = Batcher::start(c.raft(leader).clone(), "agent:test".into());
+    let before = c.raft(leader).metrics().borrow().last_log_index;
+    let batch = Command::Batch { requests: vec![req(1_000, register(1))] };
+    let invalid = Command::RemoveUser { name: "x".repeat(10_000) };
+    for command in [batch, invalid] {
+        match batcher.propose(req(1_000, command)).await {
+            Err(Error::Rejected(r)) => assert_eq!(r.code, RejectCode::InvalidRequest, "{r}"),
+            other => panic!("expected a refusal: {other:?}"),
+        }
+    }
+    assert_eq!(c.raft(leader).metrics().borrow().last_log_index, before, "nothing reached the log");
     c.shutdown().await;
 }

@@ -8,6 +8,9 @@
 //!   (`snapshot-v2.bin`), and a dump of every RocksDB row of a store that wrote that
 //!   log, applied it, built a snapshot and purged a prefix (`rocks-v2.json`).
 //!
+//! - format version 3: the same three for a log that goes on with a [`Command::Batch`]
+//!   (`log-v3/`, `snapshot-v3.bin`, `rocks-v3.json`).
+//!
 //! Each must decode, with the same content, in every later build. A later format version
 //! adds its own fixtures beside these and never removes or rewrites them.
 //!
@@ -578,40 +581,45 @@ fn scenario2() -> Vec<(&'static str, Command)> {
     ]
 }
 
-/// The v2 log with each entry's fixture name: `log-v2/<index>-<payload>.bin`.
-fn entries2() -> Vec<(String, Entry)> {
+/// The log of format version `v` (2 or 3) with each entry's fixture name:
+/// `log-v<v>/<index>-<payload>.bin`. Version 3's is version 2's scenario followed by
+/// the variant version 3 added: a batch ([`batch3`]).
+fn entries(v: u8) -> Vec<(String, Entry)> {
+    let name = |index: u64, what: &str| format!("log-v{v}/{index:03}-{what}.bin");
     let mut out = vec![
-        (
-            "log-v2/001-membership.bin".to_string(),
-            Entry { log_id: id2(1), payload: EntryPayload::Membership(membership2()) },
-        ),
-        ("log-v2/002-blank.bin".to_string(), Entry { log_id: id2(2), payload: EntryPayload::Blank }),
+        (name(1, "membership"), Entry { log_id: id2(1), payload: EntryPayload::Membership(membership2()) }),
+        (name(2, "blank"), Entry { log_id: id2(2), payload: EntryPayload::Blank }),
     ];
-    for (i, (actor, command)) in scenario2().into_iter().enumerate() {
+    let mut scenario = scenario2();
+    if v >= 3 {
+        scenario.push(("agent:a", batch3()));
+    }
+    for (i, (actor, command)) in scenario.into_iter().enumerate() {
         let index = i as u64 + 3;
-        let name = format!("log-v2/{index:03}-{}.bin", command.name());
+        let name = name(index, command.name());
         let request = Request { proposed_at_ms: at2(index), actor: actor.into(), from: String::new(), command };
         out.push((name, Entry { log_id: id2(index), payload: EntryPayload::Normal(request) }));
     }
     out
 }
 
-fn log2() -> Vec<Entry> {
-    entries2().into_iter().map(|(_, e)| e).collect()
+fn log(v: u8) -> Vec<Entry> {
+    entries(v).into_iter().map(|(_, e)| e).collect()
 }
 
-fn last2() -> LogId {
-    log2().last().expect("entries").log_id
+fn last(v: u8) -> LogId {
+    log(v).last().expect("entries").log_id
 }
 
-/// The frozen bytes of v2 entry `name` (written from `entry` when missing).
-fn frozen_entry2(name: &str, entry: &Entry) -> Vec<u8> {
+/// The frozen bytes of entry `name` (written from `entry` when missing).
+fn frozen_entry(name: &str, entry: &Entry) -> Vec<u8> {
     fixture(name, || codec::encode_entry(entry).expect("encode"))
 }
 
-/// The frozen v2 snapshot (written, when missing, from the whole v2 log applied by this build).
-fn frozen_snapshot2() -> Vec<u8> {
-    fixture("snapshot-v2.bin", || codec::encode_snapshot(&replay(log2())).expect("encode"))
+/// The frozen snapshot of version `v` (written, when missing, from that version's whole
+/// log applied by this build).
+fn frozen_snapshot(v: u8) -> Vec<u8> {
+    fixture(&format!("snapshot-v{v}.bin"), || codec::encode_snapshot(&replay(log(v))).expect("encode"))
 }
 
 /// Which `Command` variant `c` is; numbers are only ever added, never reused. A new
@@ -643,18 +651,31 @@ fn variant(c: &Command) -> usize {
         Command::RemoveUser { .. } => 21,
         Command::RemoveMember { .. } => 22,
         Command::ReadmitMember { .. } => 23,
+        Command::Batch { .. } => 24,
     }
 }
 
 /// The variants there were when the v2 log was frozen: `variant` numbers 0 to 23.
 const COMMAND_VARIANTS_IN_V2: usize = 24;
+/// The variants there were when the v3 log was frozen: `variant` numbers 0 to 24.
+const COMMAND_VARIANTS_IN_V3: usize = 25;
 
 #[test]
 fn v2_entries_decode_to_the_entries_they_were_written_from() {
     // Goal: each frozen v2 entry decodes to the entry it was made from; while v2 is written, re-encodes to its bytes.
-    for (name, expected) in entries2() {
-        let bytes = frozen_entry2(&name, &expected);
-        assert_eq!(&bytes[..4], b"TNE\x02", "{name} header");
+    entries_decode_to_what_they_were_written_from(2);
+}
+
+#[test]
+fn v3_entries_decode_to_the_entries_they_were_written_from() {
+    // Goal: the same of the frozen v3 entries, the batch among them.
+    entries_decode_to_what_they_were_written_from(3);
+}
+
+fn entries_decode_to_what_they_were_written_from(v: u8) {
+    for (name, expected) in entries(v) {
+        let bytes = frozen_entry(&name, &expected);
+        assert_eq!(bytes[..4], [b'T', b'N', b'E', v], "{name} header");
         let decoded = codec::decode_entry(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(decoded, expected, "{name}");
         check_reencoded(&name, &bytes, codec::encode_entry(&decoded).expect("encode"), &expected, codec::decode_entry);
@@ -664,9 +685,19 @@ fn v2_entries_decode_to_the_entries_they_were_written_from() {
 #[test]
 fn the_v2_log_holds_every_command_variant_and_both_other_payloads() {
     // Goal: the frozen v2 log has an entry of each Command variant, a blank and a membership entry.
+    log_holds_every_variant(2, COMMAND_VARIANTS_IN_V2);
+}
+
+#[test]
+fn the_v3_log_holds_every_command_variant_and_both_other_payloads() {
+    // Goal: the frozen v3 log has an entry of each Command variant there is (a batch too), a blank and a membership.
+    log_holds_every_variant(3, COMMAND_VARIANTS_IN_V3);
+}
+
+fn log_holds_every_variant(v: u8, variants: usize) {
     let (mut commands, mut blank, mut membership) = (BTreeSet::new(), false, false);
-    for (name, entry) in entries2() {
-        match codec::decode_entry(&frozen_entry2(&name, &entry)).expect("decode").payload {
+    for (name, entry) in entries(v) {
+        match codec::decode_entry(&frozen_entry(&name, &entry)).expect("decode").payload {
             EntryPayload::Normal(r) => {
                 commands.insert(variant(&r.command));
             }
@@ -674,45 +705,90 @@ fn the_v2_log_holds_every_command_variant_and_both_other_payloads() {
             EntryPayload::Membership(_) => membership = true,
         }
     }
-    let missing: Vec<usize> = (0..COMMAND_VARIANTS_IN_V2).filter(|v| !commands.contains(v)).collect();
-    assert!(missing.is_empty(), "variants {missing:?} (see `variant`) have no entry in the v2 log");
+    let missing: Vec<usize> = (0..variants).filter(|v| !commands.contains(v)).collect();
+    assert!(missing.is_empty(), "variants {missing:?} (see `variant`) have no entry in the v{v} log");
     assert!(blank && membership, "blank: {blank}, membership: {membership}");
 }
 
 #[test]
 fn v2_snapshot_decodes_to_the_state_it_was_written_from() {
     // Goal: the frozen v2 snapshot decodes to what today's apply of the v2 log gives, and holds every kind of record.
-    let expected = replay(log2());
-    let bytes = frozen_snapshot2();
-    assert_eq!(&bytes[..4], b"TNS\x02");
+    snapshot_decodes_to_the_state_it_was_written_from(2);
+}
+
+#[test]
+fn v3_snapshot_decodes_to_the_state_it_was_written_from() {
+    // Goal: the same of the frozen v3 snapshot, which holds what the batch did, request by request.
+    snapshot_decodes_to_the_state_it_was_written_from(3);
+}
+
+fn snapshot_decodes_to_the_state_it_was_written_from(v: u8) {
+    let expected = replay(log(v));
+    let bytes = frozen_snapshot(v);
+    assert_eq!(bytes[..4], [b'T', b'N', b'S', v]);
     let decoded = codec::decode_snapshot(&bytes).expect("decode");
     assert_eq!((&decoded.last_applied, &decoded.last_membership), (&expected.last_applied, &expected.last_membership));
-    assert_same_state(&expected.state, &decoded.state, "today's apply of the v2 log gives");
+    assert_same_state(&expected.state, &decoded.state, &format!("today's apply of the v{v} log gives"));
     let again = codec::encode_snapshot(&decoded).expect("encode");
-    check_reencoded("snapshot-v2.bin", &bytes, again, &expected, codec::decode_snapshot);
-    holds_every_kind_of_record(&decoded.state);
+    check_reencoded(&format!("snapshot-v{v}.bin"), &bytes, again, &expected, codec::decode_snapshot);
+    holds_every_kind_of_record(&decoded.state, v);
 }
 
 #[test]
 fn the_frozen_v2_log_replayed_today_reaches_the_frozen_v2_snapshot() {
     // Goal: today's state machine, fed the frozen v2 entries, reaches exactly the state the frozen v2 snapshot holds.
-    let log: Vec<Entry> = entries2()
+    frozen_log_replayed_today_reaches_the_frozen_snapshot(2);
+}
+
+#[test]
+fn the_frozen_v3_log_replayed_today_reaches_the_frozen_v3_snapshot() {
+    // Goal: the same of the frozen v3 entries and snapshot.
+    frozen_log_replayed_today_reaches_the_frozen_snapshot(3);
+}
+
+fn frozen_log_replayed_today_reaches_the_frozen_snapshot(v: u8) {
+    let log: Vec<Entry> = entries(v)
         .into_iter()
-        .map(|(name, e)| codec::decode_entry(&frozen_entry2(&name, &e)).unwrap_or_else(|e| panic!("{name}: {e}")))
+        .map(|(name, e)| codec::decode_entry(&frozen_entry(&name, &e)).unwrap_or_else(|e| panic!("{name}: {e}")))
         .collect();
     let replayed = replay(log);
-    let written = codec::decode_snapshot(&frozen_snapshot2()).expect("decode");
+    let written = codec::decode_snapshot(&frozen_snapshot(v)).expect("decode");
     assert_eq!((&replayed.last_applied, &replayed.last_membership), (&written.last_applied, &written.last_membership));
     assert_same_state(&replayed.state, &written.state, "replayed today");
 }
 
-/// The v2 state holds a record of every kind, and of each variant that has its own shape.
-fn holds_every_kind_of_record(s: &State) {
+// ---- format version 3 ----------------------------------------------------------------
+
+/// Where the v3 log's batch is: right after version 2's scenario.
+const BATCH3_INDEX: u64 = 67;
+
+/// The command version 3 added, as a leader's batcher forms it (issue 18): several
+/// requests in one entry, each applied as its own; here a host registering and a
+/// request refused alone.
+fn batch3() -> Command {
+    let request = |actor: &str, command| Request {
+        proposed_at_ms: at2(BATCH3_INDEX),
+        actor: actor.into(),
+        from: String::new(),
+        command,
+    };
+    let requests = vec![
+        request("agent:f", Command::RegisterHost { host: spec("f") }),
+        request("alice", Command::RemoveUser { name: "nobody".into() }),
+    ];
+    Command::Batch { requests }
+}
+
+/// The state of version `v`'s log holds a record of every kind, and of each variant
+/// that has its own shape; version 3's also what its batch did.
+fn holds_every_kind_of_record(s: &State, v: u8) {
     let hosts: Vec<(&str, HostStatus, bool)> =
         s.hosts().values().map(|h| (h.name.as_str(), h.status, h.inventory.is_some())).collect();
     let want = [("a", HostStatus::Up, true), ("b", HostStatus::Maintenance, true), ("c", HostStatus::Up, true)];
     assert_eq!(hosts[..3], want);
-    assert_eq!(hosts[3..], [("e", HostStatus::Up, false)], "e, readmitted, registered again and never reported");
+    assert_eq!(hosts[3], ("e", HostStatus::Up, false), "e, readmitted, registered again and never reported");
+    let batched: &[_] = if v >= 3 { &[("f", HostStatus::Up, false)] } else { &[] };
+    assert_eq!(hosts[4..], *batched, "f registered by the v3 batch");
     let removed = s.removed_member("d").expect("d was removed");
     assert_eq!((removed.node_id, removed.address.as_str(), removed.by.as_str()), (Some(4), "d.example:7400", "admin"));
     assert!(s.removed_member("e").is_none(), "e was readmitted");
@@ -755,11 +831,15 @@ fn holds_every_kind_of_record(s: &State) {
         ]
     ));
     assert_eq!(s.rebalance(), &rebalance2());
-    assert_eq!(s.audit().len(), 64, "one audit record per command");
-    assert!(s.audit().values().all(|r| r.outcome == "ok"), "every command of the v2 log was accepted");
+    // One audit record per command; a batch's requests have one each, none the batch.
+    let outcomes: Vec<(u64, &str)> = s.audit().values().map(|r| (r.index, r.outcome.as_str())).collect();
+    let (scenario, batch) = outcomes.split_at(64);
+    assert!(scenario.iter().all(|(_, o)| *o == "ok"), "every command of the v2 scenario was accepted");
+    let want: &[_] = if v >= 3 { &[(BATCH3_INDEX, "ok"), (BATCH3_INDEX, "user-unknown")] } else { &[] };
+    assert_eq!(batch, want, "the batch's requests, at the batch's index");
     let m = s.meta();
     assert_eq!((m.last_operation_id, m.last_reservation_id, m.last_fencing_token, m.last_plan_id), (10, 7, 7, 3));
-    assert_eq!(m.clock_ms, at2(66));
+    assert_eq!(m.clock_ms, at2(if v >= 3 { BATCH3_INDEX } else { 66 }));
     assert!(s.invariant_violations().is_empty(), "{:?}", s.invariant_violations());
 }
 
@@ -805,17 +885,18 @@ fn unhex(text: &str) -> Vec<u8> {
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect()
 }
 
-/// What a v2 member's store holds after: a vote; the whole v2 log appended, applied and
-/// committed; a snapshot built; the log purged up to index [`PURGED2`].
-async fn write_store2(path: &Path) {
-    let (mut log, mut sm) = rocks::open(path).expect("open");
-    log.save_vote(&vote2()).await.expect("vote");
-    log.blocking_append(log2()).await.expect("append");
-    let responses = sm.apply(log2()).await.expect("apply");
+/// What a member of version `v` holds after: a vote; that version's whole log
+/// appended, applied and committed; a snapshot built; the log purged up to index
+/// [`PURGED2`].
+async fn write_store(v: u8, path: &Path) {
+    let (mut store, mut sm) = rocks::open(path).expect("open");
+    store.save_vote(&vote2()).await.expect("vote");
+    store.blocking_append(log(v)).await.expect("append");
+    let responses = sm.apply(log(v)).await.expect("apply");
     assert!(responses.iter().all(Result::is_ok), "{responses:?}");
-    log.save_committed(Some(last2())).await.expect("committed");
+    store.save_committed(Some(last(v))).await.expect("committed");
     sm.get_snapshot_builder().await.build_snapshot().await.expect("snapshot");
-    log.purge(id2(PURGED2)).await.expect("purge");
+    store.purge(id2(PURGED2)).await.expect("purge");
 }
 
 /// Every row of the closed database at `path`, column family by column family.
@@ -830,9 +911,10 @@ fn dump(path: &Path) -> Dump {
         }
     }
     Dump {
-        about: "Every RocksDB row of a tern-raft-store that wrote format version 2 (tests/fixtures.rs, \
-                write_store2): column family, key and value in hex, as the store wrote them."
-            .into(),
+        about: format!(
+            "Every RocksDB row of a tern-raft-store that wrote format version {CURRENT_VERSION} \
+             (tests/fixtures.rs, write_store): column family, key and value in hex, as the store wrote them."
+        ),
         format_version: CURRENT_VERSION,
         column_families,
         rows,
@@ -856,14 +938,16 @@ fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("json")
 }
 
-/// The frozen dump of a v2 store (written, when missing, from a store `write_store2` made).
-fn frozen_dump2(rt: &tokio::runtime::Runtime) -> Dump {
-    let bytes = fixture("rocks-v2.json", || {
+/// The frozen dump of a store of version `v` (written, when missing, from a store
+/// `write_store` made).
+fn frozen_dump(v: u8, rt: &tokio::runtime::Runtime) -> Dump {
+    let name = format!("rocks-v{v}.json");
+    let bytes = fixture(&name, || {
         let dir = tempfile::tempdir().expect("tempdir");
-        rt.block_on(write_store2(dir.path()));
+        rt.block_on(write_store(v, dir.path()));
         dump_json(&dump(dir.path()))
     });
-    serde_json::from_slice(&bytes).expect("rocks-v2.json")
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// Writes `rows` into a new database at `path`, with `dump`'s column families: the files
@@ -883,8 +967,18 @@ fn load(dump: &Dump, rows: &[Row], path: &Path) {
 #[test]
 fn the_v2_store_dump_holds_every_row_kind_in_version_2() {
     // Goal: the frozen store dump has rocks.rs's column families, each meta key, every row kind, all in version 2.
-    let dump = frozen_dump2(&runtime());
-    assert_eq!(dump.format_version, 2);
+    store_dump_holds_every_row_kind(2);
+}
+
+#[test]
+fn the_v3_store_dump_holds_every_row_kind_in_version_3() {
+    // Goal: the same of the v3 store, whose log ends with a batch.
+    store_dump_holds_every_row_kind(3);
+}
+
+fn store_dump_holds_every_row_kind(v: u8) {
+    let dump = frozen_dump(v, &runtime());
+    assert_eq!(dump.format_version, v);
     for cf in COLUMN_FAMILIES {
         assert!(dump.column_families.iter().any(|c| c == cf), "column family {cf} missing");
     }
@@ -896,34 +990,44 @@ fn the_v2_store_dump_holds_every_row_kind_in_version_2() {
     assert_eq!(tags, b"abdhimopru".iter().copied().collect(), "row kinds (state/mod.rs RowKey)");
     // The log after the purge: the frozen v2 entries' bytes, under their big-endian index.
     let log: Vec<Row> = dump.rows.iter().filter(|r| r.cf == "log").cloned().collect();
-    let kept: Vec<(String, Entry)> = entries2().into_iter().skip(PURGED2 as usize).collect();
+    let kept: Vec<(String, Entry)> = entries(v).into_iter().skip(PURGED2 as usize).collect();
     assert_eq!(log.len(), kept.len());
     for (row, (name, entry)) in log.iter().zip(&kept) {
         assert_eq!(row.key(), entry.log_id.index.to_be_bytes(), "{name}: key");
-        assert!(row.value() == frozen_entry2(name, entry), "{name}: the store holds other bytes than the codec's");
+        assert!(row.value() == frozen_entry(name, entry), "{name}: the store holds other bytes than the codec's");
     }
     for row in &dump.rows {
         let value = row.value();
-        assert!(value.starts_with(b"TN") && value[3] == 2, "{} {}: not a version 2 value", row.cf, row.key);
+        assert!(value.starts_with(b"TN") && value[3] == v, "{} {}: not a version {v} value", row.cf, row.key);
     }
 }
 
 #[test]
 fn a_v2_store_opened_in_place_has_its_vote_log_applied_state_and_snapshot() {
     // Goal: a member upgraded in place over the frozen v2 rows finds its vote, log, state and snapshot, and goes on.
+    store_opened_in_place_goes_on(2);
+}
+
+#[test]
+fn a_v3_store_opened_in_place_has_its_vote_log_applied_state_and_snapshot() {
+    // Goal: the same over the frozen v3 rows, whose log ends with a batch.
+    store_opened_in_place_goes_on(3);
+}
+
+fn store_opened_in_place_goes_on(v: u8) {
     let rt = runtime();
-    let dump = frozen_dump2(&rt);
+    let dump = frozen_dump(v, &rt);
     let dir = tempfile::tempdir().expect("tempdir");
     load(&dump, &dump.rows, dir.path());
-    let written = codec::decode_snapshot(&frozen_snapshot2()).expect("decode");
+    let written = codec::decode_snapshot(&frozen_snapshot(v)).expect("decode");
     rt.block_on(async {
-        let (mut log, mut sm) = rocks::open(dir.path()).expect("open");
-        assert_eq!(log.read_vote().await.expect("vote"), Some(vote2()));
-        assert_eq!(log.read_committed().await.expect("committed"), Some(last2()));
-        let state = log.get_log_state().await.expect("log state");
-        assert_eq!((state.last_purged_log_id, state.last_log_id), (Some(id2(PURGED2)), Some(last2())));
-        let kept = log.get_log_reader().await.try_get_log_entries(0..u64::MAX).await.expect("entries");
-        assert_eq!(kept, log2()[PURGED2 as usize..]);
+        let (mut store, mut sm) = rocks::open(dir.path()).expect("open");
+        assert_eq!(store.read_vote().await.expect("vote"), Some(vote2()));
+        assert_eq!(store.read_committed().await.expect("committed"), Some(last(v)));
+        let state = store.get_log_state().await.expect("log state");
+        assert_eq!((state.last_purged_log_id, state.last_log_id), (Some(id2(PURGED2)), Some(last(v))));
+        let kept = store.get_log_reader().await.try_get_log_entries(0..u64::MAX).await.expect("entries");
+        assert_eq!(kept, log(v)[PURGED2 as usize..]);
         let applied = sm.applied_state().await.expect("applied");
         assert_eq!(applied, (written.last_applied, written.last_membership.clone()));
         assert_same_state(&sm.state().snapshot(), &written.state, "read back from the store's rows");
@@ -935,11 +1039,11 @@ fn a_v2_store_opened_in_place_has_its_vote_log_applied_state_and_snapshot() {
         let image = codec::decode_snapshot(&snapshot.snapshot.into_inner()).expect("decode");
         assert!(image == written, "the stored snapshot is not the state written");
         // It goes on where it stopped: the migration in flight moves to Committing.
-        let index = last2().index + 1;
+        let index = last(v).index + 1;
         let command = Command::AdvanceOperation { operation: 10, token: Some(7), progress: Progress::Committing };
         let request = Request { proposed_at_ms: at2(index), actor: "agent:a".into(), from: String::new(), command };
         let next = Entry { log_id: id2(index), payload: EntryPayload::Normal(request) };
-        log.blocking_append([next.clone()]).await.expect("append");
+        store.blocking_append([next.clone()]).await.expect("append");
         let responses = sm.apply([next]).await.expect("apply");
         assert!(responses[0].is_ok(), "{responses:?}");
         assert_eq!(sm.state().read(|s| s.operation(10).map(|o| o.phase.clone())), Some(Phase::Committing));
@@ -958,15 +1062,15 @@ fn data_of_a_newer_format_version_is_refused_naming_the_versions_this_build_read
         bytes[3] = newer;
         bytes
     };
-    let (name, first) = &entries2()[2];
-    let entry = retag(frozen_entry2(name, first));
+    let (name, first) = &entries(2)[2];
+    let entry = retag(frozen_entry(name, first));
     assert_eq!(codec::decode_entry(&entry).map_err(|e| e.to_string()), Err(format!("Entry {why}")));
-    let snapshot = retag(frozen_snapshot2());
+    let snapshot = retag(frozen_snapshot(2));
     assert_eq!(codec::decode_snapshot(&snapshot).map_err(|e| e.to_string()), Err(format!("Snapshot {why}")));
 
     let rt = runtime();
     // A snapshot a newer leader sends is refused by the state machine installing it.
-    let written = codec::decode_snapshot(&frozen_snapshot2()).expect("decode");
+    let written = codec::decode_snapshot(&frozen_snapshot(2)).expect("decode");
     let meta = tern_raft_store::SnapshotMeta {
         last_log_id: written.last_applied,
         last_membership: written.last_membership.clone(),
@@ -978,7 +1082,7 @@ fn data_of_a_newer_format_version_is_refused_naming_the_versions_this_build_read
     assert!(message.contains(&why), "{message}");
 
     // A store holding one newer row refuses to open; one holding a newer last entry, to read its log.
-    let dump = frozen_dump2(&rt);
+    let dump = frozen_dump(2, &rt);
     let with_newer = |cf: &str, key: &[u8]| -> tempfile::TempDir {
         let rows: Vec<Row> = dump
             .rows
@@ -998,7 +1102,7 @@ fn data_of_a_newer_format_version_is_refused_naming_the_versions_this_build_read
     let dir = with_newer("sm", b"h/a");
     let message = rocks::open(dir.path()).expect_err("a newer host row is refused").to_string();
     assert_eq!(message, format!("RocksDB at {}: Row {why}", dir.path().display()));
-    let dir = with_newer("log", &last2().index.to_be_bytes());
+    let dir = with_newer("log", &last(2).index.to_be_bytes());
     let (mut log, _sm) = rocks::open(dir.path()).expect("the rows are all readable");
     let message = rt.block_on(log.get_log_state()).expect_err("a newer entry is refused").to_string();
     assert!(message.contains(&format!("Entry {why}")), "{message}");

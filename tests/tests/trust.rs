@@ -121,8 +121,8 @@ async fn a_user_certificate_makes_no_member_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_certificate_speaks_only_for_its_own_host() {
-    // Goal: m10-1-2's node certificate cannot report m10-1-1's inventory, propose as agent:m10-1-1, propose Expire,
-    // finish a migration it does not coordinate, heartbeat for another host, or use a user's verbs.
+    // Goal: m10-1-2's node certificate cannot report m10-1-1's inventory, propose as agent:m10-1-1, propose Expire
+    // or a batch, finish a migration it does not coordinate, heartbeat for another host, or use a user's verbs.
     let c = Cluster::three().await;
     let st = c.status(0).await.unwrap();
     let leader = c.index_of(&st, st.leader_id);
@@ -136,6 +136,12 @@ async fn a_node_certificate_speaks_only_for_its_own_host() {
     denied("posing as another agent", cluster.propose(propose_request("agent:m10-1-1", update("m10-1-2"))).await);
     let expire = Command::Expire { now_ms: u64::MAX / 2 };
     denied("a forwarded Expire", cluster.propose(propose_request("agent:m10-1-2", expire)).await);
+    // Nor a batch, whose requests could speak for anyone (issue 18: the leader forms them).
+    let inner =
+        Request { proposed_at_ms: 1, actor: "agent:m10-1-1".into(), from: String::new(), command: update("m10-1-1") };
+    let batch = Command::Batch { requests: vec![inner] };
+    let why = denied("a forwarded batch", cluster.propose(propose_request("agent:m10-1-2", batch)).await);
+    assert!(why.contains("batch is formed by the leader only"), "{why}");
     let beat = pb::HeartbeatRequest { host: "m10-1-1".into(), node_id: 1, ..Default::default() };
     denied("another host's heartbeat", cluster.heartbeat(beat).await);
     let mut migration = pb::migration_client::MigrationClient::new(node.clone());

@@ -233,6 +233,15 @@ pub enum Command {
     RemoveUser {
         name: String,
     },
+    /// Requests the leader took at once, in one log entry (issue 18: one Raft entry,
+    /// one replication and one apply for many clients' writes). Applied in order, each
+    /// exactly as if it were an entry of its own: its own clock stamp, checks, audit
+    /// record and response ([`Outcome::Batch`]), so one refused request changes nothing
+    /// for the others. Formed only by the leader's [`crate::Batcher`]; a member never
+    /// takes one from outside, and a batch never holds a batch.
+    Batch {
+        requests: Vec<Request>,
+    },
     /// Takes a member out of the cluster for good (`ternctl cluster remove-member`): its
     /// host's record goes, which is refused while a guest, a reservation or a running
     /// operation is on the host; its name may not register again until
@@ -276,6 +285,7 @@ impl Command {
             Self::RemoveUser { .. } => "remove-user",
             Self::RemoveMember { .. } => "remove-member",
             Self::ReadmitMember { .. } => "readmit-member",
+            Self::Batch { .. } => "batch",
         }
     }
 }
@@ -343,6 +353,10 @@ pub enum Outcome {
     },
     UserAdded,
     UserRemoved,
+    /// What each request of a [`Command::Batch`] got, in order.
+    Batch {
+        responses: Vec<Response>,
+    },
     /// `already`: the member had been removed before; nothing changed.
     MemberRemoved {
         node_id: Option<u64>,
@@ -508,6 +522,11 @@ impl Request {
     /// size, so a proposer can refuse a request before it reaches the log. Apply runs
     /// the same field checks (not the size check) and rejects alike.
     pub fn validate(&self) -> Result<(), Rejection> {
+        self.validated_len().map(drop)
+    }
+
+    /// [`Request::validate`], returning how many bytes the request encodes to.
+    pub fn validated_len(&self) -> Result<usize, Rejection> {
         crate::state::validate::request(self)?;
         let bytes = serde_json::to_vec(self)
             .map_err(|e| Rejection::new(RejectCode::InvalidRequest, format!("request does not encode: {e}")))?;
@@ -517,6 +536,6 @@ impl Request {
                 format!("request encodes to {} bytes; the limit is {}", bytes.len(), limits::REQUEST_BYTES_MAX),
             ));
         }
-        Ok(())
+        Ok(bytes.len())
     }
 }

@@ -129,6 +129,18 @@ fn command(command: &Command) -> Result<(), Rejection> {
             reserved_binding(b)
         }
         Command::Renew { .. } | Command::Release { .. } | Command::Expire { .. } => Ok(()),
+        Command::Batch { requests } => {
+            count("batched requests", requests.len(), BATCH_REQUESTS_MAX)?;
+            if requests.is_empty() {
+                return Err(invalid("a batch holds at least one request".into()));
+            }
+            if requests.iter().any(|r| matches!(r.command, Command::Batch { .. })) {
+                return Err(invalid("a batch may not hold a batch".into()));
+            }
+            // Each request's own fields are checked when it is applied, so that one bad
+            // request is refused alone.
+            Ok(())
+        }
         Command::BeginOperation { kind } => operation_kind(kind),
         Command::AdvanceOperation { .. } => Ok(()),
         Command::CommitMigration { notes, .. } | Command::CompleteOperation { notes, .. } => {

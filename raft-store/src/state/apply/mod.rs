@@ -49,8 +49,20 @@ fn clip(mut s: String, max: usize) -> String {
 impl State {
     /// Applies the request found at log index `index`. Deterministic: reads only the
     /// state and the request. Every request, accepted or not, advances the cluster
-    /// clock and leaves one audit record.
+    /// clock and leaves one audit record; a batch's requests are applied one after the
+    /// other, each as such a request (a batch that is itself malformed is refused whole,
+    /// with one record).
     pub fn apply(&mut self, index: u64, request: &Request) -> Response {
+        if let Command::Batch { requests } = &request.command
+            && validate::request(request).is_ok()
+        {
+            let responses = requests.iter().map(|r| self.apply_one(index, r)).collect();
+            return Ok(Outcome::Batch { responses });
+        }
+        self.apply_one(index, request)
+    }
+
+    fn apply_one(&mut self, index: u64, request: &Request) -> Response {
         self.meta.clock_ms = self.meta.clock_ms.max(request.proposed_at_ms);
         self.touch(RowKey::Meta);
         let response = validate::request(request).and_then(|()| self.execute(request));
@@ -117,6 +129,9 @@ impl State {
             }
             Command::RemoveMember { name, node_id } => self.remove_member(now, &req.actor, name, *node_id),
             Command::ReadmitMember { name } => self.readmit_member(name),
+            // Only a malformed batch gets here (`apply` takes the others apart), and
+            // `validate::request` has refused it already.
+            Command::Batch { .. } => reject(RejectCode::InvalidRequest, "a malformed batch".into()),
             Command::RemoveUser { name } => {
                 if self.users.remove(name).is_none() {
                     return reject(RejectCode::UserUnknown, format!("no user named {name}"));

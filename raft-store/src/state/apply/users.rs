@@ -16,8 +16,14 @@ impl State {
             summary: clip(summarize(&req.command), AUDIT_SUMMARY_BYTES_MAX),
             outcome,
         };
-        self.audit.insert(index, record);
-        self.touch(RowKey::Audit(index));
+        // Keyed by the log index; the later requests of a batch, which share their
+        // entry's index, take the next free keys (the record keeps the true index).
+        let key = match self.audit.last_key_value() {
+            Some((&last, _)) if last >= index => last + 1,
+            _ => index,
+        };
+        self.audit.insert(key, record);
+        self.touch(RowKey::Audit(key));
         while self.audit.len() > AUDIT_RECORDS_MAX {
             if let Some((old, _)) = self.audit.pop_first() {
                 self.touch(RowKey::Audit(old));
@@ -113,6 +119,7 @@ pub(super) fn summarize(c: &Command) -> String {
         Command::Renew { reservation, lease_ms, .. } => format!("renew reservation {reservation} by {lease_ms} ms"),
         Command::Release { reservation, .. } => format!("release reservation {reservation}"),
         Command::Expire { now_ms } => format!("expire leases at {now_ms} ms"),
+        Command::Batch { requests } => format!("batch of {} request(s)", requests.len()),
         Command::BeginOperation { kind } => match kind {
             OperationKind::Migration { domain, source, target, new_name, dry_run, plan } => format!(
                 "begin {}migration of {domain} from {source} to {target}{}{}",
