@@ -327,12 +327,14 @@ impl Reserved {
     pub fn contested_by<'a>(binding: &Binding, others: impl IntoIterator<Item = &'a Binding>) -> Reserved {
         let mut strands: Vec<u32> = binding.strands.clone();
         strands.sort_unstable();
+        let (first, last) = (strands.first().copied().unwrap_or(1), strands.last().copied().unwrap_or(0));
         // Each other range against all of the binding's cost |others| x 16 x 16 range
         // tests per Reserve, with a thousand reservations on one target (issue 18).
         let memory = SortedRanges::of(&binding.memory);
         let mut out = Reserved::default();
         for b in others {
-            out.strands.extend(b.strands.iter().filter(|s| strands.binary_search(s).is_ok()));
+            let held = |s: &&u32| (first..=last).contains(*s) && strands.binary_search(s).is_ok();
+            out.strands.extend(b.strands.iter().filter(held));
             out.memory.extend(b.memory.iter().filter(|m| memory.overlaps(m)));
             out.console_ports.extend(b.console_port.filter(|p| binding.console_port == Some(*p)));
             if b.domain == binding.domain {
@@ -366,6 +368,11 @@ impl SortedRanges {
     }
 
     fn overlaps(&self, m: &Range) -> bool {
+        // Most ranges of other reservations lie wholly outside the span: no search.
+        let (Some(&first), Some(&furthest)) = (self.starts.first(), self.reach.last()) else { return false };
+        if m.end() <= first || m.pa >= furthest {
+            return false;
+        }
         let before_end = self.starts.partition_point(|&pa| pa < m.end());
         m.size > 0 && before_end > 0 && self.reach[before_end - 1] > m.pa
     }
