@@ -111,11 +111,13 @@ pub fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, AgentError>
         install_snapshot_timeout: t.rpc_timeout_ms.max(10_000),
         snapshot_max_chunk_size: limits::SNAPSHOT_CHUNK_BYTES_MAX,
         // A snapshot encodes the whole state (MBs with thousands of reservations and the
-        // audit log); at 1,000 entries under B2's load every member built two a second
-        // (issue 18). The state machine persists its rows at each apply, so a restart
-        // replays nothing either way: the snapshot only serves a follower too far behind
-        // and lets the log be purged. 10,000 entries of about 2 KB keep ~20 MB of log.
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
+        // audit log), on the blocking pool; it only serves a follower too far behind and
+        // lets the log be purged (the state machine persists its rows at each apply, so
+        // a restart replays no snapshot). The log between two snapshots is this many
+        // entries: a lone write of about 2 KB each, or under load a batch of up to 256
+        // of them (`BATCH_BYTES_MAX`), so from ~4 MB up to 2,000 x 256 KiB = 500 MB
+        // at worst. Under B2's load (issue 18) that is one snapshot every few seconds.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2_000),
         max_in_snapshot_log_to_keep: 200,
         max_payload_entries: limits::APPEND_ENTRIES_MAX,
         ..Default::default()
